@@ -127,7 +127,9 @@ pub struct GcmKey {
 
 impl fmt::Debug for GcmKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GcmKey").field("tag", &self.tag).finish_non_exhaustive()
+        f.debug_struct("GcmKey")
+            .field("tag", &self.tag)
+            .finish_non_exhaustive()
     }
 }
 
@@ -163,7 +165,12 @@ impl GcmKey {
     }
 
     /// Seals `plaintext` with a fresh module-generated IV and appends `ct ‖ tag ‖ iv` to `out`.
-    pub fn seal_append(&self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+    pub fn seal_append(
+        &self,
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
         let max = plaintext.len() + self.overhead();
         let start = out.len();
         out.reserve(max);
@@ -315,7 +322,9 @@ impl IvBatch {
                 iv
             })
             .collect();
-        Ok(IvBatch { ivs: ivs.into_iter() })
+        Ok(IvBatch {
+            ivs: ivs.into_iter(),
+        })
     }
 
     /// IVs not handed out yet.
@@ -365,7 +374,11 @@ pub fn module_info() -> ModuleInfo {
     // SAFETY: `FIPS_mode` takes no arguments and only reads module state.
     let fips_mode = unsafe { ffi::FIPS_mode() } == 1;
     ModuleInfo {
-        sys_crate: if cfg!(feature = "fips") { "aws-lc-fips-sys" } else { "aws-lc-sys" },
+        sys_crate: if cfg!(feature = "fips") {
+            "aws-lc-fips-sys"
+        } else {
+            "aws-lc-sys"
+        },
         version,
         fips_build: cfg!(feature = "fips"),
         fips_mode,
@@ -434,20 +447,28 @@ mod tests {
     #[test]
     fn batch_path_matches_known_answer() {
         let h = |s: &str| -> Vec<u8> {
-            (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
         };
         let k: [u8; 32] = h("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308")
             .try_into()
             .unwrap();
         let iv: [u8; 12] = h("cafebabefacedbaddecaf888").try_into().unwrap();
-        let pt = h("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39");
+        let pt = h(
+            "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+        );
         let aad = h("feedfacedeadbeeffeedfacedeadbeefabaddad2");
-        let ct = h("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662");
+        let ct = h(
+            "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
+        );
         let tag = h("76fc6ece0f4e1768cddf8853bb2d551b");
         for t in [TagLength::Bits96, TagLength::Bits128] {
             let key = GcmKey::new(&k, t).unwrap();
             let mut out = Vec::new();
-            key.seal_append_with_iv(BatchIv(iv), &aad, &pt, &mut out).unwrap();
+            key.seal_append_with_iv(BatchIv(iv), &aad, &pt, &mut out)
+                .unwrap();
             let mut want = ct.clone();
             want.extend_from_slice(&tag[..t.bytes()]);
             want.extend_from_slice(&iv);

@@ -1,0 +1,81 @@
+//! The errors of coffer-core.
+
+/// Everything that can go wrong in coffer-core.
+///
+/// Authentication failures of any kind (wrong key, tampered bytes, wrong context, truncation) are the
+/// single opaque [`Error::Decrypt`]: it never says which check failed. Other variants say what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Authentication failed. Deliberately says nothing more.
+    #[error("decryption failed")]
+    Decrypt,
+
+    /// A key could not be unwrapped: the wrapping key is wrong or the wrapped bytes were changed.
+    #[error("key unwrap failed: wrong key-encryption key, or the wrapped key was altered")]
+    Unwrap,
+
+    /// Input that is not a Coffer value at all (wrong text prefix, bad base64).
+    #[error("not a Coffer ciphertext: {0}")]
+    Format(&'static str),
+
+    /// An algorithm outside the FIPS boundary was asked for in the `fips` build.
+    #[error(
+        "{algorithm} is not a FIPS-approved algorithm and is disabled in this FIPS build; {instead}"
+    )]
+    NotFipsApproved {
+        /// The refused algorithm.
+        algorithm: &'static str,
+        /// What to use instead.
+        instead: &'static str,
+    },
+
+    /// The key has sealed as many values as its limit allows.
+    #[error(
+        "this key has reached its limit of {limit} encryptions (random-IV safety bound); \
+         rotate to a new key version"
+    )]
+    EncryptionLimit {
+        /// The configured limit.
+        limit: u64,
+    },
+
+    /// Deterministic encryption was given a row context.
+    #[error(
+        "deterministic encryption cannot bind a row: equal values must encrypt equally; \
+         pass a search domain (e.g. the tenant) instead of a row context"
+    )]
+    RowContextInDeterministic,
+
+    /// A column configured for authenticated NULLs read an SQL NULL.
+    #[error(
+        "the column stores authenticated NULLs but the value read is an SQL NULL \
+         (it was written without Coffer or erased outside it)"
+    )]
+    UnauthenticatedNull,
+
+    /// A parameter is out of range or malformed.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was invalid.
+        what: &'static str,
+        /// Why, in words a user can act on.
+        reason: String,
+    },
+
+    /// The CSPRNG or the crypto module failed; nothing was produced.
+    #[error("the cryptographic module failed ({0})")]
+    Module(&'static str),
+}
+
+impl Error {
+    pub(crate) fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
+        Error::Invalid {
+            what,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// coffer-core's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
