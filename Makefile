@@ -1,0 +1,47 @@
+# Coffer — one entry point for building, testing and benchmarking.
+#   make test    everything CI runs: format, lints, layering, docs, tests (default and FIPS builds), fuzz smoke
+#   make bench   criterion benchmarks with same-run baselines (raw aws-lc-rs, openssl speed)
+#   make run     the coffer CLI (ARGS="--help")
+
+CARGO ?= cargo
+FIPS_FLAGS := --no-default-features --features fips
+FIPS_CRATES := -p coffer-aead -p coffer-core -p coffer-cli
+
+.PHONY: test lint layering doc test-default verify-format fips-toolchain test-fips fuzz-smoke bench run
+
+test: lint layering doc test-default verify-format test-fips fuzz-smoke
+	@echo "make test: all checks passed"
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+layering:
+	scripts/check-layering.sh
+
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
+
+test-default:
+	$(CARGO) test --workspace
+
+# The FIPS module (aws-lc-fips-sys) builds with CMake and Go; install them when missing.
+fips-toolchain:
+	scripts/fips-toolchain.sh
+
+test-fips: fips-toolchain
+	scripts/check-fips-tree.sh
+	$(CARGO) clippy $(FIPS_CRATES) $(FIPS_FLAGS) --all-targets -- -D warnings
+	$(CARGO) test $(FIPS_CRATES) $(FIPS_FLAGS)
+
+fuzz-smoke:
+	scripts/fuzz-smoke.sh
+
+bench:
+	scripts/bench.sh
+
+run:
+	$(CARGO) run --quiet -p coffer-cli -- $(ARGS)
+
+verify-format:
+	scripts/verify-format.sh

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# coffer-core must stay free of async runtimes, databases and network stacks (DESIGN §2).
+set -euo pipefail
+forbidden='^(tokio|sqlx|sqlx-[a-z-]+|redis|aws-sdk-[a-z0-9-]+|reqwest|hyper|hyper-[a-z-]+)$'
+for profile in "" "--no-default-features --features fips"; do
+  # shellcheck disable=SC2086
+  found=$(cargo tree -p coffer-core $profile -e normal,build --prefix none --format '{p}' 2>/dev/null \
+    | awk '{print $1}' | sort -u | grep -E "$forbidden" || true)
+  if [ -n "$found" ]; then
+    echo "layering check failed: coffer-core ${profile:-(default)} depends on:" >&2
+    echo "$found" >&2
+    exit 1
+  fi
+done
+echo "layering: coffer-core has no tokio, sqlx, redis, aws-sdk, reqwest or hyper"
