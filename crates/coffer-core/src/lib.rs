@@ -61,3 +61,8 @@ pub use passphrase::{KdfParams, PassphraseKdf};
 pub use secret::{Dek, KEY_LEN, Kek, SubKey};
 pub use value::ValueType;
 pub use wrap::{KeyMetadata, WrapAlgorithm};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

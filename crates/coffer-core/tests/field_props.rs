@@ -276,3 +276,34 @@ fn encryption_limit_is_enforced() {
     let items = [(ctx, &b"x"[..])];
     assert!(k.encrypt_batch(&items).is_err());
 }
+
+/// docs/FORMAT.md §2.6 states the overhead table; it must match what the code writes.
+#[test]
+fn format_doc_overhead_table_matches_the_code() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/FORMAT.md")).unwrap();
+    let sizes = [0usize, 1, 11, 50, 1000];
+    let dek = Dek::generate().unwrap();
+    #[allow(unused_mut)]
+    let mut rows = vec![
+        ("| GCM tag 96, binary |", Suite::Gcm96, false),
+        ("| GCM tag 128, binary |", Suite::Gcm128, false),
+        ("| GCM tag 96, text |", Suite::Gcm96, true),
+    ];
+    #[cfg(feature = "non-fips")]
+    rows.extend([("| AES-SIV, binary |", Suite::Siv, false), ("| AES-SIV, text |", Suite::Siv, true)]);
+    for (prefix, suite, text) in rows {
+        let line = doc.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix} missing"));
+        let cells: Vec<usize> = line[prefix.len()..]
+            .split('|')
+            .filter(|c| !c.trim().is_empty())
+            .map(|c| c.trim().trim_start_matches("**").split([' ', '*']).next().unwrap().parse().unwrap())
+            .collect();
+        let k = key(&dek, suite, 1, "s", "c");
+        let ctx = FieldContext::new();
+        for (n, documented) in sizes.iter().zip(cells) {
+            let pt = vec![0u8; *n];
+            let stored = if text { k.encrypt_text(&ctx, &pt).unwrap().len() } else { k.encrypt(&ctx, &pt).unwrap().len() };
+            assert_eq!(stored - n, documented, "{prefix} at {n} bytes");
+        }
+    }
+}
