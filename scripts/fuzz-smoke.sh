@@ -21,7 +21,7 @@ for target in $(cargo fuzz list); do
     -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1
   status=$?
   set -e
-  grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb)|panicked|SUMMARY|error' "$log" || true
+  grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb)|panicked|SUMMARY|^error' "$log" || true
   if [ "$status" -ne 0 ]; then
     tail -40 "$log" >&2
     echo "fuzz target $target failed (crash inputs in fuzz/artifacts/$target)" >&2

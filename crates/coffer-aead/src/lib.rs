@@ -8,6 +8,9 @@
 //! A sealed value is laid out as AWS-LC produces it: `ciphertext ‖ tag ‖ iv`. Coffer's field format
 //! (docs/FORMAT.md §2) keeps that order so sealing and opening never copy.
 //!
+//! It also holds AES key wrap ([`keywrap`]), so that the key-encryption key's AES schedule is
+//! cleansed after every call.
+//!
 //! The crate links the same AWS-LC that aws-lc-rs links: `aws-lc-sys` by default, `aws-lc-fips-sys`
 //! (the FIPS 140-3 validated module) with the `fips` feature.
 
@@ -27,6 +30,8 @@ use aws_lc_sys as ffi;
 
 use std::fmt;
 use std::ptr::NonNull;
+
+pub mod keywrap;
 
 /// Length of the GCM IV, in bytes.
 pub const IV_LEN: usize = 12;

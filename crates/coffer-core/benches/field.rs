@@ -34,18 +34,25 @@ fn single_values(c: &mut Criterion) {
     g.bench_function("baseline: aws-lc-rs RandomizedNonceKey seal", |b| {
         b.iter_batched_ref(
             || VALUE.to_vec(),
-            |buf| raw.seal_in_place_append_tag(Aad::from(&b"row-42"[..]), buf).unwrap(),
+            |buf| {
+                raw.seal_in_place_append_tag(Aad::from(&b"row-42"[..]), buf)
+                    .unwrap()
+            },
             BatchSize::SmallInput,
         )
     });
     let mut sealed = VALUE.to_vec();
-    let nonce = raw.seal_in_place_append_tag(Aad::from(&b"row-42"[..]), &mut sealed).unwrap();
+    let nonce = raw
+        .seal_in_place_append_tag(Aad::from(&b"row-42"[..]), &mut sealed)
+        .unwrap();
     g.bench_function("baseline: aws-lc-rs RandomizedNonceKey open", |b| {
         b.iter_batched_ref(
             || sealed.clone(),
             |buf| {
                 let n = aws_lc_rs::aead::Nonce::from(nonce.as_ref());
-                raw.open_in_place(n, Aad::from(&b"row-42"[..]), buf).map(|p| p.len()).unwrap()
+                raw.open_in_place(n, Aad::from(&b"row-42"[..]), buf)
+                    .map(|p| p.len())
+                    .unwrap()
             },
             BatchSize::SmallInput,
         )
@@ -96,15 +103,18 @@ fn batches(c: &mut Criterion) {
     g.sample_size(30);
     let rows: Vec<[u8; 8]> = (0..10_000u64).map(u64::to_be_bytes).collect();
     let row_refs: Vec<[&[u8]; 1]> = rows.iter().map(|r| [&r[..]]).collect();
-    let items: Vec<(FieldContext<'_>, &[u8])> =
-        row_refs.iter().map(|r| (FieldContext::row(r), &VALUE[..])).collect();
+    let items: Vec<(FieldContext<'_>, &[u8])> = row_refs
+        .iter()
+        .map(|r| (FieldContext::row(r), &VALUE[..]))
+        .collect();
     let k = field_key(Suite::Gcm96);
     let raw = RandomizedNonceKey::new(&AES_256_GCM, &[7; 32]).unwrap();
     g.bench_function("baseline: 10000 aws-lc-rs RandomizedNonceKey seals", |b| {
         b.iter(|| {
             for r in &rows {
                 let mut buf = VALUE.to_vec();
-                raw.seal_in_place_append_tag(Aad::from(&r[..]), &mut buf).unwrap();
+                raw.seal_in_place_append_tag(Aad::from(&r[..]), &mut buf)
+                    .unwrap();
                 black_box(buf);
             }
         })
@@ -116,8 +126,11 @@ fn batches(c: &mut Criterion) {
         b.iter(|| k.encrypt_batch_parallel(black_box(&items)).unwrap())
     });
     let cts = k.encrypt_batch(&items).unwrap();
-    let opens: Vec<(FieldContext<'_>, &[u8])> =
-        items.iter().zip(&cts).map(|((c, _), ct)| (*c, ct.as_slice())).collect();
+    let opens: Vec<(FieldContext<'_>, &[u8])> = items
+        .iter()
+        .zip(&cts)
+        .map(|((c, _), ct)| (*c, ct.as_slice()))
+        .collect();
     g.bench_function("coffer decrypt_batch (one core)", |b| {
         b.iter(|| k.decrypt_batch(black_box(&opens)))
     });
@@ -143,10 +156,16 @@ fn key_wrap(c: &mut Criterion) {
         })
     });
     g.bench_function("coffer Kek::unwrap_dek (AES-KWP)", |b| {
-        b.iter(|| kek.unwrap_dek(black_box(&wrapped), WrapAlgorithm::AesKwp).unwrap())
+        b.iter(|| {
+            kek.unwrap_dek(black_box(&wrapped), WrapAlgorithm::AesKwp)
+                .unwrap()
+        })
     });
     g.bench_function("coffer Kek::wrap_dek (AES-KWP)", |b| {
-        b.iter(|| kek.wrap_dek(black_box(&dek), WrapAlgorithm::AesKwp).unwrap())
+        b.iter(|| {
+            kek.wrap_dek(black_box(&dek), WrapAlgorithm::AesKwp)
+                .unwrap()
+        })
     });
     g.finish();
 }
@@ -156,11 +175,19 @@ fn passphrase(c: &mut Criterion) {
     g.sample_size(10);
     let pbkdf2 = KdfParams::pbkdf2_default().unwrap();
     g.bench_function("PBKDF2-HMAC-SHA-256 default", |b| {
-        b.iter(|| pbkdf2.derive_kek(black_box(b"correct horse battery staple")).unwrap())
+        b.iter(|| {
+            pbkdf2
+                .derive_kek(black_box(b"correct horse battery staple"))
+                .unwrap()
+        })
     });
     let argon = KdfParams::argon2id_default().unwrap();
     g.bench_function("Argon2id default", |b| {
-        b.iter(|| argon.derive_kek(black_box(b"correct horse battery staple")).unwrap())
+        b.iter(|| {
+            argon
+                .derive_kek(black_box(b"correct horse battery staple"))
+                .unwrap()
+        })
     });
     let _ = PassphraseKdf::Pbkdf2Sha256 { iterations: 1 };
     g.finish();

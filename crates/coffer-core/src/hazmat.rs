@@ -5,67 +5,50 @@
 //! are built on them; they are public so that known-answer tests (Wycheproof, NIST CAVP) can reach
 //! the exact calls Coffer makes. Application code should not need them.
 
-use aws_lc_rs::key_wrap::{AES_128, AES_256, AesKek, KeyWrap as _, KeyWrapPadded as _};
 use aws_lc_rs::{hmac, pbkdf2};
+use coffer_aead::keywrap::{self, WrapMode};
 use std::num::NonZeroU32;
 
 use crate::error::{Error, Result};
 
-fn kek(key: &[u8]) -> Result<AesKek> {
-    let cipher = match key.len() {
-        16 => &AES_128,
-        32 => &AES_256,
-        n => {
-            return Err(Error::invalid(
-                "key-wrap key",
-                format!("{n} bytes; expected 16 or 32"),
-            ));
-        }
-    };
-    AesKek::new(cipher, key).map_err(|_| Error::Module("AES key-wrap key setup"))
+fn check_kek(key: &[u8]) -> Result<()> {
+    match key.len() {
+        16 | 24 | 32 => Ok(()),
+        n => Err(Error::invalid(
+            "key-wrap key",
+            format!("{n} bytes; expected 16, 24 or 32"),
+        )),
+    }
 }
 
-/// AES-KWP (RFC 5649) wrap with a 128- or 256-bit key.
+/// AES-KWP (RFC 5649) wrap with a 128-, 192- or 256-bit key.
 pub fn aes_kwp_wrap(key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-    let mut out = vec![0u8; plaintext.len().div_ceil(8) * 8 + 8];
-    let n = kek(key)?
-        .wrap_with_padding(plaintext, &mut out)
-        .map_err(|_| Error::invalid("key-wrap input", "length not accepted by AES-KWP"))?
-        .len();
-    out.truncate(n);
-    Ok(out)
+    check_kek(key)?;
+    keywrap::wrap(key, WrapMode::Kwp, plaintext)
+        .map_err(|_| Error::invalid("key-wrap input", "AES-KWP needs at least 1 byte"))
 }
 
 /// AES-KWP (RFC 5649) unwrap into `out`; returns the unwrapped length.
 pub fn aes_kwp_unwrap_into(key: &[u8], wrapped: &[u8], out: &mut [u8]) -> Result<usize> {
-    kek(key)?
-        .unwrap_with_padding(wrapped, out)
-        .map(|o| o.len())
-        .map_err(|_| Error::Unwrap)
+    check_kek(key)?;
+    keywrap::unwrap_into(key, WrapMode::Kwp, wrapped, out).map_err(|_| Error::Unwrap)
 }
 
-/// AES-KW (RFC 3394) wrap with a 128- or 256-bit key; the input is a multiple of 8 bytes, ≥ 16.
+/// AES-KW (RFC 3394) wrap with a 128-, 192- or 256-bit key; the input is a multiple of 8 bytes, ≥ 16.
 pub fn aes_kw_wrap(key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-    let mut out = vec![0u8; plaintext.len() + 8];
-    let n = kek(key)?
-        .wrap(plaintext, &mut out)
-        .map_err(|_| {
-            Error::invalid(
-                "key-wrap input",
-                "AES-KW needs a multiple of 8 bytes, at least 16",
-            )
-        })?
-        .len();
-    out.truncate(n);
-    Ok(out)
+    check_kek(key)?;
+    keywrap::wrap(key, WrapMode::Kw, plaintext).map_err(|_| {
+        Error::invalid(
+            "key-wrap input",
+            "AES-KW needs a multiple of 8 bytes, at least 16",
+        )
+    })
 }
 
 /// AES-KW (RFC 3394) unwrap into `out`; returns the unwrapped length.
 pub fn aes_kw_unwrap_into(key: &[u8], wrapped: &[u8], out: &mut [u8]) -> Result<usize> {
-    kek(key)?
-        .unwrap(wrapped, out)
-        .map(|o| o.len())
-        .map_err(|_| Error::Unwrap)
+    check_kek(key)?;
+    keywrap::unwrap_into(key, WrapMode::Kw, wrapped, out).map_err(|_| Error::Unwrap)
 }
 
 /// HKDF-SHA-256 (RFC 5869), `len` ≤ 8160.
@@ -102,7 +85,7 @@ pub fn pbkdf2_hmac_sha256(
     Ok(())
 }
 
-/// AES-SIV (RFC 5297) encryption with a 256-, 384- or 512-bit key and an S2V header vector.
+/// AES-SIV (RFC 5297) encryption with a 256- or 512-bit key (AES-128-SIV or AES-256-SIV) and an S2V header vector.
 /// Returns `SIV ‖ ciphertext`. Not in the `fips` build.
 #[cfg(feature = "non-fips")]
 pub fn aes_siv_encrypt(key: &[u8], headers: &[&[u8]], plaintext: &[u8]) -> Result<Vec<u8>> {

@@ -153,10 +153,23 @@ fn nullable_policies() {
     let dek = Dek::generate().unwrap();
     let k = key(&dek, Suite::Gcm96, 1, "s", "c");
     let ctx = FieldContext::row(&[b"r"]);
-    assert_eq!(k.encrypt_nullable(&ctx, None, Nulls::Passthrough).unwrap(), None);
-    let sealed = k.encrypt_nullable(&ctx, None, Nulls::Authenticated).unwrap().unwrap();
-    assert_eq!(k.decrypt_nullable(&ctx, Some(&sealed), Nulls::Authenticated).unwrap(), None);
-    assert_eq!(k.decrypt_nullable(&ctx, None, Nulls::Passthrough).unwrap(), None);
+    assert_eq!(
+        k.encrypt_nullable(&ctx, None, Nulls::Passthrough).unwrap(),
+        None
+    );
+    let sealed = k
+        .encrypt_nullable(&ctx, None, Nulls::Authenticated)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        k.decrypt_nullable(&ctx, Some(&sealed), Nulls::Authenticated)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        k.decrypt_nullable(&ctx, None, Nulls::Passthrough).unwrap(),
+        None
+    );
     assert!(matches!(
         k.decrypt_nullable(&ctx, None, Nulls::Authenticated),
         Err(Error::UnauthenticatedNull)
@@ -176,7 +189,13 @@ fn overhead_bounds_of_design_section_9() {
         assert_eq!(key(&dek, suite, 31, "s", "c").overhead(), overhead + 1);
     }
     #[cfg(feature = "non-fips")]
-    assert_eq!(key(&dek, Suite::Siv, 1, "s", "c").encrypt(&ctx, &[0u8; 50]).unwrap().len(), 67);
+    assert_eq!(
+        key(&dek, Suite::Siv, 1, "s", "c")
+            .encrypt(&ctx, &[0u8; 50])
+            .unwrap()
+            .len(),
+        67
+    );
 }
 
 #[cfg(feature = "non-fips")]
@@ -187,14 +206,22 @@ mod deterministic {
     fn equal_inputs_equal_outputs_and_bindings() {
         let dek = Dek::generate().unwrap();
         let k = key(&dek, Suite::Siv, 1, "tenant:a", "ssn");
-        let ctx = FieldContext::new().with_domain(&[b"tenant-1"]).with_type(ValueType::Text);
+        let ctx = FieldContext::new()
+            .with_domain(&[b"tenant-1"])
+            .with_type(ValueType::Text);
         let a = k.encrypt(&ctx, b"123-45-6789").unwrap();
         assert_eq!(a, k.encrypt(&ctx, b"123-45-6789").unwrap());
         assert_ne!(a, k.encrypt(&ctx, b"123-45-6780").unwrap());
         assert_eq!(k.decrypt(&ctx, &a).unwrap().unwrap(), b"123-45-6789");
         // Scope, column, domain and type are bound.
-        assert_opaque(key(&dek, Suite::Siv, 1, "tenant:b", "ssn").decrypt(&ctx, &a), "scope");
-        assert_opaque(key(&dek, Suite::Siv, 1, "tenant:a", "mrn").decrypt(&ctx, &a), "column");
+        assert_opaque(
+            key(&dek, Suite::Siv, 1, "tenant:b", "ssn").decrypt(&ctx, &a),
+            "scope",
+        );
+        assert_opaque(
+            key(&dek, Suite::Siv, 1, "tenant:a", "mrn").decrypt(&ctx, &a),
+            "column",
+        );
         assert_opaque(k.decrypt(&ctx.with_domain(&[b"tenant-2"]), &a), "domain");
         assert_opaque(k.decrypt(&ctx.with_type(ValueType::Bytes), &a), "type");
     }
@@ -230,7 +257,9 @@ fn batches_match_single_calls_and_count() {
     let k = key(&dek, Suite::Gcm96, 1, "s", "c");
     let rows: Vec<[u8; 8]> = (0..3000u64).map(u64::to_be_bytes).collect();
     let row_refs: Vec<[&[u8]; 1]> = rows.iter().map(|r| [&r[..]]).collect();
-    let values: Vec<Vec<u8>> = (0..3000).map(|i| format!("value-{i}").into_bytes()).collect();
+    let values: Vec<Vec<u8>> = (0..3000)
+        .map(|i| format!("value-{i}").into_bytes())
+        .collect();
     let items: Vec<(FieldContext<'_>, &[u8])> = row_refs
         .iter()
         .zip(&values)
@@ -241,15 +270,32 @@ fn batches_match_single_calls_and_count() {
     assert_eq!(k.counter().count(), 6000);
     let mut ivs = std::collections::HashSet::new();
     for (i, ((ctx, v), (a, b))) in items.iter().zip(serial.iter().zip(&parallel)).enumerate() {
-        assert_eq!(k.decrypt(ctx, a).unwrap().as_deref(), Some(*v), "serial {i}");
-        assert_eq!(k.decrypt(ctx, b).unwrap().as_deref(), Some(*v), "parallel {i}");
+        assert_eq!(
+            k.decrypt(ctx, a).unwrap().as_deref(),
+            Some(*v),
+            "serial {i}"
+        );
+        assert_eq!(
+            k.decrypt(ctx, b).unwrap().as_deref(),
+            Some(*v),
+            "parallel {i}"
+        );
         assert!(ivs.insert(a[a.len() - 12..].to_vec()), "IV repeated");
         assert!(ivs.insert(b[b.len() - 12..].to_vec()), "IV repeated");
     }
     let opened = k.decrypt_batch_parallel(
-        &items.iter().zip(&parallel).map(|((c, _), ct)| (*c, ct.as_slice())).collect::<Vec<_>>(),
+        &items
+            .iter()
+            .zip(&parallel)
+            .map(|((c, _), ct)| (*c, ct.as_slice()))
+            .collect::<Vec<_>>(),
     );
-    assert!(opened.iter().zip(&values).all(|(r, v)| r.as_ref().unwrap().as_deref() == Some(v.as_slice())));
+    assert!(
+        opened
+            .iter()
+            .zip(&values)
+            .all(|(r, v)| r.as_ref().unwrap().as_deref() == Some(v.as_slice()))
+    );
 }
 
 #[test]
@@ -280,7 +326,8 @@ fn encryption_limit_is_enforced() {
 /// docs/FORMAT.md §2.6 states the overhead table; it must match what the code writes.
 #[test]
 fn format_doc_overhead_table_matches_the_code() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/FORMAT.md")).unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/FORMAT.md"))
+        .unwrap();
     let sizes = [0usize, 1, 11, 50, 1000];
     let dek = Dek::generate().unwrap();
     #[allow(unused_mut)]
@@ -290,19 +337,37 @@ fn format_doc_overhead_table_matches_the_code() {
         ("| GCM tag 96, text |", Suite::Gcm96, true),
     ];
     #[cfg(feature = "non-fips")]
-    rows.extend([("| AES-SIV, binary |", Suite::Siv, false), ("| AES-SIV, text |", Suite::Siv, true)]);
+    rows.extend([
+        ("| AES-SIV, binary |", Suite::Siv, false),
+        ("| AES-SIV, text |", Suite::Siv, true),
+    ]);
     for (prefix, suite, text) in rows {
-        let line = doc.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix} missing"));
+        let line = doc
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} missing"));
         let cells: Vec<usize> = line[prefix.len()..]
             .split('|')
             .filter(|c| !c.trim().is_empty())
-            .map(|c| c.trim().trim_start_matches("**").split([' ', '*']).next().unwrap().parse().unwrap())
+            .map(|c| {
+                c.trim()
+                    .trim_start_matches("**")
+                    .split([' ', '*'])
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
             .collect();
         let k = key(&dek, suite, 1, "s", "c");
         let ctx = FieldContext::new();
         for (n, documented) in sizes.iter().zip(cells) {
             let pt = vec![0u8; *n];
-            let stored = if text { k.encrypt_text(&ctx, &pt).unwrap().len() } else { k.encrypt(&ctx, &pt).unwrap().len() };
+            let stored = if text {
+                k.encrypt_text(&ctx, &pt).unwrap().len()
+            } else {
+                k.encrypt(&ctx, &pt).unwrap().len()
+            };
             assert_eq!(stored - n, documented, "{prefix} at {n} bytes");
         }
     }

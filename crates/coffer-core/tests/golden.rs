@@ -10,11 +10,14 @@ use coffer_core::kdf::{self, Purpose};
 use coffer_core::wrap::{self, KeyMetadata};
 use coffer_core::{
     BlindIndexKey, ColumnId, Dek, FieldContext, FieldKey, Kek, KeyVersion, Normalizer, ScopeId,
-    Suite, SubKey, ValueType, WrapAlgorithm,
+    SubKey, Suite, ValueType, WrapAlgorithm,
 };
 use serde_json::{Value, json};
 
-const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/golden/coffer-v1.json");
+const PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/data/golden/coffer-v1.json"
+);
 
 fn dek() -> Dek {
     Dek::from_bytes(core::array::from_fn(|i| i as u8))
@@ -44,18 +47,128 @@ fn type_of(name: &str) -> ValueType {
 
 /// Field cases: (suite, version, scope, column, type, domain, row, null, plaintext).
 #[allow(clippy::type_complexity)]
-fn field_cases() -> Vec<(&'static str, u32, &'static str, &'static str, &'static str, Vec<&'static str>, Vec<&'static str>, bool, &'static str)> {
+fn field_cases() -> Vec<(
+    &'static str,
+    u32,
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<&'static str>,
+    Vec<&'static str>,
+    bool,
+    &'static str,
+)> {
     vec![
-        ("aes-256-gcm-t96", 1, "tenant:acme", "patients.ssn", "text", vec![], vec!["patient-42"], false, "123-45-6789"),
-        ("aes-256-gcm-t96", 1, "tenant:acme", "patients.notes", "text", vec![], vec!["tenant-1", "42"], false, ""),
-        ("aes-256-gcm-t96", 1, "tenant:acme", "patients.notes", "text", vec![], vec!["tenant-1", "42"], true, ""),
-        ("aes-256-gcm-t96", 30, "s", "c", "bytes", vec![], vec![], false, "a 50-byte value, padded out to exactly fifty bytes"),
-        ("aes-256-gcm-t96", 31, "s", "c", "bytes", vec![], vec![], false, "version 31 takes the escape byte"),
-        ("aes-256-gcm-t96", 300, "s", "c", "int64", vec![], vec!["r"], false, "\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{2a}"),
-        ("aes-256-gcm-t128", 2, "tenant:acme", "patients.email", "text", vec!["tenant-1"], vec!["patient-42"], false, "ann@example.org"),
-        ("aes-256-siv", 1, "tenant:acme", "patients.ssn", "text", vec![], vec![], false, "123-45-6789"),
-        ("aes-256-siv", 1, "tenant:acme", "patients.ssn", "text", vec!["tenant-1"], vec![], false, "123-45-6789"),
-        ("aes-256-siv", 7, "tenant:acme", "patients.mrn", "bytes", vec![], vec![], true, ""),
+        (
+            "aes-256-gcm-t96",
+            1,
+            "tenant:acme",
+            "patients.ssn",
+            "text",
+            vec![],
+            vec!["patient-42"],
+            false,
+            "123-45-6789",
+        ),
+        (
+            "aes-256-gcm-t96",
+            1,
+            "tenant:acme",
+            "patients.notes",
+            "text",
+            vec![],
+            vec!["tenant-1", "42"],
+            false,
+            "",
+        ),
+        (
+            "aes-256-gcm-t96",
+            1,
+            "tenant:acme",
+            "patients.notes",
+            "text",
+            vec![],
+            vec!["tenant-1", "42"],
+            true,
+            "",
+        ),
+        (
+            "aes-256-gcm-t96",
+            30,
+            "s",
+            "c",
+            "bytes",
+            vec![],
+            vec![],
+            false,
+            "a 50-byte value, padded out to exactly fifty bytes",
+        ),
+        (
+            "aes-256-gcm-t96",
+            31,
+            "s",
+            "c",
+            "bytes",
+            vec![],
+            vec![],
+            false,
+            "version 31 takes the escape byte",
+        ),
+        (
+            "aes-256-gcm-t96",
+            300,
+            "s",
+            "c",
+            "int64",
+            vec![],
+            vec!["r"],
+            false,
+            "\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{2a}",
+        ),
+        (
+            "aes-256-gcm-t128",
+            2,
+            "tenant:acme",
+            "patients.email",
+            "text",
+            vec!["tenant-1"],
+            vec!["patient-42"],
+            false,
+            "ann@example.org",
+        ),
+        (
+            "aes-256-siv",
+            1,
+            "tenant:acme",
+            "patients.ssn",
+            "text",
+            vec![],
+            vec![],
+            false,
+            "123-45-6789",
+        ),
+        (
+            "aes-256-siv",
+            1,
+            "tenant:acme",
+            "patients.ssn",
+            "text",
+            vec!["tenant-1"],
+            vec![],
+            false,
+            "123-45-6789",
+        ),
+        (
+            "aes-256-siv",
+            7,
+            "tenant:acme",
+            "patients.mrn",
+            "bytes",
+            vec![],
+            vec![],
+            true,
+            "",
+        ),
     ]
 }
 
@@ -81,7 +194,10 @@ fn generate() -> Value {
     let subkeys: Vec<Value> = [
         (Purpose::Aead, vec![(tag::COLUMN, "patients.ssn")]),
         (Purpose::Siv, vec![(tag::COLUMN, "patients.ssn")]),
-        (Purpose::BlindIndex, vec![(tag::COLUMN, "patients.ssn"), (tag::INDEX, "full")]),
+        (
+            Purpose::BlindIndex,
+            vec![(tag::COLUMN, "patients.ssn"), (tag::INDEX, "full")],
+        ),
         (Purpose::Meta, vec![]),
         (Purpose::FileWrap, vec![]),
         (Purpose::Cache, vec![]),
@@ -122,17 +238,57 @@ fn generate() -> Value {
         .collect();
 
     let blind: Vec<Value> = [
-        ("patients.ssn", "full", 32u16, vec!["digits"], vec![], vec!["123-45-6789"]),
-        ("patients.ssn", "last4", 16, vec!["digits", "last:4"], vec![], vec!["123-45-6789"]),
-        ("patients.email", "email", 64, vec!["trim", "casefold"], vec!["tenant-1"], vec![" Ann@Example.org "]),
-        ("patients.name", "name_dob", 13, vec!["casefold"], vec![], vec!["Ann", "1980-02-29"]),
-        ("patients.ssn", "full", 256, vec![], vec![], vec!["123456789"]),
+        (
+            "patients.ssn",
+            "full",
+            32u16,
+            vec!["digits"],
+            vec![],
+            vec!["123-45-6789"],
+        ),
+        (
+            "patients.ssn",
+            "last4",
+            16,
+            vec!["digits", "last:4"],
+            vec![],
+            vec!["123-45-6789"],
+        ),
+        (
+            "patients.email",
+            "email",
+            64,
+            vec!["trim", "casefold"],
+            vec!["tenant-1"],
+            vec![" Ann@Example.org "],
+        ),
+        (
+            "patients.name",
+            "name_dob",
+            13,
+            vec!["casefold"],
+            vec![],
+            vec!["Ann", "1980-02-29"],
+        ),
+        (
+            "patients.ssn",
+            "full",
+            256,
+            vec![],
+            vec![],
+            vec!["123456789"],
+        ),
     ]
     .into_iter()
     .map(|(column, name, bits, norms, domain, values)| {
         let k = BlindIndexKey::new(&d, &ColumnId::new(column).unwrap(), name, bits)
             .unwrap()
-            .with_normalizers(norms.iter().map(|n| n.parse::<Normalizer>().unwrap()).collect());
+            .with_normalizers(
+                norms
+                    .iter()
+                    .map(|n| n.parse::<Normalizer>().unwrap())
+                    .collect(),
+            );
         let dom: Vec<&[u8]> = domain.iter().map(|s: &&str| s.as_bytes()).collect();
         let vals: Vec<&[u8]> = values.iter().map(|s| s.as_bytes()).collect();
         json!({
@@ -145,7 +301,13 @@ fn generate() -> Value {
 
     let scope = ScopeId::new("tenant:acme").unwrap();
     let key_id = [0x11u8; 16];
-    let meta = KeyMetadata { store_id: b"store-0001", scope: &scope, version: KeyVersion(3), key_id: &key_id, algorithm: "aes256-gcm" };
+    let meta = KeyMetadata {
+        store_id: b"store-0001",
+        scope: &scope,
+        version: KeyVersion(3),
+        key_id: &key_id,
+        algorithm: "aes256-gcm",
+    };
     json!({
         "comment": "Coffer format golden vectors, v1. Never change once released. DEK = 00..1f, KEK = a0..bf.",
         "dek": hex::encode(d.expose_secret()),
@@ -170,7 +332,11 @@ fn s(v: &Value) -> &str {
 }
 
 fn strs(v: &Value) -> Vec<String> {
-    v.as_array().unwrap().iter().map(|x| s(x).to_string()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| s(x).to_string())
+        .collect()
 }
 
 #[test]
@@ -218,39 +384,74 @@ fn golden_vectors_hold() {
     }
 
     for f in g["fields"].as_array().unwrap() {
-        let Some(k) = make_field_key(s(&f["suite"]), f["version"].as_u64().unwrap() as u32, s(&f["scope"]), s(&f["column"])) else {
+        let Some(k) = make_field_key(
+            s(&f["suite"]),
+            f["version"].as_u64().unwrap() as u32,
+            s(&f["scope"]),
+            s(&f["column"]),
+        ) else {
             continue; // AES-SIV in the FIPS build
         };
         let (domain, row) = (strs(&f["domain"]), strs(&f["row"]));
         let dom: Vec<&[u8]> = domain.iter().map(|x| x.as_bytes()).collect();
         let rw: Vec<&[u8]> = row.iter().map(|x| x.as_bytes()).collect();
-        let ctx = FieldContext::row(&rw).with_domain(&dom).with_type(type_of(s(&f["type"])));
+        let ctx = FieldContext::row(&rw)
+            .with_domain(&dom)
+            .with_type(type_of(s(&f["type"])));
         let ct = hex::decode(s(&f["ciphertext"])).unwrap();
         assert_eq!(coffer_core::field::text::encode(&ct), s(&f["text"]));
-        let want = if f["null"].as_bool().unwrap() { None } else { Some(hex::decode(s(&f["plaintext"])).unwrap()) };
+        let want = if f["null"].as_bool().unwrap() {
+            None
+        } else {
+            Some(hex::decode(s(&f["plaintext"])).unwrap())
+        };
         assert_eq!(k.decrypt(&ctx, &ct).unwrap(), want, "{f}");
         if k.suite().is_deterministic() {
-            let again = match &want { None => k.encrypt_null(&ctx), Some(p) => k.encrypt(&ctx, p) }.unwrap();
+            let again = match &want {
+                None => k.encrypt_null(&ctx),
+                Some(p) => k.encrypt(&ctx, p),
+            }
+            .unwrap();
             assert_eq!(again, ct, "deterministic re-encryption {f}");
         }
         checked += 1;
     }
 
     for b in g["blind_indexes"].as_array().unwrap() {
-        let k = BlindIndexKey::new(&d, &ColumnId::new(s(&b["column"])).unwrap(), s(&b["name"]), b["bits"].as_u64().unwrap() as u16)
-            .unwrap()
-            .with_normalizers(strs(&b["normalizers"]).iter().map(|n| n.parse().unwrap()).collect());
+        let k = BlindIndexKey::new(
+            &d,
+            &ColumnId::new(s(&b["column"])).unwrap(),
+            s(&b["name"]),
+            b["bits"].as_u64().unwrap() as u16,
+        )
+        .unwrap()
+        .with_normalizers(
+            strs(&b["normalizers"])
+                .iter()
+                .map(|n| n.parse().unwrap())
+                .collect(),
+        );
         let (domain, values) = (strs(&b["domain"]), strs(&b["values"]));
         let dom: Vec<&[u8]> = domain.iter().map(|x| x.as_bytes()).collect();
         let vals: Vec<&[u8]> = values.iter().map(|x| x.as_bytes()).collect();
-        assert_eq!(hex::encode(k.compute_in_domain(&dom, &vals).unwrap()), s(&b["index"]), "{b}");
+        assert_eq!(
+            hex::encode(k.compute_in_domain(&dom, &vals).unwrap()),
+            s(&b["index"]),
+            "{b}"
+        );
         checked += 1;
     }
 
-    for (alg, name) in [(WrapAlgorithm::AesKwp, "aes256-kwp"), (WrapAlgorithm::AesKw, "aes256-kw")] {
+    for (alg, name) in [
+        (WrapAlgorithm::AesKwp, "aes256-kwp"),
+        (WrapAlgorithm::AesKw, "aes256-kw"),
+    ] {
         let w = hex::decode(s(&g["wrap"][name])).unwrap();
         assert_eq!(kek().wrap_dek(&d, alg).unwrap(), w);
-        assert_eq!(kek().unwrap_dek(&w, alg).unwrap().expose_secret(), d.expose_secret());
+        assert_eq!(
+            kek().unwrap_dek(&w, alg).unwrap().expose_secret(),
+            d.expose_secret()
+        );
         checked += 1;
     }
 
@@ -267,7 +468,11 @@ fn golden_vectors_hold() {
     wrap::verify_metadata_tag(&d, &meta, &hex::decode(s(&m["tag"])).unwrap()).unwrap();
     checked += 1;
 
-    let expected = if cfg!(feature = "non-fips") { 6 + 10 + 5 + 2 + 1 } else { 6 + 7 + 5 + 2 + 1 };
+    let expected = if cfg!(feature = "non-fips") {
+        6 + 10 + 5 + 2 + 1
+    } else {
+        6 + 7 + 5 + 2 + 1
+    };
     assert_eq!(checked, expected, "golden vector count");
     let _unused: Option<SubKey<32>> = None;
 }
