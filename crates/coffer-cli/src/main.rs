@@ -1,1 +1,62 @@
-fn main() {}
+//! `coffer`: Coffer from the shell — new keys, field encryption and decryption, blind indexes and
+//! the FIPS status of the linked module.
+//!
+//! The binary parses arguments, calls coffer-core and renders the result; it holds no
+//! cryptography of its own. Exit status: 0 success, 1 decryption or authentication failure, 2
+//! usage or input error (`coffer --help` has the details).
+
+mod cli;
+mod field;
+mod input;
+mod keys;
+mod report;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command, FieldCommand};
+pub use crate::report::Hinted;
+
+fn main() -> ExitCode {
+    // Usage errors print clap's message and exit with 2; --help and --version exit with 0.
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            report::print(&err);
+            ExitCode::from(report::exit_code(&err))
+        }
+    }
+}
+
+/// Runs one parsed command.
+fn run(cli: &Cli) -> Result<()> {
+    match &cli.command {
+        Command::Keygen(args) => keys::keygen(args.out.as_deref()),
+        Command::Field(FieldCommand::Encrypt(args)) => field::encrypt(args),
+        Command::Field(FieldCommand::Decrypt(args)) => field::decrypt(args),
+        Command::Field(FieldCommand::BlindIndex(args)) => field::blind_index(args),
+        Command::FipsStatus(args) => fips_status(args.json),
+    }
+}
+
+/// `coffer fips-status`: coffer-core's report on the linked module, as text or JSON.
+fn fips_status(json: bool) -> Result<()> {
+    let status = coffer_core::fips::status();
+    let text = if json {
+        let value = serde_json::json!({
+            "provider": status.provider,
+            "module_crate": status.module_crate,
+            "module_version": status.module_version,
+            "fips_build": status.fips_build,
+            "fips_mode": status.fips_mode,
+            "refused": status.refused,
+        });
+        serde_json::to_string_pretty(&value)?
+    } else {
+        status.to_string()
+    };
+    input::write_stdout(format!("{text}\n").as_bytes())
+}

@@ -1,0 +1,170 @@
+//! Running the real `coffer` binary from tests: keys, invocations and their outcomes.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The environment variable test keys of the `env:` kind live in.
+pub const KEY_VAR: &str = "COFFER_TEST_KEY";
+
+/// The binary, with no `COFFER_KEY_REF` inherited from the test's environment.
+pub fn coffer() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffer"));
+    cmd.env_remove("COFFER_KEY_REF");
+    cmd
+}
+
+/// One finished invocation.
+#[derive(Debug)]
+pub struct Out {
+    /// The exit status (`None` if killed by a signal).
+    pub code: Option<i32>,
+    /// Everything written to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything written to stderr.
+    pub stderr: String,
+}
+
+impl Out {
+    /// Asserts exit status 0 and an empty stderr.
+    #[track_caller]
+    pub fn success(&self) {
+        assert_eq!(self.code, Some(0), "stderr: {}", self.stderr);
+        assert!(self.stderr.is_empty(), "stderr: {}", self.stderr);
+    }
+
+    /// Asserts exit status `code`, empty stdout, and a stderr message containing `needle`.
+    #[track_caller]
+    pub fn fails(&self, code: i32, needle: &str) {
+        assert_eq!(self.code, Some(code), "stderr: {}", self.stderr);
+        assert!(self.stdout.is_empty(), "stdout: {:?}", self.stdout_str());
+        assert!(
+            self.stderr.contains(needle),
+            "{needle:?} not in stderr: {}",
+            self.stderr
+        );
+    }
+
+    /// Stdout as UTF-8.
+    pub fn stdout_str(&self) -> &str {
+        std::str::from_utf8(&self.stdout).unwrap()
+    }
+}
+
+/// Runs `coffer args…` with extra environment variables, and `stdin` (or none) as stdin.
+pub fn run(args: &[&str], envs: &[(&str, &str)], stdin: Option<&[u8]>) -> Out {
+    let mut cmd = coffer();
+    cmd.args(args)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        // Inputs are small: the child reads them all before it writes anything.
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    Out {
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// A fresh key from `coffer keygen`, referenced as `env:` or `file:`.
+pub struct Key {
+    /// The base64 key.
+    pub secret: String,
+    file: Option<(tempfile::TempDir, PathBuf)>,
+}
+
+impl Key {
+    /// A new key read through `--key env:COFFER_TEST_KEY`.
+    pub fn env() -> Key {
+        let out = run(&["keygen"], &[], None);
+        out.success();
+        Key {
+            secret: out.stdout_str().trim_end().to_owned(),
+            file: None,
+        }
+    }
+
+    /// A new key written by `coffer keygen --out` and read through `--key file:PATH`.
+    pub fn file() -> Key {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coffer.key");
+        run(&["keygen", "--out", path.to_str().unwrap()], &[], None).success();
+        let secret = std::fs::read_to_string(&path)
+            .unwrap()
+            .trim_end()
+            .to_owned();
+        Key {
+            secret,
+            file: Some((dir, path)),
+        }
+    }
+
+    /// A key given as base64 (for golden vectors), read through `env:`.
+    pub fn from_base64(secret: &str) -> Key {
+        Key {
+            secret: secret.to_owned(),
+            file: None,
+        }
+    }
+
+    /// The key file, for `file:` keys.
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_ref().map(|(_, p)| p.as_path())
+    }
+
+    /// The environment variable that holds the key for `env:` references.
+    pub fn env_pair(&self) -> (&str, &str) {
+        (KEY_VAR, &self.secret)
+    }
+
+    /// The `--key` reference.
+    pub fn reference(&self) -> String {
+        match self.path() {
+            Some(p) => format!("file:{}", p.display()),
+            None => format!("env:{KEY_VAR}"),
+        }
+    }
+
+    /// Runs `coffer args… --key REF`.
+    pub fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Out {
+        let reference = self.reference();
+        let mut all = args.to_vec();
+        all.extend(["--key", reference.as_str()]);
+        run(&all, &[self.env_pair()], stdin)
+    }
+
+    /// `field encrypt args…` with `plaintext` on stdin; the text output without its newline.
+    #[track_caller]
+    pub fn encrypt(&self, args: &[&str], plaintext: &[u8]) -> String {
+        let mut all = vec!["field", "encrypt"];
+        all.extend_from_slice(args);
+        let out = self.run(&all, Some(plaintext));
+        out.success();
+        let text = out.stdout_str();
+        assert!(text.ends_with('\n'), "{text:?}");
+        text.trim_end().to_owned()
+    }
+
+    /// `field decrypt args… --value CT`; the plaintext.
+    #[track_caller]
+    pub fn decrypt(&self, args: &[&str], ciphertext: &str) -> Vec<u8> {
+        let mut all = vec!["field", "decrypt", "--value", ciphertext];
+        all.extend_from_slice(args);
+        let out = self.run(&all, None);
+        out.success();
+        out.stdout
+    }
+}
