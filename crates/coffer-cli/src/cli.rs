@@ -220,6 +220,19 @@ pub struct CipherOpts {
     /// Version of the key, written into the ciphertext header
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub key_version: u32,
+
+    /// Value type, bound into the ciphertext: a value sealed as text opens only as text
+    #[arg(long = "type", value_enum, value_name = "TYPE", default_value_t = ValueKind::Bytes)]
+    pub value_type: ValueKind,
+}
+
+/// The value types the CLI handles (docs/FORMAT.md table 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ValueKind {
+    /// Raw bytes (BYTEA columns)
+    Bytes,
+    /// UTF-8 text (TEXT/VARCHAR columns); encrypt refuses input that is not UTF-8
+    Text,
 }
 
 /// `coffer field encrypt`.

@@ -10,12 +10,12 @@ use anyhow::{Result, bail};
 use coffer_core::field::text;
 use coffer_core::{
     BlindIndexKey, ColumnId, Error as CoreError, FieldContext, FieldKey, Header, KeyVersion,
-    ScopeId, Suite,
+    ScopeId, Suite, ValueType,
 };
 use zeroize::Zeroizing;
 
 use crate::Hinted;
-use crate::cli::{BlindIndexArgs, CipherOpts, DecryptArgs, EncryptArgs, Mode, TagBits};
+use crate::cli::{BlindIndexArgs, CipherOpts, DecryptArgs, EncryptArgs, Mode, TagBits, ValueKind};
 use crate::input::{self, Newline};
 use crate::keys;
 
@@ -39,7 +39,9 @@ pub fn encrypt(args: &EncryptArgs) -> Result<()> {
     let key = field_key(&args.opts)?;
     let row = components(&args.opts.context);
     let domain = components(&args.opts.domain);
-    let ctx = FieldContext::row(&row).with_domain(&domain);
+    let ctx = FieldContext::row(&row)
+        .with_domain(&domain)
+        .with_type(value_type(args.opts.value_type));
     let sealed = if args.null {
         key.encrypt_null(&ctx).map_err(explain)?
     } else {
@@ -47,6 +49,9 @@ pub fn encrypt(args: &EncryptArgs) -> Result<()> {
             args.value.as_deref(),
             Newline::from_raw_flag(args.raw_stdin),
         )?;
+        if args.opts.value_type == ValueKind::Text && std::str::from_utf8(&value).is_err() {
+            bail!("--type text needs UTF-8 input; use --type bytes for binary values");
+        }
         key.encrypt(&ctx, &value).map_err(explain)?
     };
     let mut line = if args.hex {
@@ -63,7 +68,9 @@ pub fn decrypt(args: &DecryptArgs) -> Result<()> {
     let key = field_key(&args.opts)?;
     let row = components(&args.opts.context);
     let domain = components(&args.opts.domain);
-    let ctx = FieldContext::row(&row).with_domain(&domain);
+    let ctx = FieldContext::row(&row)
+        .with_domain(&domain)
+        .with_type(value_type(args.opts.value_type));
     let sealed = decode_ciphertext(input::ciphertext(args.value.as_deref())?, args.hex)?;
     match key.decrypt(&ctx, &sealed) {
         Ok(Some(plaintext)) => input::write_plaintext(&Zeroizing::new(plaintext)),
@@ -220,5 +227,13 @@ mod tests {
             decode_ciphertext(Some("0102".into()), true).unwrap(),
             [1, 2]
         );
+    }
+}
+
+/// The core value type of a `--type` choice.
+fn value_type(kind: ValueKind) -> ValueType {
+    match kind {
+        ValueKind::Bytes => ValueType::Bytes,
+        ValueKind::Text => ValueType::Text,
     }
 }

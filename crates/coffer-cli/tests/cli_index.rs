@@ -199,15 +199,16 @@ fn golden_blind_indexes() {
     }
 }
 
-/// The golden field vectors of value type `bytes` (the CLI seals raw bytes) decrypt, and the
-/// deterministic one re-encrypts to the same bytes.
+/// The golden field vectors of value type `bytes` and `text` decrypt through `--type`, and the
+/// deterministic ones re-encrypt to the same bytes.
 #[test]
-fn golden_byte_fields() {
+fn golden_byte_and_text_fields() {
     let (v, key) = golden();
     let mut checked = 0;
     for t in v["fields"].as_array().unwrap() {
-        if t["type"] != "bytes" {
-            continue;
+        let value_type = t["type"].as_str().unwrap();
+        if value_type != "bytes" && value_type != "text" {
+            continue; // int64 needs its canonical encoding, which the CLI does not take
         }
         let suite = t["suite"].as_str().unwrap();
         if suite == "aes-256-siv" && cfg!(feature = "fips") {
@@ -221,6 +222,8 @@ fn golden_byte_fields() {
             t["column"].as_str().unwrap(),
             "--key-version",
             &version,
+            "--type",
+            value_type,
         ];
         args.extend(match suite {
             "aes-256-gcm-t96" => &["--tag-bits", "96"][..],
@@ -264,5 +267,26 @@ fn golden_byte_fields() {
         }
         checked += 1;
     }
-    assert!(checked >= 2, "golden byte vectors checked: {checked}");
+    let expected = if cfg!(feature = "fips") { 6 } else { 9 };
+    assert_eq!(checked, expected, "golden byte and text vectors checked");
+}
+
+/// `--type` is bound into the ciphertext, and text refuses non-UTF-8 input.
+#[test]
+fn value_type_is_bound() {
+    let (_, key) = golden();
+    let sealed = key.run(
+        &["field", "encrypt", "--type", "text", "--value", "héllo"],
+        None,
+    );
+    sealed.success();
+    let text = sealed.stdout_str().trim_end().to_string();
+    assert_eq!(key.decrypt(&["--type", "text"], &text), "héllo".as_bytes());
+    key.run(&["field", "decrypt", "--value", &text], None)
+        .fails(1, "decryption failed");
+    key.run(
+        &["field", "encrypt", "--type", "text", "--raw-stdin"],
+        Some(&[0xff, 0xfe]),
+    )
+    .fails(2, "UTF-8");
 }
