@@ -192,6 +192,14 @@ fn header_mismatch(key: &FieldKey, sealed: &[u8]) -> Option<String> {
     ))
 }
 
+/// The core value type of a `--type` choice.
+fn value_type(kind: ValueKind) -> ValueType {
+    match kind {
+        ValueKind::Bytes => ValueType::Bytes,
+        ValueKind::Text => ValueType::Text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -227,13 +235,5 @@ mod tests {
             decode_ciphertext(Some("0102".into()), true).unwrap(),
             [1, 2]
         );
-    }
-}
-
-/// The core value type of a `--type` choice.
-fn value_type(kind: ValueKind) -> ValueType {
-    match kind {
-        ValueKind::Bytes => ValueType::Bytes,
-        ValueKind::Text => ValueType::Text,
     }
 }
