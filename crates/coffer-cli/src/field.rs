@@ -37,11 +37,8 @@ impl std::error::Error for UnexpectedNull {}
 /// `coffer field encrypt`.
 pub fn encrypt(args: &EncryptArgs) -> Result<()> {
     let key = field_key(&args.opts)?;
-    let row = components(&args.opts.context);
-    let domain = components(&args.opts.domain);
-    let ctx = FieldContext::row(&row)
-        .with_domain(&domain)
-        .with_type(value_type(args.opts.value_type));
+    let parts = ContextParts::new(&args.opts);
+    let ctx = parts.context(args.opts.value_type);
     let sealed = if args.null {
         key.encrypt_null(&ctx).map_err(explain)?
     } else {
@@ -66,11 +63,8 @@ pub fn encrypt(args: &EncryptArgs) -> Result<()> {
 /// `coffer field decrypt`.
 pub fn decrypt(args: &DecryptArgs) -> Result<()> {
     let key = field_key(&args.opts)?;
-    let row = components(&args.opts.context);
-    let domain = components(&args.opts.domain);
-    let ctx = FieldContext::row(&row)
-        .with_domain(&domain)
-        .with_type(value_type(args.opts.value_type));
+    let parts = ContextParts::new(&args.opts);
+    let ctx = parts.context(args.opts.value_type);
     let sealed = decode_ciphertext(input::ciphertext(args.value.as_deref())?, args.hex)?;
     match key.decrypt(&ctx, &sealed) {
         Ok(Some(plaintext)) => input::write_plaintext(&Zeroizing::new(plaintext)),
@@ -141,6 +135,27 @@ fn explain(err: CoreError) -> anyhow::Error {
 /// Repeated string options as the byte components coffer-core takes.
 fn components(values: &[String]) -> Vec<&[u8]> {
     values.iter().map(String::as_bytes).collect()
+}
+
+/// The row and domain components of `--context` and `--domain`, borrowed by a [`FieldContext`].
+struct ContextParts<'a> {
+    row: Vec<&'a [u8]>,
+    domain: Vec<&'a [u8]>,
+}
+
+impl<'a> ContextParts<'a> {
+    fn new(opts: &'a CipherOpts) -> Self {
+        ContextParts {
+            row: components(&opts.context),
+            domain: components(&opts.domain),
+        }
+    }
+
+    fn context(&self, kind: ValueKind) -> FieldContext<'_> {
+        FieldContext::row(&self.row)
+            .with_domain(&self.domain)
+            .with_type(value_type(kind))
+    }
 }
 
 /// Decodes the text form, or the hex form with `--hex`. Input that is neither is
