@@ -8,7 +8,7 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, RandomizedNonceKey};
 use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrapPadded as _};
 use coffer_core::{
     BlindIndexKey, ColumnId, Dek, EncryptionCounter, FieldContext, FieldKey, KdfParams, Kek,
-    KeyVersion, Normalizer, PassphraseKdf, ScopeId, Suite, WrapAlgorithm,
+    KeyVersion, Normalizer, ScopeId, Suite, WrapAlgorithm,
 };
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
@@ -189,7 +189,6 @@ fn passphrase(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    let _ = PassphraseKdf::Pbkdf2Sha256 { iterations: 1 };
     g.finish();
 }
 

@@ -10,7 +10,7 @@ use coffer_core::kdf::{self, Purpose};
 use coffer_core::wrap::{self, KeyMetadata};
 use coffer_core::{
     BlindIndexKey, ColumnId, Dek, FieldContext, FieldKey, Kek, KeyVersion, Normalizer, ScopeId,
-    SubKey, Suite, ValueType, WrapAlgorithm,
+    Suite, ValueType, WrapAlgorithm,
 };
 use serde_json::{Value, json};
 
@@ -474,5 +474,4 @@ fn golden_vectors_hold() {
         6 + 7 + 5 + 2 + 1
     };
     assert_eq!(checked, expected, "golden vector count");
-    let _unused: Option<SubKey<32>> = None;
 }
