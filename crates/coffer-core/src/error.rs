@@ -4,7 +4,7 @@
 ///
 /// Authentication failures of any kind (wrong key, tampered bytes, wrong context, truncation) are the
 /// single opaque [`Error::Decrypt`]: it never says which check failed. Other variants say what to do.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Authentication failed. Deliberately says nothing more.

@@ -1,0 +1,109 @@
+//! The errors of coffer-keys.
+//!
+//! Key selection fails with distinct, actionable errors (unknown scope, unknown version, destroyed,
+//! wrong KEK); a ciphertext that does not authenticate is still the one opaque
+//! [`coffer_core::Error::Decrypt`], carried in [`Error::Crypto`].
+
+use coffer_core::KeyVersion;
+
+/// Everything that can go wrong while resolving, creating or rotating keys.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The scope does not exist in the key store.
+    #[error("scope '{0}' does not exist; create it with `coffer keys create-scope {0}`")]
+    UnknownScope(String),
+
+    /// The scope exists but has no version with this number.
+    #[error("scope '{scope}' has no key {version}")]
+    UnknownVersion {
+        /// The scope.
+        scope: String,
+        /// The version named by the ciphertext or the caller.
+        version: KeyVersion,
+    },
+
+    /// The scope (or this version of it) was crypto-shredded: the data under it is gone for good.
+    #[error(
+        "key destroyed: scope '{scope}'{} was crypto-shredded; data encrypted under it cannot be recovered",
+        version.map(|v| format!(" {v}")).unwrap_or_default()
+    )]
+    Destroyed {
+        /// The scope.
+        scope: String,
+        /// The version, when one version (not the whole scope) was destroyed.
+        version: Option<KeyVersion>,
+    },
+
+    /// The scope already exists (or existed and was destroyed, which is final).
+    #[error("scope '{0}' already exists")]
+    ScopeExists(String),
+
+    /// A DEK names a KEK version that is not configured in this process.
+    #[error(
+        "key-encryption key '{kek}' is not configured; add it to [[kek]] in coffer.toml \
+         (every KEK version that still wraps DEKs must stay configured until `coffer keys rotate-kek` has run)"
+    )]
+    UnknownKek {
+        /// The KEK id and version, e.g. `main/v2`.
+        kek: String,
+    },
+
+    /// The configured KEK does not open the keys wrapped under its name: it is the wrong key.
+    #[error(
+        "key-encryption key '{kek}' does not match the key store: wrong key material for this \
+         KEK version (its check value differs, or a DEK failed to unwrap)"
+    )]
+    WrongKek {
+        /// The KEK id and version.
+        kek: String,
+    },
+
+    /// The KEK provider could not be reached or refused the operation (HSM, KMS).
+    #[error("key-encryption key provider '{kek}' failed: {reason}")]
+    Provider {
+        /// The KEK id and version.
+        kek: String,
+        /// What the provider said (never key material).
+        reason: String,
+    },
+
+    /// The key store failed (connection, query, migration).
+    #[error("key store error: {0}")]
+    Store(String),
+
+    /// The configuration is malformed or incomplete.
+    #[error("configuration error: {0}")]
+    Config(String),
+
+    /// A request that the key's state forbids (e.g. destroying nothing, rotating a destroyed scope).
+    #[error("{0}")]
+    State(String),
+
+    /// A failure of the core: crypto (opaque), limits, invalid parameters.
+    #[error(transparent)]
+    Crypto(#[from] coffer_core::Error),
+}
+
+/// A `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Builds a [`Error::Store`] from any displayable store error.
+    pub fn store(e: impl std::fmt::Display) -> Self {
+        Error::Store(e.to_string())
+    }
+
+    /// Builds a [`Error::Config`].
+    pub fn config(e: impl std::fmt::Display) -> Self {
+        Error::Config(e.to_string())
+    }
+
+    /// Builds a [`Error::Provider`].
+    pub fn provider(kek: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
+        Error::Provider {
+            kek: kek.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}

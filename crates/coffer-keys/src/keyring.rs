@@ -1,0 +1,975 @@
+//! The keyring: what applications (and the service, the file and column layers) call to encrypt
+//! and decrypt with scoped, versioned DEKs.
+//!
+//! Writes use the scope's active version; reads use the version named in the ciphertext header.
+//! Keys come through two cache tiers: L1 in process (moka: TTL, size bound, single-flight, keys
+//! zeroized when the last handle drops) and an optional shared L2 ([`crate::cache`]). A miss in
+//! both reaches the KEK provider. Encryptions are counted in blocks leased from the key store;
+//! passing the configured limit or age rotates the scope automatically.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use coffer_core::wrap::{self, KeyMetadata};
+use coffer_core::{
+    BlindIndexKey, ColumnId, Dek, FieldContext, FieldKey, Header, KeyVersion, Normalizer, ScopeId,
+    Suite,
+};
+use moka::future::Cache;
+
+use crate::audit::{AuditEvent, Operation};
+use crate::cache::{CacheKey, EntryBinding, L2Backend};
+use crate::error::{Error, Result};
+use crate::kek::{KekRing, WrapContext};
+use crate::store::{CreateOutcome, DekRecord, DekState, KeyStore, NewDek, RotateOutcome};
+
+/// The algorithm label bound into every DEK's metadata tag: a Coffer v1 DEK, used only through
+/// HKDF subkeys (docs/FORMAT.md §4).
+pub const DEK_ALGORITHM: &str = "coffer-dek-v1";
+
+/// Keyring settings. `Default` gives the documented defaults (docs/KEYS.md §5).
+#[derive(Clone, Debug)]
+pub struct KeyringConfig {
+    /// L1 time to live (default 60 s).
+    pub l1_ttl: Duration,
+    /// L1 size bound in DEKs (default 10 000).
+    pub l1_capacity: u64,
+    /// How long a process trusts its cached "active version" pointer (default 5 s).
+    pub active_ttl: Duration,
+    /// L2 sliding time to live (default 10 min).
+    pub l2_ttl: Duration,
+    /// L2 absolute lifetime, counted from the KEK unwrap (default 1 h).
+    pub l2_max_lifetime: Duration,
+    /// How long an L2 miss waits for another process's unwrap before unwrapping itself.
+    pub l2_lock_wait: Duration,
+    /// Encryptions per DEK version before automatic rotation (default 2^30).
+    pub max_encryptions: u64,
+    /// Age of an active version before automatic rotation (`None`: never by age).
+    pub max_age: Option<Duration>,
+    /// Encryptions leased from the store at a time (default 1024; a crash over-counts by at
+    /// most this many).
+    pub lease_block: u64,
+    /// Record every KEK unwrap in the audit trail (default on).
+    pub audit_unwraps: bool,
+    /// Who this process is, for the audit trail.
+    pub actor: String,
+}
+
+impl Default for KeyringConfig {
+    fn default() -> Self {
+        KeyringConfig {
+            l1_ttl: Duration::from_secs(60),
+            l1_capacity: 10_000,
+            active_ttl: Duration::from_secs(5),
+            l2_ttl: Duration::from_secs(600),
+            l2_max_lifetime: Duration::from_secs(3600),
+            l2_lock_wait: Duration::from_millis(1000),
+            max_encryptions: coffer_core::DEFAULT_ENCRYPTION_LIMIT,
+            max_age: None,
+            lease_block: 1024,
+            audit_unwraps: true,
+            actor: "coffer".to_owned(),
+        }
+    }
+}
+
+/// Counters of cache and KEK traffic since the keyring was built (also exported through the
+/// `metrics` facade as `coffer_keys_*`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// L1 hits.
+    pub l1_hits: AtomicU64,
+    /// L1 misses.
+    pub l1_misses: AtomicU64,
+    /// L2 hits.
+    pub l2_hits: AtomicU64,
+    /// L2 misses.
+    pub l2_misses: AtomicU64,
+    /// L2 operations that failed (L2 unreachable).
+    pub l2_errors: AtomicU64,
+    /// DEKs unwrapped by a KEK provider.
+    pub kek_unwraps: AtomicU64,
+    /// DEKs wrapped by a KEK provider.
+    pub kek_wraps: AtomicU64,
+}
+
+/// A snapshot of [`Stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// L1 hits.
+    pub l1_hits: u64,
+    /// L1 misses.
+    pub l1_misses: u64,
+    /// L2 hits.
+    pub l2_hits: u64,
+    /// L2 misses.
+    pub l2_misses: u64,
+    /// L2 failures.
+    pub l2_errors: u64,
+    /// KEK unwraps.
+    pub kek_unwraps: u64,
+    /// KEK wraps.
+    pub kek_wraps: u64,
+}
+
+impl Stats {
+    fn snapshot(&self) -> StatsSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            l1_hits: l(&self.l1_hits),
+            l1_misses: l(&self.l1_misses),
+            l2_hits: l(&self.l2_hits),
+            l2_misses: l(&self.l2_misses),
+            l2_errors: l(&self.l2_errors),
+            kek_unwraps: l(&self.kek_unwraps),
+            kek_wraps: l(&self.kek_wraps),
+        }
+    }
+}
+
+fn bump(a: &AtomicU64, name: &'static str) {
+    a.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!(name).increment(1);
+}
+
+/// An unwrapped DEK version held in L1, with the column keys derived from it. Dropping the last
+/// handle zeroizes the DEK (and the derived keys, which AWS-LC cleanses).
+struct LiveDek {
+    dek: Dek,
+    version: KeyVersion,
+    columns: RwLock<HashMap<(ColumnId, Suite), Arc<FieldKey>>>,
+    lease: Mutex<Lease>,
+}
+
+#[derive(Default)]
+struct Lease {
+    next: u64,
+    end: u64,
+}
+
+impl LiveDek {
+    fn field_key(&self, scope: &ScopeId, column: &ColumnId, suite: Suite) -> Result<Arc<FieldKey>> {
+        let key = (column.clone(), suite);
+        if let Ok(map) = self.columns.read()
+            && let Some(k) = map.get(&key)
+        {
+            return Ok(Arc::clone(k));
+        }
+        let fk = Arc::new(FieldKey::new(
+            &self.dek,
+            self.version,
+            suite,
+            scope,
+            column,
+        )?);
+        if let Ok(mut map) = self.columns.write() {
+            map.entry(key).or_insert_with(|| Arc::clone(&fk));
+        }
+        Ok(fk)
+    }
+
+    /// Takes one encryption from the current lease; `false` if the lease is used up.
+    fn take(&self) -> bool {
+        match self.lease.lock() {
+            Ok(mut l) if l.next < l.end => {
+                l.next += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn refill(&self, total: u64, block: u64) {
+        if let Ok(mut l) = self.lease.lock() {
+            l.next = total.saturating_sub(block);
+            l.end = total;
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct ActivePointer {
+    version: KeyVersion,
+    created_at_us: i64,
+    leased: u64,
+}
+
+struct L2 {
+    backend: Arc<dyn L2Backend>,
+    key: CacheKey,
+    degraded: AtomicBool,
+}
+
+struct Inner {
+    store: Arc<dyn KeyStore>,
+    keks: KekRing,
+    store_id: [u8; 16],
+    l1: Cache<(ScopeId, KeyVersion), Arc<LiveDek>>,
+    active: Cache<ScopeId, ActivePointer>,
+    l2: Option<L2>,
+    config: KeyringConfig,
+    stats: Stats,
+}
+
+/// Resolves scoped, versioned DEKs and encrypts with them. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Keyring {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field("store_id", &hex::encode(self.inner.store_id))
+            .field("keks", &self.inner.keks)
+            .field("l2", &self.inner.l2.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a KEK rotation did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RewrapReport {
+    /// DEKs re-wrapped by this run.
+    pub rewrapped: u64,
+    /// DEKs that another process re-wrapped (or changed) first.
+    pub skipped: u64,
+}
+
+impl Keyring {
+    /// A keyring over `store` with the KEKs in `keks`, without an L2 cache.
+    pub async fn new(
+        store: Arc<dyn KeyStore>,
+        keks: KekRing,
+        config: KeyringConfig,
+    ) -> Result<Self> {
+        Self::build(store, keks, config, None).await
+    }
+
+    /// A keyring with an L2 cache sealed under `cache_key`.
+    pub async fn with_l2(
+        store: Arc<dyn KeyStore>,
+        keks: KekRing,
+        config: KeyringConfig,
+        backend: Arc<dyn L2Backend>,
+        cache_key: CacheKey,
+    ) -> Result<Self> {
+        let l2 = L2 {
+            backend,
+            key: cache_key,
+            degraded: AtomicBool::new(false),
+        };
+        Self::build(store, keks, config, Some(l2)).await
+    }
+
+    async fn build(
+        store: Arc<dyn KeyStore>,
+        keks: KekRing,
+        config: KeyringConfig,
+        l2: Option<L2>,
+    ) -> Result<Self> {
+        if config.lease_block == 0 || config.max_encryptions == 0 {
+            return Err(Error::config(
+                "lease_block and max_encryptions must be at least 1",
+            ));
+        }
+        let info = store.info().await?;
+        let l1 = Cache::builder()
+            .max_capacity(config.l1_capacity)
+            .time_to_live(config.l1_ttl)
+            .build();
+        let active = Cache::builder()
+            .max_capacity(config.l1_capacity)
+            .time_to_live(config.active_ttl)
+            .build();
+        Ok(Keyring {
+            inner: Arc::new(Inner {
+                store,
+                keks,
+                store_id: info.store_id,
+                l1,
+                active,
+                l2,
+                config,
+                stats: Stats::default(),
+            }),
+        })
+    }
+
+    /// The key store.
+    pub fn store(&self) -> &Arc<dyn KeyStore> {
+        &self.inner.store
+    }
+
+    /// The configured KEKs.
+    pub fn keks(&self) -> &KekRing {
+        &self.inner.keks
+    }
+
+    /// The store id bound into every wrap.
+    pub fn store_id(&self) -> &[u8; 16] {
+        &self.inner.store_id
+    }
+
+    /// Cache and KEK counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &KeyringConfig {
+        &self.inner.config
+    }
+
+    fn event(&self, op: Operation) -> AuditEvent {
+        AuditEvent::new(self.inner.config.actor.clone(), op)
+    }
+
+    // ---- scopes and versions ------------------------------------------------------------
+
+    /// Makes a new DEK for `scope` at `version`, wrapped under the primary KEK.
+    async fn new_dek(&self, scope: &ScopeId, version: KeyVersion) -> Result<(Dek, NewDek)> {
+        let dek = Dek::generate()?;
+        let mut key_id = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut key_id)
+            .map_err(|_| coffer_core::Error::Module("random generator"))?;
+        let kek_id = self.inner.keks.primary_id().clone();
+        let kek = self.inner.keks.primary()?;
+        let ctx = WrapContext {
+            store_id: &self.inner.store_id,
+            scope,
+            version,
+            key_id: &key_id,
+        };
+        let wrapped = kek.wrap(&dek, &ctx).await?;
+        bump(&self.inner.stats.kek_wraps, "coffer_keys_kek_wraps_total");
+        let check = wrap::metadata_tag(&dek, &self.metadata(scope, version, &key_id))?;
+        let new = NewDek {
+            scope: scope.clone(),
+            version,
+            key_id,
+            wrapped,
+            kek: kek_id,
+            wrap_algorithm: kek.algorithm().to_owned(),
+            check: check.to_vec(),
+        };
+        Ok((dek, new))
+    }
+
+    fn metadata<'a>(
+        &'a self,
+        scope: &'a ScopeId,
+        version: KeyVersion,
+        key_id: &'a [u8; 16],
+    ) -> KeyMetadata<'a> {
+        KeyMetadata {
+            store_id: &self.inner.store_id,
+            scope,
+            version,
+            key_id,
+            algorithm: DEK_ALGORITHM,
+        }
+    }
+
+    /// Creates a scope with its first DEK version. [`Error::ScopeExists`] if it exists (or was
+    /// destroyed: a destroyed scope stays a tombstone).
+    pub async fn create_scope(&self, scope: &ScopeId) -> Result<DekRecord> {
+        if self.inner.store.scope(scope).await?.is_some() {
+            return Err(Error::ScopeExists(scope.as_str().to_owned()));
+        }
+        match self.create_or_get(scope).await? {
+            CreateOutcome::Created(rec) => Ok(rec),
+            CreateOutcome::Existing(_) => Err(Error::ScopeExists(scope.as_str().to_owned())),
+        }
+    }
+
+    /// The scope's active version, creating the scope if it does not exist (applications that
+    /// make scopes per tenant or per table on first use call this).
+    pub async fn ensure_scope(&self, scope: &ScopeId) -> Result<KeyVersion> {
+        match self.inner.store.active_dek(scope).await? {
+            Some(rec) => Ok(rec.version),
+            None => {
+                if let Some(s) = self.inner.store.scope(scope).await?
+                    && s.is_destroyed()
+                {
+                    return Err(Error::Destroyed {
+                        scope: scope.as_str().to_owned(),
+                        version: None,
+                    });
+                }
+                match self.create_or_get(scope).await? {
+                    CreateOutcome::Created(r) | CreateOutcome::Existing(r) => Ok(r.version),
+                }
+            }
+        }
+    }
+
+    async fn create_or_get(&self, scope: &ScopeId) -> Result<CreateOutcome> {
+        let version = KeyVersion(self.inner.store.max_version(scope).await? + 1);
+        let (_dek, new) = self.new_dek(scope, version).await?;
+        let outcome = self.inner.store.create_scope(&new).await?;
+        if let CreateOutcome::Created(rec) = &outcome {
+            self.audit(
+                self.event(Operation::Create)
+                    .scope(scope.as_str())
+                    .version(rec.version.0)
+                    .kek(rec.kek.to_string()),
+            )
+            .await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Rotates a scope: a new DEK version becomes active now; the old one becomes decrypt-only.
+    /// Concurrent rotations of one scope make exactly one new version (compare-and-swap).
+    pub async fn rotate(&self, scope: &ScopeId) -> Result<DekRecord> {
+        let current = self.active_record(scope).await?;
+        self.rotate_from(scope, current.version, "requested").await
+    }
+
+    async fn rotate_from(
+        &self,
+        scope: &ScopeId,
+        expected: KeyVersion,
+        why: &str,
+    ) -> Result<DekRecord> {
+        let version = KeyVersion(self.inner.store.max_version(scope).await? + 1);
+        let (_dek, new) = self.new_dek(scope, version).await?;
+        let rec = match self.inner.store.rotate(expected, &new).await? {
+            RotateOutcome::Rotated(rec) => {
+                self.audit(
+                    self.event(Operation::Rotate)
+                        .scope(scope.as_str())
+                        .version(rec.version.0)
+                        .kek(rec.kek.to_string())
+                        .detail(format!("{expected} is decrypt-only; {why}")),
+                )
+                .await?;
+                rec
+            }
+            RotateOutcome::Lost(rec) => rec,
+        };
+        self.inner.active.invalidate(scope).await;
+        Ok(rec)
+    }
+
+    async fn active_record(&self, scope: &ScopeId) -> Result<DekRecord> {
+        match self.inner.store.active_dek(scope).await? {
+            Some(r) => Ok(r),
+            None => Err(self.missing(scope, None).await),
+        }
+    }
+
+    /// The error for a scope (or version) that has no usable key.
+    async fn missing(&self, scope: &ScopeId, version: Option<KeyVersion>) -> Error {
+        match self.inner.store.scope(scope).await {
+            Err(e) => e,
+            Ok(None) => Error::UnknownScope(scope.as_str().to_owned()),
+            Ok(Some(s)) if s.is_destroyed() => Error::Destroyed {
+                scope: scope.as_str().to_owned(),
+                version: None,
+            },
+            Ok(Some(_)) => match version {
+                Some(version) => Error::UnknownVersion {
+                    scope: scope.as_str().to_owned(),
+                    version,
+                },
+                None => Error::State(format!(
+                    "scope '{scope}' has no active key version; rotate it with `coffer keys rotate {scope}`"
+                )),
+            },
+        }
+    }
+
+    /// Crypto-shreds a scope: erases its wrapped DEKs, drops them from both caches and audits
+    /// it. Data under the scope then fails with [`Error::Destroyed`]. Returns the number of
+    /// versions that held a key.
+    pub async fn destroy(&self, scope: &ScopeId) -> Result<u32> {
+        let deks = self.inner.store.deks(scope).await?;
+        if self.inner.store.scope(scope).await?.is_none() {
+            return Err(Error::UnknownScope(scope.as_str().to_owned()));
+        }
+        let n = self.inner.store.destroy_scope(scope).await?;
+        self.inner.active.invalidate(scope).await;
+        for d in &deks {
+            self.inner.l1.invalidate(&(scope.clone(), d.version)).await;
+        }
+        if let Some(l2) = &self.inner.l2 {
+            let names: Vec<String> = deks
+                .iter()
+                .filter_map(|d| {
+                    l2.key
+                        .entry_name(&EntryBinding {
+                            store_id: &self.inner.store_id,
+                            scope,
+                            version: d.version,
+                        })
+                        .ok()
+                })
+                .collect();
+            if let Err(e) = l2.backend.delete(&names).await {
+                self.l2_failed(l2, &e.0);
+            }
+        }
+        self.audit(
+            self.event(Operation::Destroy)
+                .scope(scope.as_str())
+                .detail(format!("{n} key versions erased")),
+        )
+        .await?;
+        Ok(n)
+    }
+
+    /// Re-wraps every live DEK that is not under the primary KEK, `batch` at a time, calling
+    /// `progress` after each batch. Online (readers and writers go on), idempotent and
+    /// resumable: rerun it after a crash and it continues where it stopped. Touches no data.
+    pub async fn rotate_kek(
+        &self,
+        batch: usize,
+        mut progress: impl FnMut(&RewrapReport),
+    ) -> Result<RewrapReport> {
+        let target = self.inner.keks.primary_id().clone();
+        let kek = Arc::clone(self.inner.keks.primary()?);
+        let mut report = RewrapReport::default();
+        loop {
+            let todo = self
+                .inner
+                .store
+                .deks_not_under(&target, batch.max(1))
+                .await?;
+            if todo.is_empty() {
+                break;
+            }
+            let mut progressed = false;
+            for rec in todo {
+                let Some(wrapped) = rec.wrapped.as_deref() else {
+                    continue;
+                };
+                let ctx = WrapContext {
+                    store_id: &self.inner.store_id,
+                    scope: &rec.scope,
+                    version: rec.version,
+                    key_id: &rec.key_id,
+                };
+                let dek = self.unwrap_with_kek(&rec, wrapped).await?;
+                let new = kek.wrap(&dek, &ctx).await?;
+                bump(&self.inner.stats.kek_wraps, "coffer_keys_kek_wraps_total");
+                let done = self
+                    .inner
+                    .store
+                    .replace_wrap(
+                        &rec.scope,
+                        rec.version,
+                        &rec.kek,
+                        &target,
+                        &new,
+                        kek.algorithm(),
+                    )
+                    .await?;
+                if done {
+                    report.rewrapped += 1;
+                    progressed = true;
+                } else {
+                    report.skipped += 1;
+                }
+            }
+            progress(&report);
+            if !progressed {
+                // Everything in this batch changed under us; read again.
+                tokio::task::yield_now().await;
+            }
+        }
+        self.audit(
+            self.event(Operation::Rewrap)
+                .kek(target.to_string())
+                .detail(format!(
+                    "{} DEKs re-wrapped ({} already done elsewhere)",
+                    report.rewrapped, report.skipped
+                )),
+        )
+        .await?;
+        Ok(report)
+    }
+
+    async fn audit(&self, event: AuditEvent) -> Result<()> {
+        self.inner.store.append_audit(&event).await.map(|_| ())
+    }
+
+    // ---- key resolution ---------------------------------------------------------------
+
+    /// The active version for writes, from the short-lived pointer cache.
+    async fn active_pointer(&self, scope: &ScopeId) -> Result<ActivePointer> {
+        if let Some(p) = self.inner.active.get(scope).await {
+            return Ok(p);
+        }
+        let rec = self.active_record(scope).await?;
+        let p = ActivePointer {
+            version: rec.version,
+            created_at_us: rec.created_at_us,
+            leased: rec.encryptions,
+        };
+        self.inner.active.insert(scope.clone(), p).await;
+        Ok(p)
+    }
+
+    /// The unwrapped DEK for one version, through L1, L2 and the KEK.
+    async fn live(&self, scope: &ScopeId, version: KeyVersion) -> Result<Arc<LiveDek>> {
+        let key = (scope.clone(), version);
+        if let Some(hit) = self.inner.l1.get(&key).await {
+            bump(&self.inner.stats.l1_hits, "coffer_keys_l1_hits_total");
+            return Ok(hit);
+        }
+        // Single flight: concurrent misses for one key wait on one load.
+        self.inner
+            .l1
+            .try_get_with(key, async {
+                bump(&self.inner.stats.l1_misses, "coffer_keys_l1_misses_total");
+                self.load(scope, version).await.map(Arc::new)
+            })
+            .await
+            .map_err(Arc::unwrap_or_clone)
+    }
+
+    async fn load(&self, scope: &ScopeId, version: KeyVersion) -> Result<LiveDek> {
+        let Some(rec) = self.inner.store.dek(scope, version).await? else {
+            return Err(self.missing(scope, Some(version)).await);
+        };
+        let Some(wrapped) = rec
+            .wrapped
+            .as_deref()
+            .filter(|_| rec.state != DekState::Destroyed)
+        else {
+            let _ = self
+                .audit(
+                    self.event(Operation::AccessDenied)
+                        .scope(scope.as_str())
+                        .version(version.0)
+                        .detail("key destroyed"),
+                )
+                .await;
+            return Err(Error::Destroyed {
+                scope: scope.as_str().to_owned(),
+                version: Some(version),
+            });
+        };
+        let dek = match self.l2_get(&rec).await {
+            Some(dek) => dek,
+            None => self.l2_fill(&rec, wrapped).await?,
+        };
+        Ok(LiveDek {
+            dek,
+            version,
+            columns: RwLock::default(),
+            lease: Mutex::default(),
+        })
+    }
+
+    async fn l2_get(&self, rec: &DekRecord) -> Option<Dek> {
+        let l2 = self.inner.l2.as_ref()?;
+        let b = EntryBinding {
+            store_id: &self.inner.store_id,
+            scope: &rec.scope,
+            version: rec.version,
+        };
+        let name = l2.key.entry_name(&b).ok()?;
+        match l2.backend.get_touch(&name, self.inner.config.l2_ttl).await {
+            Ok(Some(entry)) => {
+                self.l2_ok(l2);
+                let fresh = |at: u64| {
+                    now_s().saturating_sub(at) < self.inner.config.l2_max_lifetime.as_secs()
+                };
+                match l2.key.open(&b, &entry) {
+                    Some((dek, key_id, at))
+                        if key_id == rec.key_id
+                            && fresh(at)
+                            && self.check_tag(rec, &dek).is_ok() =>
+                    {
+                        bump(&self.inner.stats.l2_hits, "coffer_keys_l2_hits_total");
+                        Some(dek)
+                    }
+                    _ => {
+                        bump(&self.inner.stats.l2_misses, "coffer_keys_l2_misses_total");
+                        None
+                    }
+                }
+            }
+            Ok(None) => {
+                self.l2_ok(l2);
+                bump(&self.inner.stats.l2_misses, "coffer_keys_l2_misses_total");
+                None
+            }
+            Err(e) => {
+                self.l2_failed(l2, &e.0);
+                None
+            }
+        }
+    }
+
+    /// L2 miss: unwrap through the KEK, coordinating with other processes through a short L2
+    /// lock so that, with L2 up, one process unwraps and the others read its entry.
+    async fn l2_fill(&self, rec: &DekRecord, wrapped: &[u8]) -> Result<Dek> {
+        let Some(l2) = &self.inner.l2 else {
+            return self.unwrap_with_kek(rec, wrapped).await;
+        };
+        let b = EntryBinding {
+            store_id: &self.inner.store_id,
+            scope: &rec.scope,
+            version: rec.version,
+        };
+        let name = l2.key.entry_name(&b)?;
+        let lock = format!("{name}:lock");
+        let wait = self.inner.config.l2_lock_wait;
+        match l2.backend.try_lock(&lock, wait * 2).await {
+            Ok(true) => {
+                let result = self.unwrap_with_kek(rec, wrapped).await;
+                if let Ok(dek) = &result {
+                    self.l2_put(l2, &b, &name, rec, dek).await;
+                }
+                if let Err(e) = l2.backend.unlock(&lock).await {
+                    self.l2_failed(l2, &e.0);
+                }
+                result
+            }
+            Ok(false) => {
+                // Someone else is unwrapping: wait for their entry, then give up and unwrap.
+                let deadline = tokio::time::Instant::now() + wait;
+                while tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    if let Some(dek) = self.l2_get(rec).await {
+                        return Ok(dek);
+                    }
+                }
+                self.unwrap_with_kek(rec, wrapped).await
+            }
+            Err(e) => {
+                self.l2_failed(l2, &e.0);
+                self.unwrap_with_kek(rec, wrapped).await
+            }
+        }
+    }
+
+    async fn l2_put(&self, l2: &L2, b: &EntryBinding<'_>, name: &str, rec: &DekRecord, dek: &Dek) {
+        let Ok(entry) = l2.key.seal(b, &rec.key_id, now_s(), dek) else {
+            return;
+        };
+        match l2.backend.put(name, &entry, self.inner.config.l2_ttl).await {
+            Ok(()) => self.l2_ok(l2),
+            Err(e) => self.l2_failed(l2, &e.0),
+        }
+    }
+
+    fn l2_ok(&self, l2: &L2) {
+        if l2.degraded.swap(false, Ordering::Relaxed) {
+            tracing::info!("L2 cache reachable again; using it");
+        }
+    }
+
+    fn l2_failed(&self, l2: &L2, why: &str) {
+        bump(&self.inner.stats.l2_errors, "coffer_keys_l2_errors_total");
+        if !l2.degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                error = why,
+                "L2 cache unreachable; falling back to the KEK provider until it is back"
+            );
+        }
+    }
+
+    async fn unwrap_with_kek(&self, rec: &DekRecord, wrapped: &[u8]) -> Result<Dek> {
+        let kek = self.inner.keks.get(&rec.kek)?;
+        let ctx = WrapContext {
+            store_id: &self.inner.store_id,
+            scope: &rec.scope,
+            version: rec.version,
+            key_id: &rec.key_id,
+        };
+        bump(
+            &self.inner.stats.kek_unwraps,
+            "coffer_keys_kek_unwraps_total",
+        );
+        let dek = kek.unwrap(wrapped, &ctx).await?;
+        self.check_tag(rec, &dek).map_err(|_| Error::WrongKek {
+            kek: rec.kek.to_string(),
+        })?;
+        if self.inner.config.audit_unwraps {
+            self.audit(
+                self.event(Operation::KekUnwrap)
+                    .scope(rec.scope.as_str())
+                    .version(rec.version.0)
+                    .kek(rec.kek.to_string()),
+            )
+            .await?;
+        }
+        Ok(dek)
+    }
+
+    fn check_tag(&self, rec: &DekRecord, dek: &Dek) -> Result<()> {
+        let meta = self.metadata(&rec.scope, rec.version, &rec.key_id);
+        Ok(wrap::verify_metadata_tag(dek, &meta, &rec.check)?)
+    }
+
+    /// The active version and its DEK, with one encryption leased (rotating first if the
+    /// version is past its limit or age).
+    async fn for_write(&self, scope: &ScopeId) -> Result<Arc<LiveDek>> {
+        for _ in 0..4 {
+            let p = self.active_pointer(scope).await?;
+            if let Some(max_age) = self.inner.config.max_age {
+                let age_us = self.inner.store.now_us().await? - p.created_at_us;
+                if age_us > i64::try_from(max_age.as_micros()).unwrap_or(i64::MAX) {
+                    self.rotate_from(scope, p.version, "age limit reached")
+                        .await?;
+                    continue;
+                }
+            }
+            let live = self.live(scope, p.version).await?;
+            if live.take() {
+                return Ok(live);
+            }
+            let block = self.inner.config.lease_block;
+            if p.leased.saturating_add(block) > self.inner.config.max_encryptions {
+                self.rotate_from(scope, p.version, "encryption limit reached")
+                    .await?;
+                continue;
+            }
+            match self.inner.store.lease(scope, p.version, block).await? {
+                Some(total) if total <= self.inner.config.max_encryptions => {
+                    live.refill(total, block);
+                    self.inner
+                        .active
+                        .insert(scope.clone(), ActivePointer { leased: total, ..p })
+                        .await;
+                    if live.take() {
+                        return Ok(live);
+                    }
+                }
+                Some(_) => {
+                    self.rotate_from(scope, p.version, "encryption limit reached")
+                        .await?;
+                }
+                None => {
+                    // Rotated by someone else: refresh the pointer.
+                    self.inner.active.invalidate(scope).await;
+                }
+            }
+        }
+        Err(Error::State(format!(
+            "scope '{scope}' kept changing its active version; try again"
+        )))
+    }
+
+    // ---- data operations ------------------------------------------------------------
+
+    /// Encrypts a field value under the scope's active version.
+    pub async fn encrypt(
+        &self,
+        scope: &ScopeId,
+        column: &ColumnId,
+        suite: Suite,
+        ctx: &FieldContext<'_>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        let live = self.for_write(scope).await?;
+        let key = live.field_key(scope, column, suite)?;
+        Ok(key.encrypt(ctx, plaintext)?)
+    }
+
+    /// Encrypts an authenticated NULL under the scope's active version.
+    pub async fn encrypt_null(
+        &self,
+        scope: &ScopeId,
+        column: &ColumnId,
+        suite: Suite,
+        ctx: &FieldContext<'_>,
+    ) -> Result<Vec<u8>> {
+        let live = self.for_write(scope).await?;
+        let key = live.field_key(scope, column, suite)?;
+        Ok(key.encrypt_null(ctx)?)
+    }
+
+    /// Decrypts a field value with the version its header names: `Some(plaintext)`, or `None`
+    /// for an authenticated NULL.
+    pub async fn decrypt(
+        &self,
+        scope: &ScopeId,
+        column: &ColumnId,
+        ctx: &FieldContext<'_>,
+        ciphertext: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
+        let (header, _) =
+            Header::parse(ciphertext).map_err(|_| Error::Crypto(coffer_core::Error::Decrypt))?;
+        let live = self.live(scope, header.version).await?;
+        let key = live.field_key(scope, column, header.suite)?;
+        Ok(key.decrypt(ctx, ciphertext)?)
+    }
+
+    /// The blind index of `values` under the scope's active version (for writes).
+    pub async fn blind_index(
+        &self,
+        scope: &ScopeId,
+        index: &BlindIndexSpec,
+        values: &[&[u8]],
+    ) -> Result<(KeyVersion, Vec<u8>)> {
+        let p = self.active_pointer(scope).await?;
+        let live = self.live(scope, p.version).await?;
+        Ok((p.version, index.key(&live.dek)?.compute(values)?))
+    }
+
+    /// The blind index of `values` under every version that may still have rows indexed
+    /// (active and decrypt-only), for searching while a re-encryption runs.
+    pub async fn blind_index_terms(
+        &self,
+        scope: &ScopeId,
+        index: &BlindIndexSpec,
+        values: &[&[u8]],
+    ) -> Result<Vec<(KeyVersion, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for rec in self.inner.store.deks(scope).await? {
+            if matches!(rec.state, DekState::Active | DekState::DecryptOnly) {
+                let live = self.live(scope, rec.version).await?;
+                out.push((rec.version, index.key(&live.dek)?.compute(values)?));
+            }
+        }
+        if out.is_empty() {
+            return Err(self.missing(scope, None).await);
+        }
+        Ok(out)
+    }
+
+    /// Drops every cached key of this process (L1 only; other processes keep theirs until
+    /// their TTLs pass).
+    pub fn clear_l1(&self) {
+        self.inner.l1.invalidate_all();
+        self.inner.active.invalidate_all();
+    }
+}
+
+/// A blind index definition: column, index name, width and normalizers.
+#[derive(Clone, Debug)]
+pub struct BlindIndexSpec {
+    /// The column.
+    pub column: ColumnId,
+    /// The index name (one subkey per name).
+    pub name: String,
+    /// Width in bits.
+    pub bits: u16,
+    /// Normalizers, in order.
+    pub normalizers: Vec<Normalizer>,
+}
+
+impl BlindIndexSpec {
+    fn key(&self, dek: &Dek) -> Result<BlindIndexKey> {
+        Ok(
+            BlindIndexKey::new(dek, &self.column, &self.name, self.bits)?
+                .with_normalizers(self.normalizers.clone()),
+        )
+    }
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

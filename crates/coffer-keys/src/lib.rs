@@ -1,0 +1,26 @@
+//! Coffer's key hierarchy and lifecycle.
+//!
+//! KEKs come from [`KekProvider`]s (local keys here; HSM and KMS providers in their own crates),
+//! wrap per-scope, versioned DEKs kept in a [`KeyStore`], which a [`Keyring`] resolves through a
+//! two-tier cache to encrypt and decrypt fields. Rotation, crypto-shredding and the hash-chained
+//! audit trail live here too. docs/KEYS.md describes the whole.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod audit;
+pub mod cache;
+mod error;
+pub mod kek;
+pub mod keyring;
+pub mod store;
+
+pub use audit::{AuditEvent, AuditFilter, AuditRecord, Operation};
+pub use cache::{CacheKey, L2Backend, L2Error};
+pub use error::{Error, Result};
+pub use kek::{KekId, KekProvider, KekRing, LocalKek, WrapContext};
+pub use keyring::{BlindIndexSpec, Keyring, KeyringConfig, RewrapReport, StatsSnapshot};
+pub use store::{
+    CreateOutcome, DekRecord, DekState, KekRecord, KeyStore, NewDek, RotateOutcome, ScopeRecord,
+    StoreInfo,
+};

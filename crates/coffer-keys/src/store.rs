@@ -1,0 +1,269 @@
+//! The key-store trait and its records: scopes, DEK versions (only ever wrapped), the KEK
+//! registry and the audit trail. `coffer-store` implements it on SQLite and PostgreSQL with one
+//! schema.
+//!
+//! Invariants every implementation keeps (and the PostgreSQL tests check under concurrency):
+//! at most one active version per scope; version numbers never reused; a DEK row exists before
+//! its key is used (insert, then re-read); counters only grow; destroyed scopes stay as
+//! tombstones, so a destroyed scope cannot be silently re-created.
+
+use std::fmt;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use coffer_core::{KeyVersion, ScopeId};
+
+use crate::audit::{AuditEvent, AuditFilter, AuditRecord};
+use crate::error::{Error, Result};
+use crate::kek::KekId;
+
+/// The state of one DEK version (docs/KEYS.md §2 shows the transitions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DekState {
+    /// Encrypts new values and decrypts old ones. At most one per scope.
+    Active,
+    /// Decrypts only; encryptions under it are refused.
+    DecryptOnly,
+    /// No ciphertext uses it any more (checked by scans); kept until destroyed.
+    Retired,
+    /// Its wrapped key is erased. Data under it is unrecoverable.
+    Destroyed,
+}
+
+impl DekState {
+    /// The name stored in the key store and shown by `coffer keys list`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DekState::Active => "active",
+            DekState::DecryptOnly => "decrypt-only",
+            DekState::Retired => "retired",
+            DekState::Destroyed => "destroyed",
+        }
+    }
+}
+
+impl fmt::Display for DekState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DekState {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "active" => DekState::Active,
+            "decrypt-only" => DekState::DecryptOnly,
+            "retired" => DekState::Retired,
+            "destroyed" => DekState::Destroyed,
+            other => {
+                return Err(Error::store(format!(
+                    "unknown DEK state '{}' in the key store",
+                    other.escape_debug()
+                )));
+            }
+        })
+    }
+}
+
+/// The key store's identity: a random 16-byte id bound into every wrap and metadata tag, so a
+/// wrapped DEK copied into another store does not open there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreInfo {
+    /// The store id.
+    pub store_id: [u8; 16],
+    /// The schema version applied.
+    pub schema_version: u32,
+}
+
+/// A scope: a DEK chain for a tenant, table, column, ballot or row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeRecord {
+    /// The scope.
+    pub scope: ScopeId,
+    /// When it was created (database clock, µs since the Unix epoch).
+    pub created_at_us: i64,
+    /// When it was destroyed, if it was.
+    pub destroyed_at_us: Option<i64>,
+}
+
+impl ScopeRecord {
+    /// Whether the scope was crypto-shredded.
+    pub fn is_destroyed(&self) -> bool {
+        self.destroyed_at_us.is_some()
+    }
+}
+
+/// One DEK version as stored: wrapped only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DekRecord {
+    /// The scope.
+    pub scope: ScopeId,
+    /// The version (1, 2, …; never reused).
+    pub version: KeyVersion,
+    /// Random 128-bit key id.
+    pub key_id: [u8; 16],
+    /// State.
+    pub state: DekState,
+    /// The wrapped DEK (`None` once destroyed).
+    pub wrapped: Option<Vec<u8>>,
+    /// The KEK version that wrapped it.
+    pub kek: KekId,
+    /// The provider's wrap algorithm, e.g. `aes256-kwp`.
+    pub wrap_algorithm: String,
+    /// The metadata tag / key check value (docs/FORMAT.md §6).
+    pub check: Vec<u8>,
+    /// Encryptions leased under this version so far (an upper bound of those made).
+    pub encryptions: u64,
+    /// Created (database clock, µs).
+    pub created_at_us: i64,
+    /// Last state change (database clock, µs).
+    pub state_changed_at_us: i64,
+}
+
+impl fmt::Debug for DekRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The wrap is not secret, but it is noise; its length is what matters in a log.
+        f.debug_struct("DekRecord")
+            .field("scope", &self.scope)
+            .field("version", &self.version)
+            .field("key_id", &hex::encode(self.key_id))
+            .field("state", &self.state)
+            .field("wrapped_len", &self.wrapped.as_ref().map(Vec::len))
+            .field("kek", &self.kek)
+            .field("encryptions", &self.encryptions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A DEK version to insert.
+#[derive(Clone, Debug)]
+pub struct NewDek {
+    /// The scope.
+    pub scope: ScopeId,
+    /// Its version number.
+    pub version: KeyVersion,
+    /// Its key id.
+    pub key_id: [u8; 16],
+    /// The wrapped key.
+    pub wrapped: Vec<u8>,
+    /// The KEK that wrapped it.
+    pub kek: KekId,
+    /// The wrap algorithm.
+    pub wrap_algorithm: String,
+    /// The metadata tag.
+    pub check: Vec<u8>,
+}
+
+/// A KEK version the store has seen, with a canary that tells a wrong key from a right one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KekRecord {
+    /// The KEK id.
+    pub id: KekId,
+    /// Provider kind (`local`, `pkcs11`, `aws-kms`).
+    pub kind: String,
+    /// A random key wrapped under this KEK when it was registered.
+    pub canary_wrapped: Vec<u8>,
+    /// The canary's metadata tag.
+    pub canary_check: Vec<u8>,
+    /// When it was registered (database clock, µs).
+    pub registered_at_us: i64,
+}
+
+/// What [`KeyStore::create_scope`] did.
+#[derive(Debug)]
+pub enum CreateOutcome {
+    /// The scope and its first version were inserted.
+    Created(DekRecord),
+    /// Another caller created it first; this is its active version. Discard your key.
+    Existing(DekRecord),
+}
+
+/// What [`KeyStore::rotate`] did.
+#[derive(Debug)]
+pub enum RotateOutcome {
+    /// The new version is active; the old one is decrypt-only.
+    Rotated(DekRecord),
+    /// The active version was no longer the expected one (another rotation won); this is the
+    /// current active version. Discard your key.
+    Lost(DekRecord),
+}
+
+/// Persistent storage of scopes, wrapped DEKs, the KEK registry and the audit trail.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// The store's identity (created with the schema).
+    async fn info(&self) -> Result<StoreInfo>;
+
+    /// The database clock, µs since the Unix epoch.
+    async fn now_us(&self) -> Result<i64>;
+
+    /// Records a KEK version; returns `false` if it was known already (nothing changes then).
+    async fn register_kek(&self, kek: &KekRecord) -> Result<bool>;
+
+    /// The KEK registry.
+    async fn keks(&self) -> Result<Vec<KekRecord>>;
+
+    /// Creates a scope with its first (active) version, unless it exists.
+    async fn create_scope(&self, first: &NewDek) -> Result<CreateOutcome>;
+
+    /// A scope.
+    async fn scope(&self, scope: &ScopeId) -> Result<Option<ScopeRecord>>;
+
+    /// All scopes.
+    async fn scopes(&self) -> Result<Vec<ScopeRecord>>;
+
+    /// One DEK version.
+    async fn dek(&self, scope: &ScopeId, version: KeyVersion) -> Result<Option<DekRecord>>;
+
+    /// Every version of a scope, oldest first.
+    async fn deks(&self, scope: &ScopeId) -> Result<Vec<DekRecord>>;
+
+    /// The active version of a scope.
+    async fn active_dek(&self, scope: &ScopeId) -> Result<Option<DekRecord>>;
+
+    /// The highest version number a scope ever had (destroyed ones included), 0 if none.
+    async fn max_version(&self, scope: &ScopeId) -> Result<u32>;
+
+    /// Compare-and-swap rotation: if `expected` is still the active version, it becomes
+    /// decrypt-only and `new` becomes active, atomically.
+    async fn rotate(&self, expected: KeyVersion, new: &NewDek) -> Result<RotateOutcome>;
+
+    /// Leases `n` encryptions under an active version; returns the new total, or `None` if the
+    /// version is not active (any more).
+    async fn lease(&self, scope: &ScopeId, version: KeyVersion, n: u64) -> Result<Option<u64>>;
+
+    /// Moves a version from one state to another; `false` if it was not in `from`.
+    async fn set_state(
+        &self,
+        scope: &ScopeId,
+        version: KeyVersion,
+        from: DekState,
+        to: DekState,
+    ) -> Result<bool>;
+
+    /// Up to `limit` live (not destroyed) DEKs wrapped under a KEK other than `kek`.
+    async fn deks_not_under(&self, kek: &KekId, limit: usize) -> Result<Vec<DekRecord>>;
+
+    /// Replaces a DEK's wrap if it is still wrapped under `old` (idempotent, race-safe).
+    async fn replace_wrap(
+        &self,
+        scope: &ScopeId,
+        version: KeyVersion,
+        old: &KekId,
+        new: &KekId,
+        wrapped: &[u8],
+        wrap_algorithm: &str,
+    ) -> Result<bool>;
+
+    /// Crypto-shreds a scope: erases every wrapped DEK, marks the scope destroyed (a tombstone
+    /// that stops it being re-created). Returns how many versions held a key.
+    async fn destroy_scope(&self, scope: &ScopeId) -> Result<u32>;
+
+    /// Appends an event to the hash-chained audit trail.
+    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord>;
+
+    /// Reads the audit trail, oldest first.
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+}
