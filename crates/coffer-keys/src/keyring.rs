@@ -622,15 +622,23 @@ impl Keyring {
             bump(&self.inner.stats.l1_hits, "coffer_keys_l1_hits_total");
             return Ok(hit);
         }
-        // Single flight: concurrent misses for one key wait on one load.
-        self.inner
+        // Single flight: concurrent misses for one key wait on one load. Those that waited
+        // count as hits: they made no KEK call.
+        let loaded = AtomicBool::new(false);
+        let live = self
+            .inner
             .l1
             .try_get_with(key, async {
+                loaded.store(true, Ordering::Relaxed);
                 bump(&self.inner.stats.l1_misses, "coffer_keys_l1_misses_total");
                 self.load(scope, version).await.map(Arc::new)
             })
             .await
-            .map_err(Arc::unwrap_or_clone)
+            .map_err(Arc::unwrap_or_clone)?;
+        if !loaded.load(Ordering::Relaxed) {
+            bump(&self.inner.stats.l1_hits, "coffer_keys_l1_hits_total");
+        }
+        Ok(live)
     }
 
     async fn load(&self, scope: &ScopeId, version: KeyVersion) -> Result<LiveDek> {

@@ -1,0 +1,747 @@
+//! [`SqlStore`]: the key store on SQLite or PostgreSQL through sqlx's `Any` driver, one code
+//! path for both. Only the migrations' type names and the clock expression differ.
+
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use coffer_core::{KeyVersion, ScopeId};
+use coffer_keys::audit::{self, AuditEvent, AuditFilter, AuditRecord};
+use coffer_keys::{
+    CreateOutcome, DekRecord, DekState, Error, KekId, KekRecord, KeyStore, NewDek, Result,
+    RotateOutcome, ScopeRecord, StoreInfo,
+};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Row};
+
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How many times a transaction that lost a race (unique violation, SQLite busy) is retried.
+const RETRIES: u32 = 20;
+
+/// Which database a store lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file (`sqlite:PATH`).
+    Sqlite,
+    /// PostgreSQL (`postgres://…`).
+    Postgres,
+}
+
+impl Backend {
+    fn now(self) -> &'static str {
+        match self {
+            Backend::Postgres => "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT",
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)",
+        }
+    }
+
+    fn begin(self) -> &'static str {
+        match self {
+            // Take the write lock up front: a deferred transaction that reads, then writes,
+            // fails at once with SQLITE_BUSY instead of waiting when another writer is active.
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        }
+    }
+}
+
+type TxFuture<'c, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'c>>;
+
+/// A key store in SQLite or PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn db(e: sqlx::Error) -> Error {
+    Error::store(e)
+}
+
+fn is_retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            d.is_unique_violation()
+                || matches!(
+                    d.code().as_deref(),
+                    Some("5" | "6" | "517" | "40001" | "40P01")
+                )
+        }
+        _ => false,
+    }
+}
+
+impl SqlStore {
+    /// Connects to `sqlite:PATH` (the file is created, mode 0600, on first use) or
+    /// `postgres://…`, and applies the migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(Error::config(
+                    "sqlite: needs a file path, e.g. sqlite:keys.db",
+                ));
+            }
+            create_private_file(Path::new(path))?;
+            (Backend::Sqlite, format!("sqlite://{path}"))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else {
+            return Err(Error::config(
+                "the key store URL must start with sqlite: or postgres://",
+            ));
+        };
+        let max = if backend == Backend::Sqlite { 4 } else { 10 };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&url)
+            .await
+            .map_err(|e| Error::store(format!("cannot open the key store: {e}")))?;
+        let store = SqlStore { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The connection pool (for tests and tools that inspect the tables).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        if self.backend == Backend::Sqlite {
+            // WAL lets readers go on while a writer commits; it is a property of the file.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+        }
+        let migrator = match self.backend {
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| Error::store(format!("migrating the key store: {e}")))?;
+        let mut id = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut id)
+            .map_err(|_| coffer_core::Error::Module("random generator"))?;
+        let sql = format!(
+            "INSERT INTO coffer_meta (singleton, store_id, created_at_us) VALUES (1, $1, {}) \
+             ON CONFLICT (singleton) DO NOTHING",
+            self.backend.now()
+        );
+        sqlx::query(&sql)
+            .bind(id.to_vec())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Runs `f` in a transaction, retrying when it loses a race.
+    async fn retry<T, F>(&self, mut f: F) -> Result<T>
+    where
+        F: for<'c> FnMut(&'c mut sqlx::Transaction<'static, sqlx::Any>) -> TxFuture<'c, T>,
+    {
+        let mut attempt = 0;
+        loop {
+            let mut tx = self
+                .pool
+                .begin_with(self.backend.begin())
+                .await
+                .map_err(db)?;
+            let r = f(&mut tx).await;
+            let r = match r {
+                Ok(v) => tx.commit().await.map(|_| v),
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            };
+            match r {
+                Ok(v) => return Ok(v),
+                Err(e) if is_retryable(&e) && attempt < RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(2 << attempt.min(6))).await;
+                }
+                Err(e) => return Err(db(e)),
+            }
+        }
+    }
+}
+
+/// Creates the SQLite file with mode 0600 if it does not exist: it holds wrapped keys only, but
+/// nobody else has any business reading them.
+fn create_private_file(path: &Path) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        return Err(Error::config(format!(
+            "the directory of the key store {} does not exist",
+            path.display()
+        )));
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(|_| ())
+        .or_else(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Ok(())
+            } else {
+                Err(Error::store(format!(
+                    "cannot create the key store {}: {e}",
+                    path.display()
+                )))
+            }
+        })
+}
+
+const DEK_COLUMNS: &str = "scope, version, key_id, state, wrapped, kek_name, kek_version, \
+     wrap_algorithm, key_check, encryptions, created_at_us, state_changed_at_us";
+
+fn to_u32(v: i64, what: &str) -> Result<u32, sqlx::Error> {
+    u32::try_from(v).map_err(|_| sqlx::Error::Decode(format!("{what} out of range").into()))
+}
+
+fn decode_dek(row: &AnyRow) -> Result<DekRecord, sqlx::Error> {
+    let bad = |e: Error| sqlx::Error::Decode(e.to_string().into());
+    let scope: String = row.try_get("scope")?;
+    let key_id: Vec<u8> = row.try_get("key_id")?;
+    let state: String = row.try_get("state")?;
+    let kek_name: String = row.try_get("kek_name")?;
+    Ok(DekRecord {
+        scope: ScopeId::new(scope).map_err(|e| bad(e.into()))?,
+        version: KeyVersion(to_u32(row.try_get("version")?, "version")?),
+        key_id: key_id
+            .try_into()
+            .map_err(|_| sqlx::Error::Decode("key id is not 16 bytes".into()))?,
+        state: DekState::from_str(&state).map_err(bad)?,
+        wrapped: row.try_get("wrapped")?,
+        kek: KekId::new(
+            kek_name,
+            to_u32(row.try_get("kek_version")?, "KEK version")?,
+        )
+        .map_err(bad)?,
+        wrap_algorithm: row.try_get("wrap_algorithm")?,
+        check: row.try_get("key_check")?,
+        encryptions: u64::try_from(row.try_get::<i64, _>("encryptions")?)
+            .map_err(|_| sqlx::Error::Decode("negative counter".into()))?,
+        created_at_us: row.try_get("created_at_us")?,
+        state_changed_at_us: row.try_get("state_changed_at_us")?,
+    })
+}
+
+fn decode_scope(row: &AnyRow) -> Result<ScopeRecord, sqlx::Error> {
+    let scope: String = row.try_get("scope")?;
+    Ok(ScopeRecord {
+        scope: ScopeId::new(scope).map_err(|e| sqlx::Error::Decode(e.to_string().into()))?,
+        created_at_us: row.try_get("created_at_us")?,
+        destroyed_at_us: row.try_get("destroyed_at_us")?,
+    })
+}
+
+fn decode_audit(row: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
+    let hash = |name: &str| -> Result<[u8; 32], sqlx::Error> {
+        let v: Vec<u8> = row.try_get(name)?;
+        v.try_into()
+            .map_err(|_| sqlx::Error::Decode("audit hash is not 32 bytes".into()))
+    };
+    let op: String = row.try_get("operation")?;
+    let version: Option<i64> = row.try_get("version")?;
+    Ok(AuditRecord {
+        id: row.try_get("id")?,
+        at_us: row.try_get("at_us")?,
+        event: AuditEvent {
+            actor: row.try_get("actor")?,
+            operation: op
+                .parse()
+                .map_err(|e: Error| sqlx::Error::Decode(e.to_string().into()))?,
+            scope: row.try_get("scope")?,
+            version: version.map(|v| to_u32(v, "version")).transpose()?,
+            kek: row.try_get("kek")?,
+            detail: row.try_get("detail")?,
+        },
+        prev_hash: hash("prev_hash")?,
+        hash: hash("hash")?,
+    })
+}
+
+async fn active_in<'c>(
+    tx: &'c mut sqlx::Transaction<'static, sqlx::Any>,
+    scope: &str,
+) -> Result<Option<DekRecord>, sqlx::Error> {
+    let sql =
+        format!("SELECT {DEK_COLUMNS} FROM coffer_deks WHERE scope = $1 AND state = 'active'");
+    let row = sqlx::query(&sql)
+        .bind(scope)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(decode_dek).transpose()
+}
+
+fn insert_dek_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO coffer_deks ({DEK_COLUMNS}) \
+         VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, 0, {now}, {now}) RETURNING {DEK_COLUMNS}"
+    )
+}
+
+async fn insert_dek<'c>(
+    tx: &'c mut sqlx::Transaction<'static, sqlx::Any>,
+    now: &str,
+    new: &NewDek,
+) -> Result<DekRecord, sqlx::Error> {
+    let row = sqlx::query(&insert_dek_sql(now))
+        .bind(new.scope.as_str().to_owned())
+        .bind(i64::from(new.version.0))
+        .bind(new.key_id.to_vec())
+        .bind(new.wrapped.clone())
+        .bind(new.kek.name().to_owned())
+        .bind(i64::from(new.kek.version()))
+        .bind(new.wrap_algorithm.clone())
+        .bind(new.check.clone())
+        .fetch_one(&mut **tx)
+        .await?;
+    decode_dek(&row)
+}
+
+#[async_trait]
+impl KeyStore for SqlStore {
+    async fn info(&self) -> Result<StoreInfo> {
+        let row = sqlx::query("SELECT store_id FROM coffer_meta WHERE singleton = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        let id: Vec<u8> = row.try_get("store_id").map_err(db)?;
+        Ok(StoreInfo {
+            store_id: id
+                .try_into()
+                .map_err(|_| Error::store("the store id is not 16 bytes"))?,
+            schema_version: SCHEMA_VERSION,
+        })
+    }
+
+    async fn now_us(&self) -> Result<i64> {
+        let row = sqlx::query(&format!("SELECT {} AS now_us", self.backend.now()))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        row.try_get("now_us").map_err(db)
+    }
+
+    async fn register_kek(&self, kek: &KekRecord) -> Result<bool> {
+        let sql = format!(
+            "INSERT INTO coffer_keks (kek_name, kek_version, kind, canary_wrapped, canary_check, \
+             registered_at_us) VALUES ($1, $2, $3, $4, $5, {}) \
+             ON CONFLICT (kek_name, kek_version) DO NOTHING",
+            self.backend.now()
+        );
+        let done = sqlx::query(&sql)
+            .bind(kek.id.name().to_owned())
+            .bind(i64::from(kek.id.version()))
+            .bind(kek.kind.clone())
+            .bind(kek.canary_wrapped.clone())
+            .bind(kek.canary_check.clone())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn keks(&self) -> Result<Vec<KekRecord>> {
+        let rows = sqlx::query(
+            "SELECT kek_name, kek_version, kind, canary_wrapped, canary_check, registered_at_us \
+             FROM coffer_keks ORDER BY kek_name, kek_version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.try_get("kek_name").map_err(db)?;
+                let version: i64 = r.try_get("kek_version").map_err(db)?;
+                Ok(KekRecord {
+                    id: KekId::new(name, to_u32(version, "KEK version").map_err(db)?)?,
+                    kind: r.try_get("kind").map_err(db)?,
+                    canary_wrapped: r.try_get("canary_wrapped").map_err(db)?,
+                    canary_check: r.try_get("canary_check").map_err(db)?,
+                    registered_at_us: r.try_get("registered_at_us").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_scope(&self, first: &NewDek) -> Result<CreateOutcome> {
+        let now = self.backend.now();
+        let scope = first.scope.as_str().to_owned();
+        let outcome = self
+            .retry(|tx| {
+                let scope = scope.clone();
+                let first = first.clone();
+                Box::pin(async move {
+                    let sql = format!(
+                        "INSERT INTO coffer_scopes (scope, created_at_us) VALUES ($1, {now}) \
+                         ON CONFLICT (scope) DO NOTHING"
+                    );
+                    let inserted = sqlx::query(&sql)
+                        .bind(scope.clone())
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected();
+                    if inserted == 1 {
+                        return insert_dek(tx, now, &first)
+                            .await
+                            .map(|r| Ok(CreateOutcome::Created(r)));
+                    }
+                    match active_in(tx, &scope).await? {
+                        Some(r) => Ok(Ok(CreateOutcome::Existing(r))),
+                        None => Ok(Err(())),
+                    }
+                })
+            })
+            .await?;
+        match outcome {
+            Ok(o) => Ok(o),
+            Err(()) => {
+                let destroyed = self
+                    .scope(&first.scope)
+                    .await?
+                    .is_some_and(|s| s.is_destroyed());
+                Err(if destroyed {
+                    Error::Destroyed {
+                        scope: scope.clone(),
+                        version: None,
+                    }
+                } else {
+                    Error::State(format!(
+                        "scope '{scope}' exists but has no active version; rotate it with \
+                         `coffer keys rotate {scope}`"
+                    ))
+                })
+            }
+        }
+    }
+
+    async fn scope(&self, scope: &ScopeId) -> Result<Option<ScopeRecord>> {
+        let row = sqlx::query(
+            "SELECT scope, created_at_us, destroyed_at_us FROM coffer_scopes WHERE scope = $1",
+        )
+        .bind(scope.as_str().to_owned())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(decode_scope).transpose().map_err(db)
+    }
+
+    async fn scopes(&self) -> Result<Vec<ScopeRecord>> {
+        let rows = sqlx::query(
+            "SELECT scope, created_at_us, destroyed_at_us FROM coffer_scopes ORDER BY scope",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(decode_scope)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    async fn dek(&self, scope: &ScopeId, version: KeyVersion) -> Result<Option<DekRecord>> {
+        let sql =
+            format!("SELECT {DEK_COLUMNS} FROM coffer_deks WHERE scope = $1 AND version = $2");
+        let row = sqlx::query(&sql)
+            .bind(scope.as_str().to_owned())
+            .bind(i64::from(version.0))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(decode_dek).transpose().map_err(db)
+    }
+
+    async fn deks(&self, scope: &ScopeId) -> Result<Vec<DekRecord>> {
+        let sql =
+            format!("SELECT {DEK_COLUMNS} FROM coffer_deks WHERE scope = $1 ORDER BY version");
+        let rows = sqlx::query(&sql)
+            .bind(scope.as_str().to_owned())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(decode_dek)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    async fn active_dek(&self, scope: &ScopeId) -> Result<Option<DekRecord>> {
+        let sql =
+            format!("SELECT {DEK_COLUMNS} FROM coffer_deks WHERE scope = $1 AND state = 'active'");
+        let row = sqlx::query(&sql)
+            .bind(scope.as_str().to_owned())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(decode_dek).transpose().map_err(db)
+    }
+
+    async fn max_version(&self, scope: &ScopeId) -> Result<u32> {
+        let row =
+            sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM coffer_deks WHERE scope = $1")
+                .bind(scope.as_str().to_owned())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+        to_u32(row.try_get("v").map_err(db)?, "version").map_err(db)
+    }
+
+    async fn rotate(&self, expected: KeyVersion, new: &NewDek) -> Result<RotateOutcome> {
+        let now = self.backend.now();
+        let scope = new.scope.as_str().to_owned();
+        let outcome = self
+            .retry(|tx| {
+                let scope = scope.clone();
+                let new = new.clone();
+                Box::pin(async move {
+                    // Write first: the compare-and-swap on the active version.
+                    let sql = format!(
+                        "UPDATE coffer_deks SET state = 'decrypt-only', state_changed_at_us = {now} \
+                         WHERE scope = $1 AND version = $2 AND state = 'active'"
+                    );
+                    let swapped = sqlx::query(&sql)
+                        .bind(scope.clone())
+                        .bind(i64::from(expected.0))
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected();
+                    if swapped == 1 {
+                        return insert_dek(tx, now, &new).await.map(|r| Some(RotateOutcome::Rotated(r)));
+                    }
+                    Ok(active_in(tx, &scope).await?.map(RotateOutcome::Lost))
+                })
+            })
+            .await?;
+        match outcome {
+            Some(o) => Ok(o),
+            None => Err(Error::State(format!(
+                "scope '{scope}' has no active version to rotate from (destroyed or unknown)"
+            ))),
+        }
+    }
+
+    async fn lease(&self, scope: &ScopeId, version: KeyVersion, n: u64) -> Result<Option<u64>> {
+        let n = i64::try_from(n).map_err(|_| Error::config("lease block too large"))?;
+        let row = sqlx::query(
+            "UPDATE coffer_deks SET encryptions = encryptions + $1 \
+             WHERE scope = $2 AND version = $3 AND state = 'active' RETURNING encryptions",
+        )
+        .bind(n)
+        .bind(scope.as_str().to_owned())
+        .bind(i64::from(version.0))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| {
+            r.try_get::<i64, _>("encryptions")
+                .map_err(db)
+                .map(|v| u64::try_from(v).unwrap_or(0))
+        })
+        .transpose()
+    }
+
+    async fn set_state(
+        &self,
+        scope: &ScopeId,
+        version: KeyVersion,
+        from: DekState,
+        to: DekState,
+    ) -> Result<bool> {
+        if to == DekState::Destroyed || from == DekState::Destroyed {
+            return Err(Error::State(
+                "destroying goes through destroy_scope, which erases the wrapped key".into(),
+            ));
+        }
+        let sql = format!(
+            "UPDATE coffer_deks SET state = $1, state_changed_at_us = {} \
+             WHERE scope = $2 AND version = $3 AND state = $4",
+            self.backend.now()
+        );
+        let done = sqlx::query(&sql)
+            .bind(to.as_str())
+            .bind(scope.as_str().to_owned())
+            .bind(i64::from(version.0))
+            .bind(from.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn deks_not_under(&self, kek: &KekId, limit: usize) -> Result<Vec<DekRecord>> {
+        let sql = format!(
+            "SELECT {DEK_COLUMNS} FROM coffer_deks \
+             WHERE wrapped IS NOT NULL AND NOT (kek_name = $1 AND kek_version = $2) \
+             ORDER BY scope, version LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(kek.name().to_owned())
+            .bind(i64::from(kek.version()))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(decode_dek)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    async fn replace_wrap(
+        &self,
+        scope: &ScopeId,
+        version: KeyVersion,
+        old: &KekId,
+        new: &KekId,
+        wrapped: &[u8],
+        wrap_algorithm: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE coffer_deks SET wrapped = $1, kek_name = $2, kek_version = $3, \
+             wrap_algorithm = $4 WHERE scope = $5 AND version = $6 AND kek_name = $7 \
+             AND kek_version = $8 AND wrapped IS NOT NULL",
+        )
+        .bind(wrapped.to_vec())
+        .bind(new.name().to_owned())
+        .bind(i64::from(new.version()))
+        .bind(wrap_algorithm.to_owned())
+        .bind(scope.as_str().to_owned())
+        .bind(i64::from(version.0))
+        .bind(old.name().to_owned())
+        .bind(i64::from(old.version()))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn destroy_scope(&self, scope: &ScopeId) -> Result<u32> {
+        let now = self.backend.now();
+        let scope = scope.as_str().to_owned();
+        self.retry(|tx| {
+            let scope = scope.clone();
+            Box::pin(async move {
+                let sql = format!(
+                    "UPDATE coffer_scopes SET destroyed_at_us = {now} \
+                     WHERE scope = $1 AND destroyed_at_us IS NULL"
+                );
+                sqlx::query(&sql)
+                    .bind(scope.clone())
+                    .execute(&mut **tx)
+                    .await?;
+                let sql = format!(
+                    "UPDATE coffer_deks SET wrapped = NULL, state = 'destroyed', \
+                     state_changed_at_us = {now} WHERE scope = $1 AND wrapped IS NOT NULL"
+                );
+                let n = sqlx::query(&sql)
+                    .bind(scope)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                Ok(u32::try_from(n).unwrap_or(u32::MAX))
+            })
+        })
+        .await
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord> {
+        let now = self.backend.now();
+        let record = self
+            .retry(|tx| {
+                let event = event.clone();
+                Box::pin(async move {
+                    let sql = format!(
+                        "SELECT {now} AS now_us, \
+                         (SELECT id FROM coffer_audit ORDER BY id DESC LIMIT 1) AS last_id, \
+                         (SELECT hash FROM coffer_audit ORDER BY id DESC LIMIT 1) AS last_hash"
+                    );
+                    let row = sqlx::query(&sql).fetch_one(&mut **tx).await?;
+                    let at_us: i64 = row.try_get("now_us")?;
+                    let last_id: Option<i64> = row.try_get("last_id")?;
+                    let last_hash: Option<Vec<u8>> = row.try_get("last_hash")?;
+                    let prev: [u8; 32] = match last_hash {
+                        None => audit::GENESIS,
+                        Some(h) => h
+                            .try_into()
+                            .map_err(|_| sqlx::Error::Decode("audit hash is not 32 bytes".into()))?,
+                    };
+                    let id = last_id.unwrap_or(0) + 1;
+                    let hash = audit::chain_hash(&prev, id, at_us, &event)
+                        .map_err(|e| sqlx::Error::Encode(e.to_string().into()))?;
+                    sqlx::query(
+                        "INSERT INTO coffer_audit (id, at_us, actor, operation, scope, version, \
+                         kek, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    )
+                    .bind(id)
+                    .bind(at_us)
+                    .bind(event.actor.clone())
+                    .bind(event.operation.as_str())
+                    .bind(event.scope.clone())
+                    .bind(event.version.map(i64::from))
+                    .bind(event.kek.clone())
+                    .bind(event.detail.clone())
+                    .bind(prev.to_vec())
+                    .bind(hash.to_vec())
+                    .execute(&mut **tx)
+                    .await?;
+                    Ok(AuditRecord {
+                        id,
+                        at_us,
+                        event,
+                        prev_hash: prev,
+                        hash,
+                    })
+                })
+            })
+            .await?;
+        Ok(record)
+    }
+
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, at_us, actor, operation, scope, version, kek, detail, prev_hash, hash \
+             FROM coffer_audit WHERE (CAST($1 AS TEXT) IS NULL OR scope = $1) AND (CAST($2 AS BIGINT) IS NULL OR at_us >= $2) \
+             ORDER BY id LIMIT $3",
+        )
+        .bind(filter.scope.clone())
+        .bind(filter.since_us)
+        .bind(filter.limit.map(i64::from).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(decode_audit)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+}

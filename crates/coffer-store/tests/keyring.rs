@@ -1,0 +1,486 @@
+//! The keyring over real key stores: every test runs on a fresh SQLite file and on a fresh
+//! PostgreSQL database.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use coffer_core::{ColumnId, FieldContext, Kek, KeyVersion, ScopeId, Suite};
+use coffer_keys::audit::verify_chain;
+use coffer_keys::{AuditFilter, DekState, Error, Keyring, KeyringConfig, Operation};
+use common::{TestDb, keyring, ring};
+
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let db = super::common::sqlite().await;
+                super::$name(&db).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let db = super::common::postgres().await;
+                super::$name(&db).await;
+                db.drop_pg().await;
+            }
+        }
+    };
+}
+
+fn scope(s: &str) -> ScopeId {
+    ScopeId::new(s).unwrap()
+}
+
+fn col(s: &str) -> ColumnId {
+    ColumnId::new(s).unwrap()
+}
+
+async fn one_kek(db: &TestDb, kek: &Kek) -> Keyring {
+    keyring(
+        &db.url,
+        ring(&[("main", 1, kek)], ("main", 1)),
+        KeyringConfig::default(),
+    )
+    .await
+}
+
+on_both!(lifecycle_and_errors);
+async fn lifecycle_and_errors(db: &TestDb) {
+    let kek = Kek::generate().unwrap();
+    let kr = one_kek(db, &kek).await;
+    let s = scope("tenant:acme");
+    let c = col("ssn");
+    let row: &[&[u8]] = &[b"patient-1"];
+    let ctx = FieldContext::row(row);
+
+    // Unknown scope: a clear error naming the command that fixes it.
+    let err = kr
+        .encrypt(&s, &c, Suite::Gcm96, &ctx, b"x")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownScope(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("coffer keys create-scope tenant:acme")
+    );
+
+    let first = kr.create_scope(&s).await.unwrap();
+    assert_eq!(first.version, KeyVersion(1));
+    assert_eq!(first.state, DekState::Active);
+    assert!(matches!(
+        kr.create_scope(&s).await,
+        Err(Error::ScopeExists(_))
+    ));
+
+    let v1 = kr
+        .encrypt(&s, &c, Suite::Gcm96, &ctx, b"123-45-6789")
+        .await
+        .unwrap();
+    let rotated = kr.rotate(&s).await.unwrap();
+    assert_eq!(rotated.version, KeyVersion(2));
+    let v2 = kr
+        .encrypt(&s, &c, Suite::Gcm96, &ctx, b"987-65-4321")
+        .await
+        .unwrap();
+    assert_ne!(v1[0], v2[0], "the header names the version");
+    assert_eq!(
+        kr.decrypt(&s, &c, &ctx, &v1).await.unwrap().unwrap(),
+        b"123-45-6789"
+    );
+    assert_eq!(
+        kr.decrypt(&s, &c, &ctx, &v2).await.unwrap().unwrap(),
+        b"987-65-4321"
+    );
+    let states: Vec<_> = kr
+        .store()
+        .deks(&s)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.state)
+        .collect();
+    assert_eq!(states, [DekState::DecryptOnly, DekState::Active]);
+
+    // Tampering is the opaque crypto error.
+    let mut bad = v2.clone();
+    *bad.last_mut().unwrap() ^= 1;
+    assert!(matches!(
+        kr.decrypt(&s, &c, &ctx, &bad).await,
+        Err(Error::Crypto(coffer_core::Error::Decrypt))
+    ));
+
+    // A wrong KEK under the same name: WrongKek, and the store is unchanged.
+    let before = kr.store().deks(&s).await.unwrap();
+    let wrong = one_kek(db, &Kek::generate().unwrap()).await;
+    let err = wrong.decrypt(&s, &c, &ctx, &v1).await.unwrap_err();
+    assert!(matches!(err, Error::WrongKek { .. }), "{err}");
+    assert_eq!(kr.store().deks(&s).await.unwrap(), before);
+
+    // A KEK name the process does not have.
+    let other = keyring(
+        &db.url,
+        ring(&[("other", 1, &kek)], ("other", 1)),
+        KeyringConfig::default(),
+    )
+    .await;
+    let err = other.decrypt(&s, &c, &ctx, &v1).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownKek { .. }), "{err}");
+
+    // Crypto-shredding: every version gone, a clear error, the scope cannot come back.
+    assert_eq!(kr.destroy(&s).await.unwrap(), 2);
+    for ct in [&v1, &v2] {
+        let err = kr.decrypt(&s, &c, &ctx, ct).await.unwrap_err();
+        assert!(matches!(err, Error::Destroyed { .. }), "{err}");
+        assert!(err.to_string().contains("key destroyed"));
+    }
+    assert!(
+        kr.store()
+            .deks(&s)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.wrapped.is_none() && d.state == DekState::Destroyed)
+    );
+    assert!(matches!(
+        kr.create_scope(&s).await,
+        Err(Error::ScopeExists(_))
+    ));
+    assert!(matches!(
+        kr.ensure_scope(&s).await,
+        Err(Error::Destroyed { .. })
+    ));
+    let err = kr
+        .encrypt(&s, &c, Suite::Gcm96, &ctx, b"x")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Destroyed { .. }), "{err}");
+
+    // The audit trail recorded it all and chains.
+    let trail = kr.store().audit(&AuditFilter::default()).await.unwrap();
+    let ops: Vec<_> = trail.iter().map(|r| r.event.operation).collect();
+    for op in [
+        Operation::Create,
+        Operation::Rotate,
+        Operation::KekUnwrap,
+        Operation::Destroy,
+        Operation::AccessDenied,
+    ] {
+        assert!(ops.contains(&op), "{op} missing from {ops:?}");
+    }
+    assert_eq!(verify_chain(&trail).unwrap(), None);
+    let scoped = kr
+        .store()
+        .audit(&AuditFilter {
+            scope: Some("tenant:acme".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        scoped
+            .iter()
+            .all(|r| r.event.scope.as_deref() == Some("tenant:acme"))
+    );
+
+    // Editing a row behind the store's back breaks the chain there.
+    sqlx::query("UPDATE coffer_audit SET detail = 'nothing happened' WHERE id = 2")
+        .execute(
+            coffer_store::SqlStore::connect(&db.url)
+                .await
+                .unwrap()
+                .pool(),
+        )
+        .await
+        .unwrap();
+    let trail = kr.store().audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(verify_chain(&trail).unwrap().unwrap().id, 2);
+}
+
+on_both!(rotation_under_load_loses_nothing);
+async fn rotation_under_load_loses_nothing(db: &TestDb) {
+    let kek = Kek::generate().unwrap();
+    let kr = one_kek(db, &kek).await;
+    let s = scope("table:patients");
+    kr.create_scope(&s).await.unwrap();
+    // Another "process": its own pool and caches over the same store.
+    let other = one_kek(db, &kek).await;
+
+    let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let failures = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..4u32 {
+        let kr = if t % 2 == 0 {
+            kr.clone()
+        } else {
+            other.clone()
+        };
+        let (s, written, failures, stop) =
+            (s.clone(), written.clone(), failures.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = col("diagnosis");
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) || i < 20 {
+                let value = format!("task {t} value {i}");
+                let row = format!("{t}/{i}");
+                let parts: &[&[u8]] = &[row.as_bytes()];
+                let ctx = FieldContext::row(parts);
+                match kr
+                    .encrypt(&s, &c, Suite::Gcm96, &ctx, value.as_bytes())
+                    .await
+                {
+                    Ok(ct) => {
+                        // Read back at once, and every earlier value of this task too.
+                        match kr.decrypt(&s, &c, &ctx, &ct).await {
+                            Ok(Some(p)) if p == value.as_bytes() => {}
+                            _ => {
+                                failures.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        written.lock().unwrap().push((row, value, ct));
+                    }
+                    Err(e) => {
+                        eprintln!("write failed: {e}");
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                i += 1;
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for _ in 0..5 {
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        kr.rotate(&s).await.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "no failed read or write"
+    );
+
+    // No lost write: every value written reads back, through a cold keyring.
+    let cold = one_kek(db, &kek).await;
+    let c = col("diagnosis");
+    let written = written.lock().unwrap().clone();
+    assert!(written.len() >= 80);
+    let mut versions = std::collections::BTreeSet::new();
+    for (row, value, ct) in &written {
+        let parts: &[&[u8]] = &[row.as_bytes()];
+        let got = cold
+            .decrypt(&s, &c, &FieldContext::row(parts), ct)
+            .await
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(value.as_bytes()));
+        versions.insert(coffer_core::Header::parse(ct).unwrap().0.version);
+    }
+    assert!(
+        versions.len() >= 2,
+        "writes spanned several versions: {versions:?}"
+    );
+    let deks = cold.store().deks(&s).await.unwrap();
+    assert_eq!(deks.len(), 6);
+    assert_eq!(
+        deks.iter().filter(|d| d.state == DekState::Active).count(),
+        1
+    );
+}
+
+on_both!(concurrent_creates_and_rotations_leave_one_active_version);
+async fn concurrent_creates_and_rotations_leave_one_active_version(db: &TestDb) {
+    let kek = Kek::generate().unwrap();
+    // Eight independent keyrings (eight "processes", each with its own pool).
+    let mut rings = Vec::new();
+    for _ in 0..8 {
+        rings.push(one_kek(db, &kek).await);
+    }
+    let s = scope("ballot:2026-11");
+    let created = futures_join(rings.iter().map(|kr| {
+        let s = s.clone();
+        let kr = kr.clone();
+        async move { kr.ensure_scope(&s).await.unwrap() }
+    }))
+    .await;
+    assert!(created.iter().all(|v| *v == KeyVersion(1)), "{created:?}");
+
+    // All eight rotate from v1 at once: exactly one wins, the others see its version.
+    let rotated = futures_join(rings.iter().map(|kr| {
+        let s = s.clone();
+        let kr = kr.clone();
+        async move { kr.rotate(&s).await.unwrap().version }
+    }))
+    .await;
+    assert!(rotated.iter().all(|v| *v == KeyVersion(2)), "{rotated:?}");
+    let deks = rings[0].store().deks(&s).await.unwrap();
+    assert_eq!(deks.len(), 2);
+    assert_eq!(
+        deks.iter().filter(|d| d.state == DekState::Active).count(),
+        1
+    );
+    let creates = rings[0]
+        .store()
+        .audit(&AuditFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| matches!(r.event.operation, Operation::Create | Operation::Rotate))
+        .count();
+    assert_eq!(creates, 2, "one create and one rotation were recorded");
+}
+
+async fn futures_join<F, T>(futs: impl Iterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+on_both!(cold_requests_make_one_kek_call);
+async fn cold_requests_make_one_kek_call(db: &TestDb) {
+    let kek = Kek::generate().unwrap();
+    let warm = one_kek(db, &kek).await;
+    let s = scope("tenant:busy");
+    warm.create_scope(&s).await.unwrap();
+    let c = col("email");
+    let ct = warm
+        .encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"a@example.org")
+        .await
+        .unwrap();
+
+    let cold = one_kek(db, &kek).await;
+    let results = futures_join((0..1000).map(|_| {
+        let (cold, s, c, ct) = (cold.clone(), s.clone(), c.clone(), ct.clone());
+        async move { cold.decrypt(&s, &c, &FieldContext::new(), &ct).await }
+    }))
+    .await;
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(Some(p)) if p == b"a@example.org"))
+    );
+    let stats = cold.stats();
+    assert_eq!(stats.kek_unwraps, 1, "{stats:?}");
+    assert_eq!(stats.l1_hits + stats.l1_misses, 1000);
+}
+
+on_both!(kek_rotation_rewraps_every_dek);
+async fn kek_rotation_rewraps_every_dek(db: &TestDb) {
+    let k1 = Kek::generate().unwrap();
+    let k2 = Kek::generate().unwrap();
+    let old = keyring(
+        &db.url,
+        ring(&[("main", 1, &k1)], ("main", 1)),
+        KeyringConfig::default(),
+    )
+    .await;
+    let c = col("note");
+    let mut cts = Vec::new();
+    for i in 0..30 {
+        let s = scope(&format!("row:{i}"));
+        old.create_scope(&s).await.unwrap();
+        if i % 3 == 0 {
+            old.rotate(&s).await.unwrap();
+        }
+        let ct = old
+            .encrypt(
+                &s,
+                &c,
+                Suite::Gcm96,
+                &FieldContext::new(),
+                format!("{i}").as_bytes(),
+            )
+            .await
+            .unwrap();
+        cts.push((s, ct));
+    }
+    old.destroy(&scope("row:29")).await.unwrap();
+
+    let both = keyring(
+        &db.url,
+        ring(&[("main", 1, &k1), ("main", 2, &k2)], ("main", 2)),
+        KeyringConfig::default(),
+    )
+    .await;
+    let mut batches = 0;
+    let report = both.rotate_kek(7, |_| batches += 1).await.unwrap();
+    assert_eq!(
+        report.rewrapped, 39,
+        "30 scopes, 10 rotated twice-versioned, 1 destroyed"
+    );
+    assert!(batches >= 6);
+    // Idempotent: a second run has nothing to do.
+    assert_eq!(both.rotate_kek(7, |_| {}).await.unwrap().rewrapped, 0);
+
+    // With only the new KEK configured, everything still opens.
+    let new_only = keyring(
+        &db.url,
+        ring(&[("main", 2, &k2)], ("main", 2)),
+        KeyringConfig::default(),
+    )
+    .await;
+    for (i, (s, ct)) in cts.iter().enumerate().take(29) {
+        let p = new_only
+            .decrypt(s, &c, &FieldContext::new(), ct)
+            .await
+            .unwrap();
+        assert_eq!(p.unwrap(), format!("{i}").as_bytes());
+    }
+    let trail = new_only
+        .store()
+        .audit(&AuditFilter::default())
+        .await
+        .unwrap();
+    assert!(trail.iter().any(|r| r.event.operation == Operation::Rewrap));
+    assert_eq!(verify_chain(&trail).unwrap(), None);
+}
+
+on_both!(counters_rotate_automatically);
+async fn counters_rotate_automatically(db: &TestDb) {
+    let kek = Kek::generate().unwrap();
+    let config = KeyringConfig {
+        max_encryptions: 100,
+        lease_block: 10,
+        ..KeyringConfig::default()
+    };
+    let kr = keyring(&db.url, ring(&[("main", 1, &kek)], ("main", 1)), config).await;
+    let s = scope("table:ballots");
+    kr.create_scope(&s).await.unwrap();
+    let c = col("choice");
+    let mut cts = Vec::new();
+    for i in 0..250u32 {
+        cts.push(
+            kr.encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), &i.to_be_bytes())
+                .await
+                .unwrap(),
+        );
+    }
+    let deks = kr.store().deks(&s).await.unwrap();
+    assert_eq!(deks.len(), 3, "{deks:?}");
+    assert!(deks.iter().all(|d| d.encryptions <= 100));
+    for (i, ct) in cts.iter().enumerate() {
+        let p = kr
+            .decrypt(&s, &c, &FieldContext::new(), ct)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p, (i as u32).to_be_bytes());
+    }
+    let trail = kr.store().audit(&AuditFilter::default()).await.unwrap();
+    assert!(
+        trail.iter().any(|r| r.event.operation == Operation::Rotate
+            && r.event.detail.contains("encryption limit"))
+    );
+}
