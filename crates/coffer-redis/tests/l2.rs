@@ -1,0 +1,325 @@
+//! The two-tier cache against a real Redis: each test starts its own `redis-server` on a free
+//! loopback port, so it can stop and restart it without disturbing anything else.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use coffer_core::{ColumnId, FieldContext, Kek, ScopeId, Suite};
+use coffer_keys::{
+    CacheKey, KekId, KekProvider, KekRing, KeyStore, Keyring, KeyringConfig, LocalKek, WrapContext,
+};
+use coffer_redis::{RedisL2, RedisOptions};
+use coffer_store::SqlStore;
+
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (it runs on this machine; see README)");
+        let r = Redis {
+            port,
+            child: Some(child),
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    store: Arc<SqlStore>,
+    kek: Kek,
+    scope: ScopeId,
+    column: ColumnId,
+    ct: Vec<u8>,
+}
+
+fn ring(kek: &Kek) -> KekRing {
+    let id = KekId::new("main", 1).unwrap();
+    KekRing::single(id.clone(), Arc::new(LocalKek::new(id, kek.clone())))
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("keys.db").display());
+    let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+    let kek = Kek::generate().unwrap();
+    let kr = Keyring::new(store.clone(), ring(&kek), KeyringConfig::default())
+        .await
+        .unwrap();
+    let scope = ScopeId::new("tenant:acme-hospital").unwrap();
+    let column = ColumnId::new("diagnosis").unwrap();
+    kr.create_scope(&scope).await.unwrap();
+    let ct = kr
+        .encrypt(
+            &scope,
+            &column,
+            Suite::Gcm96,
+            &FieldContext::new(),
+            b"J45.909",
+        )
+        .await
+        .unwrap();
+    Env {
+        _dir: dir,
+        store,
+        kek,
+        scope,
+        column,
+        ct,
+    }
+}
+
+fn cache_key(version: u32) -> CacheKey {
+    CacheKey::new(&[0x5a; 32], version).unwrap()
+}
+
+async fn process(e: &Env, redis: &Redis, config: KeyringConfig, ck: CacheKey) -> Keyring {
+    let l2 = Arc::new(RedisL2::new(&redis.url(), fast()).unwrap());
+    Keyring::with_l2(e.store.clone(), ring(&e.kek), config, l2, ck)
+        .await
+        .unwrap()
+}
+
+fn fast() -> RedisOptions {
+    RedisOptions {
+        op_timeout: Duration::from_millis(200),
+        connect_timeout: Duration::from_millis(200),
+        retry_every: Duration::from_millis(100),
+    }
+}
+
+async fn read(kr: &Keyring, e: &Env) -> Vec<u8> {
+    kr.decrypt(&e.scope, &e.column, &FieldContext::new(), &e.ct)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn l2_is_shared_sealed_and_named_opaquely() {
+    let e = env().await;
+    let redis = Redis::start();
+    let a = process(&e, &redis, KeyringConfig::default(), cache_key(1)).await;
+    assert_eq!(read(&a, &e).await, b"J45.909");
+    assert_eq!(a.stats().kek_unwraps, 1);
+    assert_eq!(a.stats().l2_misses, 1);
+
+    // A second process finds the DEK in L2: no KEK call.
+    let b = process(&e, &redis, KeyringConfig::default(), cache_key(1)).await;
+    assert_eq!(read(&b, &e).await, b"J45.909");
+    assert_eq!((b.stats().kek_unwraps, b.stats().l2_hits), (0, 1));
+
+    // What Redis holds: opaque names, sealed values, a TTL; never the DEK or the scope.
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].starts_with("coffer:dek:") && !keys[0].contains("acme"));
+    let value: Vec<u8> = redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 500 && ttl <= 600, "sliding 10-minute TTL, got {ttl}");
+    let rec = e
+        .store
+        .dek(&e.scope, coffer_core::KeyVersion(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let store_id = e.store.info().await.unwrap().store_id;
+    let dek = LocalKek::new(KekId::new("main", 1).unwrap(), e.kek.clone())
+        .unwrap(
+            rec.wrapped.as_deref().unwrap(),
+            &WrapContext {
+                store_id: &store_id,
+                scope: &e.scope,
+                version: rec.version,
+                key_id: &rec.key_id,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!value.windows(32).any(|w| w == dek.expose_secret()));
+    assert!(!value.windows(4).any(|w| w == b"acme"));
+
+    // Another cache-key version cannot read the entry: a miss, then a KEK call.
+    let c = process(&e, &redis, KeyringConfig::default(), cache_key(2)).await;
+    assert_eq!(read(&c, &e).await, b"J45.909");
+    assert_eq!(c.stats().kek_unwraps, 1);
+
+    // An entry past its absolute lifetime is not used, however recently it was touched.
+    let capped = KeyringConfig {
+        l2_max_lifetime: Duration::ZERO,
+        ..KeyringConfig::default()
+    };
+    let d = process(&e, &redis, capped, cache_key(1)).await;
+    assert_eq!(read(&d, &e).await, b"J45.909");
+    assert_eq!(d.stats().kek_unwraps, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cold_requests_across_processes_make_one_kek_call() {
+    let e = env().await;
+    let redis = Redis::start();
+    let mut procs = Vec::new();
+    for _ in 0..4 {
+        procs.push(process(&e, &redis, KeyringConfig::default(), cache_key(1)).await);
+    }
+    let mut tasks = Vec::new();
+    for kr in &procs {
+        for _ in 0..250 {
+            let kr = kr.clone();
+            let (s, c, ct) = (e.scope.clone(), e.column.clone(), e.ct.clone());
+            tasks.push(tokio::spawn(async move {
+                kr.decrypt(&s, &c, &FieldContext::new(), &ct).await
+            }));
+        }
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().unwrap(), b"J45.909");
+    }
+    let unwraps: u64 = procs.iter().map(|p| p.stats().kek_unwraps).sum();
+    assert_eq!(
+        unwraps, 1,
+        "1 000 cold requests in 4 processes, one KEK unwrap"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_down_then_back() {
+    let e = env().await;
+    let mut redis = Redis::start();
+    let port = redis.port;
+    let kr = process(&e, &redis, KeyringConfig::default(), cache_key(1)).await;
+    assert_eq!(read(&kr, &e).await, b"J45.909");
+    assert_eq!(kr.stats().kek_unwraps, 1);
+
+    // Redis stops in the middle of a run: every request still succeeds (through the KEK).
+    redis.stop();
+    for i in 0..50 {
+        kr.clear_l1();
+        assert_eq!(read(&kr, &e).await, b"J45.909", "request {i}");
+        let ct = kr
+            .encrypt(
+                &e.scope,
+                &e.column,
+                Suite::Gcm96,
+                &FieldContext::new(),
+                b"x",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            kr.decrypt(&e.scope, &e.column, &FieldContext::new(), &ct)
+                .await
+                .unwrap()
+                .unwrap(),
+            b"x"
+        );
+    }
+    let down = kr.stats();
+    assert!(down.l2_errors > 0, "{down:?}");
+    assert!(down.kek_unwraps >= 50);
+
+    // Redis comes back: the keyring uses it again by itself.
+    let _back = Redis::start_on(port);
+    let mut recovered = false;
+    for _ in 0..100 {
+        kr.clear_l1();
+        assert_eq!(read(&kr, &e).await, b"J45.909");
+        let now = kr.stats();
+        if now.l2_hits > down.l2_hits {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        recovered,
+        "L2 used again after Redis restarted: {:?}",
+        kr.stats()
+    );
+}
+
+#[tokio::test]
+async fn redis_down_at_start_is_not_an_error() {
+    let e = env().await;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let l2 = Arc::new(RedisL2::new(&format!("redis://127.0.0.1:{port}"), fast()).unwrap());
+    let kr = Keyring::with_l2(
+        e.store.clone(),
+        ring(&e.kek),
+        KeyringConfig::default(),
+        l2,
+        cache_key(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(read(&kr, &e).await, b"J45.909");
+    assert!(kr.stats().l2_errors > 0);
+    assert!(RedisL2::new("not a url", fast()).is_err());
+    let _ = KekProvider::kind(&LocalKek::new(KekId::new("x", 1).unwrap(), e.kek.clone()));
+}
