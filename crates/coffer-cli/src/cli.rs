@@ -120,6 +120,180 @@ pub enum Command {
     Field(FieldCommand),
     /// Show the cryptographic module this binary links and whether it runs in FIPS mode
     FipsStatus(FipsStatusArgs),
+    /// Manage the key store: scopes, DEK versions, KEKs, rotation, crypto-shredding, audit
+    #[command(subcommand, after_help = KEYS_AFTER_HELP)]
+    Keys(KeysCommand),
+}
+
+const KEYS_AFTER_HELP: &str =
+    "Every `coffer keys` command reads coffer.toml (--config, or COFFER_CONFIG, or ./coffer.toml),
+written by `coffer keys init`; COFFER_STORE_URL and COFFER_REDIS_URL override it. The options are
+documented in docs/KEYS.md.
+
+KEK sources (--kek, and `source` in coffer.toml):
+  env:VAR               a standard-base64 256-bit key in environment variable VAR
+  file:PATH             the same in a file only its owner can access (chmod 600)
+  passphrase:env:VAR    a passphrase, stretched with PBKDF2 (or --kdf argon2id)
+  pkcs11:module=…;token=…;key=…;pin-env=VAR   a key generated on an HSM token
+  aws-kms:KEY[;region=…][;endpoint=…]        an AWS KMS key (builds with --features aws-kms)
+
+Exit status: 0 success; 1 a key or value failed to authenticate (wrong KEK, tampering);
+2 usage, configuration or state error (unknown or destroyed scope, …); 3 the key store or a
+KEK provider is unreachable.
+
+Examples:
+  export COFFER_KEK=$(coffer keygen)
+  coffer keys init --store sqlite:keys.db --kek env:COFFER_KEK
+  coffer keys create-scope tenant:acme
+  coffer keys rotate tenant:acme
+  coffer keys list
+  coffer keys audit --scope tenant:acme --since 7d --verify";
+
+/// Where `coffer keys` reads its configuration.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The configuration file
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "COFFER_CONFIG",
+        default_value = "coffer.toml"
+    )]
+    pub config: PathBuf,
+}
+
+/// The `coffer keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create the key store, register the first KEK and write coffer.toml
+    #[command(after_help = "Examples:
+  export COFFER_KEK=$(coffer keygen)
+  coffer keys init --store sqlite:/var/lib/coffer/keys.db --kek env:COFFER_KEK
+  coffer keys init --store postgres://coffer@db/keys --kek passphrase:env:COFFER_PASSPHRASE
+  coffer keys init --store sqlite:keys.db --kek env:COFFER_KEK \\
+      --redis redis://127.0.0.1:6379 --cache-key env:COFFER_CACHE_KEY")]
+    Init(InitArgs),
+    /// Create scopes (a DEK chain each: a tenant, table, column, ballot or row)
+    CreateScope(ScopesArgs),
+    /// Make a new DEK version of a scope active now (the old one becomes decrypt-only)
+    Rotate(ScopesArgs),
+    /// Re-wrap every DEK under the primary KEK (online, resumable, touches no data)
+    #[command(
+        after_help = "To rotate the KEK: add the new version to coffer.toml as a second [[kek]] entry,
+move `primary = true` to it, run `coffer keys rotate-kek`, and remove the old entry once it
+reports nothing left to do. Interrupted runs resume where they stopped."
+    )]
+    RotateKek(RotateKekArgs),
+    /// Crypto-shred scopes: erase their DEKs so their data can never be decrypted
+    Destroy(DestroyArgs),
+    /// List scopes and their DEK versions, states and encryption counters
+    List(ListArgs),
+    /// Show (and verify) the audit trail
+    Audit(AuditArgs),
+    /// Check that every configured KEK opens the key store's canaries
+    Check(ConfigArg),
+}
+
+/// `coffer keys init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The key store: sqlite:PATH (created if missing) or postgres://…
+    #[arg(long, value_name = "URL")]
+    pub store: String,
+    /// The first KEK's source (see `coffer keys --help`)
+    #[arg(long, value_name = "REF")]
+    pub kek: String,
+    /// The KEK's name in coffer.toml and the key store
+    #[arg(long, value_name = "NAME", default_value = "main")]
+    pub kek_name: String,
+    /// Passphrase KDF for passphrase: sources
+    #[arg(long, value_enum, default_value = "pbkdf2")]
+    pub kdf: KdfChoice,
+    /// Redis URL for the shared L2 cache (needs --cache-key)
+    #[arg(long, value_name = "URL", requires = "cache_key")]
+    pub redis: Option<String>,
+    /// The L2 cache key (env:VAR or file:PATH; its own secret, not a KEK)
+    #[arg(long, value_name = "REF", requires = "redis")]
+    pub cache_key: Option<String>,
+}
+
+/// Passphrase KDFs.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KdfChoice {
+    /// PBKDF2-HMAC-SHA-256, 600 000 iterations (FIPS-approved)
+    Pbkdf2,
+    /// Argon2id, 64 MiB, 2 passes (not in FIPS builds)
+    Argon2id,
+}
+
+/// Commands that take scopes.
+#[derive(Debug, Args)]
+pub struct ScopesArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Scopes, e.g. tenant:acme table:patients ballot:2026-11
+    #[arg(required = true, value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+}
+
+/// `coffer keys rotate-kek`.
+#[derive(Debug, Args)]
+pub struct RotateKekArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// DEKs re-wrapped per batch
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+}
+
+/// `coffer keys destroy`.
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Scopes to crypto-shred
+    #[arg(required = true, value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// Do not ask for confirmation (for scripts)
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// `coffer keys list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Only these scopes
+    #[arg(value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `coffer keys audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Only events of this scope
+    #[arg(long, value_name = "SCOPE")]
+    pub scope: Option<String>,
+    /// Only events since: a date (2026-11-01), a time (2026-11-01T08:00:00Z) or an age (24h, 7d)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// At most this many events (the oldest first)
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// Check the hash chain over the whole trail; exit 1 if it is broken
+    #[arg(long)]
+    pub verify: bool,
+    /// Print JSON lines
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `coffer keygen`.

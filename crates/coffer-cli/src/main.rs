@@ -5,10 +5,12 @@
 //! cryptography of its own. Exit status: 0 success, 1 decryption or authentication failure, 2
 //! usage or input error (`coffer --help` has the details).
 
+mod admin;
 mod cli;
 mod field;
 mod input;
 mod keys;
+mod open;
 mod report;
 
 use std::process::ExitCode;
@@ -39,6 +41,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Field(FieldCommand::Decrypt(args)) => field::decrypt(args),
         Command::Field(FieldCommand::BlindIndex(args)) => field::blind_index(args),
         Command::FipsStatus(args) => fips_status(args.json),
+        Command::Keys(cmd) => admin::run(cmd),
     }
 }
 

@@ -5,6 +5,7 @@
 //! | 0 | success |
 //! | 1 | decryption or authentication failed, or the input is not a Coffer ciphertext |
 //! | 2 | usage or input error (clap's own errors also exit with 2) |
+//! | 3 | the key store or a KEK provider is unreachable |
 //!
 //! Messages come from coffer-core's errors and this crate's; none of them carries key bytes or
 //! plaintext.
@@ -12,12 +13,16 @@
 use std::fmt;
 
 use coffer_core::Error as CoreError;
+use coffer_keys::Error as KeysError;
 
 /// Exit status for a decryption or authentication failure.
 const EXIT_DECRYPT: u8 = 1;
 
 /// Exit status for a usage or input error, as clap uses for bad arguments.
 const EXIT_USAGE: u8 = 2;
+
+/// Exit status when the key store or a KEK provider cannot be reached.
+const EXIT_UNAVAILABLE: u8 = 3;
 
 /// A coffer-core error with advice for the user, printed on a line of its own after the error.
 ///
@@ -47,6 +52,17 @@ impl std::error::Error for Hinted {}
 /// The exit status for `err`: decided by the first coffer-core error in its chain, and 2 for
 /// every error that is not coffer-core's (key references, files, options, I/O, a NULL).
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|c| c.is::<crate::admin::AuditBroken>()) {
+        return EXIT_DECRYPT;
+    }
+    if let Some(k) = err.chain().find_map(|c| c.downcast_ref::<KeysError>()) {
+        return match k {
+            KeysError::Crypto(CoreError::Decrypt | CoreError::Unwrap | CoreError::Format(_))
+            | KeysError::WrongKek { .. } => EXIT_DECRYPT,
+            KeysError::Store(_) | KeysError::Provider { .. } => EXIT_UNAVAILABLE,
+            _ => EXIT_USAGE,
+        };
+    }
     let core = err.chain().find_map(|cause| {
         cause
             .downcast_ref::<Hinted>()

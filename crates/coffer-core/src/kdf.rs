@@ -29,6 +29,9 @@ pub enum Purpose {
     FileWrap,
     /// Wrapping DEKs held in the shared (Redis) cache (L = 32).
     Cache,
+    /// Wrapping data keys kept in the application's rows (per-row DEKs) under a scope DEK
+    /// (L = 32).
+    DataKey,
 }
 
 impl Purpose {
@@ -41,6 +44,7 @@ impl Purpose {
             Purpose::Meta => "meta",
             Purpose::FileWrap => "file-wrap",
             Purpose::Cache => "cache",
+            Purpose::DataKey => "data-key",
         }
     }
 

@@ -167,7 +167,7 @@ impl CacheKey {
         let mut buf = Zeroizing::new(sealed.to_vec());
         let plain = self
             .seal
-            .open_in_place(nonce, Aad::from(&aad[..]), &mut *buf)
+            .open_in_place(nonce, Aad::from(&aad[..]), &mut buf)
             .ok()?;
         let dek = Dek::try_from_slice(plain).ok()?;
         Some((dek, key_id, at))

@@ -23,7 +23,7 @@ use moka::future::Cache;
 use crate::audit::{AuditEvent, Operation};
 use crate::cache::{CacheKey, EntryBinding, L2Backend};
 use crate::error::{Error, Result};
-use crate::kek::{KekRing, WrapContext};
+use crate::kek::{KekId, KekRing, WrapContext};
 use crate::store::{CreateOutcome, DekRecord, DekState, KeyStore, NewDek, RotateOutcome};
 
 /// The algorithm label bound into every DEK's metadata tag: a Coffer v1 DEK, used only through
@@ -137,8 +137,8 @@ fn bump(a: &AtomicU64, name: &'static str) {
 
 /// An unwrapped DEK version held in L1, with the column keys derived from it. Dropping the last
 /// handle zeroizes the DEK (and the derived keys, which AWS-LC cleanses).
-struct LiveDek {
-    dek: Dek,
+pub(crate) struct LiveDek {
+    pub(crate) dek: Dek,
     version: KeyVersion,
     columns: RwLock<HashMap<(ColumnId, Suite), Arc<FieldKey>>>,
     lease: Mutex<Lease>,
@@ -183,16 +183,22 @@ impl LiveDek {
     }
 
     fn refill(&self, total: u64, block: u64) {
-        if let Ok(mut l) = self.lease.lock() {
+        if let Ok(mut l) = self.lease.lock()
+            && total > l.end
+        {
             l.next = total.saturating_sub(block);
             l.end = total;
         }
     }
+
+    fn leased(&self) -> u64 {
+        self.lease.lock().map(|l| l.end).unwrap_or(u64::MAX)
+    }
 }
 
 #[derive(Clone, Copy)]
-struct ActivePointer {
-    version: KeyVersion,
+pub(crate) struct ActivePointer {
+    pub(crate) version: KeyVersion,
     created_at_us: i64,
     leased: u64,
 }
@@ -328,6 +334,99 @@ impl Keyring {
         AuditEvent::new(self.inner.config.actor.clone(), op)
     }
 
+    // ---- KEK registry ------------------------------------------------------------------
+
+    /// The scope name canaries are bound to (not a valid application scope: it holds no data).
+    const CANARY_SCOPE: &'static str = "coffer:kek-canary";
+
+    fn canary_context<'a>(&'a self, scope: &'a ScopeId, kek: &KekId) -> WrapContext<'a> {
+        WrapContext {
+            store_id: &self.inner.store_id,
+            scope,
+            version: KeyVersion(kek.version()),
+            key_id: &[0; 16],
+        }
+    }
+
+    /// Registers every configured KEK the store does not know yet: wraps a random canary key
+    /// under it, so that later a wrong key material for this KEK id is reported as such.
+    /// Returns the ids registered now.
+    pub async fn register_keks(&self) -> Result<Vec<KekId>> {
+        let known: Vec<KekId> = self
+            .inner
+            .store
+            .keks()
+            .await?
+            .into_iter()
+            .map(|k| k.id)
+            .collect();
+        let scope = ScopeId::new(Self::CANARY_SCOPE)?;
+        let mut added = Vec::new();
+        for id in self.inner.keks.ids() {
+            if known.contains(id) {
+                continue;
+            }
+            let kek = self.inner.keks.get(id)?;
+            let canary = Dek::generate()?;
+            let ctx = self.canary_context(&scope, id);
+            let wrapped = kek.wrap(&canary, &ctx).await?;
+            let check =
+                wrap::metadata_tag(&canary, &self.metadata(&scope, ctx.version, ctx.key_id))?;
+            let rec = crate::store::KekRecord {
+                id: id.clone(),
+                kind: kek.kind().to_owned(),
+                canary_wrapped: wrapped,
+                canary_check: check.to_vec(),
+                registered_at_us: 0,
+            };
+            if self.inner.store.register_kek(&rec).await? {
+                self.audit(
+                    self.event(Operation::KekRegister)
+                        .kek(id.to_string())
+                        .detail(format!("provider {}", kek.kind())),
+                )
+                .await?;
+                added.push(id.clone());
+            }
+        }
+        Ok(added)
+    }
+
+    /// Checks every configured KEK that the store knows against its canary: `Ok` if it opens
+    /// the canary, [`Error::WrongKek`] if it is other key material, provider errors as they come.
+    pub async fn check_keks(&self) -> Result<Vec<(KekId, Result<()>)>> {
+        let scope = ScopeId::new(Self::CANARY_SCOPE)?;
+        let mut out = Vec::new();
+        for rec in self.inner.store.keks().await? {
+            let Ok(kek) = self.inner.keks.get(&rec.id) else {
+                continue;
+            };
+            let ctx = self.canary_context(&scope, &rec.id);
+            let result = match kek.unwrap(&rec.canary_wrapped, &ctx).await {
+                Ok(canary) => wrap::verify_metadata_tag(
+                    &canary,
+                    &self.metadata(&scope, ctx.version, ctx.key_id),
+                    &rec.canary_check,
+                )
+                .map_err(|_| Error::WrongKek {
+                    kek: rec.id.to_string(),
+                }),
+                Err(Error::Crypto(_)) => Err(Error::WrongKek {
+                    kek: rec.id.to_string(),
+                }),
+                Err(e) => Err(e),
+            };
+            out.push((rec.id, result));
+        }
+        Ok(out)
+    }
+
+    /// Appends an event to the audit trail (for operations made outside the keyring, such as
+    /// `coffer keys init`).
+    pub async fn record(&self, event: AuditEvent) -> Result<()> {
+        self.audit(event).await
+    }
+
     // ---- scopes and versions ------------------------------------------------------------
 
     /// Makes a new DEK for `scope` at `version`, wrapped under the primary KEK.
@@ -359,7 +458,7 @@ impl Keyring {
         Ok((dek, new))
     }
 
-    fn metadata<'a>(
+    pub(crate) fn metadata<'a>(
         &'a self,
         scope: &'a ScopeId,
         version: KeyVersion,
@@ -428,6 +527,17 @@ impl Keyring {
     pub async fn rotate(&self, scope: &ScopeId) -> Result<DekRecord> {
         let current = self.active_record(scope).await?;
         self.rotate_from(scope, current.version, "requested").await
+    }
+
+    /// Compare-and-swap rotation: rotates only if `expected` is still the active version, and
+    /// otherwise returns the version that is active now. Many processes that all decided to
+    /// rotate away from one version (a counter limit, a compromise) make one new version.
+    pub async fn rotate_if_active(
+        &self,
+        scope: &ScopeId,
+        expected: KeyVersion,
+    ) -> Result<DekRecord> {
+        self.rotate_from(scope, expected, "requested").await
     }
 
     async fn rotate_from(
@@ -601,7 +711,7 @@ impl Keyring {
     // ---- key resolution ---------------------------------------------------------------
 
     /// The active version for writes, from the short-lived pointer cache.
-    async fn active_pointer(&self, scope: &ScopeId) -> Result<ActivePointer> {
+    pub(crate) async fn active_pointer(&self, scope: &ScopeId) -> Result<ActivePointer> {
         if let Some(p) = self.inner.active.get(scope).await {
             return Ok(p);
         }
@@ -616,7 +726,7 @@ impl Keyring {
     }
 
     /// The unwrapped DEK for one version, through L1, L2 and the KEK.
-    async fn live(&self, scope: &ScopeId, version: KeyVersion) -> Result<Arc<LiveDek>> {
+    pub(crate) async fn live(&self, scope: &ScopeId, version: KeyVersion) -> Result<Arc<LiveDek>> {
         let key = (scope.clone(), version);
         if let Some(hit) = self.inner.l1.get(&key).await {
             bump(&self.inner.stats.l1_hits, "coffer_keys_l1_hits_total");
@@ -821,7 +931,9 @@ impl Keyring {
     /// The active version and its DEK, with one encryption leased (rotating first if the
     /// version is past its limit or age).
     async fn for_write(&self, scope: &ScopeId) -> Result<Arc<LiveDek>> {
-        for _ in 0..4 {
+        let block = self.inner.config.lease_block;
+        let max = self.inner.config.max_encryptions;
+        for _ in 0..8 {
             let p = self.active_pointer(scope).await?;
             if let Some(max_age) = self.inner.config.max_age {
                 let age_us = self.inner.store.now_us().await? - p.created_at_us;
@@ -835,19 +947,15 @@ impl Keyring {
             if live.take() {
                 return Ok(live);
             }
-            let block = self.inner.config.lease_block;
-            if p.leased.saturating_add(block) > self.inner.config.max_encryptions {
+            // The highest total this process has seen leased under the version.
+            if live.leased().max(p.leased).saturating_add(block) > max {
                 self.rotate_from(scope, p.version, "encryption limit reached")
                     .await?;
                 continue;
             }
             match self.inner.store.lease(scope, p.version, block).await? {
-                Some(total) if total <= self.inner.config.max_encryptions => {
+                Some(total) if total <= max => {
                     live.refill(total, block);
-                    self.inner
-                        .active
-                        .insert(scope.clone(), ActivePointer { leased: total, ..p })
-                        .await;
                     if live.take() {
                         return Ok(live);
                     }
@@ -857,8 +965,9 @@ impl Keyring {
                         .await?;
                 }
                 None => {
-                    // Rotated by someone else: refresh the pointer.
+                    // No longer active (rotated elsewhere): read the pointer again.
                     self.inner.active.invalidate(scope).await;
+                    tokio::task::yield_now().await;
                 }
             }
         }

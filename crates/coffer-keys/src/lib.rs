@@ -10,9 +10,12 @@
 
 pub mod audit;
 pub mod cache;
+pub mod config;
+pub mod datakey;
 mod error;
 pub mod kek;
 pub mod keyring;
+pub mod source;
 pub mod store;
 
 pub use audit::{AuditEvent, AuditFilter, AuditRecord, Operation};
@@ -20,6 +23,7 @@ pub use cache::{CacheKey, L2Backend, L2Error};
 pub use error::{Error, Result};
 pub use kek::{KekId, KekProvider, KekRing, LocalKek, WrapContext};
 pub use keyring::{BlindIndexSpec, Keyring, KeyringConfig, RewrapReport, StatsSnapshot};
+pub use source::{KekSource, SecretRef};
 pub use store::{
     CreateOutcome, DekRecord, DekState, KekRecord, KeyStore, NewDek, RotateOutcome, ScopeRecord,
     StoreInfo,

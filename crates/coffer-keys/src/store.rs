@@ -246,6 +246,9 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Up to `limit` live (not destroyed) DEKs wrapped under a KEK other than `kek`.
     async fn deks_not_under(&self, kek: &KekId, limit: usize) -> Result<Vec<DekRecord>>;
 
+    /// How many live DEKs are wrapped under a KEK other than `kek` (progress of a KEK rotation).
+    async fn count_deks_not_under(&self, kek: &KekId) -> Result<u64>;
+
     /// Replaces a DEK's wrap if it is still wrapped under `old` (idempotent, race-safe).
     async fn replace_wrap(
         &self,

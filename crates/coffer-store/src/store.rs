@@ -617,6 +617,19 @@ impl KeyStore for SqlStore {
             .map_err(db)
     }
 
+    async fn count_deks_not_under(&self, kek: &KekId) -> Result<u64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM coffer_deks \
+             WHERE wrapped IS NOT NULL AND NOT (kek_name = $1 AND kek_version = $2)",
+        )
+        .bind(kek.name().to_owned())
+        .bind(i64::from(kek.version()))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(u64::try_from(row.try_get::<i64, _>("n").map_err(db)?).unwrap_or(0))
+    }
+
     async fn replace_wrap(
         &self,
         scope: &ScopeId,

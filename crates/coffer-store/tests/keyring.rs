@@ -310,11 +310,16 @@ async fn concurrent_creates_and_rotations_leave_one_active_version(db: &TestDb) 
     .await;
     assert!(created.iter().all(|v| *v == KeyVersion(1)), "{created:?}");
 
-    // All eight rotate from v1 at once: exactly one wins, the others see its version.
+    // All eight rotate away from v1 at once: exactly one wins, the others see its version.
     let rotated = futures_join(rings.iter().map(|kr| {
         let s = s.clone();
         let kr = kr.clone();
-        async move { kr.rotate(&s).await.unwrap().version }
+        async move {
+            kr.rotate_if_active(&s, KeyVersion(1))
+                .await
+                .unwrap()
+                .version
+        }
     }))
     .await;
     assert!(rotated.iter().all(|v| *v == KeyVersion(2)), "{rotated:?}");
@@ -324,7 +329,25 @@ async fn concurrent_creates_and_rotations_leave_one_active_version(db: &TestDb) 
         deks.iter().filter(|d| d.state == DekState::Active).count(),
         1
     );
-    let creates = rings[0]
+
+    // Unconditional rotations at once: each makes a version or loses a race to one; never
+    // two active versions, never a gap or a reused number.
+    futures_join(rings.iter().map(|kr| {
+        let s = s.clone();
+        let kr = kr.clone();
+        async move { kr.rotate(&s).await.unwrap().version }
+    }))
+    .await;
+    let deks = rings[0].store().deks(&s).await.unwrap();
+    assert_eq!(
+        deks.iter().filter(|d| d.state == DekState::Active).count(),
+        1
+    );
+    let numbers: Vec<u32> = deks.iter().map(|d| d.version.0).collect();
+    assert_eq!(numbers, (1..=numbers.len() as u32).collect::<Vec<_>>());
+    assert!(numbers.len() >= 3 && numbers.len() <= 10, "{numbers:?}");
+    assert_eq!(deks.last().unwrap().state, DekState::Active);
+    let rotations = rings[0]
         .store()
         .audit(&AuditFilter::default())
         .await
@@ -332,7 +355,7 @@ async fn concurrent_creates_and_rotations_leave_one_active_version(db: &TestDb) 
         .iter()
         .filter(|r| matches!(r.event.operation, Operation::Create | Operation::Rotate))
         .count();
-    assert_eq!(creates, 2, "one create and one rotation were recorded");
+    assert_eq!(rotations, numbers.len(), "one audit event per version made");
 }
 
 async fn futures_join<F, T>(futs: impl Iterator<Item = F>) -> Vec<T>
@@ -483,4 +506,45 @@ async fn counters_rotate_automatically(db: &TestDb) {
         trail.iter().any(|r| r.event.operation == Operation::Rotate
             && r.event.detail.contains("encryption limit"))
     );
+}
+
+on_both!(data_keys_in_rows);
+async fn data_keys_in_rows(db: &TestDb) {
+    let kek = Kek::generate().unwrap();
+    let kr = one_kek(db, &kek).await;
+    let s = scope("table:ballots");
+    kr.create_scope(&s).await.unwrap();
+    let (key, blob) = kr.generate_data_key(&s).await.unwrap();
+    assert_eq!(blob.len(), coffer_keys::datakey::DATA_KEY_BLOB_LEN);
+    assert!(!blob.windows(32).any(|w| w == key.expose_secret()));
+    kr.rotate(&s).await.unwrap();
+    // After a rotation the blob still names its parent version; a cold process opens it.
+    let cold = one_kek(db, &kek).await;
+    let opened = cold.open_data_key(&s, &blob).await.unwrap();
+    assert_eq!(opened.expose_secret(), key.expose_secret());
+    // Another scope, any changed byte, a cut blob: refused.
+    let other = scope("table:other");
+    kr.create_scope(&other).await.unwrap();
+    assert!(kr.open_data_key(&other, &blob).await.is_err());
+    for i in 0..blob.len() {
+        let mut bad = blob.clone();
+        bad[i] ^= 0x01;
+        assert!(kr.open_data_key(&s, &bad).await.is_err(), "byte {i}");
+    }
+    assert!(kr.open_data_key(&s, &blob[..blob.len() - 1]).await.is_err());
+    // Shredding the parent scope shreds the row keys.
+    kr.destroy(&s).await.unwrap();
+    let err = cold.open_data_key(&s, &blob).await;
+    let err = match err {
+        Err(e) => e,
+        Ok(_) => {
+            // The cold process may still hold the parent in L1; a fresh one cannot open it.
+            one_kek(db, &kek)
+                .await
+                .open_data_key(&s, &blob)
+                .await
+                .unwrap_err()
+        }
+    };
+    assert!(matches!(err, Error::Destroyed { .. }), "{err}");
 }

@@ -1,0 +1,65 @@
+//! One DEK unwrap through `AwsKmsKek` against moto on loopback. This measures the provider, the
+//! SDK (signing, HTTP, retries layer) and moto, not AWS: real KMS adds network round trips and
+//! its own latency (typically milliseconds), which the DEK cache exists to hide.
+//!
+//! The endpoint comes from `COFFER_TEST_MOTO_ENDPOINT`, or `scripts/moto-up.sh` is run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+
+use coffer_core::{Dek, KeyVersion, ScopeId};
+use coffer_keys::{KekProvider, WrapContext};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn unwrap(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let endpoint = common::moto_endpoint();
+    eprintln!(
+        "note: aws-kms/unwrap runs against moto at {endpoint} (loopback); moto latency is not \
+         AWS KMS latency, which adds network round trips and KMS's own processing time"
+    );
+    let (kek, wrapped) = rt.block_on(async {
+        let admin = common::admin().await;
+        let (key_id, _) = common::create_key(&admin).await;
+        let kek = common::kek(&key_id).await;
+        let store = [7u8; 16];
+        let scope = ScopeId::new("tenant:bench").unwrap();
+        let key_id = [9u8; 16];
+        let ctx = WrapContext {
+            store_id: &store,
+            scope: &scope,
+            version: KeyVersion(1),
+            key_id: &key_id,
+        };
+        let wrapped = kek.wrap(&Dek::generate().unwrap(), &ctx).await.unwrap();
+        (kek, wrapped)
+    });
+    let store = [7u8; 16];
+    let scope = ScopeId::new("tenant:bench").unwrap();
+    let key_id = [9u8; 16];
+    let ctx = WrapContext {
+        store_id: &store,
+        scope: &scope,
+        version: KeyVersion(1),
+        key_id: &key_id,
+    };
+    c.bench_function("aws-kms/unwrap (moto, loopback)", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(kek.unwrap(black_box(&wrapped), &ctx).await.unwrap()) })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30);
+    targets = unwrap
+}
+criterion_main!(benches);

@@ -1,0 +1,242 @@
+//! Where secrets come from: `env:VAR` and `file:PATH` references, and the KEK sources built on
+//! them (`passphrase:`), next to the remote ones (`pkcs11:`, `aws-kms:`) whose providers live in
+//! their own crates.
+//!
+//! A reference names where a secret is; it never is the secret. Messages name the reference,
+//! never the value, and a malformed reference is not echoed whole (it may be a pasted key).
+
+use std::fs::File;
+use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use coffer_core::{Dek, Kek};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+/// Permission bits a secret file must not have: any access by group or others.
+const GROUP_OTHER_BITS: u32 = 0o077;
+
+/// Longest secret file read: a base64 key takes 45 bytes, a passphrase a few hundred; the limit
+/// keeps a mistaken `file:/dev/zero` from reading forever.
+const MAX_SECRET_FILE_LEN: u64 = 4096;
+
+/// A reference to a secret: `env:VAR` or `file:PATH`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretRef {
+    /// An environment variable.
+    Env(String),
+    /// A file only its owner can access.
+    File(PathBuf),
+}
+
+impl SecretRef {
+    /// Parses `env:VAR` or `file:PATH`.
+    pub fn parse(reference: &str) -> Result<Self> {
+        if let Some(var) = reference.strip_prefix("env:") {
+            if var.is_empty() || var.contains('=') || var.contains('\0') {
+                return Err(Error::config(
+                    "env:VAR needs an environment variable name, e.g. env:COFFER_KEK",
+                ));
+            }
+            return Ok(SecretRef::Env(var.to_owned()));
+        }
+        if let Some(path) = reference.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err(Error::config(
+                    "file:PATH needs a path, e.g. file:/etc/coffer/kek",
+                ));
+            }
+            return Ok(SecretRef::File(PathBuf::from(path)));
+        }
+        // Standard base64 has no ':', so a short word before one is a mistyped kind, not a key.
+        let kind = reference.split_once(':').map(|(kind, _)| kind).filter(|k| {
+            !k.is_empty() && k.len() <= 16 && k.chars().all(|c| c.is_ascii_alphanumeric())
+        });
+        Err(Error::config(match kind {
+            Some(kind) => {
+                format!("unknown secret reference kind '{kind}:'; use env:VAR or file:PATH")
+            }
+            None => "expected a reference, env:VAR or file:PATH, not a secret; put the key in \
+                     an environment variable or a file (chmod 600)"
+                .to_owned(),
+        }))
+    }
+
+    /// Reads the secret as text (surrounding white space kept; callers trim if they mean to).
+    pub fn read_text(&self) -> Result<Zeroizing<String>> {
+        match self {
+            SecretRef::Env(var) => {
+                let value = std::env::var_os(var).ok_or_else(|| {
+                    Error::config(format!(
+                        "environment variable {var} is not set (named by env:{var}); \
+                         create a key with `export {var}=$(coffer keygen)`"
+                    ))
+                })?;
+                Ok(Zeroizing::new(value.into_string().map_err(|_| {
+                    Error::config(format!("environment variable {var} is not UTF-8 text"))
+                })?))
+            }
+            SecretRef::File(path) => read_private_file(path),
+        }
+    }
+
+    /// Reads a 256-bit key written as standard base64.
+    pub fn load_key(&self) -> Result<Zeroizing<[u8; 32]>> {
+        let text = self.read_text()?;
+        let dek = Dek::from_base64(&text)
+            .map_err(|e| Error::config(format!("the key in {self}: {e}")))?;
+        Ok(Zeroizing::new(*dek.expose_secret()))
+    }
+
+    /// Reads a KEK written as standard base64.
+    pub fn load_kek(&self) -> Result<Kek> {
+        Ok(Kek::from_bytes(*self.load_key()?))
+    }
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretRef::Env(v) => write!(f, "env:{v}"),
+            SecretRef::File(p) => write!(f, "file:{}", p.display()),
+        }
+    }
+}
+
+fn read_private_file(path: &Path) -> Result<Zeroizing<String>> {
+    let shown = path.display();
+    let file = File::open(path)
+        .map_err(|e| Error::config(format!("cannot open secret file {shown}: {e}")))?;
+    // Checked on the open file, so the file read is the file checked.
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::config(format!("cannot read secret file {shown}: {e}")))?;
+    if !meta.is_file() {
+        return Err(Error::config(format!(
+            "secret file {shown} is not a regular file"
+        )));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & GROUP_OTHER_BITS != 0 {
+        return Err(Error::config(format!(
+            "secret file {shown} is accessible by group or others (mode {mode:04o}); \
+             restrict it with `chmod 600 {shown}`"
+        )));
+    }
+    let mut text = Zeroizing::new(String::new());
+    file.take(MAX_SECRET_FILE_LEN)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::config(format!("cannot read secret file {shown} as text: {e}")))?;
+    Ok(text)
+}
+
+/// Where a KEK version comes from (the `source` of a `[[kek]]` entry in coffer.toml).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KekSource {
+    /// A base64 256-bit key in an environment variable or a private file.
+    Key(SecretRef),
+    /// A passphrase (from an environment variable or a file) stretched with the KDF parameters
+    /// stored beside it (`kdf` in coffer.toml).
+    Passphrase(SecretRef),
+    /// A key generated on a PKCS#11 token (the reference is parsed by `coffer-pkcs11`).
+    Pkcs11(String),
+    /// An AWS KMS key (the reference is parsed by `coffer-aws-kms`).
+    AwsKms(String),
+}
+
+impl KekSource {
+    /// Parses `env:VAR`, `file:PATH`, `passphrase:env:VAR`, `passphrase:file:PATH`,
+    /// `pkcs11:…` or `aws-kms:…`.
+    pub fn parse(reference: &str) -> Result<Self> {
+        if let Some(rest) = reference.strip_prefix("passphrase:") {
+            return Ok(KekSource::Passphrase(SecretRef::parse(rest).map_err(|_| {
+                Error::config("passphrase: takes env:VAR or file:PATH, e.g. passphrase:env:COFFER_PASSPHRASE")
+            })?));
+        }
+        if reference.starts_with("pkcs11:") {
+            return Ok(KekSource::Pkcs11(reference.to_owned()));
+        }
+        if reference.starts_with("aws-kms:") {
+            return Ok(KekSource::AwsKms(reference.to_owned()));
+        }
+        SecretRef::parse(reference)
+            .map(KekSource::Key)
+            .map_err(|e| match e {
+                Error::Config(m) => Error::Config(format!(
+                    "{m} (KEK sources: env:VAR, file:PATH, passphrase:env:VAR, pkcs11:…, aws-kms:…)"
+                )),
+                other => other,
+            })
+    }
+
+    /// The provider kind this source makes.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KekSource::Key(_) | KekSource::Passphrase(_) => "local",
+            KekSource::Pkcs11(_) => "pkcs11",
+            KekSource::AwsKms(_) => "aws-kms",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_references() {
+        assert_eq!(
+            SecretRef::parse("env:COFFER_KEY").unwrap(),
+            SecretRef::Env("COFFER_KEY".into())
+        );
+        assert_eq!(
+            SecretRef::parse("file:/etc/coffer/key:1").unwrap(),
+            SecretRef::File("/etc/coffer/key:1".into())
+        );
+        for bad in ["env:", "file:", "env:A=B", ""] {
+            assert!(SecretRef::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            KekSource::parse("passphrase:env:P").unwrap(),
+            KekSource::Passphrase(SecretRef::Env("P".into()))
+        );
+        assert_eq!(
+            KekSource::parse("aws-kms:alias/x").unwrap().kind(),
+            "aws-kms"
+        );
+        assert_eq!(KekSource::parse("pkcs11:token=a").unwrap().kind(), "pkcs11");
+        assert!(KekSource::parse("passphrase:hunter2").is_err());
+    }
+
+    #[test]
+    fn a_pasted_key_is_not_echoed() {
+        let key = Dek::generate().unwrap().to_base64();
+        for msg in [
+            SecretRef::parse(&key).unwrap_err().to_string(),
+            KekSource::parse(&key).unwrap_err().to_string(),
+        ] {
+            assert!(!msg.contains(key.as_str()), "{msg}");
+            assert!(msg.contains("not a secret"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_mistyped_kind_is_named() {
+        let msg = SecretRef::parse("envv:COFFER_KEY").unwrap_err().to_string();
+        assert!(msg.contains("'envv:'"), "{msg}");
+    }
+
+    #[test]
+    fn files_readable_by_others_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("kek");
+        std::fs::write(&p, Dek::generate().unwrap().to_base64().as_bytes()).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let r = SecretRef::File(p.clone());
+        assert!(r.load_key().unwrap_err().to_string().contains("chmod 600"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(r.load_key().is_ok());
+    }
+}
