@@ -14,7 +14,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::cli::{
-    AuditArgs, DestroyArgs, InitArgs, KdfChoice, KeysCommand, ListArgs, RotateKekArgs, ScopesArgs,
+    AddKekArgs, AuditArgs, DestroyArgs, InitArgs, KdfChoice, KeysCommand, ListArgs, RotateKekArgs,
+    ScopesArgs,
 };
 use crate::input;
 use crate::open;
@@ -31,6 +32,7 @@ pub fn run(cmd: &KeysCommand) -> Result<()> {
             KeysCommand::Init(a) => init(a).await,
             KeysCommand::CreateScope(a) => create_scopes(a).await,
             KeysCommand::Rotate(a) => rotate(a).await,
+            KeysCommand::AddKek(a) => add_kek(a).await,
             KeysCommand::RotateKek(a) => rotate_kek(a).await,
             KeysCommand::Destroy(a) => destroy(a).await,
             KeysCommand::List(a) => list(a).await,
@@ -65,11 +67,7 @@ async fn init(a: &InitArgs) -> Result<()> {
         );
     }
     let source = KekSource::parse(&a.kek)?;
-    let kdf = match (&source, a.kdf) {
-        (KekSource::Passphrase(_), KdfChoice::Pbkdf2) => Some(KdfParams::pbkdf2_default()?),
-        (KekSource::Passphrase(_), KdfChoice::Argon2id) => Some(KdfParams::argon2id_default()?),
-        _ => None,
-    };
+    let kdf = kdf_for(&source, a.kdf)?;
     let mut cfg = Config {
         store: StoreConfig {
             url: a.store.clone(),
@@ -78,7 +76,7 @@ async fn init(a: &InitArgs) -> Result<()> {
             name: a.kek_name.clone(),
             version: 1,
             source: a.kek.clone(),
-            kdf: kdf.map(|k| k.to_string()),
+            kdf,
             primary: true,
         }],
         cache: CacheConfig {
@@ -173,6 +171,79 @@ async fn rotate(a: &ScopesArgs) -> Result<()> {
         ))?;
     }
     Ok(())
+}
+
+fn kdf_for(source: &KekSource, choice: KdfChoice) -> Result<Option<String>> {
+    Ok(match (source, choice) {
+        (KekSource::Passphrase(_), KdfChoice::Pbkdf2) => {
+            Some(KdfParams::pbkdf2_default()?.to_string())
+        }
+        (KekSource::Passphrase(_), KdfChoice::Argon2id) => {
+            Some(KdfParams::argon2id_default()?.to_string())
+        }
+        _ => None,
+    })
+}
+
+async fn add_kek(a: &AddKekArgs) -> Result<()> {
+    let path = &a.config.config;
+    let mut cfg = load(path)?;
+    let source = KekSource::parse(&a.source)?;
+    let name = match &a.name {
+        Some(n) => n.clone(),
+        None => cfg.primary()?.name.clone(),
+    };
+    let version = match a.version {
+        Some(v) => v,
+        None => {
+            cfg.keks
+                .iter()
+                .filter(|k| k.name == name)
+                .map(|k| k.version)
+                .max()
+                .unwrap_or(0)
+                + 1
+        }
+    };
+    let entry = KekConfig {
+        name,
+        version,
+        source: a.source.clone(),
+        kdf: kdf_for(&source, a.kdf)?,
+        primary: a.primary,
+    };
+    if a.primary {
+        for k in &mut cfg.keks {
+            k.primary = false;
+        }
+    }
+    cfg.keks.push(entry.clone());
+    cfg.check()?;
+    if let KekSource::Pkcs11(reference) = &source {
+        create_pkcs11_key(&entry, reference).await?;
+    }
+    let kr = open::keyring(&cfg).await?;
+    for (id, result) in kr.check_keks().await? {
+        result.with_context(|| format!("KEK {id} does not match the key store"))?;
+    }
+    kr.register_keks().await?;
+    // Replace the file atomically: write beside it, then rename over it.
+    let tmp = path.with_extension("toml.new");
+    let _ = std::fs::remove_file(&tmp);
+    cfg.write_new(&tmp)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    let id = entry.id()?;
+    out(&format!(
+        "added KEK {id} ({}){} to {}\n{}",
+        source.kind(),
+        if a.primary { " as primary" } else { "" },
+        path.display(),
+        if a.primary {
+            "next: coffer keys rotate-kek (re-wraps every DEK under it)\n"
+        } else {
+            ""
+        }
+    ))
 }
 
 async fn rotate_kek(a: &RotateKekArgs) -> Result<()> {

@@ -177,6 +177,11 @@ pub enum KeysCommand {
     CreateScope(ScopesArgs),
     /// Make a new DEK version of a scope active now (the old one becomes decrypt-only)
     Rotate(ScopesArgs),
+    /// Add a KEK version to coffer.toml (generating it on an HSM token if needed) and register it
+    #[command(after_help = "Examples:
+  coffer keys add-kek --source env:COFFER_KEK_V2 --primary && coffer keys rotate-kek
+  coffer keys add-kek --source 'pkcs11:module=/usr/lib/softhsm/libsofthsm2.so;token=prod;key=coffer-kek-2;pin-env=HSM_PIN' --primary")]
+    AddKek(AddKekArgs),
     /// Re-wrap every DEK under the primary KEK (online, resumable, touches no data)
     #[command(
         after_help = "To rotate the KEK: add the new version to coffer.toml as a second [[kek]] entry,
@@ -236,6 +241,28 @@ pub struct ScopesArgs {
     /// Scopes, e.g. tenant:acme table:patients ballot:2026-11
     #[arg(required = true, value_name = "SCOPE")]
     pub scopes: Vec<String>,
+}
+
+/// `coffer keys add-kek`.
+#[derive(Debug, Args)]
+pub struct AddKekArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The new KEK's source (see `coffer keys --help`)
+    #[arg(long, value_name = "REF")]
+    pub source: String,
+    /// Its name (default: the primary KEK's name)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Its version (default: one above the highest version of that name)
+    #[arg(long, value_name = "N")]
+    pub version: Option<u32>,
+    /// Make it the primary KEK (new DEKs, and `rotate-kek`, use it)
+    #[arg(long)]
+    pub primary: bool,
+    /// Passphrase KDF for passphrase: sources
+    #[arg(long, value_enum, default_value = "pbkdf2")]
+    pub kdf: KdfChoice,
 }
 
 /// `coffer keys rotate-kek`.

@@ -4,119 +4,30 @@
 //! A key never appears in an argument, an error message or a path: references name where it is,
 //! and messages name the reference.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read as _, Write as _};
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
+use std::fs::OpenOptions;
+use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use coffer_core::Dek;
-use zeroize::Zeroizing;
+use coffer_keys::SecretRef;
 
 use crate::input;
 
 /// The mode `coffer keygen --out` creates key files with.
 const KEY_FILE_MODE: u32 = 0o600;
 
-/// Permission bits a key file must not have: any access by group or others.
-const GROUP_OTHER_BITS: u32 = 0o077;
-
-/// Longest key file read. A base64 key and a newline take 45 bytes; anything much longer is not
-/// a key file, and the limit keeps a mistaken `file:/dev/zero` from reading forever.
-const MAX_KEY_FILE_LEN: u64 = 1024;
-
-/// Where a key is: the parsed form of `--key REF`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyRef {
-    /// `env:VAR`: standard base64 in an environment variable.
-    Env(String),
-    /// `file:PATH`: standard base64 in a file only its owner can access.
-    File(PathBuf),
-}
-
-impl KeyRef {
-    /// Parses `env:VAR` or `file:PATH`.
-    ///
-    /// A malformed reference is never echoed whole: it may be a key pasted into `--key`.
-    pub fn parse(reference: &str) -> Result<Self> {
-        if let Some(var) = reference.strip_prefix("env:") {
-            if var.is_empty() || var.contains('=') || var.contains('\0') {
-                bail!("--key env:VAR needs an environment variable name, e.g. env:COFFER_KEY");
-            }
-            return Ok(KeyRef::Env(var.to_owned()));
-        }
-        if let Some(path) = reference.strip_prefix("file:") {
-            if path.is_empty() {
-                bail!("--key file:PATH needs a path, e.g. file:coffer.key");
-            }
-            return Ok(KeyRef::File(PathBuf::from(path)));
-        }
-        // Standard base64 has no ':', so a short word before one is a mistyped kind, not a key.
-        let kind = reference.split_once(':').map(|(kind, _)| kind).filter(|k| {
-            !k.is_empty() && k.len() <= 16 && k.chars().all(|c| c.is_ascii_alphanumeric())
-        });
-        match kind {
-            Some(kind) => {
-                bail!("unknown key reference kind '{kind}:'; --key takes env:VAR or file:PATH")
-            }
-            None => bail!(
-                "--key takes a key reference, env:VAR or file:PATH, not a key; \
-                 put the key in an environment variable or a file (chmod 600)"
-            ),
-        }
-    }
-
-    /// Reads and decodes the key the reference names.
-    pub fn load(&self) -> Result<Dek> {
-        match self {
-            KeyRef::Env(var) => load_env(var),
-            KeyRef::File(path) => load_file(path),
-        }
-    }
-}
-
-/// Parses a reference and reads its key.
+/// Parses a key reference (`env:VAR`, `file:PATH`; coffer-keys' [`SecretRef`]) and reads its
+/// key. Files accessible by group or others are refused; messages name the reference, never
+/// the key.
 pub fn load(reference: &str) -> Result<Dek> {
-    KeyRef::parse(reference)?.load()
-}
-
-fn load_env(var: &str) -> Result<Dek> {
-    let value = std::env::var_os(var).ok_or_else(|| {
-        anyhow!(
-            "environment variable {var} is not set (named by --key env:{var}); \
-             create a key with `export {var}=$(coffer keygen)`"
-        )
-    })?;
-    let text = Zeroizing::new(
-        value
-            .into_string()
-            .map_err(|_| anyhow!("environment variable {var} does not hold a base64 key"))?,
-    );
-    Dek::from_base64(&text).with_context(|| format!("the key in environment variable {var}"))
-}
-
-fn load_file(path: &Path) -> Result<Dek> {
-    let shown = path.display();
-    let file = File::open(path).with_context(|| format!("cannot open key file {shown}"))?;
-    // Checked on the open file, so the file read is the file checked.
-    let meta = file
-        .metadata()
-        .with_context(|| format!("cannot read key file {shown}"))?;
-    if !meta.is_file() {
-        bail!("key file {shown} is not a regular file");
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & GROUP_OTHER_BITS != 0 {
-        bail!(
-            "key file {shown} is accessible by group or others (mode {mode:04o}); \
-             restrict it with `chmod 600 {shown}`"
-        );
-    }
-    let mut text = Zeroizing::new(String::new());
-    file.take(MAX_KEY_FILE_LEN)
-        .read_to_string(&mut text)
-        .with_context(|| format!("cannot read key file {shown} as base64 text"))?;
-    Dek::from_base64(&text).with_context(|| format!("the key in file {shown}"))
+    let plain = |e: coffer_keys::Error| match e {
+        coffer_keys::Error::Config(m) => anyhow!("{m}"),
+        other => anyhow!(other),
+    };
+    let r = SecretRef::parse(reference).map_err(|e| plain(e).context("--key"))?;
+    Ok(Dek::from_bytes(*r.load_key().map_err(plain)?))
 }
 
 /// `coffer keygen`: a new 256-bit key as standard base64 and a newline, on stdout or in a new
@@ -161,31 +72,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_references() {
-        assert_eq!(
-            KeyRef::parse("env:COFFER_KEY").unwrap(),
-            KeyRef::Env("COFFER_KEY".into())
-        );
-        assert_eq!(
-            KeyRef::parse("file:/etc/coffer/key:1").unwrap(),
-            KeyRef::File("/etc/coffer/key:1".into())
-        );
-        for bad in ["env:", "file:", "env:A=B", ""] {
-            assert!(KeyRef::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn a_pasted_key_is_not_echoed() {
         let key = Dek::generate().unwrap().to_base64();
-        let msg = format!("{:#}", KeyRef::parse(&key).unwrap_err());
+        let msg = format!("{:#}", load(&key).unwrap_err());
         assert!(!msg.contains(key.as_str()), "{msg}");
-        assert!(msg.contains("not a key"), "{msg}");
-    }
-
-    #[test]
-    fn a_mistyped_kind_is_named() {
-        let msg = format!("{:#}", KeyRef::parse("envv:COFFER_KEY").unwrap_err());
-        assert!(msg.contains("'envv:'"), "{msg}");
+        assert!(msg.contains("not a secret"), "{msg}");
     }
 }

@@ -298,7 +298,7 @@ fn key_files_must_be_private() {
         &[],
         None,
     );
-    missing.fails(2, "cannot open key file /nonexistent/k");
+    missing.fails(2, "cannot open secret file /nonexistent/k");
 }
 
 #[test]
@@ -323,7 +323,7 @@ fn key_references_are_checked_and_keys_never_echoed() {
         &[],
         None,
     );
-    raw.fails(2, "not a key");
+    raw.fails(2, "not a secret");
     assert!(!raw.stderr.contains(&key.secret));
 
     let short = run(

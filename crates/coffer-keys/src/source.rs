@@ -86,13 +86,23 @@ impl SecretRef {
     pub fn load_key(&self) -> Result<Zeroizing<[u8; 32]>> {
         let text = self.read_text()?;
         let dek = Dek::from_base64(&text)
-            .map_err(|e| Error::config(format!("the key in {self}: {e}")))?;
+            .map_err(|e| Error::config(format!("the key in {}: {e}", self.describe())))?;
         Ok(Zeroizing::new(*dek.expose_secret()))
     }
 
     /// Reads a KEK written as standard base64.
     pub fn load_kek(&self) -> Result<Kek> {
         Ok(Kek::from_bytes(*self.load_key()?))
+    }
+}
+
+impl SecretRef {
+    /// Where the secret is, in words: `environment variable X` or `file P`.
+    pub fn describe(&self) -> String {
+        match self {
+            SecretRef::Env(v) => format!("environment variable {v}"),
+            SecretRef::File(p) => format!("file {}", p.display()),
+        }
     }
 }
 

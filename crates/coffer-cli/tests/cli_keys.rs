@@ -1,0 +1,474 @@
+//! `coffer keys …` end to end: the real binary against SQLite files, a fresh PostgreSQL
+//! database and a SoftHSM2 token.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use coffer_core::{Kek, ScopeId};
+use coffer_keys::config::Config;
+use coffer_keys::{
+    BlindIndexSpec, KekId, KekRing, KeyStore as _, Keyring, KeyringConfig, LocalKek,
+};
+use coffer_store::SqlStore;
+use common::{Out, coffer};
+
+fn keys(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Out {
+    let out = coffer()
+        .current_dir(dir)
+        .arg("keys")
+        .args(args)
+        .envs(envs.iter().copied())
+        .env_remove("COFFER_CONFIG")
+        .env_remove("COFFER_STORE_URL")
+        .env_remove("COFFER_REDIS_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Out {
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn new_key() -> String {
+    Kek::generate().unwrap().to_base64().to_string()
+}
+
+#[track_caller]
+fn ok(out: &Out) -> String {
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    out.stdout_str().to_owned()
+}
+
+#[test]
+fn a_whole_key_lifecycle_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let kek = new_key();
+    let env = [("COFFER_KEK", kek.as_str())];
+
+    let init = ok(&keys(
+        d,
+        &[
+            "init",
+            "--store",
+            "sqlite:keys.db",
+            "--kek",
+            "env:COFFER_KEK",
+        ],
+        &env,
+    ));
+    assert!(init.contains("KEK main/v1 (local), registered"), "{init}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(d.join("keys.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the store file is private");
+    let toml = std::fs::read_to_string(d.join("coffer.toml")).unwrap();
+    assert!(!toml.contains(&kek), "no secret in the config");
+    keys(
+        d,
+        &[
+            "init",
+            "--store",
+            "sqlite:keys.db",
+            "--kek",
+            "env:COFFER_KEK",
+        ],
+        &env,
+    )
+    .fails(2, "never overwrites");
+
+    ok(&keys(
+        d,
+        &["create-scope", "tenant:acme", "table:patients"],
+        &env,
+    ));
+    keys(d, &["create-scope", "tenant:acme"], &env).fails(2, "already exists");
+    let rotated = ok(&keys(d, &["rotate", "tenant:acme"], &env));
+    assert!(rotated.contains("v2 is active"), "{rotated}");
+    keys(d, &["rotate", "tenant:nobody"], &env).fails(2, "scope 'tenant:nobody' does not exist");
+
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&keys(d, &["list", "--json"], &env))).unwrap();
+    let acme = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["scope"] == "tenant:acme")
+        .unwrap();
+    let states: Vec<&str> = acme["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["decrypt-only", "active"]);
+
+    // Destroying asks for confirmation; without a terminal and without --yes, nothing happens.
+    keys(d, &["destroy", "tenant:acme"], &env).fails(2, "pass --yes");
+    keys(d, &["destroy", "tenant:nobody", "--yes"], &env).fails(2, "does not exist");
+    let text = ok(&keys(d, &["list"], &env));
+    assert!(
+        text.contains("tenant:acme") && !text.contains("destroyed"),
+        "{text}"
+    );
+    let destroyed = ok(&keys(d, &["destroy", "tenant:acme", "--yes"], &env));
+    assert!(destroyed.contains("2 key versions erased"), "{destroyed}");
+    assert!(ok(&keys(d, &["list"], &env)).contains("destroyed"));
+
+    // The audit trail: filtered, verified, and JSON.
+    let audit = keys(d, &["audit", "--verify", "--scope", "tenant:acme"], &env);
+    let text = ok(&audit);
+    assert!(
+        audit.stderr.contains("hash chain verified"),
+        "{}",
+        audit.stderr
+    );
+    for op in ["create", "rotate", "destroy"] {
+        assert!(text.contains(op), "{op} in {text}");
+    }
+    assert!(!text.contains("table:patients"));
+    let lines = ok(&keys(d, &["audit", "--json", "--since", "1h"], &env));
+    assert!(lines.lines().count() >= 6);
+    for l in lines.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["hash"].as_str().unwrap().len(), 64);
+    }
+    keys(d, &["audit", "--since", "last tuesday"], &env).fails(2, "--since");
+
+    // A different KEK under the same name: `check` and `rotate-kek` refuse, nothing changes.
+    let before = ok(&keys(d, &["list", "--json"], &env));
+    let wrong = new_key();
+    let wrong_env = [("COFFER_KEK", wrong.as_str())];
+    let check = keys(d, &["check"], &wrong_env);
+    assert_eq!(check.code, Some(1), "{}", check.stderr);
+    assert!(check.stdout_str().contains("FAILED   main/v1"));
+    let out = keys(d, &["rotate-kek"], &wrong_env);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("does not match"), "{}", out.stderr);
+    assert_eq!(ok(&keys(d, &["list", "--json"], &env)), before);
+    assert!(ok(&keys(d, &["check"], &env)).contains("ok       main/v1"));
+
+    // The KEK is missing from the environment: a clear message naming the variable.
+    keys(d, &["list"], &[]).success_or_names("COFFER_KEK");
+}
+
+trait NamesVar {
+    fn success_or_names(&self, var: &str);
+}
+
+impl NamesVar for Out {
+    /// `list` reads only the store, so it works without the KEK; commands that need it name it.
+    fn success_or_names(&self, var: &str) {
+        if self.code != Some(0) {
+            assert!(self.stderr.contains(var), "{}", self.stderr);
+        }
+    }
+}
+
+#[test]
+fn malformed_configs_are_clear_errors_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let kek = new_key();
+    let env = [("COFFER_KEK", kek.as_str())];
+    ok(&keys(
+        d,
+        &[
+            "init",
+            "--store",
+            "sqlite:keys.db",
+            "--kek",
+            "env:COFFER_KEK",
+        ],
+        &env,
+    ));
+    let good = std::fs::read_to_string(d.join("coffer.toml")).unwrap();
+    for (bad, needle) in [
+        (good.replace("l1_ttl", "l1_tll"), "unknown field"),
+        (good.replace("primary = true", "primary = false"), "primary"),
+        (
+            good.replace("env:COFFER_KEK", "env:NOT_SET_ANYWHERE"),
+            "NOT_SET_ANYWHERE",
+        ),
+        (good.replace("[store]", "[store"), "bad.toml"),
+    ] {
+        std::fs::write(d.join("bad.toml"), bad).unwrap();
+        keys(d, &["create-scope", "x", "--config", "bad.toml"], &env).fails(2, needle);
+    }
+    keys(d, &["list", "--config", "missing.toml"], &env).fails(2, "coffer keys init");
+    assert!(ok(&keys(d, &["list"], &env)).contains("no scopes"));
+}
+
+#[test]
+fn passphrase_keks_store_their_kdf_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let env = [("COFFER_PASSPHRASE", "correct horse battery staple")];
+    ok(&keys(
+        d,
+        &[
+            "init",
+            "--store",
+            "sqlite:keys.db",
+            "--kek",
+            "passphrase:env:COFFER_PASSPHRASE",
+        ],
+        &env,
+    ));
+    let cfg = Config::load(&d.join("coffer.toml")).unwrap();
+    assert!(
+        cfg.keks[0]
+            .kdf
+            .as_deref()
+            .unwrap()
+            .starts_with("$pbkdf2-sha256$i=600000$")
+    );
+    ok(&keys(d, &["create-scope", "tenant:a"], &env));
+    let check = keys(d, &["check"], &[("COFFER_PASSPHRASE", "wrong")]);
+    assert_eq!(check.code, Some(1), "{}", check.stderr);
+    assert!(check.stdout_str().contains("FAILED   main/v1"));
+}
+
+fn softhsm() -> Vec<(String, String)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/softhsm-setup.sh");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("coffer-cli-softhsm");
+    let out = Command::new("bash").arg(script).arg(&dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "SoftHSM2 setup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches(['\'', '"']).to_owned()))
+        .collect()
+}
+
+#[test]
+fn kek_rotation_from_a_local_key_to_an_hsm() {
+    let hsm = softhsm();
+    let get = |k: &str| hsm.iter().find(|(n, _)| n == k).unwrap().1.clone();
+    let module = get("COFFER_TEST_PKCS11_MODULE");
+    let token = get("COFFER_TEST_PKCS11_TOKEN");
+    let pin = std::fs::read_to_string(get("COFFER_TEST_PKCS11_PIN_FILE")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let kek = new_key();
+    let label = format!(
+        "coffer-cli-{}",
+        hex::encode(&Kek::generate().unwrap().expose_secret()[..6])
+    );
+    let mut env: Vec<(&str, &str)> = vec![
+        ("COFFER_KEK", kek.as_str()),
+        ("HSM_PIN", pin.trim()),
+        (
+            "SOFTHSM2_CONF",
+            hsm.iter()
+                .find(|(n, _)| n == "SOFTHSM2_CONF")
+                .unwrap()
+                .1
+                .as_str(),
+        ),
+    ];
+    ok(&keys(
+        d,
+        &[
+            "init",
+            "--store",
+            "sqlite:keys.db",
+            "--kek",
+            "env:COFFER_KEK",
+        ],
+        &env,
+    ));
+    ok(&keys(
+        d,
+        &["create-scope", "tenant:a", "tenant:b", "tenant:c"],
+        &env,
+    ));
+    ok(&keys(d, &["rotate", "tenant:b"], &env));
+
+    // Add the HSM KEK as main/v2 (generated on the token), make it primary, re-wrap.
+    let reference = format!("pkcs11:module={module};token={token};key={label};pin-env=HSM_PIN");
+    let added = ok(&keys(
+        d,
+        &["add-kek", "--source", &reference, "--primary"],
+        &env,
+    ));
+    assert!(added.contains("main/v2"), "{added}");
+    let out = ok(&keys(d, &["rotate-kek"], &env));
+    assert!(out.contains("4 DEKs re-wrapped under main/v2"), "{out}");
+    let list = ok(&keys(d, &["list"], &env));
+    assert!(!list.contains("main/v1"), "{list}");
+    assert!(ok(&keys(d, &["check"], &env)).contains("ok       main/v2"));
+
+    // With only the HSM KEK left, every scope still works.
+    let mut cfg = Config::load(&d.join("coffer.toml")).unwrap();
+    cfg.keks.retain(|k| k.version == 2);
+    std::fs::remove_file(d.join("coffer.toml")).unwrap();
+    cfg.write_new(&d.join("coffer.toml")).unwrap();
+    env.retain(|(k, _)| *k != "COFFER_KEK");
+    ok(&keys(d, &["rotate", "tenant:a", "tenant:c"], &env));
+    let list = ok(&keys(d, &["list"], &env));
+    assert_eq!(list.matches("main/v2").count(), 6, "{list}");
+}
+
+fn psql(sql: &str) {
+    let url = std::env::var("COFFER_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let out = Command::new("psql")
+        .arg(&url)
+        .args(["-qAtc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn pg_db() -> (String, String) {
+    let name = format!(
+        "coffer_cli_{}",
+        hex::encode(&Kek::generate().unwrap().expose_secret()[..5])
+    );
+    psql(&format!("CREATE DATABASE {name}"));
+    let base = std::env::var("COFFER_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let base = base.rsplit_once('/').unwrap().0.to_owned();
+    (format!("{base}/{name}"), name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_kek_survives_kill_9_and_resumes() {
+    let (url, name) = pg_db();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k1 = new_key();
+    let k2 = new_key();
+    let env = [("K1", k1.as_str()), ("K2", k2.as_str())];
+    ok(&keys(
+        d,
+        &[
+            "init",
+            "--store",
+            &url,
+            "--kek",
+            "env:K1",
+            "--kek-name",
+            "main",
+        ],
+        &env,
+    ));
+
+    // 3 000 scopes, a tenth of them with a second version, made through the library.
+    let ring1 = {
+        let id = KekId::new("main", 1).unwrap();
+        KekRing::single(
+            id.clone(),
+            Arc::new(LocalKek::new(id, Kek::from_base64(&k1).unwrap())),
+        )
+    };
+    let config = KeyringConfig {
+        audit_unwraps: false,
+        ..KeyringConfig::default()
+    };
+    let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+    let kr = Keyring::new(store.clone(), ring1, config.clone())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let kr = kr.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (t..3000).step_by(8) {
+                let s = ScopeId::new(format!("row:{i}")).unwrap();
+                kr.create_scope(&s).await.unwrap();
+                if i % 10 == 0 {
+                    kr.rotate(&s).await.unwrap();
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = 3300;
+
+    // Make main/v2 primary and start the re-wrap; kill -9 it part-way.
+    ok(&keys(
+        d,
+        &["add-kek", "--source", "env:K2", "--primary"],
+        &env,
+    ));
+    let target = KekId::new("main", 2).unwrap();
+    let mut child = coffer()
+        .current_dir(d)
+        .args(["keys", "rotate-kek", "--batch", "25"])
+        .envs(env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut killed_at = None;
+    for _ in 0..6000 {
+        let left = store.count_deks_not_under(&target).await.unwrap();
+        if left < total - 200 {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            killed_at = Some(store.count_deks_not_under(&target).await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let left = killed_at.expect("the re-wrap made progress");
+    assert!(
+        left > 0 && left < total,
+        "killed part-way: {left} of {total} left"
+    );
+
+    // Rerun: it finishes, nothing lost.
+    let out = ok(&keys(d, &["rotate-kek"], &env));
+    assert!(out.contains(&format!("{left} DEKs re-wrapped")), "{out}");
+    assert_eq!(store.count_deks_not_under(&target).await.unwrap(), 0);
+
+    // Every DEK version (active and decrypt-only) opens under main/v2 alone.
+    let ring2 = {
+        let id = KekId::new("main", 2).unwrap();
+        KekRing::single(
+            id.clone(),
+            Arc::new(LocalKek::new(id, Kek::from_base64(&k2).unwrap())),
+        )
+    };
+    let only2 = Keyring::new(store.clone(), ring2, config).await.unwrap();
+    let spec = BlindIndexSpec {
+        column: coffer_core::ColumnId::new("c").unwrap(),
+        name: "i".into(),
+        bits: 32,
+        normalizers: vec![],
+    };
+    let mut versions = 0;
+    for i in 0..3000 {
+        let s = ScopeId::new(format!("row:{i}")).unwrap();
+        versions += only2
+            .blind_index_terms(&s, &spec, &[b"x"])
+            .await
+            .unwrap()
+            .len();
+    }
+    assert_eq!(versions, total as usize);
+    drop(store);
+    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+}
