@@ -5,11 +5,12 @@
 
 CARGO ?= cargo
 FIPS_FLAGS := --no-default-features --features fips
-FIPS_CRATES := -p coffer-aead -p coffer-core -p coffer-cli
+FIPS_CRATES := -p coffer-aead -p coffer-core -p coffer-keys -p coffer-store -p coffer-redis -p coffer-pkcs11 -p coffer-cli
 
-.PHONY: test lint layering doc test-default verify-format fips-toolchain test-fips fuzz-smoke bench run
+# (services: PostgreSQL, Redis, SoftHSM2 and moto, started or installed when missing)
+.PHONY: test services lint layering doc test-default verify-format fips-toolchain test-fips fuzz-smoke bench run
 
-test: lint layering doc test-default verify-format test-fips fuzz-smoke
+test: services lint layering doc test-default verify-format test-fips fuzz-smoke
 	@echo "make test: all checks passed"
 
 lint:
@@ -22,14 +23,17 @@ layering:
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 
-test-default:
+services:
+	scripts/services-up.sh
+
+test-default: services
 	$(CARGO) test --workspace
 
 # The FIPS module (aws-lc-fips-sys) builds with CMake and Go; install them when missing.
 fips-toolchain:
 	scripts/fips-toolchain.sh
 
-test-fips: fips-toolchain
+test-fips: fips-toolchain services
 	scripts/check-fips-tree.sh
 	$(CARGO) clippy $(FIPS_CRATES) $(FIPS_FLAGS) --all-targets -- -D warnings
 	$(CARGO) test $(FIPS_CRATES) $(FIPS_FLAGS)

@@ -12,4 +12,13 @@ for profile in "" "--no-default-features --features fips"; do
     exit 1
   fi
 done
-echo "layering: coffer-core has no tokio, sqlx, redis, aws-sdk, reqwest or hyper"
+# coffer-keys holds traits for everything remote: no database, cache, HSM or cloud client.
+forbidden_keys='^(sqlx|sqlx-[a-z-]+|redis|aws-sdk-[a-z0-9-]+|aws-config|reqwest|hyper|hyper-[a-z-]+|cryptoki)$'
+found=$(cargo tree -p coffer-keys -e normal,build --prefix none --format '{p}' 2>/dev/null \
+  | awk '{print $1}' | sort -u | grep -E "$forbidden_keys" || true)
+if [ -n "$found" ]; then
+  echo "layering check failed: coffer-keys depends on:" >&2
+  echo "$found" >&2
+  exit 1
+fi
+echo "layering: coffer-core has no tokio, sqlx, redis, aws-sdk, reqwest or hyper; coffer-keys no database, cache, HSM or cloud client"

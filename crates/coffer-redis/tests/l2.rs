@@ -1,6 +1,8 @@
 //! The two-tier cache against a real Redis: each test starts its own `redis-server` on a free
 //! loopback port, so it can stop and restart it without disturbing anything else.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

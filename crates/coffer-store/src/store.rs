@@ -289,8 +289,8 @@ fn decode_audit(row: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
     })
 }
 
-async fn active_in<'c>(
-    tx: &'c mut sqlx::Transaction<'static, sqlx::Any>,
+async fn active_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     scope: &str,
 ) -> Result<Option<DekRecord>, sqlx::Error> {
     let sql =
@@ -309,8 +309,8 @@ fn insert_dek_sql(now: &str) -> String {
     )
 }
 
-async fn insert_dek<'c>(
-    tx: &'c mut sqlx::Transaction<'static, sqlx::Any>,
+async fn insert_dek(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     now: &str,
     new: &NewDek,
 ) -> Result<DekRecord, sqlx::Error> {

@@ -1,6 +1,8 @@
 //! The keyring over real key stores: every test runs on a fresh SQLite file and on a fresh
 //! PostgreSQL database.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::sync::Arc;

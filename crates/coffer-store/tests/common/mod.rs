@@ -2,6 +2,7 @@
 //! (`COFFER_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`; the test
 //! command starts the server if it is down).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code)]
 
 use std::sync::Arc;

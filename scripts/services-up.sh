@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Everything the integration tests talk to, started if it is not running. Idempotent.
+#   PostgreSQL (127.0.0.1:5432, trust auth) and Redis (127.0.0.1:6379): the machine's own
+#   servers, started with the commands the machine documents if they are down.
+#   SoftHSM2: installed (apt-get) if missing; tokens are made per test run by softhsm-setup.sh.
+#   moto (AWS KMS mock): pip-installed if missing; started per run by moto-up.sh.
+# The Redis tests start private redis-server processes of their own (they stop and restart them).
+set -euo pipefail
+
+log() { echo "services-up: $*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  log "starting PostgreSQL"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
+  for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+fi
+pg_isready -q -h 127.0.0.1 -p 5432 || { log "PostgreSQL did not start"; exit 1; }
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  log "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done
+fi
+command -v redis-server >/dev/null || { log "redis-server is not installed"; exit 1; }
+
+if ! [ -f /usr/lib/softhsm/libsofthsm2.so ] && ! command -v softhsm2-util >/dev/null; then
+  log "installing SoftHSM2"
+  as_root apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get -o DPkg::Lock::Timeout=600 install -y -qq softhsm2 >/dev/null
+fi
+
+if ! command -v moto_server >/dev/null; then
+  log "installing moto[server]"
+  python3 -m pip install -q 'moto[server]'
+fi
+log "PostgreSQL, Redis, SoftHSM2 and moto ready"
