@@ -300,7 +300,8 @@ mod tests {
     fn every_change_breaks_the_chain_at_that_record() {
         let good = chain(&sample());
         for i in 0..good.len() {
-            let mut edits: Vec<Box<dyn Fn(&mut AuditRecord)>> = vec![
+            type Edit = Box<dyn Fn(&mut AuditRecord)>;
+            let edits: Vec<Edit> = vec![
                 Box::new(|r| r.event.actor.push('x')),
                 Box::new(|r| r.event.detail.push('x')),
                 Box::new(|r| r.event.scope = Some("tenant:other".into())),
@@ -309,7 +310,7 @@ mod tests {
                 Box::new(|r| r.at_us += 1),
                 Box::new(|r| r.event.operation = Operation::KekUnwrap),
             ];
-            for edit in edits.iter_mut() {
+            for edit in &edits {
                 let mut bad = good.clone();
                 edit(&mut bad[i]);
                 if bad[i] == good[i] {
