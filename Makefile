@@ -16,6 +16,7 @@ test: services lint layering doc test-default verify-format test-fips fuzz-smoke
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p coffer-cli --features aws-kms --all-targets -- -D warnings
 
 layering:
 	scripts/check-layering.sh
@@ -28,6 +29,7 @@ services:
 
 test-default: services
 	$(CARGO) test --workspace
+	$(CARGO) test -p coffer-cli --features aws-kms --test cli_kms
 
 # The FIPS module (aws-lc-fips-sys) builds with CMake and Go; install them when missing.
 fips-toolchain:

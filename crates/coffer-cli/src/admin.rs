@@ -487,6 +487,7 @@ async fn check(c: &crate::cli::ConfigArg) -> Result<()> {
     let cfg = load(&c.config)?;
     let kr: Keyring = open::keyring(&cfg).await?;
     let mut bad = 0;
+    let mut unreachable = None;
     let results = kr.check_keks().await?;
     let known: Vec<_> = results.iter().map(|(id, _)| id.clone()).collect();
     for (id, r) in &results {
@@ -495,6 +496,12 @@ async fn check(c: &crate::cli::ConfigArg) -> Result<()> {
             Err(e) => {
                 bad += 1;
                 out(&format!("FAILED   {id}: {e}\n"))?;
+                if matches!(
+                    e,
+                    coffer_keys::Error::Provider { .. } | coffer_keys::Error::Store(_)
+                ) {
+                    unreachable = Some(e.clone());
+                }
             }
         }
     }
@@ -502,6 +509,9 @@ async fn check(c: &crate::cli::ConfigArg) -> Result<()> {
         out(&format!(
             "new      {id} (registered by the next `coffer keys rotate-kek`)\n"
         ))?;
+    }
+    if let Some(e) = unreachable {
+        return Err(e.into());
     }
     if bad > 0 {
         return Err(coffer_keys::Error::WrongKek {

@@ -40,7 +40,9 @@ async fn pkcs11(kek: &KekConfig, _reference: &str) -> Result<Arc<dyn KekProvider
 #[cfg(feature = "aws-kms")]
 async fn aws_kms(kek: &KekConfig, reference: &str) -> Result<Arc<dyn KekProvider>> {
     let id = kek.id()?;
-    let p = coffer_aws_kms::AwsKmsKek::from_reference(id, reference).await?;
+    let p = coffer_aws_kms::AwsKmsKek::from_reference(reference)
+        .await?
+        .with_kek_id(&id);
     Ok(Arc::new(p))
 }
 

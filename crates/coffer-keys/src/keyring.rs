@@ -24,7 +24,10 @@ use crate::audit::{AuditEvent, Operation};
 use crate::cache::{CacheKey, EntryBinding, L2Backend};
 use crate::error::{Error, Result};
 use crate::kek::{KekId, KekRing, WrapContext};
-use crate::store::{CreateOutcome, DekRecord, DekState, KeyStore, NewDek, RotateOutcome};
+use crate::store::{CreateOutcome, DekRecord, DekState, KeyStore, NewDek, Rewrap, RotateOutcome};
+
+/// DEKs unwrapped and re-wrapped at once during a KEK rotation.
+const REWRAP_CONCURRENCY: usize = 16;
 
 /// The algorithm label bound into every DEK's metadata tag: a Coffer v1 DEK, used only through
 /// HKDF subkeys (docs/FORMAT.md §4).
@@ -653,39 +656,28 @@ impl Keyring {
             if todo.is_empty() {
                 break;
             }
-            let mut progressed = false;
-            for rec in todo {
-                let Some(wrapped) = rec.wrapped.as_deref() else {
-                    continue;
-                };
-                let ctx = WrapContext {
-                    store_id: &self.inner.store_id,
-                    scope: &rec.scope,
-                    version: rec.version,
-                    key_id: &rec.key_id,
-                };
-                let dek = self.unwrap_with_kek(&rec, wrapped).await?;
-                let new = kek.wrap(&dek, &ctx).await?;
-                bump(&self.inner.stats.kek_wraps, "coffer_keys_kek_wraps_total");
-                let done = self
-                    .inner
-                    .store
-                    .replace_wrap(
-                        &rec.scope,
-                        rec.version,
-                        &rec.kek,
-                        &target,
-                        &new,
-                        kek.algorithm(),
-                    )
-                    .await?;
-                if done {
-                    report.rewrapped += 1;
-                    progressed = true;
-                } else {
-                    report.skipped += 1;
+            // Unwrap and re-wrap the batch a few DEKs at a time (KEK providers may be remote),
+            // then commit all its new wraps in one transaction.
+            let mut rewraps = Vec::with_capacity(todo.len());
+            for chunk in todo.chunks(REWRAP_CONCURRENCY) {
+                let mut set = tokio::task::JoinSet::new();
+                for rec in chunk {
+                    let rec = rec.clone();
+                    let this = self.clone();
+                    let kek = Arc::clone(&kek);
+                    let target = target.clone();
+                    set.spawn(async move { this.rewrap_one(&rec, &kek, &target).await });
+                }
+                while let Some(done) = set.join_next().await {
+                    let rewrap =
+                        done.map_err(|e| Error::State(format!("re-wrap task failed: {e}")))??;
+                    rewraps.extend(rewrap);
                 }
             }
+            let changed = self.inner.store.replace_wraps(&rewraps).await?;
+            report.rewrapped += changed;
+            report.skipped += rewraps.len() as u64 - changed;
+            let progressed = changed > 0;
             progress(&report);
             if !progressed {
                 // Everything in this batch changed under us; read again.
@@ -702,6 +694,35 @@ impl Keyring {
         )
         .await?;
         Ok(report)
+    }
+
+    async fn rewrap_one(
+        &self,
+        rec: &DekRecord,
+        kek: &Arc<dyn crate::kek::KekProvider>,
+        target: &KekId,
+    ) -> Result<Option<Rewrap>> {
+        let Some(wrapped) = rec.wrapped.as_deref() else {
+            return Ok(None);
+        };
+        let ctx = WrapContext {
+            store_id: &self.inner.store_id,
+            scope: &rec.scope,
+            version: rec.version,
+            key_id: &rec.key_id,
+        };
+        // One Rewrap event covers the whole run; the unwraps are not audited one by one.
+        let dek = self.unwrap_for(rec, wrapped, false).await?;
+        let new = kek.wrap(&dek, &ctx).await?;
+        bump(&self.inner.stats.kek_wraps, "coffer_keys_kek_wraps_total");
+        Ok(Some(Rewrap {
+            scope: rec.scope.clone(),
+            version: rec.version,
+            old: rec.kek.clone(),
+            new: target.clone(),
+            wrapped: new,
+            wrap_algorithm: kek.algorithm().to_owned(),
+        }))
     }
 
     async fn audit(&self, event: AuditEvent) -> Result<()> {
@@ -896,6 +917,12 @@ impl Keyring {
     }
 
     async fn unwrap_with_kek(&self, rec: &DekRecord, wrapped: &[u8]) -> Result<Dek> {
+        self.unwrap_for(rec, wrapped, self.inner.config.audit_unwraps)
+            .await
+    }
+
+    /// Unwraps a DEK through its KEK and checks its metadata tag; `audit` records the unwrap.
+    async fn unwrap_for(&self, rec: &DekRecord, wrapped: &[u8], audit: bool) -> Result<Dek> {
         let kek = self.inner.keks.get(&rec.kek)?;
         let ctx = WrapContext {
             store_id: &self.inner.store_id,
@@ -911,7 +938,7 @@ impl Keyring {
         self.check_tag(rec, &dek).map_err(|_| Error::WrongKek {
             kek: rec.kek.to_string(),
         })?;
-        if self.inner.config.audit_unwraps {
+        if audit {
             self.audit(
                 self.event(Operation::KekUnwrap)
                     .scope(rec.scope.as_str())

@@ -25,6 +25,6 @@ pub use kek::{KekId, KekProvider, KekRing, LocalKek, WrapContext};
 pub use keyring::{BlindIndexSpec, Keyring, KeyringConfig, RewrapReport, StatsSnapshot};
 pub use source::{KekSource, SecretRef};
 pub use store::{
-    CreateOutcome, DekRecord, DekState, KekRecord, KeyStore, NewDek, RotateOutcome, ScopeRecord,
-    StoreInfo,
+    CreateOutcome, DekRecord, DekState, KekRecord, KeyStore, NewDek, Rewrap, RotateOutcome,
+    ScopeRecord, StoreInfo,
 };

@@ -156,6 +156,23 @@ pub struct NewDek {
     pub check: Vec<u8>,
 }
 
+/// A new wrap for one DEK version (KEK rotation).
+#[derive(Clone, Debug)]
+pub struct Rewrap {
+    /// The scope.
+    pub scope: ScopeId,
+    /// The version.
+    pub version: KeyVersion,
+    /// The KEK it was wrapped under when read.
+    pub old: KekId,
+    /// The KEK of the new wrap.
+    pub new: KekId,
+    /// The new wrap.
+    pub wrapped: Vec<u8>,
+    /// The new wrap's algorithm.
+    pub wrap_algorithm: String,
+}
+
 /// A KEK version the store has seen, with a canary that tells a wrong key from a right one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KekRecord {
@@ -249,16 +266,10 @@ pub trait KeyStore: Send + Sync + 'static {
     /// How many live DEKs are wrapped under a KEK other than `kek` (progress of a KEK rotation).
     async fn count_deks_not_under(&self, kek: &KekId) -> Result<u64>;
 
-    /// Replaces a DEK's wrap if it is still wrapped under `old` (idempotent, race-safe).
-    async fn replace_wrap(
-        &self,
-        scope: &ScopeId,
-        version: KeyVersion,
-        old: &KekId,
-        new: &KekId,
-        wrapped: &[u8],
-        wrap_algorithm: &str,
-    ) -> Result<bool>;
+    /// Replaces DEK wraps in one transaction, each only if the DEK is still wrapped under the
+    /// KEK it was read with (idempotent and race-safe: a row another process re-wrapped first is
+    /// left alone). Returns how many rows changed.
+    async fn replace_wraps(&self, rewraps: &[Rewrap]) -> Result<u64>;
 
     /// Crypto-shreds a scope: erases every wrapped DEK, marks the scope destroyed (a tombstone
     /// that stops it being re-created). Returns how many versions held a key.

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use coffer_core::{KeyVersion, ScopeId};
 use coffer_keys::audit::{self, AuditEvent, AuditFilter, AuditRecord};
 use coffer_keys::{
-    CreateOutcome, DekRecord, DekState, Error, KekId, KekRecord, KeyStore, NewDek, Result,
+    CreateOutcome, DekRecord, DekState, Error, KekId, KekRecord, KeyStore, NewDek, Result, Rewrap,
     RotateOutcome, ScopeRecord, StoreInfo,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -630,32 +630,34 @@ impl KeyStore for SqlStore {
         Ok(u64::try_from(row.try_get::<i64, _>("n").map_err(db)?).unwrap_or(0))
     }
 
-    async fn replace_wrap(
-        &self,
-        scope: &ScopeId,
-        version: KeyVersion,
-        old: &KekId,
-        new: &KekId,
-        wrapped: &[u8],
-        wrap_algorithm: &str,
-    ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE coffer_deks SET wrapped = $1, kek_name = $2, kek_version = $3, \
-             wrap_algorithm = $4 WHERE scope = $5 AND version = $6 AND kek_name = $7 \
-             AND kek_version = $8 AND wrapped IS NOT NULL",
-        )
-        .bind(wrapped.to_vec())
-        .bind(new.name().to_owned())
-        .bind(i64::from(new.version()))
-        .bind(wrap_algorithm.to_owned())
-        .bind(scope.as_str().to_owned())
-        .bind(i64::from(version.0))
-        .bind(old.name().to_owned())
-        .bind(i64::from(old.version()))
-        .execute(&self.pool)
+    async fn replace_wraps(&self, rewraps: &[Rewrap]) -> Result<u64> {
+        let rewraps = rewraps.to_vec();
+        self.retry(|tx| {
+            let rewraps = rewraps.clone();
+            Box::pin(async move {
+                let mut n = 0;
+                for r in &rewraps {
+                    n += sqlx::query(
+                        "UPDATE coffer_deks SET wrapped = $1, kek_name = $2, kek_version = $3, \
+                         wrap_algorithm = $4 WHERE scope = $5 AND version = $6 AND kek_name = $7 \
+                         AND kek_version = $8 AND wrapped IS NOT NULL",
+                    )
+                    .bind(r.wrapped.clone())
+                    .bind(r.new.name().to_owned())
+                    .bind(i64::from(r.new.version()))
+                    .bind(r.wrap_algorithm.clone())
+                    .bind(r.scope.as_str().to_owned())
+                    .bind(i64::from(r.version.0))
+                    .bind(r.old.name().to_owned())
+                    .bind(i64::from(r.old.version()))
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                }
+                Ok(n)
+            })
+        })
         .await
-        .map_err(db)?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn destroy_scope(&self, scope: &ScopeId) -> Result<u32> {
