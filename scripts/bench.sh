@@ -6,7 +6,17 @@ cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "== rustc: $(rustc --version)"
+scripts/services-up.sh
 cargo bench -p coffer-core --bench field -- --noplot "$@"
+# Keys: L1 hit, local-KEK unwrap, L1 miss served by L2 (Redis) or the KEK, SoftHSM2 wrap/unwrap.
+cargo bench -p coffer-store --bench keyring -- --noplot "$@"
+cargo bench -p coffer-pkcs11 --bench pkcs11 -- --noplot "$@"
+# AWS KMS through moto (a long release build of the AWS SDK): BENCH_KMS=1 make bench
+if [ "${BENCH_KMS:-0}" = 1 ]; then
+  cargo bench -p coffer-aws-kms --bench kms -- --noplot "$@"
+fi
+# rotate-kek of COFFER_BENCH_DEKS (default 100 000) DEKs on PostgreSQL, DEKs/s.
+cargo bench -p coffer-store --bench rotate_kek
 if command -v openssl >/dev/null; then
   echo "== baseline: $(openssl version) speed -evp aes-256-gcm (64-byte blocks, 1 core)"
   openssl speed -evp aes-256-gcm -bytes 64 -seconds 2 2>/dev/null | tail -1 || true

@@ -1,0 +1,262 @@
+//! Keyring hot paths against real stores, each beside a same-run baseline:
+//! an L1 hit (decrypt and encrypt through the keyring) vs the bare column key; the local-KEK unwrap
+//! (KWP + metadata-tag check) vs the bare KWP unwrap; an L1 miss served by L2 (Redis on loopback)
+//! or by the local KEK, vs one Redis GET round trip. `make bench` runs it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use coffer_core::wrap::{self, KeyMetadata};
+use coffer_core::{
+    ColumnId, Dek, FieldContext, FieldKey, Kek, KeyVersion, ScopeId, Suite, WrapAlgorithm,
+};
+use coffer_keys::{
+    CacheKey, KekId, KekProvider, KekRing, Keyring, KeyringConfig, LocalKek, WrapContext,
+};
+use coffer_store::SqlStore;
+use criterion::{Criterion, criterion_group, criterion_main};
+
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+    store: Arc<SqlStore>,
+    kek: Kek,
+    scope: ScopeId,
+    column: ColumnId,
+    ct: Vec<u8>,
+}
+
+fn ring(kek: &Kek) -> KekRing {
+    let id = KekId::new("main", 1).unwrap();
+    KekRing::single(id.clone(), Arc::new(LocalKek::new(id, kek.clone())))
+}
+
+fn setup() -> Setup {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("keys.db").display());
+    let kek = Kek::generate().unwrap();
+    let scope = ScopeId::new("tenant:bench").unwrap();
+    let column = ColumnId::new("patients.ssn").unwrap();
+    let (store, ct) = rt.block_on(async {
+        let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+        let kr = Keyring::new(store.clone(), ring(&kek), KeyringConfig::default())
+            .await
+            .unwrap();
+        kr.create_scope(&scope).await.unwrap();
+        let ct = kr
+            .encrypt(
+                &scope,
+                &column,
+                Suite::Gcm96,
+                &FieldContext::new(),
+                &[7u8; 50],
+            )
+            .await
+            .unwrap();
+        (store, ct)
+    });
+    Setup {
+        rt,
+        _dir: dir,
+        store,
+        kek,
+        scope,
+        column,
+        ct,
+    }
+}
+
+fn no_audit() -> KeyringConfig {
+    KeyringConfig {
+        audit_unwraps: false,
+        ..KeyringConfig::default()
+    }
+}
+
+fn l1_hit(c: &mut Criterion) {
+    let s = setup();
+    let kr =
+        s.rt.block_on(Keyring::new(
+            s.store.clone(),
+            ring(&s.kek),
+            KeyringConfig::default(),
+        ))
+        .unwrap();
+    s.rt.block_on(kr.decrypt(&s.scope, &s.column, &FieldContext::new(), &s.ct))
+        .unwrap();
+    // The bare column key, derived from the same DEK, for the baseline.
+    let dek = s.rt.block_on(async {
+        let rec = coffer_keys::KeyStore::dek(&*s.store, &s.scope, KeyVersion(1))
+            .await
+            .unwrap()
+            .unwrap();
+        let info = coffer_keys::KeyStore::info(&*s.store).await.unwrap();
+        LocalKek::new(KekId::new("main", 1).unwrap(), s.kek.clone())
+            .unwrap(
+                rec.wrapped.as_deref().unwrap(),
+                &WrapContext {
+                    store_id: &info.store_id,
+                    scope: &s.scope,
+                    version: rec.version,
+                    key_id: &rec.key_id,
+                },
+            )
+            .await
+            .unwrap()
+    });
+    let fk = FieldKey::new(&dek, KeyVersion(1), Suite::Gcm96, &s.scope, &s.column).unwrap();
+    let mut g = c.benchmark_group("keyring-l1-hit");
+    g.bench_function("baseline-fieldkey-open-50B", |b| {
+        b.iter(|| fk.decrypt(&FieldContext::new(), black_box(&s.ct)).unwrap())
+    });
+    g.bench_function("keyring-decrypt-50B", |b| {
+        b.iter(|| {
+            s.rt.block_on(kr.decrypt(&s.scope, &s.column, &FieldContext::new(), black_box(&s.ct)))
+                .unwrap()
+        })
+    });
+    g.bench_function("baseline-fieldkey-seal-50B", |b| {
+        b.iter(|| {
+            fk.encrypt(&FieldContext::new(), black_box(&[7u8; 50]))
+                .unwrap()
+        })
+    });
+    g.bench_function("keyring-encrypt-50B", |b| {
+        b.iter(|| {
+            s.rt.block_on(kr.encrypt(
+                &s.scope,
+                &s.column,
+                Suite::Gcm96,
+                &FieldContext::new(),
+                black_box(&[7u8; 50]),
+            ))
+            .unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn kek_unwrap(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let kek = Kek::generate().unwrap();
+    let dek = Dek::generate().unwrap();
+    let scope = ScopeId::new("tenant:bench").unwrap();
+    let (store_id, key_id) = ([1u8; 16], [2u8; 16]);
+    let ctx = WrapContext {
+        store_id: &store_id,
+        scope: &scope,
+        version: KeyVersion(1),
+        key_id: &key_id,
+    };
+    let meta = KeyMetadata {
+        store_id: &store_id,
+        scope: &scope,
+        version: KeyVersion(1),
+        key_id: &key_id,
+        algorithm: "coffer-dek-v1",
+    };
+    let tag = wrap::metadata_tag(&dek, &meta).unwrap();
+    let wrapped = kek.wrap_dek(&dek, WrapAlgorithm::AesKwp).unwrap();
+    let local = LocalKek::new(KekId::new("main", 1).unwrap(), kek.clone());
+    let mut g = c.benchmark_group("kek-unwrap");
+    g.bench_function("baseline-kwp-unwrap", |b| {
+        b.iter(|| {
+            kek.unwrap_dek(black_box(&wrapped), WrapAlgorithm::AesKwp)
+                .unwrap()
+        })
+    });
+    g.bench_function("local-kek-unwrap-and-tag-check", |b| {
+        b.iter(|| {
+            let d = rt
+                .block_on(local.unwrap(black_box(&wrapped), &ctx))
+                .unwrap();
+            wrap::verify_metadata_tag(&d, &meta, &tag).unwrap();
+            d
+        })
+    });
+    g.finish();
+}
+
+fn l1_miss(c: &mut Criterion) {
+    let s = setup();
+    let mut g = c.benchmark_group("keyring-l1-miss");
+    let kek_only =
+        s.rt.block_on(Keyring::new(s.store.clone(), ring(&s.kek), no_audit()))
+            .unwrap();
+    g.bench_function("served-by-local-kek (store read + unwrap)", |b| {
+        b.iter(|| {
+            kek_only.clear_l1();
+            s.rt.block_on(kek_only.decrypt(&s.scope, &s.column, &FieldContext::new(), &s.ct))
+                .unwrap()
+        })
+    });
+    let redis_up = redis::Client::open(REDIS)
+        .and_then(|c| c.get_connection())
+        .is_ok();
+    if !redis_up {
+        eprintln!("skipping the L2 benchmarks: no Redis at {REDIS}");
+        g.finish();
+        return;
+    }
+    let l2 = Arc::new(coffer_redis::RedisL2::new(REDIS, Default::default()).unwrap());
+    let ck = CacheKey::new(&[9; 32], 1).unwrap();
+    let with_l2 =
+        s.rt.block_on(Keyring::with_l2(
+            s.store.clone(),
+            ring(&s.kek),
+            no_audit(),
+            l2,
+            ck,
+        ))
+        .unwrap();
+    s.rt.block_on(with_l2.decrypt(&s.scope, &s.column, &FieldContext::new(), &s.ct))
+        .unwrap();
+    g.bench_function("served-by-l2-redis (store read + GETEX + open)", |b| {
+        b.iter(|| {
+            with_l2.clear_l1();
+            s.rt.block_on(with_l2.decrypt(&s.scope, &s.column, &FieldContext::new(), &s.ct))
+                .unwrap()
+        })
+    });
+    assert!(
+        with_l2.stats().l2_hits > 0 && with_l2.stats().kek_unwraps == 1,
+        "{:?}",
+        with_l2.stats()
+    );
+    let mut conn = redis::Client::open(REDIS)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    g.bench_function("baseline-redis-get-roundtrip", |b| {
+        b.iter(|| {
+            redis::cmd("GET")
+                .arg("coffer:bench:absent")
+                .query::<Option<Vec<u8>>>(&mut conn)
+                .unwrap()
+        })
+    });
+    g.bench_function("baseline-sqlite-dek-read", |b| {
+        b.iter(|| {
+            s.rt.block_on(coffer_keys::KeyStore::dek(
+                &*s.store,
+                &s.scope,
+                KeyVersion(1),
+            ))
+            .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, l1_hit, kek_unwrap, l1_miss);
+criterion_main!(benches);
