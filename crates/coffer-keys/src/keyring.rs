@@ -511,9 +511,10 @@ impl Keyring {
 
     async fn create_or_get(&self, scope: &ScopeId) -> Result<CreateOutcome> {
         let version = KeyVersion(self.inner.store.max_version(scope).await? + 1);
-        let (_dek, new) = self.new_dek(scope, version).await?;
+        let (dek, new) = self.new_dek(scope, version).await?;
         let outcome = self.inner.store.create_scope(&new).await?;
         if let CreateOutcome::Created(rec) = &outcome {
+            self.keep(scope, version, dek).await;
             self.audit(
                 self.event(Operation::Create)
                     .scope(scope.as_str())
@@ -550,9 +551,10 @@ impl Keyring {
         why: &str,
     ) -> Result<DekRecord> {
         let version = KeyVersion(self.inner.store.max_version(scope).await? + 1);
-        let (_dek, new) = self.new_dek(scope, version).await?;
+        let (dek, new) = self.new_dek(scope, version).await?;
         let rec = match self.inner.store.rotate(expected, &new).await? {
             RotateOutcome::Rotated(rec) => {
+                self.keep(scope, version, dek).await;
                 self.audit(
                     self.event(Operation::Rotate)
                         .scope(scope.as_str())
@@ -567,6 +569,18 @@ impl Keyring {
         };
         self.inner.active.invalidate(scope).await;
         Ok(rec)
+    }
+
+    /// Puts a DEK this process just created (and committed) into L1, sparing a KEK call on
+    /// its first use.
+    async fn keep(&self, scope: &ScopeId, version: KeyVersion, dek: Dek) {
+        let live = Arc::new(LiveDek {
+            dek,
+            version,
+            columns: RwLock::default(),
+            lease: Mutex::default(),
+        });
+        self.inner.l1.insert((scope.clone(), version), live).await;
     }
 
     async fn active_record(&self, scope: &ScopeId) -> Result<DekRecord> {
@@ -960,13 +974,16 @@ impl Keyring {
     async fn for_write(&self, scope: &ScopeId) -> Result<Arc<LiveDek>> {
         let block = self.inner.config.lease_block;
         let max = self.inner.config.max_encryptions;
+        let mut aged_out = false;
         for _ in 0..8 {
             let p = self.active_pointer(scope).await?;
-            if let Some(max_age) = self.inner.config.max_age {
+            // At most one age rotation per write: a version made just now is young enough.
+            if let Some(max_age) = self.inner.config.max_age.filter(|_| !aged_out) {
                 let age_us = self.inner.store.now_us().await? - p.created_at_us;
                 if age_us > i64::try_from(max_age.as_micros()).unwrap_or(i64::MAX) {
                     self.rotate_from(scope, p.version, "age limit reached")
                         .await?;
+                    aged_out = true;
                     continue;
                 }
             }

@@ -96,6 +96,13 @@ async fn lifecycle_and_errors(db: &TestDb) {
         kr.decrypt(&s, &c, &ctx, &v2).await.unwrap().unwrap(),
         b"987-65-4321"
     );
+    // Another process opens v1 through the KEK (an audited unwrap).
+    let cold = one_kek(db, &kek).await;
+    assert_eq!(
+        cold.decrypt(&s, &c, &ctx, &v1).await.unwrap().unwrap(),
+        b"123-45-6789"
+    );
+    assert_eq!(cold.stats().kek_unwraps, 1);
     let states: Vec<_> = kr
         .store()
         .deks(&s)
@@ -549,4 +556,100 @@ async fn data_keys_in_rows(db: &TestDb) {
         }
     };
     assert!(matches!(err, Error::Destroyed { .. }), "{err}");
+}
+
+on_both!(age_rotates_once_and_metrics_count);
+async fn age_rotates_once_and_metrics_count(db: &TestDb) {
+    let kek = Kek::generate().unwrap();
+    let config = KeyringConfig {
+        max_age: Some(std::time::Duration::from_millis(1500)),
+        ..KeyringConfig::default()
+    };
+    let kr = keyring(&db.url, ring(&[("main", 1, &kek)], ("main", 1)), config).await;
+    let s = scope("tenant:aging");
+    let c = col("x");
+    kr.create_scope(&s).await.unwrap();
+    let a = kr
+        .encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"a")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    let b = kr
+        .encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"b")
+        .await
+        .unwrap();
+    let b2 = kr
+        .encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"c")
+        .await
+        .unwrap();
+    let v = |ct: &[u8]| coffer_core::Header::parse(ct).unwrap().0.version;
+    assert_eq!(
+        (v(&a), v(&b), v(&b2)),
+        (KeyVersion(1), KeyVersion(2), KeyVersion(2))
+    );
+    let trail = kr.store().audit(&AuditFilter::default()).await.unwrap();
+    assert!(trail.iter().any(|r| r.event.detail.contains("age limit")));
+}
+
+#[test]
+fn cache_and_kek_traffic_is_exported_as_metrics() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let db = common::sqlite().await;
+            let kek = Kek::generate().unwrap();
+            let kr = one_kek(&db, &kek).await;
+            let s = scope("tenant:m");
+            let c = col("x");
+            kr.create_scope(&s).await.unwrap();
+            // The creator keeps the new DEK: its first use is an L1 hit, with no KEK call.
+            let ct = kr
+                .encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"v")
+                .await
+                .unwrap();
+            // Another process: one miss and one unwrap, then hits.
+            let cold = one_kek(&db, &kek).await;
+            for _ in 0..9 {
+                cold.decrypt(&s, &c, &FieldContext::new(), &ct)
+                    .await
+                    .unwrap();
+            }
+        })
+    });
+    let counts: std::collections::HashMap<String, u64> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| match value {
+            metrics_util::debugging::DebugValue::Counter(n) => {
+                Some((key.key().name().to_owned(), n))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        counts.get("coffer_keys_kek_unwraps_total"),
+        Some(&1),
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts.get("coffer_keys_kek_wraps_total"),
+        Some(&1),
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts.get("coffer_keys_l1_misses_total"),
+        Some(&1),
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts.get("coffer_keys_l1_hits_total"),
+        Some(&9),
+        "1 + 8: {counts:?}"
+    );
 }
