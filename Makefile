@@ -4,7 +4,7 @@
 #   make run     the coffer CLI (ARGS="--help")
 
 CARGO ?= cargo
-FIPS_FLAGS := --no-default-features --features fips
+FIPS_FLAGS := --no-default-features --features fips,coffer-cli/pkcs11
 FIPS_CRATES := -p coffer-aead -p coffer-core -p coffer-keys -p coffer-store -p coffer-redis -p coffer-pkcs11 -p coffer-cli
 
 # (services: PostgreSQL, Redis, SoftHSM2 and moto, started or installed when missing)

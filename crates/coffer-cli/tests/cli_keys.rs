@@ -239,6 +239,7 @@ fn passphrase_keks_store_their_kdf_parameters() {
     assert!(check.stdout_str().contains("FAILED   main/v1"));
 }
 
+#[cfg(feature = "pkcs11")]
 fn softhsm() -> Vec<(String, String)> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/softhsm-setup.sh");
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("coffer-cli-softhsm");
@@ -257,6 +258,7 @@ fn softhsm() -> Vec<(String, String)> {
         .collect()
 }
 
+#[cfg(feature = "pkcs11")]
 #[test]
 fn kek_rotation_from_a_local_key_to_an_hsm() {
     let hsm = softhsm();
