@@ -288,12 +288,39 @@ impl Pkcs11Kek {
                         reference.token, reference.key
                     )));
                 }
-                let rw = ctx
-                    .open_rw_session(slot)
-                    .map_err(|e| provider(describe(&e)))?;
-                let key = rw
-                    .generate_key(&Mechanism::AesKeyGen, &key_template(&reference.key))
-                    .map_err(|e| provider(format!("generating the KEK: {}", describe(&e))))?;
+                // Key generation is rare (init, add-kek) and SoftHSM2 has been seen to answer
+                // CKR_TEMPLATE_INCONSISTENT or CKR_GENERAL_ERROR to token-object creation while other
+                // sessions work: serialise it in the process and retry a few times.
+                static GENERATING: Mutex<()> = Mutex::new(());
+                let _one_at_a_time = GENERATING.lock().unwrap_or_else(|p| p.into_inner());
+                let mut attempt = 0;
+                let key = loop {
+                    let rw = ctx
+                        .open_rw_session(slot)
+                        .map_err(|e| provider(describe(&e)))?;
+                    match rw.generate_key(&Mechanism::AesKeyGen, &key_template(&reference.key)) {
+                        Ok(key) => break key,
+                        Err(e)
+                            if attempt < 4
+                                && matches!(
+                                    rv(&e),
+                                    Some(
+                                        RvError::TemplateInconsistent
+                                            | RvError::UserNotLoggedIn
+                                            | RvError::GeneralError
+                                            | RvError::FunctionFailed
+                                    )
+                                ) =>
+                        {
+                            attempt += 1;
+                            std::thread::sleep(std::time::Duration::from_millis(20 * attempt));
+                            let _ = log_in(&login, &pin);
+                        }
+                        Err(e) => {
+                            return Err(provider(format!("generating the KEK: {}", describe(&e))));
+                        }
+                    }
+                };
                 (key, true)
             }
             (_, KeyMode::Generate) => {
