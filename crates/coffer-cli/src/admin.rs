@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::cli::{
-    AddKekArgs, AuditArgs, DestroyArgs, InitArgs, KdfChoice, KeysCommand, ListArgs, RotateKekArgs,
-    ScopesArgs,
+    AddKekArgs, AuditArgs, CompromiseArgs, DestroyArgs, InitArgs, KdfChoice, KeysCommand, ListArgs,
+    RestoredArgs, RotateKekArgs, ScopesArgs,
 };
 use crate::input;
 use crate::open;
@@ -35,6 +35,8 @@ pub fn run(cmd: &KeysCommand) -> Result<()> {
             KeysCommand::AddKek(a) => add_kek(a).await,
             KeysCommand::RotateKek(a) => rotate_kek(a).await,
             KeysCommand::Destroy(a) => destroy(a).await,
+            KeysCommand::Compromise(a) => compromise(a).await,
+            KeysCommand::Restored(a) => restored(a).await,
             KeysCommand::List(a) => list(a).await,
             KeysCommand::Audit(a) => audit(a).await,
             KeysCommand::Check(a) => check(a).await,
@@ -303,6 +305,46 @@ async fn destroy(a: &DestroyArgs) -> Result<()> {
         ))?;
     }
     Ok(())
+}
+
+async fn compromise(a: &CompromiseArgs) -> Result<()> {
+    let cfg = load(&a.config.config)?;
+    let kr = open::keyring(&cfg).await?;
+    for s in scopes(&a.scopes)? {
+        let rec = kr.compromise(&s, &a.reason).await?;
+        out(&format!(
+            "{s}: {} is active; older versions are decrypt-only and flushed from the caches; \
+             re-encrypt their data first (audited as an alert)\n",
+            rec.version
+        ))?;
+    }
+    Ok(())
+}
+
+async fn restored(a: &RestoredArgs) -> Result<()> {
+    let cfg = load(&a.config.config)?;
+    if !a.yes {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            bail!("refusing without confirmation; pass --yes in scripts");
+        }
+        eprint!(
+            "Declare the key store restored from a backup (bumps its epoch; restart every process afterwards)? Type yes: "
+        );
+        std::io::stderr().flush().ok();
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        if line.trim() != "yes" {
+            bail!("not confirmed; nothing changed");
+        }
+    }
+    let kr = open::keyring(&cfg).await?;
+    let epoch = kr.mark_restored(a.gap).await?;
+    out(&format!(
+        "store epoch is now {epoch}; new versions skip {} numbers; restart every process, then \
+         follow docs/KEYS.md §7.7 (re-destroy scopes destroyed since the backup)\n",
+        a.gap
+    ))
 }
 
 fn confirm(list: &[ScopeId]) -> Result<()> {

@@ -191,6 +191,14 @@ reports nothing left to do. Interrupted runs resume where they stopped."
     RotateKek(RotateKekArgs),
     /// Crypto-shred scopes: erase their DEKs so their data can never be decrypted
     Destroy(DestroyArgs),
+    /// Emergency rotation: new active version now, caches flushed, an alerting audit event
+    Compromise(CompromiseArgs),
+    /// Declare the key store restored from a backup: bump its epoch, skip version numbers
+    #[command(
+        after_help = "Run it once, right after restoring the key store and before any process serves
+from it; then restart every process. See docs/KEYS.md §7.7 for the whole runbook."
+    )]
+    Restored(RestoredArgs),
     /// List scopes and their DEK versions, states and encryption counters
     List(ListArgs),
     /// Show (and verify) the audit trail
@@ -283,6 +291,36 @@ pub struct DestroyArgs {
     /// Scopes to crypto-shred
     #[arg(required = true, value_name = "SCOPE")]
     pub scopes: Vec<String>,
+    /// Do not ask for confirmation (for scripts)
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// `coffer keys compromise`.
+#[derive(Debug, Args)]
+pub struct CompromiseArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Scopes whose keys are compromised
+    #[arg(required = true, value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// Why (kept in the audit trail)
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "declared compromised by an operator"
+    )]
+    pub reason: String,
+}
+
+/// `coffer keys restored`.
+#[derive(Debug, Args)]
+pub struct RestoredArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Version numbers to skip in every scope (covering versions made after the backup)
+    #[arg(long, default_value_t = 100)]
+    pub gap: u32,
     /// Do not ask for confirmation (for scripts)
     #[arg(long)]
     pub yes: bool,

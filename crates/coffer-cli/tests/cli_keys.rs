@@ -125,6 +125,25 @@ fn a_whole_key_lifecycle_on_sqlite() {
     assert!(destroyed.contains("2 key versions erased"), "{destroyed}");
     assert!(ok(&keys(d, &["list"], &env)).contains("destroyed"));
 
+    // Emergency rotation and a declared restore.
+    let c = ok(&keys(
+        d,
+        &[
+            "compromise",
+            "table:patients",
+            "--reason",
+            "backup tape lost",
+        ],
+        &env,
+    ));
+    assert!(c.contains("v2 is active"), "{c}");
+    keys(d, &["restored"], &env).fails(2, "--yes");
+    assert!(ok(&keys(d, &["restored", "--yes"], &env)).contains("store epoch is now 1"));
+    let r = ok(&keys(d, &["rotate", "table:patients"], &env));
+    assert!(r.contains("v103 is active"), "{r}");
+    let alerts = ok(&keys(d, &["audit", "--scope", "table:patients"], &env));
+    assert!(alerts.contains("ALERT: backup tape lost"), "{alerts}");
+
     // The audit trail: filtered, verified, and JSON.
     let audit = keys(d, &["audit", "--verify", "--scope", "tenant:acme"], &env);
     let text = ok(&audit);

@@ -41,6 +41,10 @@ pub enum Operation {
     KekUnwrap,
     /// A request was refused (destroyed key, wrong tenant, wrong KEK).
     AccessDenied,
+    /// A scope's keys were declared compromised: emergency rotation, caches flushed. Alert on it.
+    Compromise,
+    /// The key store was declared restored from a backup: epoch bumped, versions skipped ahead.
+    Restore,
 }
 
 impl Operation {
@@ -56,6 +60,8 @@ impl Operation {
             Operation::Destroy => "destroy",
             Operation::KekUnwrap => "kek-unwrap",
             Operation::AccessDenied => "access-denied",
+            Operation::Compromise => "compromise",
+            Operation::Restore => "restore",
         }
     }
 }
@@ -80,6 +86,8 @@ impl FromStr for Operation {
             "destroy" => Operation::Destroy,
             "kek-unwrap" => Operation::KekUnwrap,
             "access-denied" => Operation::AccessDenied,
+            "compromise" => Operation::Compromise,
+            "restore" => Operation::Restore,
             other => {
                 return Err(Error::store(format!(
                     "unknown audit operation '{}'",

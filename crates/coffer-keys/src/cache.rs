@@ -68,6 +68,7 @@ impl fmt::Debug for CacheKey {
 /// Where an entry belongs, bound into its AAD.
 pub(crate) struct EntryBinding<'a> {
     pub store_id: &'a [u8],
+    pub epoch: u32,
     pub scope: &'a ScopeId,
     pub version: KeyVersion,
 }
@@ -105,8 +106,10 @@ impl CacheKey {
     /// The entry name: `coffer:dek:` and the hex HMAC of store, scope and version.
     pub(crate) fn entry_name(&self, b: &EntryBinding<'_>) -> Result<String> {
         let v = b.version.0.to_be_bytes();
+        let e = b.epoch.to_be_bytes();
         let input = encoding::encode(&[
             (tag::STORE, b.store_id),
+            (tag::EXTRA, &e),
             (tag::SCOPE, b.scope.as_str().as_bytes()),
             (tag::VERSION, &v),
         ])?;
@@ -116,9 +119,11 @@ impl CacheKey {
 
     fn aad(&self, b: &EntryBinding<'_>, header: &[u8]) -> Result<Vec<u8>> {
         let v = b.version.0.to_be_bytes();
+        let e = b.epoch.to_be_bytes();
         Ok(encoding::encode(&[
             (tag::PURPOSE, b"l2-entry".as_slice()),
             (tag::STORE, b.store_id),
+            (tag::EXTRA, &e),
             (tag::SCOPE, b.scope.as_str().as_bytes()),
             (tag::VERSION, &v),
             (tag::HEADER, header),
@@ -192,6 +197,7 @@ mod tests {
         let other_scope = ScopeId::new("tenant:other").unwrap();
         let b = EntryBinding {
             store_id: &[1; 16],
+            epoch: 0,
             scope: &scope,
             version: KeyVersion(2),
         };
@@ -212,6 +218,12 @@ mod tests {
         };
         assert!(ck.open(&v3, &e).is_none());
         assert!(CacheKey::new(&[3; 32], 2).unwrap().open(&b, &e).is_none());
+        let restored = EntryBinding { epoch: 1, ..b };
+        assert!(ck.open(&restored, &e).is_none());
+        assert_ne!(
+            ck.entry_name(&restored).unwrap(),
+            ck.entry_name(&b).unwrap()
+        );
         // Any changed byte (the unwrap time included): a miss.
         for i in 0..e.len() {
             let mut bad = e.clone();

@@ -216,6 +216,7 @@ struct Inner {
     store: Arc<dyn KeyStore>,
     keks: KekRing,
     store_id: [u8; 16],
+    epoch: u32,
     l1: Cache<(ScopeId, KeyVersion), Arc<LiveDek>>,
     active: Cache<ScopeId, ActivePointer>,
     l2: Option<L2>,
@@ -299,6 +300,7 @@ impl Keyring {
                 store,
                 keks,
                 store_id: info.store_id,
+                epoch: info.epoch,
                 l1,
                 active,
                 l2,
@@ -611,6 +613,77 @@ impl Keyring {
         }
     }
 
+    /// Emergency rotation (seed 002): a new version becomes active at once, every older version
+    /// is dropped from L1 and L2 (other processes re-read it from the store and re-check it on
+    /// their next miss), and an alerting `compromise` event is audited with the versions to
+    /// re-encrypt first. Returns the new active version.
+    pub async fn compromise(&self, scope: &ScopeId, reason: &str) -> Result<DekRecord> {
+        let deks = self.inner.store.deks(scope).await?;
+        let current = self.active_record(scope).await?;
+        let rec = self
+            .rotate_from(scope, current.version, "compromise")
+            .await?;
+        let old: Vec<KeyVersion> = deks
+            .iter()
+            .filter(|d| d.version != rec.version && d.state != DekState::Destroyed)
+            .map(|d| d.version)
+            .collect();
+        self.forget(scope, &old).await;
+        let listed: Vec<String> = old.iter().map(ToString::to_string).collect();
+        self.audit(
+            self.event(Operation::Compromise)
+                .scope(scope.as_str())
+                .version(rec.version.0)
+                .detail(format!(
+                    "ALERT: {reason}; re-encrypt data under {} first; new active {}",
+                    listed.join(", "),
+                    rec.version
+                )),
+        )
+        .await?;
+        Ok(rec)
+    }
+
+    /// Records that the key store was restored from a backup (docs/KEYS.md §7.7): bumps the
+    /// store epoch and skips every scope's next version number `gap` past any it had. Restart
+    /// every process afterwards: each reads the epoch when its keyring is built, and entries
+    /// cached in L2 under the old epoch are never read again. Returns the new epoch.
+    pub async fn mark_restored(&self, gap: u32) -> Result<u32> {
+        let epoch = self.inner.store.mark_restored(gap).await?;
+        self.clear_l1();
+        self.audit(self.event(Operation::Restore).detail(format!(
+            "store epoch {epoch}; next versions skip {gap} numbers"
+        )))
+        .await?;
+        Ok(epoch)
+    }
+
+    /// Drops versions of a scope from this process's L1 and from L2.
+    async fn forget(&self, scope: &ScopeId, versions: &[KeyVersion]) {
+        self.inner.active.invalidate(scope).await;
+        for v in versions {
+            self.inner.l1.invalidate(&(scope.clone(), *v)).await;
+        }
+        if let Some(l2) = &self.inner.l2 {
+            let names: Vec<String> = versions
+                .iter()
+                .filter_map(|v| {
+                    l2.key
+                        .entry_name(&EntryBinding {
+                            store_id: &self.inner.store_id,
+                            epoch: self.inner.epoch,
+                            scope,
+                            version: *v,
+                        })
+                        .ok()
+                })
+                .collect();
+            if let Err(e) = l2.backend.delete(&names).await {
+                self.l2_failed(l2, &e.0);
+            }
+        }
+    }
+
     /// Crypto-shreds a scope: erases its wrapped DEKs, drops them from both caches and audits
     /// it. Data under the scope then fails with [`Error::Destroyed`]. Returns the number of
     /// versions that held a key.
@@ -620,27 +693,8 @@ impl Keyring {
             return Err(Error::UnknownScope(scope.as_str().to_owned()));
         }
         let n = self.inner.store.destroy_scope(scope).await?;
-        self.inner.active.invalidate(scope).await;
-        for d in &deks {
-            self.inner.l1.invalidate(&(scope.clone(), d.version)).await;
-        }
-        if let Some(l2) = &self.inner.l2 {
-            let names: Vec<String> = deks
-                .iter()
-                .filter_map(|d| {
-                    l2.key
-                        .entry_name(&EntryBinding {
-                            store_id: &self.inner.store_id,
-                            scope,
-                            version: d.version,
-                        })
-                        .ok()
-                })
-                .collect();
-            if let Err(e) = l2.backend.delete(&names).await {
-                self.l2_failed(l2, &e.0);
-            }
-        }
+        let versions: Vec<KeyVersion> = deks.iter().map(|d| d.version).collect();
+        self.forget(scope, &versions).await;
         self.audit(
             self.event(Operation::Destroy)
                 .scope(scope.as_str())
@@ -824,6 +878,7 @@ impl Keyring {
         let l2 = self.inner.l2.as_ref()?;
         let b = EntryBinding {
             store_id: &self.inner.store_id,
+            epoch: self.inner.epoch,
             scope: &rec.scope,
             version: rec.version,
         };
@@ -869,6 +924,7 @@ impl Keyring {
         };
         let b = EntryBinding {
             store_id: &self.inner.store_id,
+            epoch: self.inner.epoch,
             scope: &rec.scope,
             version: rec.version,
         };

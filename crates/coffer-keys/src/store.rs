@@ -75,6 +75,8 @@ pub struct StoreInfo {
     pub store_id: [u8; 16],
     /// The schema version applied.
     pub schema_version: u32,
+    /// The restore epoch: bumped by each `coffer keys restored`.
+    pub epoch: u32,
 }
 
 /// A scope: a DEK chain for a tenant, table, column, ballot or row.
@@ -270,6 +272,10 @@ pub trait KeyStore: Send + Sync + 'static {
     /// KEK it was read with (idempotent and race-safe: a row another process re-wrapped first is
     /// left alone). Returns how many rows changed.
     async fn replace_wraps(&self, rewraps: &[Rewrap]) -> Result<u64>;
+
+    /// Records that the store was restored from a backup: bumps the epoch and puts every
+    /// scope's next version number at least `gap` above any it had. Returns the new epoch.
+    async fn mark_restored(&self, gap: u32) -> Result<u32>;
 
     /// Crypto-shreds a scope: erases every wrapped DEK, marks the scope destroyed (a tombstone
     /// that stops it being re-created). Returns how many versions held a key.

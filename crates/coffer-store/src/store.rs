@@ -21,7 +21,7 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How many times a transaction that lost a race (unique violation, SQLite busy) is retried.
 const RETRIES: u32 = 20;
@@ -331,16 +331,18 @@ async fn insert_dek(
 #[async_trait]
 impl KeyStore for SqlStore {
     async fn info(&self) -> Result<StoreInfo> {
-        let row = sqlx::query("SELECT store_id FROM coffer_meta WHERE singleton = 1")
+        let row = sqlx::query("SELECT store_id, epoch FROM coffer_meta WHERE singleton = 1")
             .fetch_one(&self.pool)
             .await
             .map_err(db)?;
         let id: Vec<u8> = row.try_get("store_id").map_err(db)?;
+        let epoch: i64 = row.try_get("epoch").map_err(db)?;
         Ok(StoreInfo {
             store_id: id
                 .try_into()
                 .map_err(|_| Error::store("the store id is not 16 bytes"))?,
             schema_version: SCHEMA_VERSION,
+            epoch: to_u32(epoch, "epoch").map_err(db)?,
         })
     }
 
@@ -507,13 +509,40 @@ impl KeyStore for SqlStore {
     }
 
     async fn max_version(&self, scope: &ScopeId) -> Result<u32> {
-        let row =
-            sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM coffer_deks WHERE scope = $1")
-                .bind(scope.as_str().to_owned())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db)?;
-        to_u32(row.try_get("v").map_err(db)?, "version").map_err(db)
+        let row = sqlx::query(
+            "SELECT COALESCE((SELECT MAX(version) FROM coffer_deks WHERE scope = $1), 0) AS v, \
+             COALESCE((SELECT version_floor FROM coffer_scopes WHERE scope = $1), 0) AS f",
+        )
+        .bind(scope.as_str().to_owned())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let v: i64 = row.try_get("v").map_err(db)?;
+        let f: i64 = row.try_get("f").map_err(db)?;
+        to_u32(v.max(f), "version").map_err(db)
+    }
+
+    async fn mark_restored(&self, gap: u32) -> Result<u32> {
+        self.retry(|tx| {
+            Box::pin(async move {
+                sqlx::query("UPDATE coffer_meta SET epoch = epoch + 1 WHERE singleton = 1")
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE coffer_scopes SET version_floor = version_floor + $1 + \
+                     COALESCE((SELECT MAX(d.version) FROM coffer_deks d \
+                     WHERE d.scope = coffer_scopes.scope), 0)",
+                )
+                .bind(i64::from(gap))
+                .execute(&mut **tx)
+                .await?;
+                let row = sqlx::query("SELECT epoch FROM coffer_meta WHERE singleton = 1")
+                    .fetch_one(&mut **tx)
+                    .await?;
+                to_u32(row.try_get("epoch")?, "epoch")
+            })
+        })
+        .await
     }
 
     async fn rotate(&self, expected: KeyVersion, new: &NewDek) -> Result<RotateOutcome> {
