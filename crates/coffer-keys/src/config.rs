@@ -152,7 +152,7 @@ impl Default for RotationConfig {
         RotationConfig {
             max_encryptions: coffer_core::DEFAULT_ENCRYPTION_LIMIT,
             max_age: None,
-            lease_block: 1024,
+            lease_block: 16_384,
         }
     }
 }

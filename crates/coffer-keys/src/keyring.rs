@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use coffer_core::wrap::{self, KeyMetadata};
 use coffer_core::{
@@ -52,7 +52,7 @@ pub struct KeyringConfig {
     pub max_encryptions: u64,
     /// Age of an active version before automatic rotation (`None`: never by age).
     pub max_age: Option<Duration>,
-    /// Encryptions leased from the store at a time (default 1024; a crash over-counts by at
+    /// Encryptions leased from the store at a time (default 16 384; a crash over-counts by at
     /// most this many).
     pub lease_block: u64,
     /// Record every KEK unwrap in the audit trail (default on).
@@ -72,7 +72,7 @@ impl Default for KeyringConfig {
             l2_lock_wait: Duration::from_millis(1000),
             max_encryptions: coffer_core::DEFAULT_ENCRYPTION_LIMIT,
             max_age: None,
-            lease_block: 1024,
+            lease_block: 16_384,
             audit_unwraps: true,
             actor: "coffer".to_owned(),
         }
@@ -199,11 +199,16 @@ impl LiveDek {
     }
 }
 
-#[derive(Clone, Copy)]
+/// What a process remembers, for at most `active_ttl`, about a scope's active version.
+#[derive(Clone)]
 pub(crate) struct ActivePointer {
     pub(crate) version: KeyVersion,
-    created_at_us: i64,
     leased: u64,
+    /// When the version passes `max_age`, on this process's monotonic clock (computed from the
+    /// database clock when the pointer was read).
+    age_deadline: Option<Instant>,
+    /// The unwrapped DEK, once this process has it: the write path then needs one lookup.
+    live: Option<Arc<LiveDek>>,
 }
 
 struct L2 {
@@ -218,7 +223,7 @@ struct Inner {
     store_id: [u8; 16],
     epoch: u32,
     l1: Cache<(ScopeId, KeyVersion), Arc<LiveDek>>,
-    active: Cache<ScopeId, ActivePointer>,
+    active: moka::sync::Cache<ScopeId, ActivePointer>,
     l2: Option<L2>,
     config: KeyringConfig,
     stats: Stats,
@@ -291,7 +296,7 @@ impl Keyring {
             .max_capacity(config.l1_capacity)
             .time_to_live(config.l1_ttl)
             .build();
-        let active = Cache::builder()
+        let active = moka::sync::Cache::builder()
             .max_capacity(config.l1_capacity)
             .time_to_live(config.active_ttl)
             .build();
@@ -569,7 +574,7 @@ impl Keyring {
             }
             RotateOutcome::Lost(rec) => rec,
         };
-        self.inner.active.invalidate(scope).await;
+        self.inner.active.invalidate(scope);
         Ok(rec)
     }
 
@@ -660,7 +665,7 @@ impl Keyring {
 
     /// Drops versions of a scope from this process's L1 and from L2.
     async fn forget(&self, scope: &ScopeId, versions: &[KeyVersion]) {
-        self.inner.active.invalidate(scope).await;
+        self.inner.active.invalidate(scope);
         for v in versions {
             self.inner.l1.invalidate(&(scope.clone(), *v)).await;
         }
@@ -801,16 +806,28 @@ impl Keyring {
 
     /// The active version for writes, from the short-lived pointer cache.
     pub(crate) async fn active_pointer(&self, scope: &ScopeId) -> Result<ActivePointer> {
-        if let Some(p) = self.inner.active.get(scope).await {
+        if let Some(p) = self.inner.active.get(scope) {
             return Ok(p);
         }
         let rec = self.active_record(scope).await?;
+        let age_deadline = match self.inner.config.max_age {
+            None => None,
+            Some(max_age) => {
+                let age_us = self.inner.store.now_us().await? - rec.created_at_us;
+                let left_us = i64::try_from(max_age.as_micros())
+                    .unwrap_or(i64::MAX)
+                    .saturating_sub(age_us)
+                    .max(0);
+                Some(Instant::now() + Duration::from_micros(left_us.unsigned_abs()))
+            }
+        };
         let p = ActivePointer {
             version: rec.version,
-            created_at_us: rec.created_at_us,
             leased: rec.encryptions,
+            age_deadline,
+            live: None,
         };
-        self.inner.active.insert(scope.clone(), p).await;
+        self.inner.active.insert(scope.clone(), p.clone());
         Ok(p)
     }
 
@@ -1034,16 +1051,32 @@ impl Keyring {
         for _ in 0..8 {
             let p = self.active_pointer(scope).await?;
             // At most one age rotation per write: a version made just now is young enough.
-            if let Some(max_age) = self.inner.config.max_age.filter(|_| !aged_out) {
-                let age_us = self.inner.store.now_us().await? - p.created_at_us;
-                if age_us > i64::try_from(max_age.as_micros()).unwrap_or(i64::MAX) {
-                    self.rotate_from(scope, p.version, "age limit reached")
-                        .await?;
-                    aged_out = true;
-                    continue;
-                }
+            if !aged_out && p.age_deadline.is_some_and(|d| Instant::now() >= d) {
+                self.rotate_from(scope, p.version, "age limit reached")
+                    .await?;
+                aged_out = true;
+                continue;
             }
-            let live = self.live(scope, p.version).await?;
+            let live = match &p.live {
+                Some(live) => Arc::clone(live),
+                None => {
+                    let live = self.live(scope, p.version).await?;
+                    // Remember it beside the pointer, unless the pointer changed meanwhile.
+                    if self
+                        .inner
+                        .active
+                        .get(scope)
+                        .is_some_and(|now| now.version == p.version)
+                    {
+                        let with_live = ActivePointer {
+                            live: Some(Arc::clone(&live)),
+                            ..p.clone()
+                        };
+                        self.inner.active.insert(scope.clone(), with_live);
+                    }
+                    live
+                }
+            };
             if live.take() {
                 return Ok(live);
             }
@@ -1066,7 +1099,7 @@ impl Keyring {
                 }
                 None => {
                     // No longer active (rotated elsewhere): read the pointer again.
-                    self.inner.active.invalidate(scope).await;
+                    self.inner.active.invalidate(scope);
                     tokio::task::yield_now().await;
                 }
             }

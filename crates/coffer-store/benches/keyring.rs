@@ -175,6 +175,15 @@ fn kek_unwrap(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    g.bench_function("local-kek-unwrap", |b| {
+        b.iter(|| {
+            rt.block_on(local.unwrap(black_box(&wrapped), &ctx))
+                .unwrap()
+        })
+    });
+    g.bench_function("metadata-tag-check (HKDF + HMAC, DESIGN F5)", |b| {
+        b.iter(|| wrap::verify_metadata_tag(black_box(&dek), &meta, &tag).unwrap())
+    });
     g.bench_function("local-kek-unwrap-and-tag-check", |b| {
         b.iter(|| {
             let d = rt
