@@ -114,7 +114,9 @@ fn l1_hit(c: &mut Criterion) {
     });
     let fk = FieldKey::new(&dek, KeyVersion(1), Suite::Gcm96, &s.scope, &s.column).unwrap();
     let mut g = c.benchmark_group("keyring-l1-hit");
-    g.bench_function("harness-tokio-block-on-empty", |b| b.iter(|| s.rt.block_on(async {})));
+    g.bench_function("harness-tokio-block-on-empty", |b| {
+        b.iter(|| s.rt.block_on(async {}))
+    });
     g.bench_function("baseline-fieldkey-open-50B", |b| {
         b.iter(|| fk.decrypt(&FieldContext::new(), black_box(&s.ct)).unwrap())
     });
