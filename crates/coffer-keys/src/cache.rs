@@ -42,7 +42,20 @@ pub trait L2Backend: Send + Sync + 'static {
 
     /// Deletes entries (crypto-shredding, compromise).
     async fn delete(&self, names: &[String]) -> Result<(), L2Error>;
+
+    /// Tells every process subscribed through [`L2Backend::subscribe`] to drop these entries
+    /// from their own L1 (the names are the opaque entry names, never scopes).
+    async fn publish_invalidation(&self, names: &[String]) -> Result<(), L2Error>;
+
+    /// Calls `on_invalidate` with the entry names of every invalidation published by any process,
+    /// from a background task that reconnects by itself; it also calls it with no names about
+    /// once a second, and stops when it returns `false` (its keyring is gone). Called once per
+    /// keyring.
+    fn subscribe(&self, on_invalidate: InvalidationHandler);
 }
+
+/// What [`L2Backend::subscribe`] calls with the published entry names; `false` means stop.
+pub type InvalidationHandler = std::sync::Arc<dyn Fn(Vec<String>) -> bool + Send + Sync>;
 
 /// Entry format version.
 const ENTRY_FORMAT: u8 = 1;

@@ -300,7 +300,7 @@ impl Keyring {
             .max_capacity(config.l1_capacity)
             .time_to_live(config.active_ttl)
             .build();
-        Ok(Keyring {
+        let keyring = Keyring {
             inner: Arc::new(Inner {
                 store,
                 keks,
@@ -312,7 +312,20 @@ impl Keyring {
                 config,
                 stats: Stats::default(),
             }),
-        })
+        };
+        if let Some(l2) = &keyring.inner.l2 {
+            let weak = Arc::downgrade(&keyring.inner);
+            l2.backend.subscribe(Arc::new(move |names: Vec<String>| {
+                let Some(inner) = weak.upgrade() else {
+                    return false;
+                };
+                if !names.is_empty() {
+                    Self::apply_invalidation(&inner, &names);
+                }
+                true
+            }));
+        }
+        Ok(keyring)
     }
 
     /// The key store.
@@ -686,6 +699,43 @@ impl Keyring {
             if let Err(e) = l2.backend.delete(&names).await {
                 self.l2_failed(l2, &e.0);
             }
+            if let Err(e) = l2.backend.publish_invalidation(&names).await {
+                self.l2_failed(l2, &e.0);
+            }
+        }
+    }
+
+    /// Drops from L1 every entry whose L2 name is in `names` (an invalidation published by
+    /// another process: destroy, compromise).
+    fn apply_invalidation(inner: &Inner, names: &[String]) {
+        let Some(l2) = &inner.l2 else {
+            return;
+        };
+        let hit: Vec<(ScopeId, KeyVersion)> = inner
+            .l1
+            .iter()
+            .map(|(k, _)| (*k).clone())
+            .filter(|(scope, version)| {
+                l2.key
+                    .entry_name(&EntryBinding {
+                        store_id: &inner.store_id,
+                        epoch: inner.epoch,
+                        scope,
+                        version: *version,
+                    })
+                    .is_ok_and(|n| names.contains(&n))
+            })
+            .collect();
+        for key in &hit {
+            inner.active.invalidate(&key.0);
+        }
+        let l1 = inner.l1.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                for key in hit {
+                    l1.invalidate(&key).await;
+                }
+            });
         }
     }
 

@@ -19,7 +19,7 @@ pub mod source;
 pub mod store;
 
 pub use audit::{AuditEvent, AuditFilter, AuditRecord, Operation};
-pub use cache::{CacheKey, L2Backend, L2Error};
+pub use cache::{CacheKey, InvalidationHandler, L2Backend, L2Error};
 pub use error::{Error, Result};
 pub use kek::{KekId, KekProvider, KekRing, LocalKek, WrapContext};
 pub use keyring::{BlindIndexSpec, Keyring, KeyringConfig, RewrapReport, StatsSnapshot};

@@ -22,7 +22,8 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coffer_keys::{Error, L2Backend, L2Error};
+use coffer_keys::{Error, InvalidationHandler, L2Backend, L2Error};
+use futures_util::StreamExt as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -194,6 +195,21 @@ impl L2Backend for RedisL2 {
         self.settle(r).map(|_| ())
     }
 
+    async fn publish_invalidation(&self, names: &[String]) -> Result<(), L2Error> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(INVALIDATION_CHANNEL).arg(names.join(" "));
+        self.run::<i64>(&cmd).await.map(|_| ())
+    }
+
+    fn subscribe(&self, on_invalidate: InvalidationHandler) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(listen(self.client.clone(), self.options, on_invalidate));
+        }
+    }
+
     async fn delete(&self, names: &[String]) -> Result<(), L2Error> {
         if names.is_empty() {
             return Ok(());
@@ -203,6 +219,69 @@ impl L2Backend for RedisL2 {
             cmd.arg(n);
         }
         self.run::<i64>(&cmd).await.map(|_| ())
+    }
+}
+
+/// The pub/sub channel invalidations travel on.
+pub const INVALIDATION_CHANNEL: &str = "coffer:invalidate";
+
+/// Runs a subscription until the handler says stop, reconnecting after failures.
+async fn listen(client: redis::Client, options: RedisOptions, handler: InvalidationHandler) {
+    let mut warned = false;
+    loop {
+        let sub =
+            tokio::time::timeout(options.connect_timeout * 2, client.get_async_pubsub()).await;
+        let mut pubsub = match sub {
+            Ok(Ok(mut p)) => match p.subscribe(INVALIDATION_CHANNEL).await {
+                Ok(()) => {
+                    if warned {
+                        tracing::info!("L2 invalidation channel subscribed again");
+                        warned = false;
+                    }
+                    p
+                }
+                Err(_) => {
+                    if !handler(Vec::new()) {
+                        return;
+                    }
+                    tokio::time::sleep(options.retry_every).await;
+                    continue;
+                }
+            },
+            _ => {
+                if !warned {
+                    tracing::warn!("cannot subscribe to L2 invalidations; retrying");
+                    warned = true;
+                }
+                if !handler(Vec::new()) {
+                    return;
+                }
+                tokio::time::sleep(options.retry_every).await;
+                continue;
+            }
+        };
+        let mut messages = pubsub.on_message();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                msg = messages.next() => match msg {
+                    Some(msg) => {
+                        let payload: String = msg.get_payload().unwrap_or_default();
+                        let names = payload.split(' ').filter(|n| !n.is_empty()).map(str::to_owned).collect();
+                        if !handler(names) {
+                            return;
+                        }
+                    }
+                    None => break, // connection lost: subscribe again
+                },
+                _ = tick.tick() => {
+                    if !handler(Vec::new()) {
+                        return;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(options.retry_every).await;
     }
 }
 

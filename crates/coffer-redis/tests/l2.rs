@@ -325,3 +325,32 @@ async fn redis_down_at_start_is_not_an_error() {
     assert!(RedisL2::new("not a url", fast()).is_err());
     let _ = KekProvider::kind(&LocalKek::new(KekId::new("x", 1).unwrap(), e.kek.clone()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn destroy_reaches_other_processes_l1_at_once() {
+    let e = env().await;
+    let redis = Redis::start();
+    let a = process(&e, &redis, KeyringConfig::default(), cache_key(1)).await;
+    let b = process(&e, &redis, KeyringConfig::default(), cache_key(1)).await;
+    assert_eq!(read(&a, &e).await, b"J45.909");
+    assert_eq!(read(&b, &e).await, b"J45.909");
+    // Give B's subscription a moment to be in place, then shred from A.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.destroy(&e.scope).await.unwrap();
+    // B held the DEK in L1 (TTL 60 s); the published invalidation drops it within moments.
+    let mut gone = false;
+    for _ in 0..100 {
+        match b
+            .decrypt(&e.scope, &e.column, &FieldContext::new(), &e.ct)
+            .await
+        {
+            Err(coffer_keys::Error::Destroyed { .. }) => {
+                gone = true;
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    assert!(gone, "process B still decrypts after the destroy");
+}
