@@ -23,6 +23,10 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = 2;
 
+/// DEKs per multi-row UPDATE in a KEK rotation (8 parameters each, well under both databases'
+/// parameter limits).
+const REWRAP_CHUNK: usize = 250;
+
 /// How many times a transaction that lost a race (unique violation, SQLite busy) is retried.
 const RETRIES: u32 = 20;
 
@@ -664,24 +668,42 @@ impl KeyStore for SqlStore {
         self.retry(|tx| {
             let rewraps = rewraps.clone();
             Box::pin(async move {
+                // One multi-row UPDATE … FROM (VALUES …) per chunk: a round trip per chunk, not
+                // per DEK. VALUES columns are column1…column8 in both PostgreSQL and SQLite.
                 let mut n = 0;
-                for r in &rewraps {
-                    n += sqlx::query(
-                        "UPDATE coffer_deks SET wrapped = $1, kek_name = $2, kek_version = $3, \
-                         wrap_algorithm = $4 WHERE scope = $5 AND version = $6 AND kek_name = $7 \
-                         AND kek_version = $8 AND wrapped IS NOT NULL",
-                    )
-                    .bind(r.wrapped.clone())
-                    .bind(r.new.name().to_owned())
-                    .bind(i64::from(r.new.version()))
-                    .bind(r.wrap_algorithm.clone())
-                    .bind(r.scope.as_str().to_owned())
-                    .bind(i64::from(r.version.0))
-                    .bind(r.old.name().to_owned())
-                    .bind(i64::from(r.old.version()))
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected();
+                for chunk in rewraps.chunks(REWRAP_CHUNK) {
+                    let mut sql = String::from(
+                        "UPDATE coffer_deks SET wrapped = v.column3, kek_name = v.column4, \
+                         kek_version = v.column5, wrap_algorithm = v.column6 FROM (VALUES ",
+                    );
+                    for i in 0..chunk.len() {
+                        let b = i * 8;
+                        if i > 0 {
+                            sql.push(',');
+                        }
+                        sql.push_str(&format!(
+                            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                            b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8
+                        ));
+                    }
+                    sql.push_str(
+                        ") AS v WHERE coffer_deks.scope = v.column1 \
+                         AND coffer_deks.version = v.column2 AND coffer_deks.kek_name = v.column7 \
+                         AND coffer_deks.kek_version = v.column8 AND coffer_deks.wrapped IS NOT NULL",
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for r in chunk {
+                        q = q
+                            .bind(r.scope.as_str().to_owned())
+                            .bind(i64::from(r.version.0))
+                            .bind(r.wrapped.clone())
+                            .bind(r.new.name().to_owned())
+                            .bind(i64::from(r.new.version()))
+                            .bind(r.wrap_algorithm.clone())
+                            .bind(r.old.name().to_owned())
+                            .bind(i64::from(r.old.version()));
+                    }
+                    n += q.execute(&mut **tx).await?.rows_affected();
                 }
                 Ok(n)
             })
