@@ -1000,10 +1000,18 @@ impl Keyring {
         let wait = self.inner.config.l2_lock_wait;
         match l2.backend.try_lock(&lock, wait * 2).await {
             Ok(true) => {
-                let result = self.unwrap_with_kek(rec, wrapped).await;
-                if let Ok(dek) = &result {
-                    self.l2_put(l2, &b, &name, rec, dek).await;
-                }
+                // Another process may have filled the entry between our miss and our lock.
+                let result = match self.l2_peek(l2, &b, &name, rec).await {
+                    Some(dek) => Ok(dek),
+                    None => {
+                        let unwrapped = self.unwrap_with_kek(rec, wrapped).await;
+                        if let Ok(dek) = &unwrapped {
+                            // Sealed with the unwrap time: the absolute lifetime counts from here.
+                            self.l2_put(l2, &b, &name, rec, dek).await;
+                        }
+                        unwrapped
+                    }
+                };
                 if let Err(e) = l2.backend.unlock(&lock).await {
                     self.l2_failed(l2, &e.0);
                 }
@@ -1024,6 +1032,29 @@ impl Keyring {
                 self.l2_failed(l2, &e.0);
                 self.unwrap_with_kek(rec, wrapped).await
             }
+        }
+    }
+
+    /// Reads an entry without counting a miss (the re-check after taking the fill lock).
+    async fn l2_peek(
+        &self,
+        l2: &L2,
+        b: &EntryBinding<'_>,
+        name: &str,
+        rec: &DekRecord,
+    ) -> Option<Dek> {
+        let entry = l2
+            .backend
+            .get_touch(name, self.inner.config.l2_ttl)
+            .await
+            .ok()??;
+        let (dek, key_id, at) = l2.key.open(b, &entry)?;
+        let fresh = now_s().saturating_sub(at) < self.inner.config.l2_max_lifetime.as_secs();
+        if key_id == rec.key_id && fresh && self.check_tag(rec, &dek).is_ok() {
+            bump(&self.inner.stats.l2_hits, "coffer_keys_l2_hits_total");
+            Some(dek)
+        } else {
+            None
         }
     }
 

@@ -222,9 +222,15 @@ async fn l2_is_shared_sealed_and_named_opaquely() {
 async fn cold_requests_across_processes_make_one_kek_call() {
     let e = env().await;
     let redis = Redis::start();
+    // Waiters give the lock holder up to 5 s (default 1 s) so that a loaded CI machine, where one
+    // unwrap plus its audit row can take a while, does not turn a waiter into a second unwrapper.
+    let patient = KeyringConfig {
+        l2_lock_wait: Duration::from_secs(5),
+        ..KeyringConfig::default()
+    };
     let mut procs = Vec::new();
     for _ in 0..4 {
-        procs.push(process(&e, &redis, KeyringConfig::default(), cache_key(1)).await);
+        procs.push(process(&e, &redis, patient.clone(), cache_key(1)).await);
     }
     let mut tasks = Vec::new();
     for kr in &procs {
