@@ -129,3 +129,23 @@ checked += 1
 
 assert checked == 24, checked
 print(f"verify_format.py: {checked} golden vectors match docs/FORMAT.md (Python cryptography)")
+
+# §9: data keys kept in rows (tests/data/golden/coffer-keys-v1.json)
+K = json.loads((ROOT / "tests/data/golden/coffer-keys-v1.json").read_text())
+parent, store = bytes.fromhex(K["parent_dek"]), bytes.fromhex(K["store_id"])
+blobs = 0
+for case in K["data_keys"]:
+    blob, key_id = bytes.fromhex(case["blob"]), bytes.fromhex(case["key_id"])
+    data_key, version = bytes.fromhex(case["data_key"]), case["parent_version"]
+    assert len(blob) == 93 and blob[0] == 1
+    assert blob[1:5] == struct.pack(">I", version) and blob[5:21] == key_id
+    _, wk = subkey(parent, "data-key", [(KEY_ID, key_id)], 32)
+    assert aes_key_wrap_with_padding(wk, data_key) == blob[21:61]
+    assert aes_key_unwrap_with_padding(wk, blob[21:61]) == data_key
+    _, mk = subkey(data_key, "meta", [], 32)
+    tagged = (C(STORE, store) + C(SCOPE, case["scope"]) + C(VERSION, struct.pack(">I", version))
+              + C(KEY_ID, key_id) + C(ALGORITHM, "coffer-data-key-v1"))
+    assert hmac.new(mk, tagged, hashlib.sha256).digest() == blob[61:]
+    blobs += 1
+assert blobs == 3, blobs
+print(f"verify_format.py: {blobs} data-key blobs match docs/FORMAT.md §9")
