@@ -4,6 +4,7 @@
 #   servers, started with the commands the machine documents if they are down.
 #   SoftHSM2: installed (apt-get) if missing; tokens are made per test run by softhsm-setup.sh.
 #   moto (AWS KMS mock): pip-installed if missing; started per run by moto-up.sh.
+#   aws-encryption-sdk (Python): pip-installed if missing, for the streaming-format interop tests.
 # The Redis tests start private redis-server processes of their own (they stop and restart them).
 set -euo pipefail
 
@@ -34,4 +35,9 @@ if ! command -v moto_server >/dev/null; then
   log "installing moto[server]"
   python3 -m pip install -q 'moto[server]'
 fi
-log "PostgreSQL, Redis, SoftHSM2 and moto ready"
+# The official AWS Encryption SDK for Python: the other side of the streaming-format interop tests.
+if ! python3 -c 'import aws_encryption_sdk' 2>/dev/null; then
+  log "installing aws-encryption-sdk (Python)"
+  python3 -m pip install -q aws-encryption-sdk
+fi
+log "PostgreSQL, Redis, SoftHSM2, moto and the Python AWS Encryption SDK ready"

@@ -49,6 +49,7 @@ mod ids;
 pub mod kdf;
 pub mod passphrase;
 mod secret;
+pub mod stream;
 mod value;
 pub mod wrap;
 
