@@ -33,12 +33,14 @@ mod frame;
 mod header;
 mod raw_aes;
 mod reader;
+mod seek;
 mod writer;
 
 pub use context::EncryptionContext;
 pub use header::{EncryptedDataKey, MessageHeader};
 pub use raw_aes::RawAesKeyring;
 pub use reader::Decryptor;
+pub use seek::{FrameLayout, SeekableDecryptor};
 pub use writer::Encryptor;
 
 /// The algorithm suite: AES-256-GCM, HKDF-SHA-512, key commitment, no signature.

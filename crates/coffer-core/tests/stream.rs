@@ -206,3 +206,114 @@ fn the_python_esdk_decrypts_coffer_and_coffer_decrypts_it() {
         }
     }
 }
+
+mod seekable {
+    use std::io::Cursor;
+
+    use super::*;
+    use coffer_core::stream::{FrameLayout, SeekableDecryptor};
+
+    fn open(msg: &[u8]) -> std::io::Result<SeekableDecryptor<Cursor<Vec<u8>>>> {
+        let k = keyring();
+        SeekableDecryptor::open(Cursor::new(msg.to_vec()), &[&k], Limits::default())
+    }
+
+    #[test]
+    fn any_range_decrypts_from_the_frames_it_touches() {
+        for (frame, n) in [
+            (64usize, 0usize),
+            (64, 1),
+            (64, 64),
+            (64, 640),
+            (64, 651),
+            (4096, 100_000),
+        ] {
+            let pt = data(n);
+            let msg = encrypt(&pt, frame as u32);
+            let mut d = open(&msg).unwrap();
+            assert_eq!(
+                d.layout().plaintext_len(),
+                n as u64,
+                "frame {frame}, {n} bytes"
+            );
+            let mut starts: Vec<usize> = vec![
+                0,
+                1,
+                frame - 1,
+                frame,
+                frame + 1,
+                n / 2,
+                n.saturating_sub(1),
+                n,
+            ];
+            starts.retain(|&s| s <= n);
+            for &a in &starts {
+                for &b in &starts {
+                    if a <= b {
+                        assert_eq!(
+                            d.read_range(a as u64..b as u64).unwrap(),
+                            pt[a..b],
+                            "{a}..{b} of {n}"
+                        );
+                    }
+                }
+            }
+            assert!(d.read_range(0..n as u64 + 1).is_err());
+        }
+    }
+
+    #[test]
+    fn ciphertext_ranges_cover_exactly_the_needed_frames() {
+        let pt = data(1000);
+        let msg = encrypt(&pt, 64);
+        let d = open(&msg).unwrap();
+        let layout = *d.layout();
+        let total = msg.len() as u64;
+        assert_eq!(
+            FrameLayout::from_total(layout.header_len, 64, total),
+            Some(layout)
+        );
+        assert_eq!(layout.regular_frames, 15);
+        assert_eq!(layout.final_len, 40);
+        // A range inside frame 3 (0-based 2) maps to that frame only.
+        let r = layout.ciphertext_range(130..140);
+        assert_eq!(r.end - r.start, 64 + 32);
+        // Decrypting from just those bytes (plus the header and final frame) works: splice them
+        // into an otherwise zeroed object.
+        let mut sparse = vec![0u8; msg.len()];
+        let h = layout.header_len as usize;
+        sparse[..h].copy_from_slice(&msg[..h]);
+        sparse[r.start as usize..r.end as usize]
+            .copy_from_slice(&msg[r.start as usize..r.end as usize]);
+        let tail = (layout.final_len + 40) as usize; // the final frame: its plaintext + 40 bytes
+        sparse[msg.len() - tail..].copy_from_slice(&msg[msg.len() - tail..]);
+        let mut d = open(&sparse).unwrap();
+        assert_eq!(d.read_range(130..140).unwrap(), pt[130..140]);
+        assert!(
+            d.read_range(0..10).is_err(),
+            "frames not fetched do not authenticate"
+        );
+        let last = layout.ciphertext_range(990..1000);
+        assert_eq!(last.end, total);
+    }
+
+    #[test]
+    fn truncated_extended_or_tampered_objects_are_refused() {
+        let pt = data(640);
+        let msg = encrypt(&pt, 64);
+        for cut in [1usize, 16, 40, 41, 96, 97] {
+            assert!(open(&msg[..msg.len() - cut]).is_err(), "cut {cut}");
+        }
+        let mut longer = msg.clone();
+        longer.extend_from_slice(&[0; 96]);
+        assert!(open(&longer).is_err());
+        // A flipped bit in frame 2 spoils that frame's ranges only.
+        let mut bad = msg.clone();
+        let h = open(&msg).unwrap().layout().header_len as usize;
+        bad[h + 96 + 20] ^= 1;
+        let mut d = open(&bad).unwrap();
+        assert_eq!(d.read_range(0..64).unwrap(), pt[..64]);
+        assert!(d.read_range(64..65).is_err());
+        assert_eq!(d.read_range(128..640).unwrap(), pt[128..640]);
+    }
+}

@@ -24,6 +24,46 @@ pub struct Decryptor<R: Read> {
     done: bool,
 }
 
+/// Reads a header, opens its data key with one of `keyrings`, and checks the key commitment
+/// (constant time) and then the header tag: nothing is used before both pass.
+pub(crate) fn open_header<R: Read>(
+    inner: &mut R,
+    keyrings: &[&RawAesKeyring],
+    limits: Limits,
+) -> io::Result<(MessageHeader, MessageKeys)> {
+    let header = MessageHeader::read_from(inner, &limits)?;
+    let mut data_key = None;
+    'found: for edk in &header.edks {
+        for k in keyrings {
+            // An EDK addressed to a keyring that does not open it may be another key with the
+            // same name; keep trying the others.
+            if let Ok(Some(dk)) = k.unwrap(edk, &header.context) {
+                data_key = Some(dk);
+                break 'found;
+            }
+        }
+    }
+    let Some(data_key) = data_key else {
+        let names: Vec<String> = header
+            .edks
+            .iter()
+            .map(|e| format!("{}:{}", e.provider_id, e.key_name().unwrap_or("?")))
+            .collect();
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "none of the given keys opens this message's data keys (it names {})",
+                names.join(", ")
+            ),
+        ));
+    };
+    let keys = MessageKeys::derive(&data_key, &header.message_id).map_err(invalid)?;
+    keys.check_commitment(&header.commitment).map_err(invalid)?;
+    keys.check_header_tag(&header.body, &header.tag)
+        .map_err(invalid)?;
+    Ok((header, keys))
+}
+
 fn truncated() -> io::Error {
     invalid(Error::Format(
         "truncated message: a frame or the final frame is missing",
@@ -43,37 +83,7 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<()> {
 impl<R: Read> Decryptor<R> {
     /// Reads and authenticates the header.
     pub fn new(mut inner: R, keyrings: &[&RawAesKeyring], limits: Limits) -> io::Result<Self> {
-        let header = MessageHeader::read_from(&mut inner, &limits)?;
-        let mut data_key = None;
-        'found: for edk in &header.edks {
-            for k in keyrings {
-                // An EDK addressed to a keyring that does not open it may be another key with the
-                // same name; keep trying the others.
-                if let Ok(Some(dk)) = k.unwrap(edk, &header.context) {
-                    data_key = Some(dk);
-                    break 'found;
-                }
-            }
-        }
-        let Some(data_key) = data_key else {
-            let names: Vec<String> = header
-                .edks
-                .iter()
-                .map(|e| format!("{}:{}", e.provider_id, e.key_name().unwrap_or("?")))
-                .collect();
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "none of the given keys opens this message's data keys (it names {})",
-                    names.join(", ")
-                ),
-            ));
-        };
-        let keys = MessageKeys::derive(&data_key, &header.message_id).map_err(invalid)?;
-        // Commitment first (constant time), then the header tag: nothing is used before both.
-        keys.check_commitment(&header.commitment).map_err(invalid)?;
-        keys.check_header_tag(&header.body, &header.tag)
-            .map_err(invalid)?;
+        let (header, keys) = open_header(&mut inner, keyrings, limits)?;
         let frame_len = header.frame_len as usize;
         Ok(Decryptor {
             inner,
