@@ -8,6 +8,7 @@ echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d
 echo "== rustc: $(rustc --version)"
 scripts/services-up.sh
 cargo bench -p coffer-core --bench field -- --noplot "$@"
+cargo bench -p coffer-core --bench stream -- --noplot "$@"
 # Keys: L1 hit, local-KEK unwrap, L1 miss served by L2 (Redis) or the KEK, SoftHSM2 wrap/unwrap.
 cargo bench -p coffer-store --bench keyring -- --noplot "$@"
 cargo bench -p coffer-pkcs11 --bench pkcs11 -- --noplot "$@"
@@ -20,5 +21,7 @@ cargo bench -p coffer-store --bench rotate_kek
 if command -v openssl >/dev/null; then
   echo "== baseline: $(openssl version) speed -evp aes-256-gcm (64-byte blocks, 1 core)"
   openssl speed -evp aes-256-gcm -bytes 64 -seconds 2 2>/dev/null | tail -1 || true
+  echo "== baseline: openssl speed -evp aes-256-gcm -bytes 65536 (1 core)"
+  openssl speed -evp aes-256-gcm -bytes 65536 -seconds 2 2>/dev/null | tail -1 || true
 fi
 python3 scripts/bench_summary.py "$target/criterion"
