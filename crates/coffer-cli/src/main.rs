@@ -8,6 +8,7 @@
 mod admin;
 mod cli;
 mod field;
+mod file;
 mod input;
 mod keys;
 mod open;
@@ -42,6 +43,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Field(FieldCommand::BlindIndex(args)) => field::blind_index(args),
         Command::FipsStatus(args) => fips_status(args.json),
         Command::Keys(cmd) => admin::run(cmd),
+        Command::File(cmd) => file::run(cmd),
     }
 }
 

@@ -20,6 +20,7 @@ pub struct RawAesKeyring {
     namespace: String,
     name: String,
     key: Kek,
+    any_name: bool,
 }
 
 impl fmt::Debug for RawAesKeyring {
@@ -51,7 +52,16 @@ impl RawAesKeyring {
             namespace,
             name,
             key,
+            any_name: false,
         })
+    }
+
+    /// A keyring for decryption that tries its key on every EDK of `namespace`, whatever its key
+    /// name (for a command line given a key without the name it was filed under).
+    pub fn any_name(namespace: impl Into<String>, key: Kek) -> Result<Self> {
+        let mut k = Self::new(namespace, "*", key)?;
+        k.any_name = true;
+        Ok(k)
     }
 
     /// The namespace (the EDK's provider id).
@@ -98,9 +108,16 @@ impl RawAesKeyring {
         if edk.provider_id != self.namespace {
             return Ok(None);
         }
-        let n = self.name.len();
         let info = &edk.provider_info;
-        if info.len() != n + 8 + IV_LEN || &info[..n] != self.name.as_bytes() {
+        let n = if self.any_name {
+            match info.len().checked_sub(8 + IV_LEN) {
+                Some(n) => n,
+                None => return Ok(None),
+            }
+        } else {
+            self.name.len()
+        };
+        if info.len() != n + 8 + IV_LEN || (!self.any_name && &info[..n] != self.name.as_bytes()) {
             return Ok(None);
         }
         if info[n..n + 4] != ((TAG_LEN * 8) as u32).to_be_bytes()

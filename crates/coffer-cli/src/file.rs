@@ -1,0 +1,285 @@
+//! `coffer file encrypt|decrypt|inspect`: whole files and streams in the AWS Encryption SDK
+//! message format (coffer-core's `stream`). Outputs go to a temporary file beside the target,
+//! renamed into place only when complete; any failure removes it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, IsTerminal as _, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use coffer_core::Error as CoreError;
+use coffer_core::Kek;
+use coffer_core::stream::{
+    Decryptor, EncryptionContext, Encryptor, Limits, MessageHeader, RawAesKeyring,
+    SeekableDecryptor,
+};
+use serde_json::json;
+
+use crate::Hinted;
+use crate::cli::{FileCommand, FileDecryptArgs, FileEncryptArgs, FileInspectArgs};
+use crate::keys;
+
+/// The EDK namespace (provider id) of keys given on the command line.
+const NAMESPACE: &str = "coffer";
+
+/// Runs one `coffer file` subcommand.
+pub fn run(cmd: &FileCommand) -> Result<()> {
+    match cmd {
+        FileCommand::Encrypt(a) => encrypt(a),
+        FileCommand::Decrypt(a) => decrypt(a),
+        FileCommand::Inspect(a) => inspect(a),
+    }
+}
+
+fn kek(reference: &str) -> Result<Kek> {
+    Ok(Kek::from_bytes(*keys::load(reference)?.expose_secret()))
+}
+
+/// Turns a stream error into one the exit status understands: authentication failures exit 1.
+fn stream_error(e: io::Error) -> anyhow::Error {
+    if let Some(core) = e.get_ref().and_then(|i| i.downcast_ref::<CoreError>()) {
+        return anyhow!(core.clone());
+    }
+    if e.kind() == io::ErrorKind::PermissionDenied {
+        return Hinted::new(CoreError::Decrypt, e.to_string()).into();
+    }
+    anyhow!(e)
+}
+
+/// A temporary output file beside its target, renamed into place by `commit`; dropped without
+/// `commit` (any failure), it is removed, so no partial file is ever left looking complete.
+struct Partial {
+    paths: Option<(PathBuf, PathBuf)>,
+}
+
+impl Partial {
+    fn commit(mut self) -> Result<()> {
+        if let Some((tmp, path)) = self.paths.take() {
+            std::fs::rename(&tmp, &path).with_context(|| {
+                format!("cannot move the output into place at {}", path.display())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if let Some((tmp, _)) = &self.paths {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Opens the output: stdout, or a new temporary file beside `path`.
+fn output(path: Option<&Path>) -> Result<(Box<dyn Write>, Partial)> {
+    let Some(path) = path else {
+        return Ok((
+            Box::new(BufWriter::new(io::stdout().lock())),
+            Partial { paths: None },
+        ));
+    };
+    if path.exists() {
+        bail!(
+            "{} exists; coffer never overwrites an output file",
+            path.display()
+        );
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
+    let tmp = path.with_file_name(format!(".{}.coffer-partial", name.to_string_lossy()));
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    Ok((
+        Box::new(BufWriter::with_capacity(1 << 20, file)),
+        Partial {
+            paths: Some((tmp, path.to_owned())),
+        },
+    ))
+}
+
+fn input(path: Option<&Path>) -> Result<(Box<dyn Read>, Option<u64>)> {
+    match path {
+        None => Ok((Box::new(io::stdin().lock()), None)),
+        Some(p) => {
+            let f = File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+            let len = f.metadata().ok().map(|m| m.len());
+            Ok((Box::new(BufReader::with_capacity(1 << 20, f)), len))
+        }
+    }
+}
+
+/// A progress bar on a terminal for inputs of known size above 8 MiB.
+fn progress(len: Option<u64>, what: &str) -> Option<indicatif::ProgressBar> {
+    let len = len.filter(|&l| l > 8 << 20)?;
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_owned());
+    Some(bar)
+}
+
+fn encrypt(a: &FileEncryptArgs) -> Result<()> {
+    let main = RawAesKeyring::new(NAMESPACE, a.key_name.clone(), kek(&a.kek)?)?;
+    let recovery = match &a.recovery_kek {
+        Some(r) => Some(RawAesKeyring::new(
+            NAMESPACE,
+            a.recovery_name.clone(),
+            kek(r)?,
+        )?),
+        None => None,
+    };
+    let mut context = EncryptionContext::new();
+    for kv in &a.context {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--context takes KEY=VALUE, got '{kv}'"))?;
+        context.insert(k, v)?;
+    }
+    let mut keyrings = vec![&main];
+    keyrings.extend(recovery.as_ref());
+    let (mut src, len) = input(a.input.as_deref())?;
+    let bar = progress(len, "encrypting");
+    let (writer, partial) = output(a.output.as_deref())?;
+    let mut enc =
+        Encryptor::new(writer, &keyrings, &context, a.frame_size).map_err(stream_error)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = src.read(&mut buf).context("reading the input")?;
+        if n == 0 {
+            break;
+        }
+        enc.write_all(&buf[..n]).context("writing the output")?;
+        if let Some(b) = &bar {
+            b.inc(n as u64);
+        }
+    }
+    let mut writer = enc.finish().context("writing the output")?;
+    writer.flush().context("writing the output")?;
+    drop(writer);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    partial.commit()
+}
+
+fn parse_range(text: &str) -> Result<(u64, u64)> {
+    let (a, b) = text
+        .split_once('-')
+        .ok_or_else(|| anyhow!("--range takes START-END (inclusive byte offsets), e.g. 0-1023"))?;
+    let (a, b): (u64, u64) = (
+        a.trim()
+            .parse()
+            .map_err(|_| anyhow!("--range: '{a}' is not a byte offset"))?,
+        b.trim()
+            .parse()
+            .map_err(|_| anyhow!("--range: '{b}' is not a byte offset"))?,
+    );
+    if b < a {
+        bail!("--range: END is before START");
+    }
+    Ok((a, b))
+}
+
+fn decrypt(a: &FileDecryptArgs) -> Result<()> {
+    let key = RawAesKeyring::any_name(NAMESPACE, kek(&a.kek)?)?;
+    if let Some(range) = &a.range {
+        let (start, end) = parse_range(range)?;
+        let path = a
+            .input
+            .as_deref()
+            .ok_or_else(|| anyhow!("--range needs an input file (stdin cannot seek)"))?;
+        let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut d = SeekableDecryptor::open(BufReader::new(f), &[&key], Limits::default())
+            .map_err(stream_error)?;
+        let total = d.layout().plaintext_len();
+        if end >= total {
+            bail!("--range {start}-{end} goes past the end of the plaintext ({total} bytes)");
+        }
+        let bytes = d.read_range(start..end + 1).map_err(stream_error)?;
+        let (mut writer, partial) = output(a.output.as_deref())?;
+        writer.write_all(&bytes).context("writing the output")?;
+        writer.flush().context("writing the output")?;
+        drop(writer);
+        return partial.commit();
+    }
+    let (src, len) = input(a.input.as_deref())?;
+    let bar = progress(len, "decrypting");
+    let mut dec = Decryptor::new(src, &[&key], Limits::default()).map_err(stream_error)?;
+    let (mut writer, partial) = output(a.output.as_deref())?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = dec.read(&mut buf).map_err(stream_error)?;
+        if n == 0 {
+            break;
+        }
+        writer.write_all(&buf[..n]).context("writing the output")?;
+        if let Some(b) = &bar {
+            b.inc(n as u64);
+        }
+    }
+    writer.flush().context("writing the output")?;
+    drop(writer);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    partial.commit()
+}
+
+fn inspect(a: &FileInspectArgs) -> Result<()> {
+    let f = File::open(&a.input).with_context(|| format!("cannot open {}", a.input.display()))?;
+    let h = MessageHeader::read_from(&mut BufReader::new(f), &Limits::default())
+        .map_err(stream_error)?;
+    let edks: Vec<_> = h
+        .edks
+        .iter()
+        .map(|e| json!({"provider_id": e.provider_id, "key_name": e.key_name()}))
+        .collect();
+    let context: serde_json::Map<String, serde_json::Value> = h
+        .context
+        .iter()
+        .map(|(k, v)| (k.to_owned(), json!(v)))
+        .collect();
+    let text = if a.json {
+        serde_json::to_string_pretty(&json!({
+            "format": "aws-encryption-sdk-v2",
+            "suite": "0x0478 AES_256_GCM_HKDF_SHA512_COMMIT_KEY",
+            "message_id": hex::encode(h.message_id),
+            "frame_size": h.frame_len,
+            "header_bytes": h.len(),
+            "encrypted_data_keys": edks,
+            "encryption_context": context,
+        }))? + "\n"
+    } else {
+        let mut t = format!(
+            "format: AWS Encryption SDK message v2, suite 0x0478 (AES-256-GCM, HKDF-SHA-512, key commitment)\nframe size: {} bytes\nheader: {} bytes (not authenticated by inspect: it has no key)\nencrypted data keys:\n",
+            h.frame_len,
+            h.len()
+        );
+        for e in &h.edks {
+            t.push_str(&format!(
+                "  {} / {}\n",
+                e.provider_id,
+                e.key_name().unwrap_or("?")
+            ));
+        }
+        t.push_str("encryption context:\n");
+        for (k, v) in h.context.iter() {
+            t.push_str(&format!("  {k} = {v}\n"));
+        }
+        t
+    };
+    io::stdout().write_all(text.as_bytes())?;
+    Ok(())
+}
