@@ -16,35 +16,10 @@ use coffer_keys::{
     BlindIndexSpec, KekId, KekRing, KeyStore as _, Keyring, KeyringConfig, LocalKek,
 };
 use coffer_store::SqlStore;
-use common::{Out, coffer};
-
-fn keys(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Out {
-    let out = coffer()
-        .current_dir(dir)
-        .arg("keys")
-        .args(args)
-        .envs(envs.iter().copied())
-        .env_remove("COFFER_CONFIG")
-        .env_remove("COFFER_STORE_URL")
-        .env_remove("COFFER_REDIS_URL")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: out.stdout,
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
+use common::{Out, coffer, keys, ok};
 
 fn new_key() -> String {
     Kek::generate().unwrap().to_base64().to_string()
-}
-
-#[track_caller]
-fn ok(out: &Out) -> String {
-    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
-    out.stdout_str().to_owned()
 }
 
 #[test]

@@ -7,9 +7,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{Out, coffer};
+use common::{Out, ok};
 
 fn moto() -> String {
     if let Ok(e) = std::env::var("COFFER_TEST_MOTO_ENDPOINT") {
@@ -48,30 +48,15 @@ fn create_key(endpoint: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// `coffer keys` with the dummy AWS credentials moto accepts.
 fn keys(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Out {
-    let out = coffer()
-        .current_dir(dir)
-        .arg("keys")
-        .args(args)
-        .envs(envs.iter().copied())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("COFFER_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: out.stdout,
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
-}
-
-#[track_caller]
-fn ok(out: &Out) -> String {
-    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
-    out.stdout_str().to_owned()
+    let mut all = vec![
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    all.extend_from_slice(envs);
+    common::keys(dir, args, &all)
 }
 
 #[test]

@@ -171,3 +171,31 @@ impl Key {
         out.stdout
     }
 }
+
+/// Runs `coffer keys args…` in `dir` with extra environment variables and no stdin, with no
+/// configuration inherited from the test's environment.
+pub fn keys(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Out {
+    let out = coffer()
+        .current_dir(dir)
+        .arg("keys")
+        .args(args)
+        .envs(envs.iter().copied())
+        .env_remove("COFFER_CONFIG")
+        .env_remove("COFFER_STORE_URL")
+        .env_remove("COFFER_REDIS_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Out {
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// Asserts exit status 0 and returns stdout.
+#[track_caller]
+pub fn ok(out: &Out) -> String {
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+    out.stdout_str().to_owned()
+}
