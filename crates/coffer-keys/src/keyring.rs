@@ -154,6 +154,15 @@ struct Lease {
 }
 
 impl LiveDek {
+    fn new(dek: Dek, version: KeyVersion) -> Self {
+        LiveDek {
+            dek,
+            version,
+            columns: RwLock::default(),
+            lease: Mutex::default(),
+        }
+    }
+
     fn field_key(&self, scope: &ScopeId, column: &ColumnId, suite: Suite) -> Result<Arc<FieldKey>> {
         let key = (column.clone(), suite);
         if let Ok(map) = self.columns.read()
@@ -594,12 +603,7 @@ impl Keyring {
     /// Puts a DEK this process just created (and committed) into L1, sparing a KEK call on
     /// its first use.
     async fn keep(&self, scope: &ScopeId, version: KeyVersion, dek: Dek) {
-        let live = Arc::new(LiveDek {
-            dek,
-            version,
-            columns: RwLock::default(),
-            lease: Mutex::default(),
-        });
+        let live = Arc::new(LiveDek::new(dek, version));
         self.inner.l1.insert((scope.clone(), version), live).await;
     }
 
@@ -933,12 +937,7 @@ impl Keyring {
             Some(dek) => dek,
             None => self.l2_fill(&rec, wrapped).await?,
         };
-        Ok(LiveDek {
-            dek,
-            version,
-            columns: RwLock::default(),
-            lease: Mutex::default(),
-        })
+        Ok(LiveDek::new(dek, version))
     }
 
     async fn l2_get(&self, rec: &DekRecord) -> Option<Dek> {

@@ -293,13 +293,16 @@ fn decode_audit(row: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
     })
 }
 
+/// The query for a scope's active version (in a transaction or on the pool).
+fn active_sql() -> String {
+    format!("SELECT {DEK_COLUMNS} FROM coffer_deks WHERE scope = $1 AND state = 'active'")
+}
+
 async fn active_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     scope: &str,
 ) -> Result<Option<DekRecord>, sqlx::Error> {
-    let sql =
-        format!("SELECT {DEK_COLUMNS} FROM coffer_deks WHERE scope = $1 AND state = 'active'");
-    let row = sqlx::query(&sql)
+    let row = sqlx::query(&active_sql())
         .bind(scope)
         .fetch_optional(&mut **tx)
         .await?;
@@ -502,9 +505,7 @@ impl KeyStore for SqlStore {
     }
 
     async fn active_dek(&self, scope: &ScopeId) -> Result<Option<DekRecord>> {
-        let sql =
-            format!("SELECT {DEK_COLUMNS} FROM coffer_deks WHERE scope = $1 AND state = 'active'");
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(&active_sql())
             .bind(scope.as_str().to_owned())
             .fetch_optional(&self.pool)
             .await
