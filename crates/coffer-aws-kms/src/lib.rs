@@ -43,6 +43,8 @@ use aws_sdk_kms::operation::decrypt::DecryptError;
 use aws_sdk_kms::primitives::Blob;
 use aws_smithy_http_client::tls;
 use coffer_core::Dek;
+use coffer_core::stream::{EncryptedDataKey, EncryptionContext};
+use coffer_keys::files::FileKeyring;
 use coffer_keys::{Error, KekId, KekProvider, Result, WrapContext};
 use zeroize::Zeroizing;
 
@@ -269,39 +271,41 @@ fn https_client() -> aws_sdk_kms::config::SharedHttpClient {
         .build_https()
 }
 
-#[async_trait]
-impl KekProvider for AwsKmsKek {
-    fn kind(&self) -> &'static str {
-        "aws-kms"
-    }
-
-    fn algorithm(&self) -> &'static str {
-        "aws-kms-symmetric"
-    }
-
-    async fn wrap(&self, dek: &Dek, ctx: &WrapContext<'_>) -> Result<Vec<u8>> {
+impl AwsKmsKek {
+    /// KMS `Encrypt` of a 32-byte key under this KEK with the given encryption context; returns
+    /// the key ARN KMS reports and the ciphertext blob.
+    pub async fn encrypt_key(
+        &self,
+        key: &Dek,
+        context: &[(String, String)],
+    ) -> Result<(String, Vec<u8>)> {
         let mut request = self
             .client
             .encrypt()
             .key_id(self.reference.key())
-            .plaintext(Blob::new(dek.expose_secret().to_vec()));
-        for (name, value) in ctx.opaque_context() {
+            .plaintext(Blob::new(key.expose_secret().to_vec()));
+        for (name, value) in context {
             request = request.encryption_context(name, value);
         }
         let out = request
             .send()
             .await
             .map_err(|e| self.fail(explain(&self.reference, "Encrypt", &e)))?;
+        let arn = out
+            .key_id
+            .unwrap_or_else(|| self.reference.key().to_owned());
         let wrapped = out
             .ciphertext_blob
             .map(Blob::into_inner)
             .filter(|w| !w.is_empty())
             .ok_or_else(|| self.fail("KMS Encrypt returned no ciphertext"))?;
-        tracing::debug!(kek = %self.label, len = wrapped.len(), "wrapped a DEK with KMS Encrypt");
-        Ok(wrapped)
+        tracing::debug!(kek = %self.label, len = wrapped.len(), "wrapped a key with KMS Encrypt");
+        Ok((arn, wrapped))
     }
 
-    async fn unwrap(&self, wrapped: &[u8], ctx: &WrapContext<'_>) -> Result<Dek> {
+    /// KMS `Decrypt` of a blob from [`AwsKmsKek::encrypt_key`] (same key, same context); a blob
+    /// from another key or under another context is [`Error::WrongKek`].
+    pub async fn decrypt_key(&self, wrapped: &[u8], context: &[(String, String)]) -> Result<Dek> {
         if wrapped.is_empty() || wrapped.len() > MAX_CIPHERTEXT {
             // Not something KMS Encrypt produced; KMS would answer InvalidCiphertextException.
             return Err(self.wrong_kek());
@@ -311,7 +315,7 @@ impl KekProvider for AwsKmsKek {
             .decrypt()
             .key_id(self.reference.key())
             .ciphertext_blob(Blob::new(wrapped));
-        for (name, value) in ctx.opaque_context() {
+        for (name, value) in context {
             request = request.encryption_context(name, value);
         }
         let out = match request.send().await {
@@ -333,10 +337,110 @@ impl KekProvider for AwsKmsKek {
         );
         Dek::try_from_slice(&plaintext).map_err(|_| {
             self.fail(format!(
-                "KMS Decrypt returned {} bytes, not a 32-byte DEK",
+                "KMS Decrypt returned {} bytes, not a 32-byte key",
                 plaintext.len()
             ))
         })
+    }
+}
+
+/// Message data keys wrapped by AWS KMS in the AWS Encryption SDKs' KMS keyring layout: provider
+/// id `aws-kms`, provider info the key ARN, ciphertext the `Encrypt` blob, with the message's
+/// encryption context as the KMS encryption context. The SDKs' KMS keyrings open these.
+#[derive(Clone, Debug)]
+pub struct AwsKmsFileKeyring {
+    kek: AwsKmsKek,
+}
+
+/// The provider id of KMS EDKs.
+pub const KMS_PROVIDER_ID: &str = "aws-kms";
+
+impl AwsKmsFileKeyring {
+    /// A keyring around a KMS key.
+    pub fn new(kek: AwsKmsKek) -> Self {
+        AwsKmsFileKeyring { kek }
+    }
+}
+
+fn context_pairs(context: &EncryptionContext) -> Vec<(String, String)> {
+    context
+        .iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[async_trait]
+impl FileKeyring for AwsKmsFileKeyring {
+    fn label(&self) -> String {
+        format!("{KMS_PROVIDER_ID}/{}", self.kek.reference().key())
+    }
+
+    async fn wrap(&self, data_key: &Dek, context: &EncryptionContext) -> Result<EncryptedDataKey> {
+        let (arn, blob) = self
+            .kek
+            .encrypt_key(data_key, &context_pairs(context))
+            .await?;
+        Ok(EncryptedDataKey {
+            provider_id: KMS_PROVIDER_ID.to_owned(),
+            provider_info: arn.into_bytes(),
+            ciphertext: blob,
+        })
+    }
+
+    async fn unwrap(
+        &self,
+        edk: &EncryptedDataKey,
+        context: &EncryptionContext,
+    ) -> Result<Option<Dek>> {
+        if edk.provider_id != KMS_PROVIDER_ID {
+            return Ok(None);
+        }
+        let key = self.kek.reference().key();
+        // A full ARN must match the EDK's; an alias or key id is left for KMS to judge.
+        if key.starts_with("arn:")
+            && !key.contains(":alias/")
+            && edk.provider_info != key.as_bytes()
+        {
+            return Ok(None);
+        }
+        match self
+            .kek
+            .decrypt_key(&edk.ciphertext, &context_pairs(context))
+            .await
+        {
+            Ok(dk) => Ok(Some(dk)),
+            Err(Error::WrongKek { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl KekProvider for AwsKmsKek {
+    fn kind(&self) -> &'static str {
+        "aws-kms"
+    }
+
+    fn algorithm(&self) -> &'static str {
+        "aws-kms-symmetric"
+    }
+
+    async fn wrap(&self, dek: &Dek, ctx: &WrapContext<'_>) -> Result<Vec<u8>> {
+        let context: Vec<(String, String)> = ctx
+            .opaque_context()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        Ok(self.encrypt_key(dek, &context).await?.1)
+    }
+
+    async fn unwrap(&self, wrapped: &[u8], ctx: &WrapContext<'_>) -> Result<Dek> {
+        let context: Vec<(String, String)> = ctx
+            .opaque_context()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        self.decrypt_key(wrapped, &context).await
     }
 }
 

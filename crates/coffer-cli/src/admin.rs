@@ -22,11 +22,7 @@ use crate::open;
 
 /// Runs one `coffer keys` subcommand on a fresh Tokio runtime.
 pub fn run(cmd: &KeysCommand) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = crate::filekeys::runtime()?;
     rt.block_on(async {
         match cmd {
             KeysCommand::Init(a) => init(a).await,

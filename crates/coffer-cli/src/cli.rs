@@ -188,7 +188,7 @@ pub struct FileEncryptArgs {
     /// Output file (stdout when omitted); written beside it first, renamed when complete
     #[arg(short, long, value_name = "OUT")]
     pub output: Option<PathBuf>,
-    /// The key (env:VAR or file:PATH)
+    /// The key: env:VAR or file:PATH (a 256-bit key), pkcs11:…, aws-kms:…
     #[arg(long, value_name = "REF")]
     pub kek: String,
     /// The key's name in the file header
@@ -206,6 +206,9 @@ pub struct FileEncryptArgs {
     /// Plaintext bytes per frame
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub frame_size: u32,
+    /// Threads sealing or opening frames (0: every core)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
 }
 
 /// `coffer file decrypt`.
@@ -216,12 +219,15 @@ pub struct FileDecryptArgs {
     /// Output file (stdout when omitted); written beside it first, renamed when complete
     #[arg(short, long, value_name = "OUT")]
     pub output: Option<PathBuf>,
-    /// The key (env:VAR or file:PATH); tried on every data key the header names
+    /// The key (env:VAR, file:PATH, pkcs11:…, aws-kms:…); tried on every data key the header names
     #[arg(long, value_name = "REF")]
     pub kek: String,
     /// Only plaintext bytes START-END (inclusive), reading only the frames they touch
     #[arg(long, value_name = "START-END")]
     pub range: Option<String>,
+    /// Threads sealing or opening frames (0: every core)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
 }
 
 /// `coffer file inspect`.

@@ -8,19 +8,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use coffer_core::Error as CoreError;
-use coffer_core::Kek;
 use coffer_core::stream::{
-    Decryptor, EncryptionContext, Encryptor, Limits, MessageHeader, RawAesKeyring,
-    SeekableDecryptor,
+    Decryptor, EncryptionContext, Encryptor, Limits, MessageHeader, SeekableDecryptor,
 };
+use coffer_keys::files;
 use serde_json::json;
 
 use crate::Hinted;
 use crate::cli::{FileCommand, FileDecryptArgs, FileEncryptArgs, FileInspectArgs};
-use crate::keys;
-
-/// The EDK namespace (provider id) of keys given on the command line.
-const NAMESPACE: &str = "coffer";
+use crate::filekeys;
 
 /// Runs one `coffer file` subcommand.
 pub fn run(cmd: &FileCommand) -> Result<()> {
@@ -29,10 +25,6 @@ pub fn run(cmd: &FileCommand) -> Result<()> {
         FileCommand::Decrypt(a) => decrypt(a),
         FileCommand::Inspect(a) => inspect(a),
     }
-}
-
-fn kek(reference: &str) -> Result<Kek> {
-    Ok(Kek::from_bytes(*keys::load(reference)?.expose_secret()))
 }
 
 /// Turns a stream error into one the exit status understands: authentication failures exit 1.
@@ -131,15 +123,6 @@ fn progress(len: Option<u64>, what: &str) -> Option<indicatif::ProgressBar> {
 }
 
 fn encrypt(a: &FileEncryptArgs) -> Result<()> {
-    let main = RawAesKeyring::new(NAMESPACE, a.key_name.clone(), kek(&a.kek)?)?;
-    let recovery = match &a.recovery_kek {
-        Some(r) => Some(RawAesKeyring::new(
-            NAMESPACE,
-            a.recovery_name.clone(),
-            kek(r)?,
-        )?),
-        None => None,
-    };
     let mut context = EncryptionContext::new();
     for kv in &a.context {
         let (k, v) = kv
@@ -147,24 +130,30 @@ fn encrypt(a: &FileEncryptArgs) -> Result<()> {
             .ok_or_else(|| anyhow!("--context takes KEY=VALUE, got '{kv}'"))?;
         context.insert(k, v)?;
     }
-    let mut keyrings = vec![&main];
-    keyrings.extend(recovery.as_ref());
-    let (mut src, len) = input(a.input.as_deref())?;
+    let rt = filekeys::runtime()?;
+    let (data_key, edks) = rt.block_on(async {
+        let keyrings = filekeys::for_encrypt(
+            &a.kek,
+            &a.key_name,
+            a.recovery_kek.as_deref(),
+            &a.recovery_name,
+        )
+        .await?;
+        anyhow::Ok(files::seal(&filekeys::refs(&keyrings), &context).await?)
+    })?;
+    let (src, len) = input(a.input.as_deref())?;
     let bar = progress(len, "encrypting");
+    let mut src = match &bar {
+        Some(b) => Box::new(b.wrap_read(src)) as Box<dyn Read>,
+        None => src,
+    };
     let (writer, partial) = output(a.output.as_deref())?;
-    let mut enc =
-        Encryptor::new(writer, &keyrings, &context, a.frame_size).map_err(stream_error)?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = src.read(&mut buf).context("reading the input")?;
-        if n == 0 {
-            break;
-        }
-        enc.write_all(&buf[..n]).context("writing the output")?;
-        if let Some(b) = &bar {
-            b.inc(n as u64);
-        }
-    }
+    let mut enc = Encryptor::with_data_key(writer, &data_key, edks, &context, a.frame_size)
+        .map_err(stream_error)?
+        .with_threads(threads(a.threads));
+    drop(data_key);
+    enc.write_from(&mut src)
+        .map_err(|e| anyhow!(e).context("encrypting"))?;
     let mut writer = enc.finish().context("writing the output")?;
     writer.flush().context("writing the output")?;
     drop(writer);
@@ -172,6 +161,38 @@ fn encrypt(a: &FileEncryptArgs) -> Result<()> {
         b.finish_and_clear();
     }
     partial.commit()
+}
+
+/// `--threads`: 0 (the default) means every core.
+fn threads(n: usize) -> usize {
+    if n == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        n
+    }
+}
+
+/// Reads the header at the front of `src` and opens its data key with the `--kek` given.
+fn open_message<R: Read>(src: &mut R, kek: &str) -> Result<(MessageHeader, coffer_core::Dek)> {
+    let header = MessageHeader::read_from(src, &Limits::default()).map_err(stream_error)?;
+    let rt = filekeys::runtime()?;
+    let data_key = rt.block_on(async {
+        let keyrings = filekeys::for_decrypt(&[kek]).await?;
+        files::open(&header, &filekeys::refs(&keyrings))
+            .await
+            .map_err(key_error)
+    })?;
+    Ok((header, data_key))
+}
+
+/// A message none of the keys opens exits 1, like any other authentication failure.
+fn key_error(e: coffer_keys::Error) -> anyhow::Error {
+    match e {
+        coffer_keys::Error::NoMatchingKey { .. } | coffer_keys::Error::WrongKek { .. } => {
+            Hinted::new(CoreError::Decrypt, e.to_string()).into()
+        }
+        other => anyhow!(other),
+    }
 }
 
 fn parse_range(text: &str) -> Result<(u64, u64)> {
@@ -193,16 +214,17 @@ fn parse_range(text: &str) -> Result<(u64, u64)> {
 }
 
 fn decrypt(a: &FileDecryptArgs) -> Result<()> {
-    let key = RawAesKeyring::any_name(NAMESPACE, kek(&a.kek)?)?;
     if let Some(range) = &a.range {
         let (start, end) = parse_range(range)?;
         let path = a
             .input
             .as_deref()
             .ok_or_else(|| anyhow!("--range needs an input file (stdin cannot seek)"))?;
-        let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let mut d = SeekableDecryptor::open(BufReader::new(f), &[&key], Limits::default())
-            .map_err(stream_error)?;
+        let mut f = BufReader::new(
+            File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        );
+        let (header, data_key) = open_message(&mut f, &a.kek)?;
+        let mut d = SeekableDecryptor::with_data_key(f, header, &data_key).map_err(stream_error)?;
         let total = d.layout().plaintext_len();
         if end >= total {
             bail!("--range {start}-{end} goes past the end of the plaintext ({total} bytes)");
@@ -214,9 +236,13 @@ fn decrypt(a: &FileDecryptArgs) -> Result<()> {
         drop(writer);
         return partial.commit();
     }
-    let (src, len) = input(a.input.as_deref())?;
+    let (mut src, len) = input(a.input.as_deref())?;
     let bar = progress(len, "decrypting");
-    let mut dec = Decryptor::new(src, &[&key], Limits::default()).map_err(stream_error)?;
+    let (header, data_key) = open_message(&mut src, &a.kek)?;
+    let mut dec = Decryptor::with_data_key(src, header, &data_key)
+        .map_err(stream_error)?
+        .with_threads(threads(a.threads));
+    drop(data_key);
     let (mut writer, partial) = output(a.output.as_deref())?;
     let mut buf = vec![0u8; 1 << 20];
     loop {

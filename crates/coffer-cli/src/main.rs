@@ -9,6 +9,7 @@ mod admin;
 mod cli;
 mod field;
 mod file;
+mod filekeys;
 mod input;
 mod keys;
 mod open;

@@ -141,7 +141,7 @@ fn failures_leave_no_output_file() {
         None,
     );
     bad.fails(1, "decryption failed");
-    assert!(bad.stderr.contains("coffer:default/v1"), "{}", bad.stderr);
+    assert!(bad.stderr.contains("coffer/default/v1"), "{}", bad.stderr);
     assert_eq!(leftovers(d), before, "no output and no partial file");
 
     // A flipped byte in the last frame: most plaintext was already written when it is found.

@@ -31,15 +31,19 @@
 mod context;
 mod frame;
 mod header;
+mod pool;
 mod raw_aes;
 mod reader;
+mod rewrap;
 mod seek;
 mod writer;
 
 pub use context::EncryptionContext;
+pub use frame::{IV_LEN, TAG_LEN};
 pub use header::{EncryptedDataKey, MessageHeader};
 pub use raw_aes::RawAesKeyring;
-pub use reader::Decryptor;
+pub use reader::{Decryptor, no_key};
+pub use rewrap::rewrap_header;
 pub use seek::{FrameLayout, SeekableDecryptor};
 pub use writer::Encryptor;
 

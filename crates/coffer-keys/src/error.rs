@@ -68,6 +68,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// None of the caller's keys opens any of a message's encrypted data keys.
+    #[error("none of the given keys ({tried}) opens this message; it was encrypted for: {names}")]
+    NoMatchingKey {
+        /// The message's EDKs, `provider/name`.
+        names: String,
+        /// The keyrings tried.
+        tried: String,
+    },
+
     /// The key store failed (connection, query, migration).
     #[error("key store error: {0}")]
     Store(String),

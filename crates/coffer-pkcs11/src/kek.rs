@@ -628,6 +628,68 @@ impl Inner {
     }
 }
 
+impl Pkcs11Kek {
+    /// Seals a 32-byte key on the token with `C_Encrypt` / `CKM_AES_GCM` (a fresh random IV,
+    /// 128-bit tag, the given AAD); returns the IV and `ciphertext ‖ tag`.
+    pub(crate) async fn gcm_seal(
+        &self,
+        aad: Vec<u8>,
+        key: &Dek,
+    ) -> Result<([u8; IV_LEN], Vec<u8>)> {
+        let key_bytes = key.clone();
+        self.run(move |inner| {
+            inner.with_session(|session, handle| {
+                // A fresh IV per attempt: a retry never reuses one.
+                let mut iv = random_iv()?;
+                let params = GcmParams::new(&mut iv, &aad, TAG_BITS)?;
+                let sealed = session.encrypt(
+                    &Mechanism::AesGcm(params),
+                    handle,
+                    key_bytes.expose_secret(),
+                )?;
+                if sealed.len() != KEY_LEN + TAG_LEN {
+                    return Err(OpError::Other(format!(
+                        "C_Encrypt with CKM_AES_GCM returned {} bytes for a {KEY_LEN}-byte key; expected {}",
+                        sealed.len(),
+                        KEY_LEN + TAG_LEN
+                    )));
+                }
+                Ok((iv, sealed))
+            })
+        })
+        .await
+    }
+
+    /// Opens `ciphertext ‖ tag` sealed by [`Pkcs11Kek::gcm_seal`]; a tag that does not verify is
+    /// [`Error::WrongKek`].
+    pub(crate) async fn gcm_open(
+        &self,
+        iv: [u8; IV_LEN],
+        aad: Vec<u8>,
+        sealed: Vec<u8>,
+    ) -> Result<Dek> {
+        self.run(move |inner| {
+            inner.with_session(|session, handle| {
+                let mut iv = iv.to_vec();
+                let params = GcmParams::new(&mut iv, &aad, TAG_BITS)?;
+                let plain = session
+                    .decrypt(&Mechanism::AesGcm(params), handle, &sealed)
+                    .map(Zeroizing::new)
+                    .map_err(|e| {
+                        if is_auth_failure(&e) {
+                            tracing::debug!(error = %describe(&e), "a wrapped key did not authenticate");
+                            OpError::Auth
+                        } else {
+                            OpError::Ck(e)
+                        }
+                    })?;
+                Dek::try_from_slice(&plain).map_err(OpError::Core)
+            })
+        })
+        .await
+    }
+}
+
 fn random_iv() -> Result<[u8; IV_LEN], OpError> {
     let mut iv = [0u8; IV_LEN];
     aws_lc_rs::rand::fill(&mut iv)
@@ -649,29 +711,11 @@ impl KekProvider for Pkcs11Kek {
     }
 
     async fn wrap(&self, dek: &Dek, ctx: &WrapContext<'_>) -> Result<Vec<u8>> {
-        let aad = ctx.aad()?;
-        let dek = dek.clone();
-        self.run(move |inner| {
-            inner.with_session(|session, key| {
-                // A fresh IV per attempt: a retry never reuses one.
-                let mut iv = random_iv()?;
-                let params = GcmParams::new(&mut iv, &aad, TAG_BITS)?;
-                let sealed =
-                    session.encrypt(&Mechanism::AesGcm(params), key, dek.expose_secret())?;
-                if sealed.len() != KEY_LEN + TAG_LEN {
-                    return Err(OpError::Other(format!(
-                        "C_Encrypt with CKM_AES_GCM returned {} bytes for a {KEY_LEN}-byte key; expected {}",
-                        sealed.len(),
-                        KEY_LEN + TAG_LEN
-                    )));
-                }
-                let mut out = Vec::with_capacity(WRAPPED_LEN);
-                out.extend_from_slice(&iv);
-                out.extend_from_slice(&sealed);
-                Ok(out)
-            })
-        })
-        .await
+        let (iv, sealed) = self.gcm_seal(ctx.aad()?, dek).await?;
+        let mut out = Vec::with_capacity(WRAPPED_LEN);
+        out.extend_from_slice(&iv);
+        out.extend_from_slice(&sealed);
+        Ok(out)
     }
 
     async fn unwrap(&self, wrapped: &[u8], ctx: &WrapContext<'_>) -> Result<Dek> {
@@ -681,27 +725,10 @@ impl KekProvider for Pkcs11Kek {
                 kek: self.name.clone(),
             });
         }
-        let aad = ctx.aad()?;
-        let wrapped = wrapped.to_vec();
-        self.run(move |inner| {
-            inner.with_session(|session, key| {
-                let (iv, sealed) = wrapped.split_at(IV_LEN);
-                let mut iv = iv.to_vec();
-                let params = GcmParams::new(&mut iv, &aad, TAG_BITS)?;
-                let plain = session
-                    .decrypt(&Mechanism::AesGcm(params), key, sealed)
-                    .map(Zeroizing::new)
-                    .map_err(|e| {
-                        if is_auth_failure(&e) {
-                            tracing::debug!(error = %describe(&e), "a wrapped DEK did not authenticate");
-                            OpError::Auth
-                        } else {
-                            OpError::Ck(e)
-                        }
-                    })?;
-                Dek::try_from_slice(&plain).map_err(OpError::Core)
-            })
-        })
-        .await
+        let (iv, sealed) = wrapped.split_at(IV_LEN);
+        let iv: [u8; IV_LEN] = iv.try_into().map_err(|_| Error::WrongKek {
+            kek: self.name.clone(),
+        })?;
+        self.gcm_open(iv, ctx.aad()?, sealed.to_vec()).await
     }
 }

@@ -65,9 +65,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod files;
 mod kek;
 mod module;
 pub mod reference;
 
+pub use files::Pkcs11FileKeyring;
 pub use kek::{ALGORITHM, IV_LEN, KIND, KeyAttributes, KeyMode, Pkcs11Kek, TAG_LEN, WRAPPED_LEN};
 pub use reference::{PinSource, Pkcs11Ref, TokenSelector};

@@ -9,9 +9,9 @@ use crate::error::{Error, Result};
 use crate::secret::Dek;
 
 /// Tag length of every GCM operation in the format.
-pub(crate) const TAG_LEN: usize = 16;
+pub const TAG_LEN: usize = 16;
 /// IV length.
-pub(crate) const IV_LEN: usize = 12;
+pub const IV_LEN: usize = 12;
 /// The sequence-number marker that opens the final frame.
 pub(crate) const FINAL_MARKER: u32 = 0xFFFF_FFFF;
 const FRAME_STR: &[u8] = b"AWSKMSEncryptionClient Frame";

@@ -75,11 +75,7 @@ impl RawAesKeyring {
     }
 
     /// Wraps a data key (IV from the module's generator).
-    pub(crate) fn wrap(
-        &self,
-        data_key: &Dek,
-        context: &EncryptionContext,
-    ) -> Result<EncryptedDataKey> {
+    pub fn wrap(&self, data_key: &Dek, context: &EncryptionContext) -> Result<EncryptedDataKey> {
         let key = RandomizedNonceKey::new(&AES_256_GCM, self.key.expose_secret())
             .map_err(|_| Error::Module("AES-GCM key setup"))?;
         let aad = context.serialize()?;
@@ -87,46 +83,27 @@ impl RawAesKeyring {
         let nonce = key
             .seal_in_place_append_tag(Aad::from(&aad[..]), &mut buf)
             .map_err(|_| Error::Module("AES-GCM seal"))?;
-        let mut info = self.name.as_bytes().to_vec();
-        info.extend_from_slice(&((TAG_LEN * 8) as u32).to_be_bytes());
-        info.extend_from_slice(&(IV_LEN as u32).to_be_bytes());
-        info.extend_from_slice(nonce.as_ref());
-        Ok(EncryptedDataKey {
-            provider_id: self.namespace.clone(),
-            provider_info: info,
-            ciphertext: buf,
-        })
+        let mut iv = [0u8; IV_LEN];
+        iv.copy_from_slice(nonce.as_ref());
+        Ok(EncryptedDataKey::raw_aes(
+            &self.namespace,
+            &self.name,
+            &iv,
+            buf,
+        ))
     }
 
     /// Unwraps an EDK addressed to this keyring; `Ok(None)` if it is addressed elsewhere,
     /// `Err(Decrypt)` if it is addressed here but does not open.
-    pub(crate) fn unwrap(
+    pub fn unwrap(
         &self,
         edk: &EncryptedDataKey,
         context: &EncryptionContext,
     ) -> Result<Option<Dek>> {
-        if edk.provider_id != self.namespace {
+        let name = (!self.any_name).then_some(self.name.as_str());
+        let Some(iv) = edk.raw_aes_iv(&self.namespace, name)? else {
             return Ok(None);
-        }
-        let info = &edk.provider_info;
-        let n = if self.any_name {
-            match info.len().checked_sub(8 + IV_LEN) {
-                Some(n) => n,
-                None => return Ok(None),
-            }
-        } else {
-            self.name.len()
         };
-        if info.len() != n + 8 + IV_LEN || (!self.any_name && &info[..n] != self.name.as_bytes()) {
-            return Ok(None);
-        }
-        if info[n..n + 4] != ((TAG_LEN * 8) as u32).to_be_bytes()
-            || info[n + 4..n + 8] != (IV_LEN as u32).to_be_bytes()
-            || edk.ciphertext.len() != 32 + TAG_LEN
-        {
-            return Err(Error::Decrypt);
-        }
-        let iv: [u8; IV_LEN] = info[n + 8..].try_into().map_err(|_| Error::Decrypt)?;
         let key = LessSafeKey::new(
             UnboundKey::new(&AES_256_GCM, self.key.expose_secret())
                 .map_err(|_| Error::Module("AES-GCM key setup"))?,
@@ -141,5 +118,48 @@ impl RawAesKeyring {
             )
             .map_err(|_| Error::Decrypt)?;
         Ok(Some(Dek::try_from_slice(plain)?))
+    }
+}
+
+impl EncryptedDataKey {
+    /// An EDK in the raw AES keyring layout: provider id = `namespace`; provider info = `name` ‖
+    /// tag bits (u32 = 128) ‖ IV length (u32 = 12) ‖ `iv`; ciphertext = `sealed` (the wrapped
+    /// 32-byte data key ‖ its 16-byte tag, sealed with AAD = the serialized encryption context).
+    /// For wrapping keys held elsewhere (an HSM) that produce the same AES-GCM output.
+    pub fn raw_aes(namespace: &str, name: &str, iv: &[u8; IV_LEN], sealed: Vec<u8>) -> Self {
+        let mut info = name.as_bytes().to_vec();
+        info.extend_from_slice(&((TAG_LEN * 8) as u32).to_be_bytes());
+        info.extend_from_slice(&(IV_LEN as u32).to_be_bytes());
+        info.extend_from_slice(iv);
+        EncryptedDataKey {
+            provider_id: namespace.to_owned(),
+            provider_info: info,
+            ciphertext: sealed,
+        }
+    }
+
+    /// For a raw AES EDK addressed to `namespace` and `name` (any name when `None`), its IV;
+    /// `Ok(None)` when addressed elsewhere; `Err(Decrypt)` when addressed here with parameters
+    /// other than AES-GCM, 12-byte IV, 16-byte tag, 32-byte key.
+    pub fn raw_aes_iv(&self, namespace: &str, name: Option<&str>) -> Result<Option<[u8; IV_LEN]>> {
+        if self.provider_id != namespace {
+            return Ok(None);
+        }
+        let info = &self.provider_info;
+        let Some(n) = info.len().checked_sub(8 + IV_LEN) else {
+            return Ok(None);
+        };
+        if name.is_some_and(|name| name.as_bytes() != &info[..n]) {
+            return Ok(None);
+        }
+        if info[n..n + 4] != ((TAG_LEN * 8) as u32).to_be_bytes()
+            || info[n + 4..n + 8] != (IV_LEN as u32).to_be_bytes()
+            || self.ciphertext.len() != 32 + TAG_LEN
+        {
+            return Err(Error::Decrypt);
+        }
+        let mut iv = [0u8; IV_LEN];
+        iv.copy_from_slice(&info[n + 8..]);
+        Ok(Some(iv))
     }
 }

@@ -8,8 +8,9 @@ use super::Limits;
 use super::frame::{FINAL_MARKER, IV_LEN, MessageKeys, TAG_LEN, iv};
 use super::header::{MessageHeader, invalid};
 use super::raw_aes::RawAesKeyring;
-use super::reader::open_header;
+use super::reader::authenticate;
 use crate::error::Error;
+use crate::secret::Dek;
 
 /// Bytes a regular frame adds to its plaintext: sequence number, IV, tag.
 const REGULAR_OVERHEAD: u64 = (4 + IV_LEN + TAG_LEN) as u64;
@@ -78,7 +79,15 @@ impl<R: Read + Seek> SeekableDecryptor<R> {
     /// the plaintext length: a truncated or extended object fails here.
     pub fn open(mut inner: R, keyrings: &[&RawAesKeyring], limits: Limits) -> io::Result<Self> {
         inner.seek(SeekFrom::Start(0))?;
-        let (header, keys) = open_header(&mut inner, keyrings, limits)?;
+        let header = MessageHeader::read_from(&mut inner, &limits)?;
+        let data_key = header.unwrap_data_key(keyrings)?;
+        Self::with_data_key(inner, header, &data_key)
+    }
+
+    /// As [`SeekableDecryptor::open`], for a header the caller read ([`MessageHeader::read_from`]
+    /// at offset 0 of `inner`) and a data key it unwrapped (an HSM, a KMS).
+    pub fn with_data_key(mut inner: R, header: MessageHeader, data_key: &Dek) -> io::Result<Self> {
+        let keys = authenticate(&header, data_key)?;
         let total = inner.seek(SeekFrom::End(0))?;
         let layout =
             FrameLayout::from_total(header.len() as u64, u64::from(header.frame_len), total)

@@ -1,0 +1,121 @@
+//! Keys for streamed messages (files, backups, S3 objects) in the AWS Encryption SDK format.
+//!
+//! A message's data key is fresh per message and wrapped by every [`FileKeyring`] given: a raw
+//! AES keyring around a local KEK (`env:`, `file:`), an HSM key producing the same raw-AES layout
+//! (coffer-pkcs11), or AWS KMS producing the SDKs' KMS layout (coffer-aws-kms). The AWS
+//! Encryption SDKs open any of these given the same wrapping key. [`seal`] makes the data key
+//! and its EDKs for [`coffer_core::stream::Encryptor::with_data_key`]; [`open`] finds an EDK one of
+//! the caller's keyrings opens, for [`coffer_core::stream::Decryptor::with_data_key`].
+
+use async_trait::async_trait;
+use coffer_core::Dek;
+use coffer_core::stream::{EncryptedDataKey, EncryptionContext, MessageHeader, RawAesKeyring};
+
+use crate::error::{Error, Result};
+
+/// The EDK namespace (raw AES provider id) of Coffer's own wrapping keys.
+pub const NAMESPACE: &str = "coffer";
+
+/// Something that wraps and unwraps a message's data key.
+#[async_trait]
+pub trait FileKeyring: Send + Sync {
+    /// How the keyring names itself in messages and errors (`coffer/<name>`, `aws-kms/<arn>`).
+    fn label(&self) -> String;
+
+    /// Wraps `data_key`, binding it to the encryption context.
+    async fn wrap(&self, data_key: &Dek, context: &EncryptionContext) -> Result<EncryptedDataKey>;
+
+    /// Unwraps `edk` if it is addressed to this keyring: `Ok(None)` if it is addressed elsewhere,
+    /// an error if it is addressed here and does not open (wrong key, tampered) or the provider
+    /// failed.
+    async fn unwrap(
+        &self,
+        edk: &EncryptedDataKey,
+        context: &EncryptionContext,
+    ) -> Result<Option<Dek>>;
+}
+
+#[async_trait]
+impl FileKeyring for RawAesKeyring {
+    fn label(&self) -> String {
+        format!("{}/{}", self.namespace(), self.name())
+    }
+
+    async fn wrap(&self, data_key: &Dek, context: &EncryptionContext) -> Result<EncryptedDataKey> {
+        Ok(RawAesKeyring::wrap(self, data_key, context)?)
+    }
+
+    async fn unwrap(
+        &self,
+        edk: &EncryptedDataKey,
+        context: &EncryptionContext,
+    ) -> Result<Option<Dek>> {
+        Ok(RawAesKeyring::unwrap(self, edk, context)?)
+    }
+}
+
+/// A fresh data key wrapped by every keyring, in order (the first is the primary).
+pub async fn seal(
+    keyrings: &[&dyn FileKeyring],
+    context: &EncryptionContext,
+) -> Result<(Dek, Vec<EncryptedDataKey>)> {
+    if keyrings.is_empty() {
+        return Err(Error::config("a message needs at least one wrapping key"));
+    }
+    let data_key = Dek::generate()?;
+    let mut edks = Vec::with_capacity(keyrings.len());
+    for k in keyrings {
+        edks.push(k.wrap(&data_key, context).await?);
+    }
+    Ok((data_key, edks))
+}
+
+/// Opens the message's data key with the first keyring that unwraps one of its EDKs. When none
+/// does, the error names the message's EDKs and, if a provider failed (rather than finding the
+/// key wrong), what it said.
+pub async fn open(header: &MessageHeader, keyrings: &[&dyn FileKeyring]) -> Result<Dek> {
+    let mut failure = None;
+    for edk in &header.edks {
+        for k in keyrings {
+            match k.unwrap(edk, &header.context).await {
+                Ok(Some(dk)) => return Ok(dk),
+                Ok(None) => {}
+                Err(e @ Error::Provider { .. }) => failure = Some(e),
+                // Another key filed under the same name: keep trying.
+                Err(_) => {}
+            }
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Err(Error::NoMatchingKey {
+        names: describe_edks(header),
+        tried: keyrings
+            .iter()
+            .map(|k| k.label())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+/// The message's EDKs as `provider/name` (the key name of a raw AES EDK, the key ARN of a KMS
+/// one), comma-separated.
+pub fn describe_edks(header: &MessageHeader) -> String {
+    header
+        .edks
+        .iter()
+        .map(describe_edk)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One EDK as `provider/name`.
+pub fn describe_edk(edk: &EncryptedDataKey) -> String {
+    let name = if edk.provider_id == "aws-kms" {
+        std::str::from_utf8(&edk.provider_info).ok()
+    } else {
+        edk.key_name()
+    };
+    format!("{}/{}", edk.provider_id, name.unwrap_or("?"))
+}
