@@ -32,16 +32,191 @@ fn encrypt(pt: &[u8], frame: u32) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-fn decrypt(msg: &[u8]) -> std::io::Result<Vec<u8>> {
+fn decrypt_with(msg: &[u8], threads: usize) -> std::io::Result<Vec<u8>> {
     let k = keyring();
-    let mut d = Decryptor::new(msg, &[&k], Limits::default())?;
+    let mut d = Decryptor::new(msg, &[&k], Limits::default())?.with_threads(threads);
     let mut out = Vec::new();
     d.read_to_end(&mut out)?;
     Ok(out)
 }
 
+/// Decrypts on one thread and on four; both must agree (plaintext, or failure).
+fn decrypt(msg: &[u8]) -> std::io::Result<Vec<u8>> {
+    let one = decrypt_with(msg, 1);
+    let four = decrypt_with(msg, 4);
+    match (&one, &four) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(_), Err(_)) => {}
+        _ => panic!("one thread and four disagree: {one:?} vs {four:?}"),
+    }
+    one
+}
+
 fn data(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+mod parallel {
+    use super::*;
+    use coffer_core::Dek;
+    use coffer_core::stream::{MessageHeader, rewrap_header};
+
+    fn encrypt_threads(pt: &[u8], frame: u32, threads: usize, from_reader: bool) -> Vec<u8> {
+        let k = keyring();
+        let mut e = Encryptor::new(Vec::new(), &[&k], &context(), frame)
+            .unwrap()
+            .with_threads(threads);
+        if from_reader {
+            let mut r = Trickle { data: pt, step: 0 };
+            assert_eq!(e.write_from(&mut r).unwrap(), pt.len() as u64);
+        } else {
+            for chunk in pt.chunks(1000) {
+                e.write_all(chunk).unwrap();
+            }
+        }
+        e.finish().unwrap()
+    }
+
+    /// A reader that returns uneven pieces and an `Interrupted` error now and then.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.step += 1;
+            if self.step % 7 == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::Interrupted));
+            }
+            let n = buf.len().min(self.data.len()).min(1 + self.step * 37 % 3000);
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn any_thread_count_writes_a_message_any_thread_count_reads() {
+        let frame = 512u32;
+        for n in [0usize, 1, 511, 512, 513, 100 * 512, 100 * 512 + 7] {
+            let pt = data(n);
+            for threads in [1usize, 2, 3, 8] {
+                for from_reader in [false, true] {
+                    let msg = encrypt_threads(&pt, frame, threads, from_reader);
+                    for read_threads in [1usize, 2, 5] {
+                        assert_eq!(
+                            decrypt_with(&msg, read_threads).unwrap(),
+                            pt,
+                            "{n} bytes, {threads} writers (reader: {from_reader}), {read_threads} readers"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_frame_stops_the_stream_before_its_plaintext() {
+        let frame = 256usize;
+        let pt = data(40 * frame);
+        let msg = encrypt_threads(&pt, frame as u32, 4, false);
+        let header_len = MessageHeader::read_from(&mut &msg[..], &Limits::default())
+            .unwrap()
+            .len();
+        let stride = 4 + 12 + frame + 16;
+        for bad_frame in [0usize, 1, 17, 38] {
+            let mut bad = msg.clone();
+            bad[header_len + bad_frame * stride + 40] ^= 0x10;
+            for threads in [1usize, 4] {
+                let k = keyring();
+                let mut d = Decryptor::new(&bad[..], &[&k], Limits::default())
+                    .unwrap()
+                    .with_threads(threads);
+                let mut released = 0usize;
+                let mut buf = [0u8; 100];
+                let err = loop {
+                    match d.read(&mut buf) {
+                        Ok(0) => panic!("a tampered frame was accepted"),
+                        Ok(n) => {
+                            assert_eq!(buf[..n], pt[released..released + n]);
+                            released += n;
+                        }
+                        Err(e) => break e,
+                    }
+                };
+                assert!(err.to_string().contains("decryption failed"), "{err}");
+                assert_eq!(released, bad_frame * frame, "{threads} threads");
+                // The stream stays failed.
+                assert!(d.read(&mut buf).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn a_reader_dropped_mid_stream_stops_its_workers() {
+        let pt = data(64 * 1024);
+        let msg = encrypt_threads(&pt, 1024, 2, false);
+        for _ in 0..20 {
+            let k = keyring();
+            let mut d = Decryptor::new(&msg[..], &[&k], Limits::default())
+                .unwrap()
+                .with_threads(3);
+            let mut buf = [0u8; 3000];
+            d.read_exact(&mut buf).unwrap();
+            assert_eq!(buf[..], pt[..3000]);
+            drop(d);
+        }
+    }
+
+    #[test]
+    fn a_caller_supplied_data_key_and_rewrapping() {
+        let old = keyring();
+        let new = RawAesKeyring::new("coffer", "store-1/main/v2", Kek::generate().unwrap())
+            .unwrap();
+        let pt = data(10_000);
+        let msg = encrypt_threads(&pt, 1024, 2, false);
+        let header = MessageHeader::read_from(&mut &msg[..], &Limits::default()).unwrap();
+        let dk: Dek = header.unwrap_data_key(&[&old]).unwrap();
+        let edk = new.wrap(&dk, &header.context).unwrap();
+        let mut rewrapped = rewrap_header(&header, &dk, &[edk]).unwrap();
+        let parsed = MessageHeader::read_from(&mut &rewrapped[..], &Limits::default()).unwrap();
+        assert_eq!(parsed.len(), rewrapped.len());
+        assert_eq!(parsed.message_id, header.message_id);
+        assert_eq!(parsed.edks.len(), 1);
+        assert_eq!(parsed.edks[0].key_name(), Some("store-1/main/v2"));
+        rewrapped.extend_from_slice(&msg[header.len()..]);
+        let mut d = Decryptor::new(&rewrapped[..], &[&new], Limits::default()).unwrap();
+        let mut out = Vec::new();
+        d.read_to_end(&mut out).unwrap();
+        assert_eq!(out, pt);
+        assert!(Decryptor::new(&rewrapped[..], &[&old], Limits::default()).is_err());
+        // with_data_key: the same key opens it; another key fails the commitment.
+        let h2 = MessageHeader::read_from(&mut &rewrapped[..], &Limits::default()).unwrap();
+        let rest = &rewrapped[h2.len()..];
+        let mut d = Decryptor::with_data_key(rest, h2.clone(), &dk).unwrap();
+        let mut out = Vec::new();
+        d.read_to_end(&mut out).unwrap();
+        assert_eq!(out, pt);
+        assert!(Decryptor::with_data_key(rest, h2.clone(), &Dek::generate().unwrap()).is_err());
+        // A tampered header is not re-blessed.
+        let mut bad = msg.clone();
+        bad[10] ^= 1; // in the message id
+        let hb = MessageHeader::read_from(&mut &bad[..], &Limits::default()).unwrap();
+        let edk = new.wrap(&dk, &hb.context).unwrap();
+        assert!(rewrap_header(&hb, &dk, &[edk]).is_err());
+        // Written with a data key the caller wrapped.
+        let dk2 = Dek::generate().unwrap();
+        let edk = new.wrap(&dk2, &context()).unwrap();
+        let mut e = Encryptor::with_data_key(Vec::new(), &dk2, vec![edk], &context(), 100).unwrap();
+        e.write_all(&pt).unwrap();
+        let m = e.finish().unwrap();
+        let mut d = Decryptor::new(&m[..], &[&new], Limits::default()).unwrap();
+        let mut out = Vec::new();
+        d.read_to_end(&mut out).unwrap();
+        assert_eq!(out, pt);
+        assert!(Encryptor::with_data_key(Vec::new(), &dk2, vec![], &context(), 100).is_err());
+    }
 }
 
 fn sizes(frame: usize) -> Vec<usize> {
