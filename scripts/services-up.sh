@@ -36,8 +36,9 @@ if ! command -v moto_server >/dev/null; then
   python3 -m pip install -q 'moto[server]'
 fi
 # The official AWS Encryption SDK for Python: the other side of the streaming-format interop tests.
-if ! python3 -c 'import aws_encryption_sdk' 2>/dev/null; then
-  log "installing aws-encryption-sdk (Python)"
-  python3 -m pip install -q aws-encryption-sdk
+# [MPL] brings the Material Providers Library (RawAESKeyring), the SDK's current keyring API.
+if ! python3 -c 'import aws_encryption_sdk, aws_cryptographic_material_providers' 2>/dev/null; then
+  log "installing aws-encryption-sdk[MPL] (Python)"
+  python3 -m pip install -q 'aws-encryption-sdk[MPL]'
 fi
 log "PostgreSQL, Redis, SoftHSM2, moto and the Python AWS Encryption SDK ready"

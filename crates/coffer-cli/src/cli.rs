@@ -156,7 +156,17 @@ const FILE_AFTER_HELP: &str = "Files are AWS Encryption SDK messages (format v2,
 key commitment), framed (64 KiB by default): the official AWS Encryption SDKs decrypt them with a raw
 AES keyring holding the same key (namespace \"coffer\", the key name given here).
 
-Keys (--kek, --recovery-kek): env:VAR or file:PATH holding a standard-base64 256-bit key.
+Keys (--kek, --recovery-kek, --new-kek):
+  env:VAR, file:PATH   a standard-base64 256-bit key (raw AES keyring, namespace \"coffer\")
+  pkcs11:module=...;token=...;key=...;pin-env=...   an AES key on an HSM (same raw AES layout)
+  aws-kms:KEY[;region=R][;endpoint=URL]   an AWS KMS key (the SDKs' KMS keyring layout; needs a
+                       coffer built with --features aws-kms)
+A file can carry several keys (--recovery-kek: an offline recovery key); any one decrypts it.
+`coffer file rewrap` replaces the keys of an encrypted file without decrypting its contents.
+
+--compress zstd compresses before encrypting and records it in the authenticated encryption
+context (coffer:compression=zstd); decrypt undoes it. The ciphertext length then reveals how well
+the plaintext compresses: leave it off for data an attacker can partly choose.
 
 Exit status: 0 success; 1 the file does not authenticate (wrong key, tampered, truncated);
 2 usage or input error. On any failure the output file (-o) is removed; on stdout, frames that had
@@ -167,7 +177,8 @@ Examples:
   pg_dump mydb | coffer file encrypt --kek env:COFFER_KEK --context db=mydb -o mydb.dump.cfr
   coffer file decrypt --kek env:COFFER_KEK mydb.dump.cfr | psql restored
   coffer file decrypt --kek env:COFFER_KEK --range 0-1023 scan.dcm.cfr -o head.bin
-  coffer file inspect --json scan.dcm.cfr";
+  coffer file inspect --json scan.dcm.cfr
+  coffer file rewrap --kek env:OLD_KEK --new-kek env:NEW_KEK --key-name main/v2 scan.dcm.cfr -o scan.v2.cfr";
 
 /// The `coffer file` subcommands.
 #[derive(Debug, Subcommand)]
@@ -178,6 +189,15 @@ pub enum FileCommand {
     Decrypt(FileDecryptArgs),
     /// Show a file's header: suite, frame size, encrypted data keys, encryption context
     Inspect(FileInspectArgs),
+    /// Replace a file's keys (re-wrap its data key) without touching its encrypted frames
+    Rewrap(FileRewrapArgs),
+}
+
+/// Compression applied before encryption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    /// zstd (level 3)
+    Zstd,
 }
 
 /// `coffer file encrypt`.
@@ -206,6 +226,9 @@ pub struct FileEncryptArgs {
     /// Plaintext bytes per frame
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub frame_size: u32,
+    /// Compress before encrypting (recorded in the encryption context)
+    #[arg(long, value_name = "ALGORITHM")]
+    pub compress: Option<Compression>,
     /// Threads sealing or opening frames (0: every core)
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub threads: usize,
@@ -228,6 +251,31 @@ pub struct FileDecryptArgs {
     /// Threads sealing or opening frames (0: every core)
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub threads: usize,
+}
+
+/// `coffer file rewrap`.
+#[derive(Debug, Args)]
+pub struct FileRewrapArgs {
+    /// The encrypted file
+    pub input: PathBuf,
+    /// The re-keyed file (stdout when omitted); written beside it first, renamed when complete
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// A key that opens the file now
+    #[arg(long, value_name = "REF")]
+    pub kek: String,
+    /// The key the file is wrapped for from now on
+    #[arg(long, value_name = "REF")]
+    pub new_kek: String,
+    /// The new key's name in the header
+    #[arg(long, value_name = "NAME", default_value = "default/v1")]
+    pub key_name: String,
+    /// An offline recovery key to add beside the new key
+    #[arg(long, value_name = "REF")]
+    pub recovery_kek: Option<String>,
+    /// The recovery key's name in the header
+    #[arg(long, value_name = "NAME", default_value = "recovery/v1")]
+    pub recovery_name: String,
 }
 
 /// `coffer file inspect`.

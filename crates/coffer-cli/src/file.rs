@@ -10,12 +10,15 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use coffer_core::Error as CoreError;
 use coffer_core::stream::{
     Decryptor, EncryptionContext, Encryptor, Limits, MessageHeader, SeekableDecryptor,
+    rewrap_header,
 };
 use coffer_keys::files;
 use serde_json::json;
 
 use crate::Hinted;
-use crate::cli::{FileCommand, FileDecryptArgs, FileEncryptArgs, FileInspectArgs};
+use crate::cli::{
+    Compression, FileCommand, FileDecryptArgs, FileEncryptArgs, FileInspectArgs, FileRewrapArgs,
+};
 use crate::filekeys;
 
 /// Runs one `coffer file` subcommand.
@@ -24,6 +27,7 @@ pub fn run(cmd: &FileCommand) -> Result<()> {
         FileCommand::Encrypt(a) => encrypt(a),
         FileCommand::Decrypt(a) => decrypt(a),
         FileCommand::Inspect(a) => inspect(a),
+        FileCommand::Rewrap(a) => rewrap(a),
     }
 }
 
@@ -128,7 +132,13 @@ fn encrypt(a: &FileEncryptArgs) -> Result<()> {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| anyhow!("--context takes KEY=VALUE, got '{kv}'"))?;
+        if k.starts_with("coffer:") {
+            bail!("--context: keys starting with coffer: are reserved for coffer's own entries");
+        }
         context.insert(k, v)?;
+    }
+    if a.compress == Some(Compression::Zstd) {
+        context.insert(COMPRESSION, "zstd")?;
     }
     let rt = filekeys::runtime()?;
     let (data_key, edks) = rt.block_on(async {
@@ -143,8 +153,15 @@ fn encrypt(a: &FileEncryptArgs) -> Result<()> {
     })?;
     let (src, len) = input(a.input.as_deref())?;
     let bar = progress(len, "encrypting");
-    let mut src = match &bar {
+    let src = match &bar {
         Some(b) => Box::new(b.wrap_read(src)) as Box<dyn Read>,
+        None => src,
+    };
+    let mut src = match a.compress {
+        Some(Compression::Zstd) => {
+            Box::new(zstd::stream::read::Encoder::new(src, ZSTD_LEVEL).context("starting zstd")?)
+                as Box<dyn Read>
+        }
         None => src,
     };
     let (writer, partial) = output(a.output.as_deref())?;
@@ -161,6 +178,21 @@ fn encrypt(a: &FileEncryptArgs) -> Result<()> {
         b.finish_and_clear();
     }
     partial.commit()
+}
+
+/// The context entry that records compression before encryption.
+const COMPRESSION: &str = "coffer:compression";
+const ZSTD_LEVEL: i32 = 3;
+
+/// What the authenticated context says about compression: `Ok(true)` for zstd.
+fn compressed(context: &EncryptionContext) -> Result<bool> {
+    match context.get(COMPRESSION) {
+        None => Ok(false),
+        Some("zstd") => Ok(true),
+        Some(other) => bail!(
+            "this file was compressed with '{other}' before encryption, which this coffer does not know"
+        ),
+    }
 }
 
 /// `--threads`: 0 (the default) means every core.
@@ -225,6 +257,12 @@ fn decrypt(a: &FileDecryptArgs) -> Result<()> {
         );
         let (header, data_key) = open_message(&mut f, &a.kek)?;
         let mut d = SeekableDecryptor::with_data_key(f, header, &data_key).map_err(stream_error)?;
+        if compressed(&d.header().context)? {
+            bail!(
+                "--range reads plaintext offsets, but this file was compressed before encryption; \
+                 decrypt it whole"
+            );
+        }
         let total = d.layout().plaintext_len();
         if end >= total {
             bail!("--range {start}-{end} goes past the end of the plaintext ({total} bytes)");
@@ -243,7 +281,13 @@ fn decrypt(a: &FileDecryptArgs) -> Result<()> {
         .map_err(stream_error)?
         .with_threads(threads(a.threads));
     drop(data_key);
-    let (mut writer, partial) = output(a.output.as_deref())?;
+    let (writer, partial) = output(a.output.as_deref())?;
+    let mut writer = if compressed(dec.context())? {
+        Box::new(zstd::stream::write::Decoder::new(writer).context("starting zstd")?)
+            as Box<dyn Write>
+    } else {
+        writer
+    };
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = dec.read(&mut buf).map_err(stream_error)?;
@@ -270,7 +314,12 @@ fn inspect(a: &FileInspectArgs) -> Result<()> {
     let edks: Vec<_> = h
         .edks
         .iter()
-        .map(|e| json!({"provider_id": e.provider_id, "key_name": e.key_name()}))
+        .map(|e| {
+            json!({
+                "provider_id": e.provider_id,
+                "key_name": files::key_name(e),
+            })
+        })
         .collect();
     let context: serde_json::Map<String, serde_json::Value> = h
         .context
@@ -297,7 +346,7 @@ fn inspect(a: &FileInspectArgs) -> Result<()> {
             t.push_str(&format!(
                 "  {} / {}\n",
                 e.provider_id,
-                e.key_name().unwrap_or("?")
+                files::key_name(e).unwrap_or("?")
             ));
         }
         t.push_str("encryption context:\n");
@@ -308,4 +357,35 @@ fn inspect(a: &FileInspectArgs) -> Result<()> {
     };
     io::stdout().write_all(text.as_bytes())?;
     Ok(())
+}
+
+/// `coffer file rewrap`: opens the data key with `--kek`, wraps it for `--new-kek` (and the
+/// recovery key), writes the new header and copies the frames unchanged.
+fn rewrap(a: &FileRewrapArgs) -> Result<()> {
+    let path = &a.input;
+    let mut f = BufReader::new(
+        File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+    );
+    let (header, data_key) = open_message(&mut f, &a.kek)?;
+    let rt = filekeys::runtime()?;
+    let edks = rt.block_on(async {
+        let keyrings = filekeys::for_encrypt(
+            &a.new_kek,
+            &a.key_name,
+            a.recovery_kek.as_deref(),
+            &a.recovery_name,
+        )
+        .await?;
+        anyhow::Ok(files::wrap(&data_key, &filekeys::refs(&keyrings), &header.context).await?)
+    })?;
+    let new_header = rewrap_header(&header, &data_key, &edks)?;
+    drop(data_key);
+    let (mut writer, partial) = output(a.output.as_deref())?;
+    writer
+        .write_all(&new_header)
+        .context("writing the output")?;
+    io::copy(&mut f, &mut writer).context("copying the frames")?;
+    writer.flush().context("writing the output")?;
+    drop(writer);
+    partial.commit()
 }

@@ -214,3 +214,351 @@ fn a_recovery_key_also_decrypts() {
     let back = run(d, &["decrypt", "--kek", "env:R"], &env, Some(&enc.stdout));
     assert_eq!(back.stdout, b"break glass");
 }
+
+fn esdk(args: &[&str], input: &[u8], legacy: bool) -> (Vec<u8>, String) {
+    use std::io::Write as _;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop/esdk.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .env("COFFER_ESDK_LEGACY", if legacy { "1" } else { "0" })
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "aws-encryption-sdk (Python) failed; `make test` installs it: {stderr}"
+    );
+    (out.stdout, stderr)
+}
+
+fn hex_of(b64: &str) -> String {
+    use base64::Engine as _;
+    hex::encode(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+}
+
+/// Through the binary, both ways, with the SDK's current keyring API (MPL RawAESKeyring):
+/// frame sizes 4096 and 65536; plaintexts 0, 1, frame-1, frame, frame+1 bytes and 5 MiB.
+#[test]
+fn the_python_sdk_and_the_cli_read_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k = key();
+    let khex = hex_of(&k);
+    let env = [("K", k.as_str())];
+    for frame in [4096usize, 65536] {
+        for n in [0, 1, frame - 1, frame, frame + 1, 5 << 20] {
+            let pt = data(n);
+            let fs = frame.to_string();
+            let ours = run(
+                d,
+                &[
+                    "encrypt",
+                    "--kek",
+                    "env:K",
+                    "--key-name",
+                    "backups/v3",
+                    "--frame-size",
+                    &fs,
+                    "--context",
+                    "db=clinic",
+                ],
+                &env,
+                Some(&pt),
+            );
+            assert_eq!(ours.code, Some(0), "{}", ours.stderr);
+            let (plain, ctx) = esdk(
+                &["decrypt", &khex, "coffer", "backups/v3"],
+                &ours.stdout,
+                false,
+            );
+            assert!(
+                plain == pt,
+                "Python decrypting coffer, frame {frame}, {n} bytes"
+            );
+            assert!(ctx.contains("context db=clinic"), "{ctx}");
+            let (theirs, _) = esdk(
+                &["encrypt", &khex, "coffer", "backups/v3", &fs, "db=clinic"],
+                &pt,
+                false,
+            );
+            let back = run(d, &["decrypt", "--kek", "env:K"], &env, Some(&theirs));
+            assert_eq!(back.code, Some(0), "{}", back.stderr);
+            assert!(
+                back.stdout == pt,
+                "coffer decrypting Python, frame {frame}, {n} bytes"
+            );
+        }
+    }
+    // The SDK's older master-key API reads the same bytes.
+    let pt = data(70_000);
+    let ours = run(d, &["encrypt", "--kek", "env:K"], &env, Some(&pt));
+    let (plain, _) = esdk(
+        &["decrypt", &khex, "coffer", "default/v1"],
+        &ours.stdout,
+        true,
+    );
+    assert!(plain == pt);
+}
+
+#[test]
+fn compressed_files_round_trip_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k = key();
+    let env = [("K", k.as_str())];
+    let text: Vec<u8> = (0..200_000)
+        .flat_map(|i| format!("row {i}, diagnosis E11.9\n").into_bytes())
+        .collect();
+    std::fs::write(d.join("dump.sql"), &text).unwrap();
+    let enc = run(
+        d,
+        &[
+            "encrypt",
+            "dump.sql",
+            "-o",
+            "dump.cfr",
+            "--kek",
+            "env:K",
+            "--compress",
+            "zstd",
+        ],
+        &env,
+        None,
+    );
+    assert_eq!(enc.code, Some(0), "{}", enc.stderr);
+    let size = std::fs::metadata(d.join("dump.cfr")).unwrap().len();
+    assert!(
+        size * 5 < text.len() as u64,
+        "{size} bytes for {}",
+        text.len()
+    );
+    let info = run(d, &["inspect", "--json", "dump.cfr"], &[], None);
+    let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(v["encryption_context"]["coffer:compression"], "zstd");
+    let back = run(
+        d,
+        &["decrypt", "dump.cfr", "-o", "back.sql", "--kek", "env:K"],
+        &env,
+        None,
+    );
+    assert_eq!(back.code, Some(0), "{}", back.stderr);
+    assert!(std::fs::read(d.join("back.sql")).unwrap() == text);
+    let range = run(
+        d,
+        &["decrypt", "dump.cfr", "--range", "0-9", "--kek", "env:K"],
+        &env,
+        None,
+    );
+    range.fails(2, "compressed before encryption");
+    let reserved = run(
+        d,
+        &[
+            "encrypt",
+            "--kek",
+            "env:K",
+            "--context",
+            "coffer:compression=none",
+        ],
+        &env,
+        Some(b"x"),
+    );
+    reserved.fails(2, "reserved");
+}
+
+#[test]
+fn rewrap_changes_the_keys_and_not_the_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (old, new, rec) = (key(), key(), key());
+    let env = [
+        ("OLD", old.as_str()),
+        ("NEW", new.as_str()),
+        ("REC", rec.as_str()),
+    ];
+    let pt = data(200_000);
+    std::fs::write(d.join("scan.dcm"), &pt).unwrap();
+    let enc = run(
+        d,
+        &[
+            "encrypt",
+            "scan.dcm",
+            "-o",
+            "a.cfr",
+            "--kek",
+            "env:OLD",
+            "--frame-size",
+            "4096",
+        ],
+        &env,
+        None,
+    );
+    assert_eq!(enc.code, Some(0), "{}", enc.stderr);
+    let rw = run(
+        d,
+        &[
+            "rewrap",
+            "a.cfr",
+            "-o",
+            "b.cfr",
+            "--kek",
+            "env:OLD",
+            "--new-kek",
+            "env:NEW",
+            "--key-name",
+            "main/v2",
+            "--recovery-kek",
+            "env:REC",
+        ],
+        &env,
+        None,
+    );
+    assert_eq!(rw.code, Some(0), "{}", rw.stderr);
+    let (a, b) = (
+        std::fs::read(d.join("a.cfr")).unwrap(),
+        std::fs::read(d.join("b.cfr")).unwrap(),
+    );
+    let frames = 48 * (4 + 12 + 4096 + 16) + (4 + 4 + 12 + 4 + 200_000 % 4096 + 16);
+    assert_eq!(
+        a[a.len() - frames..],
+        b[b.len() - frames..],
+        "frames untouched"
+    );
+    for k in ["env:NEW", "env:REC"] {
+        let out = run(d, &["decrypt", "b.cfr", "--kek", k], &env, None);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert!(out.stdout == pt);
+    }
+    run(d, &["decrypt", "b.cfr", "--kek", "env:OLD"], &env, None).fails(1, "main/v2");
+    let info = run(d, &["inspect", "b.cfr"], &[], None);
+    assert!(
+        info.stdout_str().contains("coffer / main/v2"),
+        "{}",
+        info.stdout_str()
+    );
+    assert!(info.stdout_str().contains("coffer / recovery/v1"));
+    // The wrong current key: refused, no output.
+    run(
+        d,
+        &[
+            "rewrap",
+            "a.cfr",
+            "-o",
+            "c.cfr",
+            "--kek",
+            "env:NEW",
+            "--new-kek",
+            "env:REC",
+        ],
+        &env,
+        None,
+    )
+    .fails(1, "decryption failed");
+    assert!(!d.join("c.cfr").exists());
+}
+
+#[cfg(feature = "pkcs11")]
+fn softhsm() -> Vec<(String, String)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/softhsm-setup.sh");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("coffer-cli-file-softhsm");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "SoftHSM2 setup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches(['\'', '"']).to_owned()))
+        .collect()
+}
+
+/// An AES key imported into SoftHSM wraps files in the raw AES layout: the Python SDK opens them
+/// with the same key bytes, and so does `--kek env:` with them.
+#[cfg(feature = "pkcs11")]
+#[test]
+fn hsm_wrapped_files_open_with_the_same_key_anywhere() {
+    let hsm = softhsm();
+    let get = |k: &str| hsm.iter().find(|(n, _)| n == k).unwrap().1.clone();
+    let (module, token) = (
+        get("COFFER_TEST_PKCS11_MODULE"),
+        get("COFFER_TEST_PKCS11_TOKEN"),
+    );
+    let pin = std::fs::read_to_string(get("COFFER_TEST_PKCS11_PIN_FILE")).unwrap();
+    let conf = get("SOFTHSM2_CONF");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k = key();
+    let khex = hex_of(&k);
+    std::fs::write(d.join("raw.key"), hex::decode(&khex).unwrap()).unwrap();
+    let label = format!("coffer-file-{}", &hex_of(&key())[..12]);
+    let import = std::process::Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args([
+            "--import", "raw.key", "--aes", "--token", &token, "--label", &label,
+        ])
+        .args([
+            "--id",
+            &label.as_bytes()[..4]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+        ])
+        .args(["--pin", pin.trim()])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    let reference = format!("pkcs11:module={module};token={token};key={label};pin-env=HSM_PIN");
+    let env = [
+        ("K", k.as_str()),
+        ("HSM_PIN", pin.trim()),
+        ("SOFTHSM2_CONF", conf.as_str()),
+    ];
+    let pt = data(150_000);
+    let enc = run(
+        d,
+        &["encrypt", "--kek", &reference, "--key-name", "hsm/v1"],
+        &env,
+        Some(&pt),
+    );
+    assert_eq!(enc.code, Some(0), "{}", enc.stderr);
+    let (plain, _) = esdk(&["decrypt", &khex, "coffer", "hsm/v1"], &enc.stdout, false);
+    assert!(plain == pt, "the SDK opens the HSM's EDK");
+    for kek in [reference.as_str(), "env:K"] {
+        let out = run(d, &["decrypt", "--kek", kek], &env, Some(&enc.stdout));
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert!(out.stdout == pt);
+    }
+    let other = key();
+    let out = run(
+        d,
+        &["decrypt", "--kek", "env:O"],
+        &[("O", other.as_str())],
+        Some(&enc.stdout),
+    );
+    out.fails(1, "hsm/v1");
+}

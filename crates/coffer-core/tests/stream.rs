@@ -89,7 +89,10 @@ mod parallel {
             if self.step % 7 == 0 {
                 return Err(std::io::Error::from(std::io::ErrorKind::Interrupted));
             }
-            let n = buf.len().min(self.data.len()).min(1 + self.step * 37 % 3000);
+            let n = buf
+                .len()
+                .min(self.data.len())
+                .min(1 + self.step * 37 % 3000);
             buf[..n].copy_from_slice(&self.data[..n]);
             self.data = &self.data[n..];
             Ok(n)
@@ -172,8 +175,8 @@ mod parallel {
     #[test]
     fn a_caller_supplied_data_key_and_rewrapping() {
         let old = keyring();
-        let new = RawAesKeyring::new("coffer", "store-1/main/v2", Kek::generate().unwrap())
-            .unwrap();
+        let new =
+            RawAesKeyring::new("coffer", "store-1/main/v2", Kek::generate().unwrap()).unwrap();
         let pt = data(10_000);
         let msg = encrypt_threads(&pt, 1024, 2, false);
         let header = MessageHeader::read_from(&mut &msg[..], &Limits::default()).unwrap();

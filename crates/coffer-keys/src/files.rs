@@ -63,11 +63,22 @@ pub async fn seal(
         return Err(Error::config("a message needs at least one wrapping key"));
     }
     let data_key = Dek::generate()?;
+    let edks = wrap(&data_key, keyrings, context).await?;
+    Ok((data_key, edks))
+}
+
+/// An existing message's data key wrapped by every keyring, in order (for
+/// [`coffer_core::stream::rewrap_header`]).
+pub async fn wrap(
+    data_key: &Dek,
+    keyrings: &[&dyn FileKeyring],
+    context: &EncryptionContext,
+) -> Result<Vec<EncryptedDataKey>> {
     let mut edks = Vec::with_capacity(keyrings.len());
     for k in keyrings {
-        edks.push(k.wrap(&data_key, context).await?);
+        edks.push(k.wrap(data_key, context).await?);
     }
-    Ok((data_key, edks))
+    Ok(edks)
 }
 
 /// Opens the message's data key with the first keyring that unwraps one of its EDKs. When none
@@ -112,10 +123,14 @@ pub fn describe_edks(header: &MessageHeader) -> String {
 
 /// One EDK as `provider/name`.
 pub fn describe_edk(edk: &EncryptedDataKey) -> String {
-    let name = if edk.provider_id == "aws-kms" {
+    format!("{}/{}", edk.provider_id, key_name(edk).unwrap_or("?"))
+}
+
+/// The name an EDK is filed under: the key name of a raw AES EDK, the key ARN of a KMS one.
+pub fn key_name(edk: &EncryptedDataKey) -> Option<&str> {
+    if edk.provider_id == "aws-kms" {
         std::str::from_utf8(&edk.provider_info).ok()
     } else {
         edk.key_name()
-    };
-    format!("{}/{}", edk.provider_id, name.unwrap_or("?"))
+    }
 }
