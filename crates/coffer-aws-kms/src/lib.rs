@@ -344,6 +344,22 @@ impl AwsKmsKek {
     }
 }
 
+/// Whether a KMS EDK naming key ARN `info` was made by `key` (a key ARN, a key id or an alias).
+/// An alias cannot be compared offline and is left for KMS to judge.
+fn addressed_to(key: &str, info: &[u8]) -> bool {
+    let Ok(arn) = std::str::from_utf8(info) else {
+        return false;
+    };
+    if key.starts_with("alias/") || key.contains(":alias/") {
+        true
+    } else if key.starts_with("arn:") {
+        arn == key
+    } else {
+        arn.strip_suffix(key)
+            .is_some_and(|head| head.ends_with(":key/"))
+    }
+}
+
 /// Message data keys wrapped by AWS KMS in the AWS Encryption SDKs' KMS keyring layout: provider
 /// id `aws-kms`, provider info the key ARN, ciphertext the `Encrypt` blob, with the message's
 /// encryption context as the KMS encryption context. The SDKs' KMS keyrings open these.
@@ -395,12 +411,7 @@ impl FileKeyring for AwsKmsFileKeyring {
         if edk.provider_id != KMS_PROVIDER_ID {
             return Ok(None);
         }
-        let key = self.kek.reference().key();
-        // A full ARN must match the EDK's; an alias or key id is left for KMS to judge.
-        if key.starts_with("arn:")
-            && !key.contains(":alias/")
-            && edk.provider_info != key.as_bytes()
-        {
+        if !addressed_to(self.kek.reference().key(), &edk.provider_info) {
             return Ok(None);
         }
         match self
@@ -447,6 +458,21 @@ impl KekProvider for AwsKmsKek {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edks_are_matched_to_keys_by_arn_or_id() {
+        let arn = b"arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        assert!(addressed_to(std::str::from_utf8(arn).unwrap(), arn));
+        assert!(addressed_to("1234abcd-12ab-34cd-56ef-1234567890ab", arn));
+        assert!(!addressed_to("34abcd-12ab-34cd-56ef-1234567890ab", arn));
+        assert!(!addressed_to(
+            "arn:aws:kms:us-east-1:123456789012:key/other",
+            arn
+        ));
+        assert!(addressed_to("alias/backups", arn));
+        assert!(!addressed_to("1234", &[0xff, 0xfe]));
+    }
+
     use aws_sdk_kms::config::http::HttpResponse;
     use aws_sdk_kms::error::ErrorMetadata;
     use aws_sdk_kms::operation::encrypt::EncryptError;

@@ -103,3 +103,135 @@ fn kms_kek_from_init_through_rotation() {
         down.stderr
     );
 }
+
+/// The key's ARN, which the SDKs' KMS keyrings name their EDKs by.
+fn key_arn(endpoint: &str, key: &str) -> String {
+    let code = format!(
+        "import boto3; c = boto3.client('kms', endpoint_url='{endpoint}', region_name='us-east-1', \
+         aws_access_key_id='test', aws_secret_access_key='test'); \
+         print(c.describe_key(KeyId='{key}')['KeyMetadata']['Arn'])"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &code])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn file(dir: &Path, args: &[&str], envs: &[(&str, &str)], stdin: &[u8]) -> Out {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = common::coffer()
+        .current_dir(dir)
+        .arg("file")
+        .args(args)
+        .envs([
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ])
+        .envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_vec();
+    std::thread::spawn(move || pipe.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    Out {
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn esdk_kms(args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/interop/esdk_kms.py"
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let w = std::thread::spawn(move || pipe.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    w.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Files wrapped by KMS carry KMS keyring EDKs: the Python SDK's AWS KMS keyring opens what coffer
+/// writes and coffer opens what it writes; a recovery key beside KMS opens the file offline.
+#[test]
+fn kms_wrapped_files_interoperate_with_the_sdk() {
+    let endpoint = moto();
+    let key = create_key(&endpoint);
+    let arn = key_arn(&endpoint, &key);
+    let other = create_key(&endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let recovery = coffer_core::Kek::generate()
+        .unwrap()
+        .to_base64()
+        .to_string();
+    let env = [("REC", recovery.as_str())];
+    let reference = format!("aws-kms:{arn};endpoint={endpoint}");
+    let pt: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let enc = file(
+        d,
+        &[
+            "encrypt",
+            "--kek",
+            &reference,
+            "--recovery-kek",
+            "env:REC",
+            "--context",
+            "tenant=t-9",
+        ],
+        &env,
+        &pt,
+    );
+    assert_eq!(enc.code, Some(0), "{}", enc.stderr);
+    std::fs::write(d.join("m.cfr"), &enc.stdout).unwrap();
+    let info = file(d, &["inspect", "--json", "m.cfr"], &[], b"");
+    let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(v["encrypted_data_keys"][0]["provider_id"], "aws-kms");
+    assert_eq!(v["encrypted_data_keys"][0]["key_name"], arn.as_str());
+    assert_eq!(v["encrypted_data_keys"][1]["key_name"], "recovery/v1");
+
+    assert!(esdk_kms(&["decrypt", &endpoint, &arn], &enc.stdout) == pt);
+    for kek in [reference.as_str(), "env:REC"] {
+        let out = file(d, &["decrypt", "--kek", kek], &env, &enc.stdout);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert!(out.stdout == pt);
+    }
+    let wrong = format!("aws-kms:{other};endpoint={endpoint}");
+    let out = file(d, &["decrypt", "--kek", &wrong], &env, &enc.stdout);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains(&arn), "{}", out.stderr);
+
+    let theirs = esdk_kms(&["encrypt", &endpoint, &arn, "tenant=t-9"], &pt);
+    let out = file(d, &["decrypt", "--kek", &reference], &env, &theirs);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout == pt);
+}
