@@ -98,9 +98,9 @@ fn output(path: Option<&Path>) -> Result<(Box<dyn Write>, Partial)> {
     ))
 }
 
-fn input(path: Option<&Path>) -> Result<(Box<dyn Read>, Option<u64>)> {
+fn input(path: Option<&Path>) -> Result<(Box<dyn Read + Send>, Option<u64>)> {
     match path {
-        None => Ok((Box::new(io::stdin().lock()), None)),
+        None => Ok((Box::new(io::stdin()), None)),
         Some(p) => {
             let f = File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
             let len = f.metadata().ok().map(|m| m.len());
@@ -154,13 +154,13 @@ fn encrypt(a: &FileEncryptArgs) -> Result<()> {
     let (src, len) = input(a.input.as_deref())?;
     let bar = progress(len, "encrypting");
     let src = match &bar {
-        Some(b) => Box::new(b.wrap_read(src)) as Box<dyn Read>,
+        Some(b) => Box::new(b.wrap_read(src)) as Box<dyn Read + Send>,
         None => src,
     };
-    let mut src = match a.compress {
+    let src = match a.compress {
         Some(Compression::Zstd) => {
             Box::new(zstd::stream::read::Encoder::new(src, ZSTD_LEVEL).context("starting zstd")?)
-                as Box<dyn Read>
+                as Box<dyn Read + Send>
         }
         None => src,
     };
@@ -169,7 +169,7 @@ fn encrypt(a: &FileEncryptArgs) -> Result<()> {
         .map_err(stream_error)?
         .with_threads(threads(a.threads));
     drop(data_key);
-    enc.write_from(&mut src)
+    enc.write_from_threaded(src)
         .map_err(|e| anyhow!(e).context("encrypting"))?;
     let mut writer = enc.finish().context("writing the output")?;
     writer.flush().context("writing the output")?;
@@ -274,10 +274,14 @@ fn decrypt(a: &FileDecryptArgs) -> Result<()> {
         drop(writer);
         return partial.commit();
     }
-    let (mut src, len) = input(a.input.as_deref())?;
+    let (src, len) = input(a.input.as_deref())?;
     let bar = progress(len, "decrypting");
+    let mut src = match &bar {
+        Some(b) => Box::new(b.wrap_read(src)) as Box<dyn Read + Send>,
+        None => src,
+    };
     let (header, data_key) = open_message(&mut src, &a.kek)?;
-    let mut dec = Decryptor::with_data_key(src, header, &data_key)
+    let dec = Decryptor::with_data_key(src, header, &data_key)
         .map_err(stream_error)?
         .with_threads(threads(a.threads));
     drop(data_key);
@@ -288,17 +292,7 @@ fn decrypt(a: &FileDecryptArgs) -> Result<()> {
     } else {
         writer
     };
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = dec.read(&mut buf).map_err(stream_error)?;
-        if n == 0 {
-            break;
-        }
-        writer.write_all(&buf[..n]).context("writing the output")?;
-        if let Some(b) = &bar {
-            b.inc(n as u64);
-        }
-    }
+    dec.copy_to(&mut writer).map_err(stream_error)?;
     writer.flush().context("writing the output")?;
     drop(writer);
     if let Some(b) = bar {

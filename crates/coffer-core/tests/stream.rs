@@ -68,7 +68,11 @@ mod parallel {
             .with_threads(threads);
         if from_reader {
             let mut r = Trickle { data: pt, step: 0 };
-            assert_eq!(e.write_from(&mut r).unwrap(), pt.len() as u64);
+            if threads % 2 == 0 {
+                assert_eq!(e.write_from_threaded(r).unwrap(), pt.len() as u64);
+            } else {
+                assert_eq!(e.write_from(&mut r).unwrap(), pt.len() as u64);
+            }
         } else {
             for chunk in pt.chunks(1000) {
                 e.write_all(chunk).unwrap();
@@ -101,8 +105,10 @@ mod parallel {
 
     #[test]
     fn any_thread_count_writes_a_message_any_thread_count_reads() {
-        let frame = 512u32;
-        for n in [0usize, 1, 511, 512, 513, 100 * 512, 100 * 512 + 7] {
+        // 4 KiB frames: 128 to a 512 KiB batch, so the larger sizes span several batches.
+        let frame = 4096u32;
+        let batch = 512 * 1024;
+        for n in [0usize, 1, 4095, 4096, 4097, batch, batch + 1, 6 * batch + 7] {
             let pt = data(n);
             for threads in [1usize, 2, 3, 8] {
                 for from_reader in [false, true] {
@@ -113,6 +119,13 @@ mod parallel {
                             pt,
                             "{n} bytes, {threads} writers (reader: {from_reader}), {read_threads} readers"
                         );
+                        let k = keyring();
+                        let d = Decryptor::new(&msg[..], &[&k], Limits::default())
+                            .unwrap()
+                            .with_threads(read_threads);
+                        let mut out = Vec::new();
+                        assert_eq!(d.copy_to(&mut out).unwrap(), n as u64);
+                        assert!(out == pt, "copy_to, {n} bytes, {read_threads} threads");
                     }
                 }
             }
@@ -121,14 +134,14 @@ mod parallel {
 
     #[test]
     fn a_bad_frame_stops_the_stream_before_its_plaintext() {
-        let frame = 256usize;
-        let pt = data(40 * frame);
+        let frame = 4096usize;
+        let pt = data(640 * frame); // five 128-frame batches
         let msg = encrypt_threads(&pt, frame as u32, 4, false);
         let header_len = MessageHeader::read_from(&mut &msg[..], &Limits::default())
             .unwrap()
             .len();
         let stride = 4 + 12 + frame + 16;
-        for bad_frame in [0usize, 1, 17, 38] {
+        for bad_frame in [0usize, 1, 130, 639] {
             let mut bad = msg.clone();
             bad[header_len + bad_frame * stride + 40] ^= 0x10;
             for threads in [1usize, 4] {
@@ -149,7 +162,23 @@ mod parallel {
                     }
                 };
                 assert!(err.to_string().contains("decryption failed"), "{err}");
-                assert_eq!(released, bad_frame * frame, "{threads} threads");
+                let d2 = Decryptor::new(&bad[..], &[&k], Limits::default())
+                    .unwrap()
+                    .with_threads(threads);
+                let mut out = Vec::new();
+                assert!(d2.copy_to(&mut out).is_err());
+                assert!(out.len() <= bad_frame * frame && out[..] == pt[..out.len()]);
+                // Truncated inside the bad frame: refused the same way.
+                let d3 = Decryptor::new(
+                    &bad[..header_len + bad_frame * stride + 50],
+                    &[&k],
+                    Limits::default(),
+                )
+                .unwrap()
+                .with_threads(threads);
+                assert!(d3.copy_to(&mut Vec::new()).is_err());
+                // Frames are opened in batches: whatever came out came before the bad frame.
+                assert!(released <= bad_frame * frame, "{threads} threads");
                 // The stream stays failed.
                 assert!(d.read(&mut buf).is_err());
             }
@@ -158,7 +187,7 @@ mod parallel {
 
     #[test]
     fn a_reader_dropped_mid_stream_stops_its_workers() {
-        let pt = data(64 * 1024);
+        let pt = data(4 << 20);
         let msg = encrypt_threads(&pt, 1024, 2, false);
         for _ in 0..20 {
             let k = keyring();

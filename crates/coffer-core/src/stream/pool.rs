@@ -1,5 +1,8 @@
-//! Frames sealed or opened on several threads, handed back in sequence order, with a bound on the
-//! frames in flight (so memory stays a few frames per thread whatever the stream's length).
+//! Frames sealed or opened in batches, on several threads, handed back in order, with a bound on
+//! the batches in flight (so memory stays a few batches per thread whatever the stream's length).
+//!
+//! A batch is a run of consecutive frames in one buffer (about 512 KiB), so the threads meet once
+//! per batch rather than once per frame.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -9,70 +12,113 @@ use std::thread::JoinHandle;
 use super::frame::{MessageKeys, TAG_LEN};
 use crate::error::{Error, Result};
 
-/// What the workers do to each frame.
+/// What the workers do to each batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
-    /// `buf` is plaintext; it comes back as ciphertext ‖ tag.
+    /// `buf` is plaintext, `frame_len` bytes per frame (the final frame may be shorter); it comes
+    /// back sealed in place, with one tag per frame.
     Seal,
-    /// `buf` is ciphertext ‖ tag; it comes back as plaintext (only if the tag verifies).
+    /// `buf` is `ciphertext ‖ tag` per frame; it comes back as the frames' plaintext, only if
+    /// every tag verifies.
     Open,
 }
 
-/// One frame: its sequence number, whether it is the final frame, and its bytes.
-pub(crate) struct Frame {
+/// A run of frames: the first one's sequence number, whether the run ends with the final frame,
+/// the bytes, and (after sealing) the tags.
+pub(crate) struct Batch {
     pub(crate) seq: u32,
     pub(crate) last: bool,
     pub(crate) buf: Vec<u8>,
+    pub(crate) tags: Vec<[u8; TAG_LEN]>,
 }
 
-type Done = (u32, bool, Result<Vec<u8>>);
+/// Plaintext bytes per batch (rounded to whole frames, at least one).
+const BATCH_BYTES: usize = 512 * 1024;
+
+/// Frames per batch for a frame length.
+pub(crate) fn frames_per_batch(frame_len: usize) -> usize {
+    (BATCH_BYTES / frame_len.max(1)).max(1)
+}
 
 /// The default number of worker threads: the machine's available parallelism.
 pub(crate) fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// How many frames may be in flight: a few per thread, capped near 64 MiB of frames, at least one
-/// more than the threads so they never starve.
-pub(crate) fn in_flight_bound(threads: usize, frame_len: usize) -> usize {
-    let by_memory = (64usize << 20) / frame_len.max(1);
-    (threads * 4).min(by_memory).max(threads + 1)
+/// Batches in flight: two per thread and one more, capped near 64 MiB of frames.
+pub(crate) fn in_flight_bound(threads: usize, batch_bytes: usize) -> usize {
+    let by_memory = (64usize << 20) / batch_bytes.max(1);
+    (threads * 2 + 1).min(by_memory).max(2)
 }
 
+/// Seals the frames of `batch` in place (regular frames of `frame_len`, the final one possibly
+/// shorter or empty) and records their tags.
+pub(crate) fn seal_batch(keys: &MessageKeys, frame_len: usize, batch: &mut Batch) -> Result<()> {
+    batch.tags.clear();
+    let total = batch.buf.len();
+    let mut start = 0;
+    let mut seq = batch.seq;
+    loop {
+        let end = (start + frame_len).min(total);
+        let last = batch.last && end == total;
+        let tag = keys.seal_frame(last, seq, &mut batch.buf[start..end])?;
+        batch.tags.push(tag);
+        if end == total {
+            return Ok(());
+        }
+        start = end;
+        seq = seq.checked_add(1).ok_or(Error::Decrypt)?;
+    }
+}
+
+/// Opens the frames of `batch` in place and leaves only their plaintext in `buf`.
+pub(crate) fn open_batch(keys: &MessageKeys, frame_len: usize, batch: &mut Batch) -> Result<()> {
+    let stride = frame_len + TAG_LEN;
+    let total = batch.buf.len();
+    let (mut read, mut write) = (0, 0);
+    let mut seq = batch.seq;
+    while read < total {
+        let end = (read + stride).min(total);
+        let last = batch.last && end == total;
+        let n = keys.open_frame(last, seq, &mut batch.buf[read..end])?;
+        batch.buf.copy_within(read..read + n, write);
+        write += n;
+        read = end;
+        seq = seq.wrapping_add(1);
+    }
+    batch.buf.truncate(write);
+    Ok(())
+}
+
+fn work(op: Op, keys: &MessageKeys, frame_len: usize, batch: &mut Batch) -> Result<()> {
+    match op {
+        Op::Seal => seal_batch(keys, frame_len, batch),
+        Op::Open => open_batch(keys, frame_len, batch),
+    }
+}
+
+type Done = (Batch, Result<()>);
+
 pub(crate) struct Pool {
-    jobs: Option<SyncSender<Frame>>,
+    jobs: Option<SyncSender<Batch>>,
     results: Receiver<Done>,
     workers: Vec<JoinHandle<()>>,
-    ready: BTreeMap<u32, (bool, Result<Vec<u8>>)>,
-    next: u32,
-    in_flight: usize,
+    ready: BTreeMap<u32, Done>,
+    /// Sequence numbers of the batches in flight, in submission order.
+    order: std::collections::VecDeque<u32>,
     bound: usize,
 }
 
-fn work(op: Op, keys: &MessageKeys, mut frame: Frame) -> Result<Vec<u8>> {
-    match op {
-        Op::Seal => {
-            let tag = keys.seal_frame(frame.last, frame.seq, &mut frame.buf)?;
-            frame.buf.extend_from_slice(&tag);
-        }
-        Op::Open => {
-            let n = keys.open_frame(frame.last, frame.seq, &mut frame.buf)?;
-            frame.buf.truncate(n);
-        }
-    }
-    Ok(frame.buf)
-}
-
 impl Pool {
-    /// Starts `threads` workers; the first frame submitted must carry sequence number `first`.
+    /// Starts `threads` workers applying `op` with `frame_len`-byte frames.
     pub(crate) fn new(
         op: Op,
         keys: Arc<MessageKeys>,
+        frame_len: usize,
         threads: usize,
         bound: usize,
-        first: u32,
     ) -> Result<Self> {
-        let (jobs, job_rx) = mpsc::sync_channel::<Frame>(bound);
+        let (jobs, job_rx) = mpsc::sync_channel::<Batch>(bound);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (done_tx, results) = mpsc::channel::<Done>();
         let mut workers = Vec::with_capacity(threads);
@@ -83,9 +129,9 @@ impl Pool {
                 .spawn(move || {
                     loop {
                         let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                        let Ok(frame) = next else { break };
-                        let (seq, last) = (frame.seq, frame.last);
-                        if tx.send((seq, last, work(op, &keys, frame))).is_err() {
+                        let Ok(mut batch) = next else { break };
+                        let r = work(op, &keys, frame_len, &mut batch);
+                        if tx.send((batch, r)).is_err() {
                             break;
                         }
                     }
@@ -98,38 +144,36 @@ impl Pool {
             results,
             workers,
             ready: BTreeMap::new(),
-            next: first,
-            in_flight: 0,
+            order: std::collections::VecDeque::new(),
             bound,
         })
     }
 
-    /// True when another frame may be submitted without exceeding the bound.
+    /// True when another batch may be submitted without exceeding the bound.
     pub(crate) fn has_room(&self) -> bool {
-        self.in_flight < self.bound
+        self.order.len() < self.bound
     }
 
-    /// Hands a frame to the workers (callers keep `has_room()` true).
-    pub(crate) fn submit(&mut self, frame: Frame) -> Result<()> {
+    /// Hands a batch to the workers (callers keep `has_room()` true).
+    pub(crate) fn submit(&mut self, batch: Batch) -> Result<()> {
         let jobs = self.jobs.as_ref().ok_or(Error::Module("frame workers"))?;
-        jobs.send(frame)
+        let seq = batch.seq;
+        jobs.send(batch)
             .map_err(|_| Error::Module("frame workers stopped"))?;
-        self.in_flight += 1;
+        self.order.push_back(seq);
         Ok(())
     }
 
-    /// The next frame in sequence order; `block` waits for it, otherwise `None` if it is not done.
-    /// Returns `(seq, last, bytes)` (sealed frame with its tag, or plaintext).
-    pub(crate) fn next(&mut self, block: bool) -> Result<Option<(u32, bool, Vec<u8>)>> {
-        if self.in_flight == 0 {
+    /// The oldest batch in flight once done; `block` waits for it, otherwise `None` if it is not
+    /// done yet (or nothing is in flight).
+    pub(crate) fn next(&mut self, block: bool) -> Result<Option<Batch>> {
+        let Some(&want) = self.order.front() else {
             return Ok(None);
-        }
+        };
         loop {
-            let seq = self.next;
-            if let Some((last, r)) = self.ready.remove(&seq) {
-                self.in_flight -= 1;
-                self.next = seq.wrapping_add(1);
-                return r.map(|b| Some((seq, last, b)));
+            if let Some((batch, r)) = self.ready.remove(&want) {
+                self.order.pop_front();
+                return r.map(|()| Some(batch));
             }
             let got = if block {
                 self.results
@@ -144,7 +188,7 @@ impl Pool {
                     }
                 }
             };
-            self.ready.insert(got.0, (got.1, got.2));
+            self.ready.insert(got.0.seq, got);
         }
     }
 }
@@ -157,9 +201,4 @@ impl Drop for Pool {
             let _ = w.join();
         }
     }
-}
-
-/// Capacity for a frame buffer: its plaintext and room for the tag.
-pub(crate) fn frame_capacity(frame_len: usize) -> usize {
-    frame_len + TAG_LEN
 }

@@ -1,13 +1,13 @@
 //! [`Decryptor`]: a `Read` that authenticates a framed message as it goes, on several threads.
 
-use std::io::{self, Read};
-use std::sync::Arc;
+use std::io::{self, Read, Write};
+use std::sync::{Arc, mpsc};
 
 use super::Limits;
 use super::context::EncryptionContext;
 use super::frame::{FINAL_MARKER, IV_LEN, MessageKeys, TAG_LEN, iv};
 use super::header::{MessageHeader, invalid};
-use super::pool::{self, Frame, Op, Pool};
+use super::pool::{self, Batch, Op, Pool};
 use super::raw_aes::RawAesKeyring;
 use crate::error::Error;
 use crate::secret::Dek;
@@ -17,8 +17,8 @@ use crate::secret::Dek;
 /// reading releases each frame only after its tag verifies, and fails on truncation, reordering,
 /// frames from another message, or bytes after the final frame.
 ///
-/// Frames are opened on [`Decryptor::with_threads`] threads (default: every core), reading a few
-/// frames per thread ahead, and released in order.
+/// Frames are opened in batches of about 512 KiB on [`Decryptor::with_threads`] threads (default:
+/// every core), reading a few batches per thread ahead, and released in order.
 pub struct Decryptor<R: Read> {
     inner: R,
     header: MessageHeader,
@@ -97,8 +97,33 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<()> {
     })
 }
 
-/// Reads frame `seq` (its sequence number and IV checked) into `buf` as ciphertext ‖ tag;
-/// returns whether it is the final frame, after checking that nothing follows that one.
+/// Reads frames from `seq` on into one batch (stopping after the final frame), advancing `seq`.
+fn read_batch<R: Read>(
+    r: &mut R,
+    seq: &mut u32,
+    frame_len: usize,
+    mut buf: Vec<u8>,
+) -> io::Result<Batch> {
+    let first = *seq;
+    buf.clear();
+    let mut last = false;
+    for _ in 0..pool::frames_per_batch(frame_len) {
+        last = read_frame(r, *seq, frame_len, &mut buf)?;
+        *seq = seq.checked_add(1).ok_or_else(|| invalid(Error::Decrypt))?;
+        if last {
+            break;
+        }
+    }
+    Ok(Batch {
+        seq: first,
+        last,
+        buf,
+        tags: Vec::new(),
+    })
+}
+
+/// Reads frame `seq` (its sequence number and IV checked) and appends its ciphertext ‖ tag to
+/// `buf`; returns whether it is the final frame, after checking that nothing follows that one.
 fn read_frame<R: Read>(
     r: &mut R,
     seq: u32,
@@ -131,8 +156,9 @@ fn read_frame<R: Read>(
     } else {
         frame_len
     };
-    buf.resize(len + TAG_LEN, 0);
-    read_full(r, buf)?;
+    let start = buf.len();
+    buf.resize(start + len + TAG_LEN, 0);
+    read_full(r, &mut buf[start..])?;
     if last {
         let mut extra = [0u8; 1];
         if r.read(&mut extra)? != 0 {
@@ -189,62 +215,119 @@ impl<R: Read> Decryptor<R> {
         &self.header.context
     }
 
-    /// Reads the next frame from the input; returns `(seq, last, ciphertext ‖ tag)`.
-    fn read_next(&mut self) -> io::Result<(u32, bool, Vec<u8>)> {
-        let seq = self.seq;
-        let mut buf = self.spare.pop().unwrap_or_default();
-        let last = read_frame(&mut self.inner, seq, self.frame_len, &mut buf)?;
-        self.seq = seq.checked_add(1).ok_or_else(|| invalid(Error::Decrypt))?;
-        self.input_done = last;
-        Ok((seq, last, buf))
+    /// Reads the next batch of frames from the input (stopping after the final frame).
+    fn read_batch(&mut self) -> io::Result<Batch> {
+        let buf = self.spare.pop().unwrap_or_default();
+        let batch = read_batch(&mut self.inner, &mut self.seq, self.frame_len, buf)?;
+        self.input_done = batch.last;
+        Ok(batch)
     }
 
-    /// Puts the next frame's plaintext in `buf`.
+    /// Decrypts the rest of the message into `out` with the reading on a thread of its own, so
+    /// input, opening and output overlap (see [`super::Encryptor::write_from_threaded`]);
+    /// returns the plaintext byte count. Plaintext is written only after its frame verifies; on
+    /// an error, `out` holds the verified frames before the failing one.
+    pub fn copy_to<W: Write>(mut self, out: &mut W) -> io::Result<u64>
+    where
+        R: Send,
+    {
+        let fresh = self.seq == 1 && self.pos == self.buf.len() && self.pool.is_none();
+        if self.threads == 1 || !fresh {
+            return io::copy(&mut self, out);
+        }
+        let frame_len = self.frame_len;
+        let bound =
+            pool::in_flight_bound(self.threads, pool::frames_per_batch(frame_len) * frame_len);
+        let mut pool = Pool::new(
+            Op::Open,
+            Arc::clone(&self.keys),
+            frame_len,
+            self.threads,
+            bound,
+        )
+        .map_err(invalid)?;
+        let (batch_tx, batch_rx) = mpsc::sync_channel::<io::Result<Batch>>(2);
+        let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+        let inner = &mut self.inner;
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut seq = 1u32;
+                loop {
+                    let buf = empty_rx.try_recv().unwrap_or_default();
+                    let batch = read_batch(inner, &mut seq, frame_len, buf);
+                    let stop = batch.as_ref().map_or(true, |b| b.last);
+                    if batch_tx.send(batch).is_err() || stop {
+                        return;
+                    }
+                }
+            });
+            // Owned here, so an early return drops it and unblocks the reading thread.
+            let batch_rx = batch_rx;
+            let mut total = 0u64;
+            let mut input_done = false;
+            loop {
+                while !input_done && pool.has_room() {
+                    let batch = batch_rx.recv().map_err(|_| truncated())??;
+                    input_done = batch.last;
+                    pool.submit(batch).map_err(invalid)?;
+                }
+                let Some(batch) = pool.next(true).map_err(invalid)? else {
+                    return Err(truncated());
+                };
+                out.write_all(&batch.buf)?;
+                total += batch.buf.len() as u64;
+                if batch.last {
+                    return Ok(total);
+                }
+                let _ = empty_tx.send(batch.buf);
+            }
+        })
+    }
+
+    /// Puts the next batch's plaintext in `buf`.
     fn fill(&mut self) -> io::Result<()> {
         if self.pool.is_none() {
-            let (seq, last, mut frame) = self.read_next()?;
-            if self.threads == 1 || last {
-                let n = self
-                    .keys
-                    .open_frame(last, seq, &mut frame)
-                    .map_err(invalid)?;
-                frame.truncate(n);
-                self.release(frame, last);
+            let mut batch = self.read_batch()?;
+            if self.threads == 1 || batch.last {
+                pool::open_batch(&self.keys, self.frame_len, &mut batch).map_err(invalid)?;
+                self.release(batch);
                 return Ok(());
             }
-            let bound = pool::in_flight_bound(self.threads, self.frame_len);
-            let mut pool = Pool::new(Op::Open, Arc::clone(&self.keys), self.threads, bound, seq)
-                .map_err(invalid)?;
-            pool.submit(Frame {
-                seq,
-                last,
-                buf: frame,
-            })
+            let bound = pool::in_flight_bound(
+                self.threads,
+                pool::frames_per_batch(self.frame_len) * self.frame_len,
+            );
+            let mut pool = Pool::new(
+                Op::Open,
+                Arc::clone(&self.keys),
+                self.frame_len,
+                self.threads,
+                bound,
+            )
             .map_err(invalid)?;
+            pool.submit(batch).map_err(invalid)?;
             self.pool = Some(pool);
         }
         while !self.input_done && self.pool.as_ref().is_some_and(Pool::has_room) {
-            let (seq, last, buf) = self.read_next()?;
+            let batch = self.read_batch()?;
             if let Some(pool) = self.pool.as_mut() {
-                pool.submit(Frame { seq, last, buf }).map_err(invalid)?;
+                pool.submit(batch).map_err(invalid)?;
             }
         }
         let next = match self.pool.as_mut() {
             Some(pool) => pool.next(true).map_err(invalid)?,
             None => None,
         };
-        let (_, last, plain) = next.ok_or_else(truncated)?;
-        self.release(plain, last);
+        let batch = next.ok_or_else(truncated)?;
+        self.release(batch);
         Ok(())
     }
 
-    fn release(&mut self, plain: Vec<u8>, last: bool) {
-        let old = std::mem::replace(&mut self.buf, plain);
-        if self.pool.is_some() {
-            self.spare.push(old);
-        }
+    fn release(&mut self, batch: Batch) {
+        let old = std::mem::replace(&mut self.buf, batch.buf);
+        self.spare.push(old);
         self.pos = 0;
-        if last {
+        if batch.last {
             self.output_done = true;
             self.pool = None;
         }

@@ -1,12 +1,12 @@
 //! [`Encryptor`]: a `Write` that seals its input into a framed message, on several threads.
 
 use std::io::{self, Read, Write};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use super::context::EncryptionContext;
-use super::frame::{FINAL_MARKER, MessageKeys, TAG_LEN, iv};
+use super::frame::{FINAL_MARKER, MessageKeys, iv};
 use super::header::{EncryptedDataKey, MessageHeader, invalid};
-use super::pool::{self, Frame, Op, Pool};
+use super::pool::{self, Batch, Op, Pool};
 use super::raw_aes::RawAesKeyring;
 use crate::error::Error;
 use crate::secret::Dek;
@@ -14,14 +14,18 @@ use crate::secret::Dek;
 /// Encrypts a stream into an AWS Encryption SDK v2 message. Call [`Encryptor::finish`]: without
 /// it the message has no final frame and every reader rejects it as truncated.
 ///
-/// Frames are sealed on [`Encryptor::with_threads`] threads (default: every core) and written in
-/// order; at most a few frames per thread are held at once, whatever the stream's length. A
-/// message of one frame never starts a thread.
+/// Frames are sealed in batches of about 512 KiB on [`Encryptor::with_threads`] threads (default:
+/// every core) and written in order; at most a few batches per thread are held at once, whatever
+/// the stream's length. A message of one batch never starts a thread.
 pub struct Encryptor<W: Write> {
     out: W,
     keys: Arc<MessageKeys>,
     frame_len: usize,
+    batch_len: usize,
+    /// The batch being filled (`batch_len` bytes once allocated; `filled` of them are input);
+    /// its first frame is `seq`.
     buf: Vec<u8>,
+    filled: usize,
     seq: u32,
     threads: usize,
     pool: Option<Pool>,
@@ -78,11 +82,14 @@ impl<W: Write> Encryptor<W> {
         out.write_all(&tag)?;
         let frame_len = usize::try_from(frame_len)
             .map_err(|_| invalid(Error::invalid("frame length", "too large")))?;
+        let batch_len = pool::frames_per_batch(frame_len) * frame_len;
         Ok(Encryptor {
             out,
             keys: Arc::new(keys),
             frame_len,
-            buf: Vec::with_capacity(pool::frame_capacity(frame_len)),
+            batch_len,
+            buf: Vec::new(),
+            filled: 0,
             seq: 1,
             threads: pool::default_threads(),
             pool: None,
@@ -97,78 +104,104 @@ impl<W: Write> Encryptor<W> {
         self
     }
 
-    /// Writes one sealed frame (`sealed` = ciphertext ‖ tag).
-    fn write_frame(&mut self, seq: u32, last: bool, sealed: &[u8]) -> io::Result<()> {
-        if last {
-            self.out.write_all(&FINAL_MARKER.to_be_bytes())?;
+    /// Writes a sealed batch: each frame's sequence number, IV, (final: length), bytes and tag.
+    fn write_batch(&mut self, batch: &Batch) -> io::Result<()> {
+        let total = batch.buf.len();
+        let mut start = 0;
+        for (i, tag) in batch.tags.iter().enumerate() {
+            let end = (start + self.frame_len).min(total);
+            let seq = batch.seq + i as u32;
+            let last = batch.last && i + 1 == batch.tags.len();
+            if last {
+                self.out.write_all(&FINAL_MARKER.to_be_bytes())?;
+            }
+            self.out.write_all(&seq.to_be_bytes())?;
+            self.out.write_all(&iv(seq))?;
+            if last {
+                let n = u32::try_from(end - start)
+                    .map_err(|_| invalid(Error::invalid("frame", "too large")))?;
+                self.out.write_all(&n.to_be_bytes())?;
+            }
+            self.out.write_all(&batch.buf[start..end])?;
+            self.out.write_all(tag)?;
+            start = end;
         }
-        self.out.write_all(&seq.to_be_bytes())?;
-        self.out.write_all(&iv(seq))?;
-        if last {
-            let n = u32::try_from(sealed.len() - TAG_LEN)
-                .map_err(|_| invalid(Error::invalid("frame", "too large")))?;
-            self.out.write_all(&n.to_be_bytes())?;
-        }
-        self.out.write_all(sealed)
+        Ok(())
     }
 
-    /// Writes the frames the workers have finished, in order; `all` waits for every one.
+    /// Writes the batches the workers have finished, in order; `all` waits for every one, and a
+    /// full pipeline waits for the oldest.
     fn drain(&mut self, all: bool) -> io::Result<()> {
         loop {
             let Some(pool) = self.pool.as_mut() else {
                 return Ok(());
             };
             let block = all || !pool.has_room();
-            let Some((seq, last, sealed)) = pool.next(block).map_err(invalid)? else {
+            let Some(batch) = pool.next(block).map_err(invalid)? else {
                 return Ok(());
             };
-            self.write_frame(seq, last, &sealed)?;
-            let mut sealed = sealed;
-            sealed.clear();
-            self.spare.push(sealed);
+            self.write_batch(&batch)?;
+            self.spare.push(batch.buf);
         }
     }
 
+    /// Seals the batch in `buf` (all of it full frames unless `last`) and passes it on.
     fn emit(&mut self, last: bool) -> io::Result<()> {
+        let frames = self.filled.div_ceil(self.frame_len).max(1);
         let seq = self.seq;
-        if seq == FINAL_MARKER {
-            return Err(invalid(Error::invalid(
-                "message",
-                "more than 2^32 - 2 frames",
-            )));
-        }
+        let after = u32::try_from(frames)
+            .ok()
+            .and_then(|f| seq.checked_add(f))
+            .filter(|&s| s <= FINAL_MARKER)
+            .ok_or_else(|| invalid(Error::invalid("message", "more than 2^32 - 2 frames")))?;
+        let next = self.spare.pop().unwrap_or_default();
+        let mut buf = std::mem::replace(&mut self.buf, next);
+        buf.truncate(self.filled);
+        self.filled = 0;
+        let batch = Batch {
+            seq,
+            last,
+            buf,
+            tags: Vec::with_capacity(frames),
+        };
+        self.seq = after;
         if self.pool.is_none() && self.threads > 1 && !last {
-            let bound = pool::in_flight_bound(self.threads, self.frame_len);
+            let bound = pool::in_flight_bound(self.threads, self.batch_len);
             self.pool = Some(
-                Pool::new(Op::Seal, Arc::clone(&self.keys), self.threads, bound, seq)
-                    .map_err(invalid)?,
+                Pool::new(
+                    Op::Seal,
+                    Arc::clone(&self.keys),
+                    self.frame_len,
+                    self.threads,
+                    bound,
+                )
+                .map_err(invalid)?,
             );
         }
         if self.pool.is_some() {
-            let next = self
-                .spare
-                .pop()
-                .unwrap_or_else(|| Vec::with_capacity(pool::frame_capacity(self.frame_len)));
-            let buf = std::mem::replace(&mut self.buf, next);
             self.drain(false)?;
             if let Some(pool) = self.pool.as_mut() {
-                pool.submit(Frame { seq, last, buf }).map_err(invalid)?;
+                pool.submit(batch).map_err(invalid)?;
             }
-            self.seq = seq + 1;
-            self.drain(last)?;
+            self.drain(last)
         } else {
-            let tag = self
-                .keys
-                .seal_frame(last, seq, &mut self.buf)
-                .map_err(invalid)?;
-            self.buf.extend_from_slice(&tag);
-            let sealed = std::mem::take(&mut self.buf);
-            self.write_frame(seq, last, &sealed)?;
-            self.buf = sealed;
-            self.buf.clear();
-            self.seq = seq + 1;
+            let mut batch = batch;
+            pool::seal_batch(&self.keys, self.frame_len, &mut batch).map_err(invalid)?;
+            self.write_batch(&batch)?;
+            self.buf = batch.buf;
+            Ok(())
         }
-        Ok(())
+    }
+
+    /// The unfilled part of the batch buffer, so input is copied (or read) straight into it.
+    /// A new buffer starts at one frame and doubles up to the batch length, so short messages
+    /// stay small; recycled buffers are already full-length.
+    fn room(&mut self) -> &mut [u8] {
+        if self.filled == self.buf.len() && self.buf.len() < self.batch_len {
+            let grown = (self.buf.len() * 2).clamp(self.frame_len, self.batch_len);
+            self.buf.resize(grown, 0);
+        }
+        &mut self.buf[self.filled..]
     }
 
     /// Encrypts everything `src` yields, reading straight into frame buffers (one copy fewer
@@ -176,33 +209,70 @@ impl<W: Write> Encryptor<W> {
     pub fn write_from<R: Read>(&mut self, src: &mut R) -> io::Result<u64> {
         let mut total = 0u64;
         loop {
-            if self.buf.len() == self.frame_len {
+            if self.filled == self.batch_len {
                 // Only sealed once more input is known to exist: the final frame stays non-empty.
                 let mut probe = [0u8; 1];
-                let n = read_retrying(src, &mut probe)?;
-                if n == 0 {
+                if read_retrying(src, &mut probe)? == 0 {
                     return Ok(total);
                 }
                 self.emit(false)?;
-                self.buf.push(probe[0]);
+                self.room()[0] = probe[0];
+                self.filled = 1;
                 total += 1;
                 continue;
             }
-            let have = self.buf.len();
-            self.buf.resize(self.frame_len, 0);
-            let n = match read_retrying(src, &mut self.buf[have..]) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buf.truncate(have);
-                    return Err(e);
-                }
-            };
-            self.buf.truncate(have + n);
+            let n = read_retrying(src, self.room())?;
             if n == 0 {
                 return Ok(total);
             }
+            self.filled += n;
             total += n as u64;
         }
+    }
+
+    /// Encrypts everything `src` yields like [`Encryptor::write_from`], with the reading on a
+    /// thread of its own: input, sealing and output then overlap, which is what makes more than
+    /// one core pay off when the copies in and out cost as much as the cipher. Memory stays
+    /// bounded (a few batches). Call [`Encryptor::finish`] after.
+    pub fn write_from_threaded<R: Read + Send>(&mut self, src: R) -> io::Result<u64> {
+        if self.threads == 1 {
+            let mut src = src;
+            return self.write_from(&mut src);
+        }
+        let batch_len = self.batch_len;
+        let (full_tx, full_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(2);
+        let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+        std::thread::scope(|scope| {
+            scope.spawn(move || fill_batches(src, batch_len, &full_tx, &empty_rx));
+            let mut total = 0u64;
+            for filled in full_rx {
+                let buf = filled?;
+                if buf.is_empty() {
+                    break;
+                }
+                total += buf.len() as u64;
+                if self.filled == self.batch_len {
+                    self.emit(false)?;
+                }
+                if self.filled == 0 {
+                    // Take the buffer as the batch; return the one it replaces to the reader.
+                    let n = buf.len();
+                    let old = std::mem::replace(&mut self.buf, buf);
+                    self.filled = n;
+                    if old.capacity() >= batch_len {
+                        let _ = empty_tx.send(old);
+                    }
+                } else {
+                    self.write_all(&buf)?;
+                    let _ = empty_tx.send(buf);
+                }
+                while let Some(b) = self.spare.pop() {
+                    let _ = empty_tx.send(b);
+                }
+            }
+            // Dropping the receiver (end of the loop) stops the reader at its next send.
+            Ok(total)
+        })
     }
 
     /// Seals what is left as the final frame (full when the input was a multiple of the frame
@@ -230,20 +300,62 @@ impl<W: Write> Write for Encryptor<W> {
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
         let n = data.len();
         while !data.is_empty() {
-            // A full buffer is sealed as a regular frame only once more input arrives, so the
+            // A full batch is sealed as regular frames only once more input arrives, so the
             // final frame is never empty unless the whole input is.
-            if self.buf.len() == self.frame_len {
+            if self.filled == self.batch_len {
                 self.emit(false)?;
             }
-            let room = self.frame_len - self.buf.len();
-            let (now, rest) = data.split_at(room.min(data.len()));
-            self.buf.extend_from_slice(now);
-            data = rest;
+            let room = self.room();
+            let k = room.len().min(data.len());
+            room[..k].copy_from_slice(&data[..k]);
+            self.filled += k;
+            data = &data[k..];
         }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+/// The reading side of [`Encryptor::write_from_threaded`]: fills batch buffers (full unless the
+/// input ended) and sends them; an empty buffer marks the end.
+fn fill_batches<R: Read>(
+    mut src: R,
+    batch_len: usize,
+    full: &mpsc::SyncSender<io::Result<Vec<u8>>>,
+    empty: &mpsc::Receiver<Vec<u8>>,
+) {
+    loop {
+        let mut buf = empty.try_recv().unwrap_or_default();
+        buf.resize(batch_len, 0);
+        let mut n = 0;
+        let result = loop {
+            if n == batch_len {
+                break Ok(());
+            }
+            match read_retrying(&mut src, &mut buf[n..]) {
+                Ok(0) => break Ok(()),
+                Ok(k) => n += k,
+                Err(e) => break Err(e),
+            }
+        };
+        buf.truncate(n);
+        let done = n < batch_len;
+        let msg = match result {
+            Ok(()) => Ok(buf),
+            Err(e) => Err(e),
+        };
+        let failed = msg.is_err();
+        if full.send(msg).is_err() || failed {
+            return;
+        }
+        if done {
+            if n > 0 {
+                let _ = full.send(Ok(Vec::new()));
+            }
+            return;
+        }
     }
 }
