@@ -149,10 +149,11 @@ impl<W: Write> Encryptor<W> {
     fn emit(&mut self, last: bool) -> io::Result<()> {
         let frames = self.filled.div_ceil(self.frame_len).max(1);
         let seq = self.seq;
+        // The last frame is `after - 1`, which must stay below the final-frame marker: true
+        // whenever `seq + frames` fits in a u32.
         let after = u32::try_from(frames)
             .ok()
             .and_then(|f| seq.checked_add(f))
-            .filter(|&s| s <= FINAL_MARKER)
             .ok_or_else(|| invalid(Error::invalid("message", "more than 2^32 - 2 frames")))?;
         let next = self.spare.pop().unwrap_or_default();
         let mut buf = std::mem::replace(&mut self.buf, next);
