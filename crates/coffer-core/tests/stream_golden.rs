@@ -50,7 +50,8 @@ fn write_golden() {
         (5000, 4096, false),
     ] {
         let mut ctx = EncryptionContext::new();
-        ctx.insert("content-type", "application/octet-stream").unwrap();
+        ctx.insert("content-type", "application/octet-stream")
+            .unwrap();
         ctx.insert("coffer:patient", "hmac:4b1d9c2e").unwrap();
         let keys: Vec<&RawAesKeyring> = if two_keys {
             vec![&primary, &recovery]
@@ -119,7 +120,10 @@ fn golden_messages_still_decrypt() {
             Ok(d) => d,
             Err(_) => continue,
         };
-        assert!(d.read_to_end(&mut Vec::new()).is_err(), "case {i} byte {at}");
+        assert!(
+            d.read_to_end(&mut Vec::new()).is_err(),
+            "case {i} byte {at}"
+        );
     }
     assert_eq!(by_recovery, 2);
 }
