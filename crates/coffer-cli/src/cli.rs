@@ -162,6 +162,9 @@ Keys (--kek, --recovery-kek, --new-kek):
   aws-kms:KEY[;region=R][;endpoint=URL]   an AWS KMS key (the SDKs' KMS keyring layout; needs a
                        coffer built with --features aws-kms)
 A file can carry several keys (--recovery-kek: an offline recovery key); any one decrypts it.
+--scope SCOPE keys a file by a key-store scope instead (coffer.toml, `coffer keys`): the wrapping
+key derives from the scope's DEK, so rotation, tenant isolation and crypto-shredding apply to the
+file; such files have no recovery key by design.
 `coffer file rewrap` replaces the keys of an encrypted file without decrypting its contents.
 
 --compress zstd compresses before encrypting and records it in the authenticated encryption
@@ -209,8 +212,19 @@ pub struct FileEncryptArgs {
     #[arg(short, long, value_name = "OUT")]
     pub output: Option<PathBuf>,
     /// The key: env:VAR or file:PATH (a 256-bit key), pkcs11:…, aws-kms:…
-    #[arg(long, value_name = "REF")]
-    pub kek: String,
+    #[arg(long, value_name = "REF", required_unless_present = "scope")]
+    pub kek: Option<String>,
+    /// Key the file by a key-store scope instead (coffer.toml): destroying the scope shreds it
+    #[arg(long, value_name = "SCOPE", conflicts_with_all = ["kek", "recovery_kek"])]
+    pub scope: Option<String>,
+    /// With --scope: the configuration file
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "COFFER_CONFIG",
+        default_value = "coffer.toml"
+    )]
+    pub config: PathBuf,
     /// The key's name in the file header
     #[arg(long, value_name = "NAME", default_value = "default/v1")]
     pub key_name: String,
@@ -243,8 +257,19 @@ pub struct FileDecryptArgs {
     #[arg(short, long, value_name = "OUT")]
     pub output: Option<PathBuf>,
     /// The key (env:VAR, file:PATH, pkcs11:…, aws-kms:…); tried on every data key the header names
-    #[arg(long, value_name = "REF")]
-    pub kek: String,
+    #[arg(long, value_name = "REF", required_unless_present = "scope")]
+    pub kek: Option<String>,
+    /// The key-store scope the file is keyed by (coffer.toml)
+    #[arg(long, value_name = "SCOPE", conflicts_with = "kek")]
+    pub scope: Option<String>,
+    /// With --scope: the configuration file
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "COFFER_CONFIG",
+        default_value = "coffer.toml"
+    )]
+    pub config: PathBuf,
     /// Only plaintext bytes START-END (inclusive), reading only the frames they touch
     #[arg(long, value_name = "START-END")]
     pub range: Option<String>,

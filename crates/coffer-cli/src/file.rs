@@ -142,13 +142,19 @@ fn encrypt(a: &FileEncryptArgs) -> Result<()> {
     }
     let rt = filekeys::runtime()?;
     let (data_key, edks) = rt.block_on(async {
-        let keyrings = filekeys::for_encrypt(
-            &a.kek,
-            &a.key_name,
-            a.recovery_kek.as_deref(),
-            &a.recovery_name,
-        )
-        .await?;
+        let keyrings = match (&a.kek, &a.scope) {
+            (Some(kek), _) => {
+                filekeys::for_encrypt(
+                    kek,
+                    &a.key_name,
+                    a.recovery_kek.as_deref(),
+                    &a.recovery_name,
+                )
+                .await?
+            }
+            (None, Some(scope)) => vec![filekeys::for_scope(&a.config, scope).await?],
+            (None, None) => bail!("give --kek REF or --scope SCOPE"),
+        };
         anyhow::Ok(files::seal(&filekeys::refs(&keyrings), &context).await?)
     })?;
     let (src, len) = input(a.input.as_deref())?;
@@ -217,8 +223,27 @@ fn open_message<R: Read>(src: &mut R, kek: &str) -> Result<(MessageHeader, coffe
     Ok((header, data_key))
 }
 
+/// As [`open_message`], with `--kek` or with `--scope` (the key store of `config`).
+fn open_with(
+    src: &mut impl Read,
+    kek: Option<&str>,
+    scope: Option<&str>,
+    config: &Path,
+) -> Result<(MessageHeader, coffer_core::Dek)> {
+    match (kek, scope) {
+        (Some(kek), _) => open_message(src, kek),
+        (None, Some(scope)) => {
+            let header = MessageHeader::read_from(src, &Limits::default()).map_err(stream_error)?;
+            let rt = filekeys::runtime()?;
+            let data_key = rt.block_on(filekeys::open_scope(config, scope, &header))?;
+            Ok((header, data_key))
+        }
+        (None, None) => bail!("give --kek REF or --scope SCOPE"),
+    }
+}
+
 /// A message none of the keys opens exits 1, like any other authentication failure.
-fn key_error(e: coffer_keys::Error) -> anyhow::Error {
+pub(crate) fn key_error(e: coffer_keys::Error) -> anyhow::Error {
     match e {
         coffer_keys::Error::NoMatchingKey { .. } | coffer_keys::Error::WrongKek { .. } => {
             Hinted::new(CoreError::Decrypt, e.to_string()).into()
@@ -255,7 +280,8 @@ fn decrypt(a: &FileDecryptArgs) -> Result<()> {
         let mut f = BufReader::new(
             File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
         );
-        let (header, data_key) = open_message(&mut f, &a.kek)?;
+        let (header, data_key) =
+            open_with(&mut f, a.kek.as_deref(), a.scope.as_deref(), &a.config)?;
         let mut d = SeekableDecryptor::with_data_key(f, header, &data_key).map_err(stream_error)?;
         if compressed(&d.header().context)? {
             bail!(
@@ -280,7 +306,7 @@ fn decrypt(a: &FileDecryptArgs) -> Result<()> {
         Some(b) => Box::new(b.wrap_read(src)) as Box<dyn Read + Send>,
         None => src,
     };
-    let (header, data_key) = open_message(&mut src, &a.kek)?;
+    let (header, data_key) = open_with(&mut src, a.kek.as_deref(), a.scope.as_deref(), &a.config)?;
     let dec = Decryptor::with_data_key(src, header, &data_key)
         .map_err(stream_error)?
         .with_threads(threads(a.threads));

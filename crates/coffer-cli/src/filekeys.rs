@@ -6,7 +6,11 @@
 //! KMS layout). Passphrase references are refused: a message has nowhere to keep KDF parameters.
 
 use anyhow::{Context as _, Result, bail};
-use coffer_core::stream::RawAesKeyring;
+use std::path::Path;
+
+use coffer_core::stream::{MessageHeader, RawAesKeyring};
+use coffer_core::{Dek, ScopeId};
+use coffer_keys::config::Config;
 use coffer_keys::files::{FileKeyring, NAMESPACE};
 use coffer_keys::{KekSource, SecretRef};
 
@@ -93,4 +97,21 @@ async fn aws_kms(reference: &str) -> Result<Box<dyn FileKeyring>> {
 #[cfg(not(feature = "aws-kms"))]
 async fn aws_kms(_reference: &str) -> Result<Box<dyn FileKeyring>> {
     bail!("this coffer was built without AWS KMS support (rebuild with --features aws-kms)")
+}
+
+/// The keyring that wraps new files of a key-store scope (its active version).
+pub async fn for_scope(config: &Path, scope: &str) -> Result<Box<dyn FileKeyring>> {
+    let keyring = crate::open::keyring(&Config::load(config)?).await?;
+    let scope = ScopeId::new(scope)?;
+    Ok(Box::new(keyring.scope_file_keyring(&scope).await?))
+}
+
+/// Opens the data key of a file keyed by a key-store scope.
+pub async fn open_scope(config: &Path, scope: &str, header: &MessageHeader) -> Result<Dek> {
+    let keyring = crate::open::keyring(&Config::load(config)?).await?;
+    let scope = ScopeId::new(scope)?;
+    keyring
+        .open_scope_file(&scope, header)
+        .await
+        .map_err(crate::file::key_error)
 }

@@ -562,3 +562,87 @@ fn hsm_wrapped_files_open_with_the_same_key_anywhere() {
     );
     out.fails(1, "hsm/v1");
 }
+
+/// `--scope`: the file's wrapping key derives from a key-store scope's DEK; another scope cannot
+/// open it, and destroying the scope shreds the file.
+#[test]
+fn files_keyed_by_a_key_store_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k = key();
+    let env = [("COFFER_KEK", k.as_str())];
+    let init = common::keys(
+        d,
+        &[
+            "init",
+            "--store",
+            "sqlite:keys.db",
+            "--kek",
+            "env:COFFER_KEK",
+        ],
+        &env,
+    );
+    assert_eq!(init.code, Some(0), "{}", init.stderr);
+    let created = common::keys(d, &["create-scope", "tenant:a", "tenant:b"], &env);
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    let pt = data(100_000);
+    std::fs::write(d.join("report.pdf"), &pt).unwrap();
+    let enc = run(
+        d,
+        &[
+            "encrypt",
+            "report.pdf",
+            "-o",
+            "report.cfr",
+            "--scope",
+            "tenant:a",
+        ],
+        &env,
+        None,
+    );
+    assert_eq!(enc.code, Some(0), "{}", enc.stderr);
+    let info = run(d, &["inspect", "report.cfr"], &[], None);
+    assert!(
+        !info.stdout_str().contains("tenant"),
+        "{}",
+        info.stdout_str()
+    );
+    let back = run(
+        d,
+        &["decrypt", "report.cfr", "--scope", "tenant:a"],
+        &env,
+        None,
+    );
+    assert_eq!(back.code, Some(0), "{}", back.stderr);
+    assert!(back.stdout == pt);
+    run(
+        d,
+        &["decrypt", "report.cfr", "--scope", "tenant:b"],
+        &env,
+        None,
+    )
+    .fails(1, "scope 'tenant:b'");
+    run(
+        d,
+        &[
+            "encrypt",
+            "report.pdf",
+            "--scope",
+            "tenant:a",
+            "--recovery-kek",
+            "env:COFFER_KEK",
+        ],
+        &env,
+        None,
+    )
+    .fails(2, "cannot be used with");
+    let destroyed = common::keys(d, &["destroy", "tenant:a", "--yes"], &env);
+    assert_eq!(destroyed.code, Some(0), "{}", destroyed.stderr);
+    run(
+        d,
+        &["decrypt", "report.cfr", "--scope", "tenant:a"],
+        &env,
+        None,
+    )
+    .fails(2, "destroyed");
+}

@@ -134,3 +134,84 @@ pub fn key_name(edk: &EncryptedDataKey) -> Option<&str> {
         edk.key_name()
     }
 }
+
+/// Files keyed by a key-store scope: the wrapping key is a subkey of the scope's DEK (purpose
+/// `file-wrap`), so tenant isolation, rotation and crypto-shredding apply to files as to fields.
+/// The EDK is a raw AES one in namespace `coffer`, named `<store-id>/<check>/v<N>`: the store id,
+/// an 8-byte check value of the wrapping key (opaque: it names neither scope nor tenant) and the
+/// DEK version. Such files carry no offline-recovery EDK by design (DESIGN §9): destroying the
+/// scope destroys them.
+impl crate::Keyring {
+    /// The keyring that wraps new files of `scope` (its active version).
+    pub async fn scope_file_keyring(&self, scope: &coffer_core::ScopeId) -> Result<RawAesKeyring> {
+        let version = self.active_pointer(scope).await?.version;
+        self.scope_file_keyring_at(scope, version).await
+    }
+
+    async fn scope_file_keyring_at(
+        &self,
+        scope: &coffer_core::ScopeId,
+        version: coffer_core::KeyVersion,
+    ) -> Result<RawAesKeyring> {
+        use coffer_core::encoding::tag;
+        use coffer_core::kdf::{Purpose, derive};
+        let live = self.live(scope, version).await?;
+        let scope_bytes = scope.as_str().as_bytes();
+        let wrapping: coffer_core::SubKey<32> =
+            derive(&live.dek, Purpose::FileWrap, &[(tag::SCOPE, scope_bytes)])?;
+        let check: coffer_core::SubKey<32> = derive(
+            &live.dek,
+            Purpose::FileWrap,
+            &[(tag::SCOPE, scope_bytes), (tag::DOMAIN, b"key-check")],
+        )?;
+        let name = format!(
+            "{}/{}/{version}",
+            hex::encode(self.store_id()),
+            hex::encode(&check.expose_secret()[..8]),
+        );
+        Ok(RawAesKeyring::new(
+            NAMESPACE,
+            name,
+            coffer_core::Kek::from_bytes(*wrapping.expose_secret()),
+        )?)
+    }
+
+    /// Opens the data key of a message keyed by `scope` (any of its live versions). A destroyed
+    /// scope or version gives [`Error::Destroyed`]; a message keyed by another scope or store
+    /// gives [`Error::NoMatchingKey`].
+    pub async fn open_scope_file(
+        &self,
+        scope: &coffer_core::ScopeId,
+        header: &MessageHeader,
+    ) -> Result<Dek> {
+        let prefix = format!("{}/", hex::encode(self.store_id()));
+        for edk in &header.edks {
+            let Some(name) = edk
+                .key_name()
+                .filter(|_| edk.provider_id == NAMESPACE)
+                .and_then(|n| n.strip_prefix(&prefix))
+            else {
+                continue;
+            };
+            let Some(version) = name
+                .rsplit_once("/v")
+                .and_then(|(_, v)| v.parse::<u32>().ok())
+                .map(coffer_core::KeyVersion)
+            else {
+                continue;
+            };
+            let keyring = self.scope_file_keyring_at(scope, version).await?;
+            if let Some(dk) = RawAesKeyring::unwrap(&keyring, edk, &header.context)? {
+                return Ok(dk);
+            }
+        }
+        Err(Error::NoMatchingKey {
+            names: describe_edks(header),
+            tried: format!(
+                "scope '{}' of store {}",
+                scope.as_str(),
+                hex::encode(self.store_id())
+            ),
+        })
+    }
+}

@@ -558,6 +558,56 @@ async fn data_keys_in_rows(db: &TestDb) {
     assert!(matches!(err, Error::Destroyed { .. }), "{err}");
 }
 
+on_both!(files_keyed_by_a_scope);
+async fn files_keyed_by_a_scope(db: &TestDb) {
+    use coffer_core::stream::{Decryptor, EncryptionContext, Encryptor, Limits, MessageHeader};
+    use std::io::{Read as _, Write as _};
+    let kek = Kek::generate().unwrap();
+    let kr = one_kek(db, &kek).await;
+    let (a, b) = (scope("tenant:a-files"), scope("tenant:b-files"));
+    kr.create_scope(&a).await.unwrap();
+    kr.create_scope(&b).await.unwrap();
+    let seal = |keyring: &coffer_core::stream::RawAesKeyring, pt: &[u8]| {
+        let mut e =
+            Encryptor::new(Vec::new(), &[keyring], &EncryptionContext::new(), 4096).unwrap();
+        e.write_all(pt).unwrap();
+        e.finish().unwrap()
+    };
+    let pt = vec![7u8; 10_000];
+    let msg = seal(&kr.scope_file_keyring(&a).await.unwrap(), &pt);
+    let header = MessageHeader::read_from(&mut &msg[..], &Limits::default()).unwrap();
+    let name = header.edks[0].key_name().unwrap().to_owned();
+    assert!(name.starts_with(&hex::encode(kr.store_id())), "{name}");
+    assert!(name.ends_with("/v1") && !name.contains("tenant"), "{name}");
+    // A rotation later, a cold process still opens it with the version the name carries.
+    kr.rotate(&a).await.unwrap();
+    let cold = one_kek(db, &kek).await;
+    let dk = cold.open_scope_file(&a, &header).await.unwrap();
+    let mut d = Decryptor::with_data_key(&msg[header.len()..], header.clone(), &dk).unwrap();
+    let mut out = Vec::new();
+    d.read_to_end(&mut out).unwrap();
+    assert_eq!(out, pt);
+    assert!(
+        kr.scope_file_keyring(&a)
+            .await
+            .unwrap()
+            .name()
+            .ends_with("/v2"),
+        "new files use the active version"
+    );
+    // Another tenant's scope does not open it.
+    let err = cold.open_scope_file(&b, &header).await.unwrap_err();
+    assert!(matches!(err, Error::NoMatchingKey { .. }), "{err}");
+    // Crypto-shredding the scope shreds its files.
+    kr.destroy(&a).await.unwrap();
+    let err = one_kek(db, &kek)
+        .await
+        .open_scope_file(&a, &header)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Destroyed { .. }), "{err}");
+}
+
 on_both!(age_rotates_once_and_metrics_count);
 async fn age_rotates_once_and_metrics_count(db: &TestDb) {
     let kek = Kek::generate().unwrap();
