@@ -1,6 +1,9 @@
 //! `coffer s3 put|get`: S3 objects encrypted on this machine before upload (coffer-s3). The
 //! arguments live here; with the `s3` cargo feature off, the commands say how to get them.
 
+// Without the feature the arguments are parsed but never read.
+#![cfg_attr(not(feature = "s3"), allow(dead_code))]
+
 use std::path::PathBuf;
 
 use anyhow::Result;
