@@ -16,6 +16,9 @@ cargo bench -p coffer-pkcs11 --bench pkcs11 -- --noplot "$@"
 if [ "${BENCH_KMS:-0}" = 1 ]; then
   cargo bench -p coffer-aws-kms --bench kms -- --noplot "$@"
 fi
+# S3 client-side encryption through moto: 64 MiB put/get and a 64 KiB range, each beside plain
+# unencrypted object_store calls of the same size in the same run.
+cargo bench -p coffer-s3 --bench s3 -- --noplot "$@"
 # rotate-kek of COFFER_BENCH_DEKS (default 100 000) DEKs on PostgreSQL, DEKs/s.
 cargo bench -p coffer-store --bench rotate_kek
 if command -v openssl >/dev/null; then

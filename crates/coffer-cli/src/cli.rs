@@ -126,6 +126,9 @@ pub enum Command {
     /// Manage the key store: scopes, DEK versions, KEKs, rotation, crypto-shredding, audit
     #[command(subcommand, after_help = KEYS_AFTER_HELP)]
     Keys(KeysCommand),
+    /// Put and get S3 objects encrypted on this machine (client-side encryption)
+    #[command(subcommand, after_help = crate::s3::S3_AFTER_HELP)]
+    S3(crate::s3::S3Command),
 }
 
 const KEYS_AFTER_HELP: &str =

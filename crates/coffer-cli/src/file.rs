@@ -44,12 +44,12 @@ fn stream_error(e: io::Error) -> anyhow::Error {
 
 /// A temporary output file beside its target, renamed into place by `commit`; dropped without
 /// `commit` (any failure), it is removed, so no partial file is ever left looking complete.
-struct Partial {
+pub(crate) struct Partial {
     paths: Option<(PathBuf, PathBuf)>,
 }
 
 impl Partial {
-    fn commit(mut self) -> Result<()> {
+    pub(crate) fn commit(mut self) -> Result<()> {
         if let Some((tmp, path)) = self.paths.take() {
             std::fs::rename(&tmp, &path).with_context(|| {
                 format!("cannot move the output into place at {}", path.display())
@@ -68,7 +68,7 @@ impl Drop for Partial {
 }
 
 /// Opens the output: stdout, or a new temporary file beside `path`.
-fn output(path: Option<&Path>) -> Result<(Box<dyn Write>, Partial)> {
+pub(crate) fn output(path: Option<&Path>) -> Result<(Box<dyn Write>, Partial)> {
     let Some(path) = path else {
         return Ok((
             Box::new(BufWriter::new(io::stdout().lock())),
@@ -110,7 +110,7 @@ fn input(path: Option<&Path>) -> Result<(Box<dyn Read + Send>, Option<u64>)> {
 }
 
 /// A progress bar on a terminal for inputs of known size above 8 MiB.
-fn progress(len: Option<u64>, what: &str) -> Option<indicatif::ProgressBar> {
+pub(crate) fn progress(len: Option<u64>, what: &str) -> Option<indicatif::ProgressBar> {
     let len = len.filter(|&l| l > 8 << 20)?;
     if !io::stderr().is_terminal() {
         return None;
@@ -202,7 +202,7 @@ fn compressed(context: &EncryptionContext) -> Result<bool> {
 }
 
 /// `--threads`: 0 (the default) means every core.
-fn threads(n: usize) -> usize {
+pub(crate) fn threads(n: usize) -> usize {
     if n == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -252,7 +252,7 @@ pub(crate) fn key_error(e: coffer_keys::Error) -> anyhow::Error {
     }
 }
 
-fn parse_range(text: &str) -> Result<(u64, u64)> {
+pub(crate) fn parse_range(text: &str) -> Result<(u64, u64)> {
     let (a, b) = text
         .split_once('-')
         .ok_or_else(|| anyhow!("--range takes START-END (inclusive byte offsets), e.g. 0-1023"))?;

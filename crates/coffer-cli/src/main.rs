@@ -14,6 +14,7 @@ mod input;
 mod keys;
 mod open;
 mod report;
+mod s3;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::FipsStatus(args) => fips_status(args.json),
         Command::Keys(cmd) => admin::run(cmd),
         Command::File(cmd) => file::run(cmd),
+        Command::S3(cmd) => s3::run(cmd),
     }
 }
 
