@@ -55,10 +55,27 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err.chain().any(|c| c.is::<crate::admin::AuditBroken>()) {
         return EXIT_DECRYPT;
     }
+    #[cfg(feature = "s3")]
+    if let Some(e) = err
+        .chain()
+        .find_map(|c| c.downcast_ref::<coffer_s3::Error>())
+    {
+        use coffer_s3::Error as S3;
+        return match e {
+            S3::Store { .. } | S3::Changed { .. } => EXIT_UNAVAILABLE,
+            S3::Crypto(CoreError::Decrypt | CoreError::Unwrap | CoreError::Format(_))
+            | S3::Keys(KeysError::NoMatchingKey { .. } | KeysError::WrongKek { .. }) => {
+                EXIT_DECRYPT
+            }
+            S3::Keys(KeysError::Store(_) | KeysError::Provider { .. }) => EXIT_UNAVAILABLE,
+            _ => EXIT_USAGE,
+        };
+    }
     if let Some(k) = err.chain().find_map(|c| c.downcast_ref::<KeysError>()) {
         return match k {
             KeysError::Crypto(CoreError::Decrypt | CoreError::Unwrap | CoreError::Format(_))
-            | KeysError::WrongKek { .. } => EXIT_DECRYPT,
+            | KeysError::WrongKek { .. }
+            | KeysError::NoMatchingKey { .. } => EXIT_DECRYPT,
             KeysError::Store(_) | KeysError::Provider { .. } => EXIT_UNAVAILABLE,
             _ => EXIT_USAGE,
         };
