@@ -28,7 +28,7 @@ pub fn run(cmd: &FileCommand) -> Result<()> {
 }
 
 /// Turns a stream error into one the exit status understands: authentication failures exit 1.
-fn stream_error(e: io::Error) -> anyhow::Error {
+pub(crate) fn stream_error(e: io::Error) -> anyhow::Error {
     if let Some(core) = e.get_ref().and_then(|i| i.downcast_ref::<CoreError>()) {
         return anyhow!(core.clone());
     }
@@ -40,12 +40,12 @@ fn stream_error(e: io::Error) -> anyhow::Error {
 
 /// A temporary output file beside its target, renamed into place by `commit`; dropped without
 /// `commit` (any failure), it is removed, so no partial file is ever left looking complete.
-struct Partial {
+pub(crate) struct Partial {
     paths: Option<(PathBuf, PathBuf)>,
 }
 
 impl Partial {
-    fn commit(mut self) -> Result<()> {
+    pub(crate) fn commit(mut self) -> Result<()> {
         if let Some((tmp, path)) = self.paths.take() {
             std::fs::rename(&tmp, &path).with_context(|| {
                 format!("cannot move the output into place at {}", path.display())
@@ -64,7 +64,7 @@ impl Drop for Partial {
 }
 
 /// Opens the output: stdout, or a new temporary file beside `path`.
-fn output(path: Option<&Path>) -> Result<(Box<dyn Write>, Partial)> {
+pub(crate) fn output(path: Option<&Path>) -> Result<(Box<dyn Write>, Partial)> {
     let Some(path) = path else {
         return Ok((
             Box::new(BufWriter::new(io::stdout().lock())),
@@ -106,7 +106,7 @@ fn input(path: Option<&Path>) -> Result<(Box<dyn Read>, Option<u64>)> {
 }
 
 /// A progress bar on a terminal for inputs of known size above 8 MiB.
-fn progress(len: Option<u64>, what: &str) -> Option<indicatif::ProgressBar> {
+pub(crate) fn progress(len: Option<u64>, what: &str) -> Option<indicatif::ProgressBar> {
     let len = len.filter(|&l| l > 8 << 20)?;
     if !io::stderr().is_terminal() {
         return None;
@@ -164,7 +164,7 @@ fn encrypt(a: &FileEncryptArgs) -> Result<()> {
 }
 
 /// `--threads`: 0 (the default) means every core.
-fn threads(n: usize) -> usize {
+pub(crate) fn threads(n: usize) -> usize {
     if n == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -186,7 +186,7 @@ fn open_message<R: Read>(src: &mut R, kek: &str) -> Result<(MessageHeader, coffe
 }
 
 /// A message none of the keys opens exits 1, like any other authentication failure.
-fn key_error(e: coffer_keys::Error) -> anyhow::Error {
+pub(crate) fn key_error(e: coffer_keys::Error) -> anyhow::Error {
     match e {
         coffer_keys::Error::NoMatchingKey { .. } | coffer_keys::Error::WrongKek { .. } => {
             Hinted::new(CoreError::Decrypt, e.to_string()).into()

@@ -6,6 +6,7 @@
 //! usage or input error (`coffer --help` has the details).
 
 mod admin;
+mod backup;
 mod cli;
 mod field;
 mod file;
@@ -45,6 +46,8 @@ fn run(cli: &Cli) -> Result<()> {
         Command::FipsStatus(args) => fips_status(args.json),
         Command::Keys(cmd) => admin::run(cmd),
         Command::File(cmd) => file::run(cmd),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
     }
 }
 
