@@ -437,19 +437,24 @@ fn restore_stream(
     if streamed.is_ok() {
         streamed = w.flush().map_err(|e| anyhow!(SinkFailed(e)));
     }
-    drop(w);
     match streamed {
         Ok(()) => {
+            // Closing stdin tells pg_restore the archive is complete.
+            drop(w);
             warn(&child.finish()?);
             Ok(())
         }
         Err(e) if e.chain().any(|c| c.is::<SinkFailed>()) => {
             // pg_restore stopped reading: its own error says why.
+            drop(w);
             child.finish()?;
             Err(e)
         }
         Err(e) => {
+            // Killed while its stdin is still open, so pg_restore never sees an end of input
+            // that could pass for the end of a (shorter) archive.
             drop(child);
+            drop(w);
             Err(e.context(if a.no_single_transaction {
                 "restore stopped part-way: the database holds part of the backup"
             } else {
