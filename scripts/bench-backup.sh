@@ -30,13 +30,12 @@ psql -X -q -v ON_ERROR_STOP=1 -d "$db" -c "
                          label text NOT NULL);
   INSERT INTO readings SELECT g, g % 997, gen_random_bytes(512), encode(gen_random_bytes(32), 'hex')
     FROM generate_series(1, $rows) g;
-  DROP EXTENSION pgcrypto;
-  VACUUM ANALYZE readings;"
+  DROP EXTENSION pgcrypto;" -c "VACUUM ANALYZE readings"
 
 COFFER_BENCH_KEK=$("$coffer" keygen)
 export COFFER_BENCH_KEK
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-seconds() { local t0 t1; t0=$(date +%s.%N); "$@"; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
+seconds() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
 
 for variant in "default:" "uncompressed:--compress=0"; do
   name="${variant%%:*}"
@@ -51,7 +50,7 @@ for variant in "default:" "uncompressed:--compress=0"; do
     args=()
     for a in "${extra[@]}"; do args+=("--pg-dump-arg=$a"); done
     coffer_times+=("$(seconds "$coffer" backup --dbname "$db" -o "$work/backups" \
-      --kek env:COFFER_BENCH_KEK "${args[@]}" >/dev/null)")
+      --kek env:COFFER_BENCH_KEK "${args[@]}")")
     rm -rf "$work/backups"
   done
   p=$(printf '%s\n' "${plain_times[@]}" | median)
@@ -71,4 +70,4 @@ echo "   whole database, 1 GiB parts:           $(rss --pg-dump-arg=--compress=0
 echo "   schema only (a few KiB of dump):       $(rss --pg-dump-arg=--schema-only)"
 backup=$(ls -d "$work"/backups/2* | head -1)
 echo "== backups: coffer restore --verify-only of the whole database (decrypt + authenticate)"
-echo "   $(seconds "$coffer" restore "$backup" --kek env:COFFER_BENCH_KEK --verify-only >/dev/null)s"
+echo "   $(seconds "$coffer" restore "$backup" --kek env:COFFER_BENCH_KEK --verify-only)s"

@@ -35,7 +35,8 @@ use manifest::{MANIFEST, Manifest, Part};
 pub use restore::{RestoreArgs, restore};
 
 /// `coffer backup --help`, after the options.
-pub const BACKUP_AFTER_HELP: &str = "The backup goes to DIR/<backup-id>/: part-000001.cfr, part-000002.cfr… (each a complete AWS
+pub const BACKUP_AFTER_HELP: &str =
+    "The backup goes to DIR/<backup-id>/: part-000001.cfr, part-000002.cfr… (each a complete AWS
 Encryption SDK message of at most --part-size dump bytes) and manifest.cfr, an encrypted list of
 every part with its length and SHA-256. It is written as DIR/.<backup-id>.partial and renamed only
 when pg_dump exited with 0 and everything is on disk; on any failure it is removed.
@@ -47,7 +48,7 @@ Exit status: 0 success; 2 pg_dump failed (its messages are shown), a usage or I/
 
 Examples:
   export COFFER_KEK=$(coffer keygen)
-  coffer backup --dbname app -o /backups --kek env:COFFER_KEK --recovery-kek file:/mnt/offline/recovery.key
+  coffer backup --dbname app -o /backups --kek env:COFFER_KEK --recovery-kek file:recovery.key
   coffer backup --dbname 'host=db user=backup dbname=app' -o /backups --kek env:COFFER_KEK \\
       --format directory --jobs 4 --part-size 4GiB --pg-dump-arg=--exclude-table=audit_log
   coffer restore /backups/<backup-id> --kek env:COFFER_KEK --verify-only";
@@ -64,9 +65,10 @@ Exit status: 0 success; 1 the backup does not authenticate or does not match its
 key, tampering, missing parts); 2 pg_restore failed (its messages are shown), a usage or I/O error.
 
 Examples:
-  coffer restore /backups/20261123T020000Z-3f9a1c2b5d7e9f01 --kek env:COFFER_KEK --dbname app_restored
-  coffer restore /backups/20261123T020000Z-3f9a1c2b5d7e9f01 --kek env:COFFER_KEK -o app.dump
-  coffer restore /backups/20261123T020000Z-3f9a1c2b5d7e9f01 --kek file:/mnt/offline/recovery.key --verify-only";
+  B=/backups/20261123T020000Z-3f9a1c2b5d7e9f01
+  createdb app_restored && coffer restore $B --kek env:COFFER_KEK --dbname app_restored
+  coffer restore $B --kek env:COFFER_KEK -o app.dump
+  coffer restore $B --kek file:/mnt/offline/recovery.key --verify-only";
 
 /// `coffer backup`.
 #[derive(Debug, Args)]
@@ -74,7 +76,7 @@ pub struct BackupArgs {
     /// The database: a name or a libpq connection string (without a password)
     #[arg(long, value_name = "CONNSTR")]
     pub dbname: String,
-    /// The directory backups are kept in (created if missing); this one goes to DIR/<backup-id>/
+    /// The directory backups are kept in (created if missing); this one goes to DIR/BACKUP-ID/
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
     /// The key: env:VAR or file:PATH (a 256-bit key), pkcs11:…, aws-kms:…

@@ -126,7 +126,7 @@ pub enum Command {
     /// Manage the key store: scopes, DEK versions, KEKs, rotation, crypto-shredding, audit
     #[command(subcommand, after_help = KEYS_AFTER_HELP)]
     Keys(KeysCommand),
-    /// Back up a PostgreSQL database: pg_dump, encrypted into parts, with a signed-off manifest
+    /// Back up a PostgreSQL database: pg_dump, encrypted into parts, with an encrypted manifest
     #[command(after_help = crate::backup::BACKUP_AFTER_HELP)]
     Backup(crate::backup::BackupArgs),
     /// Check a backup against its manifest and restore it (pg_restore, a plain dump, or verify only)

@@ -23,7 +23,7 @@ use crate::filekeys;
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("target").required(true).args(["dbname", "output", "verify_only"])))]
 pub struct RestoreArgs {
-    /// The backup: DIR/<backup-id>
+    /// The backup: DIR/BACKUP-ID
     #[arg(value_name = "BACKUP")]
     pub backup: PathBuf,
     /// The key (env:VAR, file:PATH, pkcs11:…, aws-kms:…): the primary or the recovery key
