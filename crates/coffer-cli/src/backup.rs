@@ -409,11 +409,12 @@ pub fn backup(a: &BackupArgs) -> Result<()> {
                 .stdout(Stdio::piped());
             let mut child = pg::Running::spawn("pg_dump", cmd)?;
             let stdout = child.stdout()?;
-            let src: Box<dyn Read> = match &bar {
+            let src: Box<dyn Read + Send> = match &bar {
                 Some(b) => Box::new(b.wrap_read(stdout)),
                 None => Box::new(stdout),
             };
-            let mut src = BufReader::with_capacity(1 << 20, src);
+            // Up to 32 MiB read ahead of the encryptor.
+            let mut src = pg::ReadAhead::new(src, 1 << 20, 32);
             let sealed = sealer.seal_stream(&mut src, None);
             drop(src);
             // pg_dump's own failure explains a short or broken stream best: report it first.

@@ -2,8 +2,9 @@
 //! environment, their stderr kept for the error message, killed if coffer gives up on them.
 
 use std::ffi::OsStr;
-use std::io::Read as _;
+use std::io::{self, BufRead, Read};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -168,8 +169,87 @@ impl Drop for Running {
     }
 }
 
+/// Reads a child's stdout on a thread of its own, up to `depth` chunks of `chunk` bytes ahead of
+/// the caller, so that `pg_dump` keeps writing while coffer hashes, writes and fsyncs a part (a
+/// pipe holds only 64 KiB). Memory stays bounded by `depth × chunk`.
+pub(crate) struct ReadAhead {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl ReadAhead {
+    pub(crate) fn new<R: Read + Send + 'static>(mut src: R, chunk: usize, depth: usize) -> Self {
+        let (tx, rx) = sync_channel(depth);
+        std::thread::spawn(move || {
+            loop {
+                let mut buf = vec![0u8; chunk];
+                let mut filled = 0;
+                while filled < chunk {
+                    match src.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                if filled == 0 {
+                    return;
+                }
+                buf.truncate(filled);
+                // The reader gave up (an error on its side): stop reading.
+                if tx.send(Ok(buf)).is_err() {
+                    return;
+                }
+            }
+        });
+        ReadAhead {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+impl BufRead for ReadAhead {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos == self.buf.len() && !self.done {
+            match self.rx.recv() {
+                Ok(Ok(buf)) => {
+                    self.buf = buf;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The thread ended: end of stream.
+                Err(_) => self.done = true,
+            }
+        }
+        Ok(&self.buf[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let have = self.fill_buf()?;
+        let n = have.len().min(out.len());
+        out[..n].copy_from_slice(&have[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -193,6 +273,19 @@ mod tests {
         ] {
             assert!(check_conninfo(good).is_ok(), "{good}");
         }
+    }
+
+    #[test]
+    fn read_ahead_delivers_every_byte_in_order() {
+        let data: Vec<u8> = (0..3_000_001u32).map(|i| (i % 251) as u8).collect();
+        let mut r = ReadAhead::new(io::Cursor::new(data.clone()), 65_536, 4);
+        let mut out = Vec::new();
+        let mut small = [0u8; 1000];
+        let n = r.read(&mut small).unwrap();
+        out.extend_from_slice(&small[..n]);
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, data);
+        assert!(r.fill_buf().unwrap().is_empty());
     }
 
     #[test]
