@@ -21,6 +21,11 @@ fi
 cargo bench -p coffer-s3 --bench s3 -- --noplot "$@"
 # rotate-kek of COFFER_BENCH_DEKS (default 100 000) DEKs on PostgreSQL, DEKs/s.
 cargo bench -p coffer-store --bench rotate_kek
+# Backups: pg_dump alone vs coffer backup (pg_dump | encrypt), same database, same run; peak RSS.
+# COFFER_BENCH_BACKUP_ROWS (default 400 000, ~440 MB of dump); BENCH_BACKUP=0 skips it.
+if [ "${BENCH_BACKUP:-1}" = 1 ]; then
+  scripts/bench-backup.sh
+fi
 if command -v openssl >/dev/null; then
   echo "== baseline: $(openssl version) speed -evp aes-256-gcm (64-byte blocks, 1 core)"
   openssl speed -evp aes-256-gcm -bytes 64 -seconds 2 2>/dev/null | tail -1 || true

@@ -4,7 +4,8 @@
 #   servers, started with the commands the machine documents if they are down.
 #   SoftHSM2: installed (apt-get) if missing; tokens are made per test run by softhsm-setup.sh.
 #   moto (AWS KMS mock): pip-installed if missing; started per run by moto-up.sh.
-#   aws-encryption-sdk (Python): pip-installed if missing, for the streaming-format interop tests.
+#   aws-encryption-sdk[MPL] (Python): pip-installed if missing, for the streaming-format interop
+#   tests and the backup disaster-recovery test (tools/dr_decrypt.py).
 # The Redis tests start private redis-server processes of their own (they stop and restart them).
 set -euo pipefail
 
@@ -35,8 +36,8 @@ if ! command -v moto_server >/dev/null; then
   log "installing moto[server]"
   python3 -m pip install -q 'moto[server]'
 fi
-# The official AWS Encryption SDK for Python: the other side of the streaming-format interop tests.
-# [MPL] brings the Material Providers Library (RawAESKeyring), the SDK's current keyring API.
+# The official AWS Encryption SDK for Python: the other side of the streaming-format interop tests;
+# with the Material Providers Library (MPL), whose raw AES keyring tools/dr_decrypt.py uses.
 if ! python3 -c 'import aws_encryption_sdk, aws_cryptographic_material_providers' 2>/dev/null; then
   log "installing aws-encryption-sdk[MPL] (Python)"
   python3 -m pip install -q 'aws-encryption-sdk[MPL]'

@@ -129,6 +129,12 @@ pub enum Command {
     /// Put and get S3 objects encrypted on this machine (client-side encryption)
     #[command(subcommand, after_help = crate::s3::S3_AFTER_HELP)]
     S3(crate::s3::S3Command),
+    /// Back up a PostgreSQL database: pg_dump, encrypted into parts, with an encrypted manifest
+    #[command(after_help = crate::backup::BACKUP_AFTER_HELP)]
+    Backup(crate::backup::BackupArgs),
+    /// Check a backup against its manifest and restore it (pg_restore, a plain dump, or verify only)
+    #[command(after_help = crate::backup::RESTORE_AFTER_HELP)]
+    Restore(crate::backup::RestoreArgs),
 }
 
 const KEYS_AFTER_HELP: &str =

@@ -32,7 +32,7 @@ pub fn run(cmd: &FileCommand) -> Result<()> {
 }
 
 /// Turns a stream error into one the exit status understands: authentication failures exit 1.
-fn stream_error(e: io::Error) -> anyhow::Error {
+pub(crate) fn stream_error(e: io::Error) -> anyhow::Error {
     if let Some(core) = e.get_ref().and_then(|i| i.downcast_ref::<CoreError>()) {
         return anyhow!(core.clone());
     }

@@ -6,6 +6,7 @@
 //! usage or input error (`coffer --help` has the details).
 
 mod admin;
+mod backup;
 mod cli;
 mod field;
 mod file;
@@ -47,6 +48,8 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Keys(cmd) => admin::run(cmd),
         Command::File(cmd) => file::run(cmd),
         Command::S3(cmd) => s3::run(cmd),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
     }
 }
 

@@ -52,7 +52,10 @@ impl std::error::Error for Hinted {}
 /// The exit status for `err`: decided by the first coffer-core error in its chain, and 2 for
 /// every error that is not coffer-core's (key references, files, options, I/O, a NULL).
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|c| c.is::<crate::admin::AuditBroken>()) {
+    if err
+        .chain()
+        .any(|c| c.is::<crate::admin::AuditBroken>() || c.is::<crate::backup::Refused>())
+    {
         return EXIT_DECRYPT;
     }
     #[cfg(feature = "s3")]
