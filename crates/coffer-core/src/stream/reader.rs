@@ -233,7 +233,27 @@ impl<R: Read> Decryptor<R> {
     {
         let fresh = self.seq == 1 && self.pos == self.buf.len() && self.pool.is_none();
         if self.threads == 1 || !fresh {
-            return io::copy(&mut self, out);
+            // Each verified batch straight from its buffer to `out` (no intermediate copy).
+            let mut total = 0u64;
+            loop {
+                if self.pos == self.buf.len() {
+                    if self.output_done {
+                        return Ok(total);
+                    }
+                    if self.failed {
+                        return Err(invalid(Error::Decrypt));
+                    }
+                    if let Err(e) = self.fill() {
+                        self.failed = true;
+                        self.pool = None;
+                        return Err(e);
+                    }
+                    continue;
+                }
+                out.write_all(&self.buf[self.pos..])?;
+                total += (self.buf.len() - self.pos) as u64;
+                self.pos = self.buf.len();
+            }
         }
         let frame_len = self.frame_len;
         let bound =
