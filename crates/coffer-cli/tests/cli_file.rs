@@ -507,8 +507,16 @@ fn hsm_wrapped_files_open_with_the_same_key_anywhere() {
     let conf = get("SOFTHSM2_CONF");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let k = key();
-    let khex = hex_of(&k);
+    // softhsm2-util --import --aes reads the key file as a C string: a key with a NUL (or a line
+    // break) would be imported short, so draw until it has none.
+    let (k, khex) = loop {
+        let k = key();
+        let khex = hex_of(&k);
+        let raw = hex::decode(&khex).unwrap();
+        if !raw.iter().any(|b| matches!(b, 0x00 | 0x0a | 0x0d)) {
+            break (k, khex);
+        }
+    };
     std::fs::write(d.join("raw.key"), hex::decode(&khex).unwrap()).unwrap();
     let label = format!("coffer-file-{}", &hex_of(&key())[..12]);
     let import = std::process::Command::new("softhsm2-util")
