@@ -42,6 +42,9 @@ pub(crate) fn stream_error(e: io::Error) -> anyhow::Error {
     anyhow!(e)
 }
 
+/// Buffer size of file input and output: large reads and writes go straight through.
+const IO_BUFFER: usize = 64 * 1024;
+
 /// A temporary output file beside its target, renamed into place by `commit`; dropped without
 /// `commit` (any failure), it is removed, so no partial file is ever left looking complete.
 pub(crate) struct Partial {
@@ -91,7 +94,8 @@ pub(crate) fn output(path: Option<&Path>) -> Result<(Box<dyn Write>, Partial)> {
         .open(&tmp)
         .with_context(|| format!("cannot create {}", tmp.display()))?;
     Ok((
-        Box::new(BufWriter::with_capacity(1 << 20, file)),
+        // Small enough that the encryptor's and decryptor's batch-sized writes bypass it.
+        Box::new(BufWriter::with_capacity(IO_BUFFER, file)),
         Partial {
             paths: Some((tmp, path.to_owned())),
         },
@@ -104,7 +108,8 @@ fn input(path: Option<&Path>) -> Result<(Box<dyn Read + Send>, Option<u64>)> {
         Some(p) => {
             let f = File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
             let len = f.metadata().ok().map(|m| m.len());
-            Ok((Box::new(BufReader::with_capacity(1 << 20, f)), len))
+            // Small enough that batch-sized and frame-sized reads bypass it.
+            Ok((Box::new(BufReader::with_capacity(IO_BUFFER, f)), len))
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use super::frame::{MessageKeys, TAG_LEN};
+use super::frame::{FINAL_MARKER, IV_LEN, MessageKeys, TAG_LEN, iv};
 use crate::error::{Error, Result};
 
 /// What the workers do to each batch.
@@ -24,12 +24,14 @@ pub(crate) enum Op {
 }
 
 /// A run of frames: the first one's sequence number, whether the run ends with the final frame,
-/// the bytes, and (after sealing) the tags.
+/// the bytes, and (after sealing) the frames as they go on the wire.
 pub(crate) struct Batch {
     pub(crate) seq: u32,
     pub(crate) last: bool,
     pub(crate) buf: Vec<u8>,
-    pub(crate) tags: Vec<[u8; TAG_LEN]>,
+    /// Sealing writes the serialized frames here (sequence number, IV, final length, ciphertext,
+    /// tag), so the thread that writes the output only hands one buffer to the writer.
+    pub(crate) wire: Vec<u8>,
 }
 
 /// Plaintext bytes per batch (rounded to whole frames, at least one).
@@ -52,17 +54,31 @@ pub(crate) fn in_flight_bound(threads: usize, batch_bytes: usize) -> usize {
 }
 
 /// Seals the frames of `batch` in place (regular frames of `frame_len`, the final one possibly
-/// shorter or empty) and records their tags.
+/// shorter or empty) and serializes them into `batch.wire`.
 pub(crate) fn seal_batch(keys: &MessageKeys, frame_len: usize, batch: &mut Batch) -> Result<()> {
-    batch.tags.clear();
     let total = batch.buf.len();
+    let frames = total.div_ceil(frame_len.max(1)).max(1);
+    batch.wire.clear();
+    batch
+        .wire
+        .reserve(total + frames * (4 + IV_LEN + TAG_LEN) + 8);
     let mut start = 0;
     let mut seq = batch.seq;
     loop {
         let end = (start + frame_len).min(total);
         let last = batch.last && end == total;
         let tag = keys.seal_frame(last, seq, &mut batch.buf[start..end])?;
-        batch.tags.push(tag);
+        if last {
+            batch.wire.extend_from_slice(&FINAL_MARKER.to_be_bytes());
+        }
+        batch.wire.extend_from_slice(&seq.to_be_bytes());
+        batch.wire.extend_from_slice(&iv(seq));
+        if last {
+            let n = u32::try_from(end - start).map_err(|_| Error::invalid("frame", "too large"))?;
+            batch.wire.extend_from_slice(&n.to_be_bytes());
+        }
+        batch.wire.extend_from_slice(&batch.buf[start..end]);
+        batch.wire.extend_from_slice(&tag);
         if end == total {
             return Ok(());
         }

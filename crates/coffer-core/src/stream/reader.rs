@@ -118,7 +118,7 @@ fn read_batch<R: Read>(
         seq: first,
         last,
         buf,
-        tags: Vec::new(),
+        wire: Vec::new(),
     })
 }
 

@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 use std::sync::{Arc, mpsc};
 
 use super::context::EncryptionContext;
-use super::frame::{FINAL_MARKER, MessageKeys, iv};
+use super::frame::MessageKeys;
 use super::header::{EncryptedDataKey, MessageHeader, invalid};
 use super::pool::{self, Batch, Op, Pool};
 use super::raw_aes::RawAesKeyring;
@@ -30,6 +30,7 @@ pub struct Encryptor<W: Write> {
     threads: usize,
     pool: Option<Pool>,
     spare: Vec<Vec<u8>>,
+    spare_wire: Vec<Vec<u8>>,
 }
 
 impl<W: Write> Encryptor<W> {
@@ -94,6 +95,7 @@ impl<W: Write> Encryptor<W> {
             threads: pool::default_threads(),
             pool: None,
             spare: Vec::new(),
+            spare_wire: Vec::new(),
         })
     }
 
@@ -104,29 +106,9 @@ impl<W: Write> Encryptor<W> {
         self
     }
 
-    /// Writes a sealed batch: each frame's sequence number, IV, (final: length), bytes and tag.
+    /// Writes a sealed batch (its frames already serialized by `seal_batch`).
     fn write_batch(&mut self, batch: &Batch) -> io::Result<()> {
-        let total = batch.buf.len();
-        let mut start = 0;
-        for (i, tag) in batch.tags.iter().enumerate() {
-            let end = (start + self.frame_len).min(total);
-            let seq = batch.seq + i as u32;
-            let last = batch.last && i + 1 == batch.tags.len();
-            if last {
-                self.out.write_all(&FINAL_MARKER.to_be_bytes())?;
-            }
-            self.out.write_all(&seq.to_be_bytes())?;
-            self.out.write_all(&iv(seq))?;
-            if last {
-                let n = u32::try_from(end - start)
-                    .map_err(|_| invalid(Error::invalid("frame", "too large")))?;
-                self.out.write_all(&n.to_be_bytes())?;
-            }
-            self.out.write_all(&batch.buf[start..end])?;
-            self.out.write_all(tag)?;
-            start = end;
-        }
-        Ok(())
+        self.out.write_all(&batch.wire)
     }
 
     /// Writes the batches the workers have finished, in order; `all` waits for every one, and a
@@ -142,6 +124,7 @@ impl<W: Write> Encryptor<W> {
             };
             self.write_batch(&batch)?;
             self.spare.push(batch.buf);
+            self.spare_wire.push(batch.wire);
         }
     }
 
@@ -163,7 +146,7 @@ impl<W: Write> Encryptor<W> {
             seq,
             last,
             buf,
-            tags: Vec::with_capacity(frames),
+            wire: self.spare_wire.pop().unwrap_or_default(),
         };
         self.seq = after;
         if self.pool.is_none() && self.threads > 1 && !last {
@@ -190,6 +173,7 @@ impl<W: Write> Encryptor<W> {
             pool::seal_batch(&self.keys, self.frame_len, &mut batch).map_err(invalid)?;
             self.write_batch(&batch)?;
             self.buf = batch.buf;
+            self.spare_wire.push(batch.wire);
             Ok(())
         }
     }
