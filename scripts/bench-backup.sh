@@ -5,6 +5,7 @@
 # time of `coffer restore --verify-only` (decrypt and authenticate everything).
 # The database: COFFER_BENCH_BACKUP_ROWS rows (default 400 000) of 512 random bytes and 64 random
 # hex characters, about 440 MB of uncompressed dump; created here and dropped at the end.
+# COFFER_BENCH_BACKUP_ONLY=default|uncompressed measures one case only.
 # Part of scripts/bench.sh; runs alone too (needs PostgreSQL, see scripts/services-up.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,8 @@ seconds() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); 
 
 for variant in "default:" "uncompressed:--compress=0"; do
   name="${variant%%:*}"
+  # COFFER_BENCH_BACKUP_ONLY=uncompressed (or default) runs one of the two.
+  [ -n "${COFFER_BENCH_BACKUP_ONLY:-}" ] && [ "$name" != "$COFFER_BENCH_BACKUP_ONLY" ] && continue
   extra=()
   [ -n "${variant#*:}" ] && extra=("${variant#*:}")
   plain_times=()

@@ -285,7 +285,8 @@ impl Sealer<'_> {
             .create_new(true)
             .open(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
-        let out = Hashing::new(BufWriter::with_capacity(1 << 20, file));
+        // Small, so the encryptor's batch-sized writes go straight to the file.
+        let out = Hashing::new(BufWriter::with_capacity(64 * 1024, file));
         let mut enc = Encryptor::with_data_key(out, &data_key, edks, context, self.frame_size)
             .map_err(stream_error)?
             .with_threads(self.threads);
