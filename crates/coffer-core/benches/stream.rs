@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::hint::black_box;
-use std::io::{BufReader, Read as _, Write as _};
+use std::io::{BufReader, Write as _};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use coffer_core::Kek;
