@@ -9,6 +9,8 @@ echo "== rustc: $(rustc --version)"
 scripts/services-up.sh
 cargo bench -p coffer-core --bench field -- --noplot "$@"
 cargo bench -p coffer-core --bench stream -- --noplot "$@"
+# `coffer file` end to end: 256 MiB and 2 GiB, one thread and every core, peak RSS, beside openssl enc.
+scripts/bench-files.sh
 # Keys: L1 hit, local-KEK unwrap, L1 miss served by L2 (Redis) or the KEK, SoftHSM2 wrap/unwrap.
 cargo bench -p coffer-store --bench keyring -- --noplot "$@"
 cargo bench -p coffer-pkcs11 --bench pkcs11 -- --noplot "$@"
