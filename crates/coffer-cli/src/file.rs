@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, anyhow, bail};
 use coffer_core::Error as CoreError;
 use coffer_core::stream::{
-    Decryptor, EncryptionContext, Encryptor, Limits, MessageHeader, SeekableDecryptor,
-    rewrap_header,
+    Decryptor, EncryptionContext, Encryptor, Limits, MessageHeader, ReadAt, SeekableDecryptor,
+    decrypt_at, rewrap_header,
 };
 use coffer_keys::files;
 use serde_json::json;
@@ -40,6 +40,15 @@ pub(crate) fn stream_error(e: io::Error) -> anyhow::Error {
         return Hinted::new(CoreError::Decrypt, e.to_string()).into();
     }
     anyhow!(e)
+}
+
+/// A file read at offsets (`pread`), for the encryptor's and decryptor's workers.
+struct FileAt<'a>(&'a File);
+
+impl ReadAt for FileAt<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self.0, buf, offset)
+    }
 }
 
 /// Buffer size of file input and output: large reads and writes go straight through.
@@ -162,6 +171,31 @@ fn encrypt(a: &FileEncryptArgs) -> Result<()> {
         };
         anyhow::Ok(files::seal(&filekeys::refs(&keyrings), &context).await?)
     })?;
+    // A regular file, not compressed: every worker reads its own frames (positional reads).
+    if let (Some(path), None) = (a.input.as_deref(), a.compress) {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let meta = file.metadata().context("reading the input's metadata")?;
+        if meta.is_file() {
+            let bar = progress(Some(meta.len()), "encrypting");
+            let (writer, partial) = output(a.output.as_deref())?;
+            let writer = match &bar {
+                Some(b) => Box::new(b.wrap_write(writer)) as Box<dyn Write>,
+                None => writer,
+            };
+            let enc = Encryptor::with_data_key(writer, &data_key, edks, &context, a.frame_size)
+                .map_err(stream_error)?
+                .with_threads(threads(a.threads));
+            drop(data_key);
+            let writer = enc
+                .write_at(&FileAt(&file), meta.len())
+                .map_err(|e| anyhow!(e).context("encrypting"))?;
+            drop(writer);
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            return partial.commit();
+        }
+    }
     let (src, len) = input(a.input.as_deref())?;
     let bar = progress(len, "encrypting");
     let src = match &bar {
@@ -304,6 +338,47 @@ fn decrypt(a: &FileDecryptArgs) -> Result<()> {
         writer.flush().context("writing the output")?;
         drop(writer);
         return partial.commit();
+    }
+    // A regular file: every worker reads, checks and opens its own frames (positional reads).
+    if let Some(path) = a.input.as_deref() {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let meta = file.metadata().context("reading the input's metadata")?;
+        if meta.is_file() {
+            let (header, data_key) = open_with(
+                &mut BufReader::with_capacity(IO_BUFFER, &file),
+                a.kek.as_deref(),
+                a.scope.as_deref(),
+                &a.config,
+            )?;
+            let bar = progress(Some(meta.len()), "decrypting");
+            let (writer, partial) = output(a.output.as_deref())?;
+            let writer = match &bar {
+                Some(b) => Box::new(b.wrap_write(writer)) as Box<dyn Write>,
+                None => writer,
+            };
+            let mut writer = if compressed(&header.context)? {
+                Box::new(zstd::stream::write::Decoder::new(writer).context("starting zstd")?)
+                    as Box<dyn Write>
+            } else {
+                writer
+            };
+            decrypt_at(
+                &FileAt(&file),
+                meta.len(),
+                &header,
+                &data_key,
+                &mut writer,
+                threads(a.threads),
+            )
+            .map_err(stream_error)?;
+            drop(data_key);
+            writer.flush().context("writing the output")?;
+            drop(writer);
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            return partial.commit();
+        }
     }
     let (src, len) = input(a.input.as_deref())?;
     let bar = progress(len, "decrypting");

@@ -132,6 +132,85 @@ mod parallel {
         }
     }
 
+    /// `write_at` / `decrypt_at`: workers read their own batches at offsets.
+    #[test]
+    fn positional_reads_write_and_read_the_same_messages() {
+        use coffer_core::stream::decrypt_at;
+        let frame = 4096u32;
+        let batch = 512 * 1024;
+        for n in [
+            0usize,
+            1,
+            4095,
+            4096,
+            4097,
+            batch,
+            batch + 1,
+            3 * batch + 4096,
+            6 * batch + 7,
+        ] {
+            let pt = data(n);
+            for threads in [1usize, 2, 5] {
+                let k = keyring();
+                let e = Encryptor::new(Vec::new(), &[&k], &context(), frame)
+                    .unwrap()
+                    .with_threads(threads);
+                let msg = e.write_at(&pt[..], pt.len() as u64).unwrap();
+                assert_eq!(
+                    decrypt_with(&msg, 1).unwrap(),
+                    pt,
+                    "{n} bytes, {threads} threads"
+                );
+                let streamed = encrypt_threads(&pt, frame, threads, false);
+                for m in [&msg, &streamed] {
+                    let header = MessageHeader::read_from(&mut &m[..], &Limits::default()).unwrap();
+                    let dk = header.unwrap_data_key(&[&k]).unwrap();
+                    let mut out = Vec::new();
+                    let got = decrypt_at(&m[..], m.len() as u64, &header, &dk, &mut out, threads)
+                        .unwrap();
+                    assert_eq!(got, n as u64);
+                    assert!(out == pt, "decrypt_at, {n} bytes, {threads} threads");
+                }
+            }
+        }
+        // Tampering, truncation and extension are refused; nothing after a bad batch is written.
+        let pt = data(3 * batch + 100);
+        let k = keyring();
+        let msg = Encryptor::new(Vec::new(), &[&k], &context(), frame)
+            .unwrap()
+            .write_at(&pt[..], pt.len() as u64)
+            .unwrap();
+        let header = MessageHeader::read_from(&mut &msg[..], &Limits::default()).unwrap();
+        let dk = header.unwrap_data_key(&[&k]).unwrap();
+        let hl = header.len();
+        let stride = 4 + 12 + 4096 + 16;
+        for at in [
+            hl,
+            hl + 3,
+            hl + 17,
+            hl + 200 * stride + 50,
+            msg.len() - 30,
+            msg.len() - 1,
+        ] {
+            let mut bad = msg.clone();
+            bad[at] ^= 0x20;
+            let mut out = Vec::new();
+            assert!(
+                decrypt_at(&bad[..], bad.len() as u64, &header, &dk, &mut out, 3).is_err(),
+                "flip at {at}"
+            );
+            assert!(out.len() <= at - hl && out[..] == pt[..out.len()]);
+        }
+        for total in [msg.len() - 1, msg.len() - 17, hl + stride, msg.len() + 1] {
+            let mut m = msg.clone();
+            m.resize(total, 0);
+            assert!(decrypt_at(&m[..], total as u64, &header, &dk, &mut Vec::new(), 2).is_err());
+        }
+        // A source shorter than the length it was given.
+        let e = Encryptor::new(Vec::new(), &[&k], &context(), frame).unwrap();
+        assert!(e.write_at(&pt[..10], 20).is_err());
+    }
+
     #[test]
     fn a_bad_frame_stops_the_stream_before_its_plaintext() {
         let frame = 4096usize;

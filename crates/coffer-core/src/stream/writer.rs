@@ -7,6 +7,7 @@ use super::context::EncryptionContext;
 use super::frame::MessageKeys;
 use super::header::{EncryptedDataKey, MessageHeader, invalid};
 use super::pool::{self, Batch, Op, Pool};
+use super::positional::{self, ReadAt};
 use super::raw_aes::RawAesKeyring;
 use crate::error::Error;
 use crate::secret::Dek;
@@ -258,6 +259,30 @@ impl<W: Write> Encryptor<W> {
             // Dropping the receiver (end of the loop) stops the reader at its next send.
             Ok(total)
         })
+    }
+
+    /// Encrypts the whole of `src` (`len` bytes from offset 0, e.g. a regular file) and finishes
+    /// the message: every worker reads and seals its own batch of frames in place, so no single
+    /// reading thread limits the throughput and nothing is copied but by the kernel. Nothing
+    /// may have been written to the encryptor before. Returns the writer, flushed.
+    pub fn write_at<R: ReadAt + ?Sized>(mut self, src: &R, len: u64) -> io::Result<W> {
+        if self.seq != 1 || self.filled != 0 {
+            return Err(invalid(Error::invalid(
+                "write_at",
+                "the encryptor has already taken input",
+            )));
+        }
+        positional::seal_at(
+            &self.keys,
+            self.frame_len,
+            src,
+            len,
+            &mut self.out,
+            self.threads,
+        )?;
+        self.out.flush()?;
+        let Encryptor { out, .. } = self;
+        Ok(out)
     }
 
     /// Seals what is left as the final frame (full when the input was a multiple of the frame
