@@ -5,39 +5,16 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 
 use common::{Out, coffer};
 
 fn run(dir: &Path, args: &[&str], envs: &[(&str, &str)], stdin: Option<&[u8]>) -> Out {
-    use std::io::Write as _;
-    let mut child = coffer()
-        .current_dir(dir)
+    let mut cmd = coffer();
+    cmd.current_dir(dir)
         .arg("file")
         .args(args)
-        .envs(envs.iter().copied())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&input);
-        });
-    }
-    let out = child.wait_with_output().unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: out.stdout,
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+        .envs(envs.iter().copied());
+    common::output(cmd, stdin)
 }
 
 fn key() -> String {
@@ -216,28 +193,8 @@ fn a_recovery_key_also_decrypts() {
 }
 
 fn esdk(args: &[&str], input: &[u8], legacy: bool) -> (Vec<u8>, String) {
-    use std::io::Write as _;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/interop/esdk.py");
-    let mut child = std::process::Command::new("python3")
-        .arg(script)
-        .args(args)
-        .env("COFFER_ESDK_LEGACY", if legacy { "1" } else { "0" })
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "aws-encryption-sdk (Python) failed; `make test` installs it: {stderr}"
-    );
-    (out.stdout, stderr)
+    let legacy = [("COFFER_ESDK_LEGACY", if legacy { "1" } else { "0" })];
+    common::python("esdk.py", args, &legacy, input)
 }
 
 fn hex_of(b64: &str) -> String {
@@ -469,35 +426,12 @@ fn rewrap_changes_the_keys_and_not_the_frames() {
     assert!(!d.join("c.cfr").exists());
 }
 
-#[cfg(feature = "pkcs11")]
-fn softhsm() -> Vec<(String, String)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/softhsm-setup.sh");
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("coffer-cli-file-softhsm");
-    let out = std::process::Command::new("bash")
-        .arg(script)
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "SoftHSM2 setup failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim_matches(['\'', '"']).to_owned()))
-        .collect()
-}
-
 /// An AES key imported into SoftHSM wraps files in the raw AES layout: the Python SDK opens them
 /// with the same key bytes, and so does `--kek env:` with them.
 #[cfg(feature = "pkcs11")]
 #[test]
 fn hsm_wrapped_files_open_with_the_same_key_anywhere() {
-    let hsm = softhsm();
+    let hsm = common::softhsm("coffer-cli-file-softhsm");
     let get = |k: &str| hsm.iter().find(|(n, _)| n == k).unwrap().1.clone();
     let (module, token) = (
         get("COFFER_TEST_PKCS11_MODULE"),

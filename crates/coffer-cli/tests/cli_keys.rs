@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -234,28 +233,9 @@ fn passphrase_keks_store_their_kdf_parameters() {
 }
 
 #[cfg(feature = "pkcs11")]
-fn softhsm() -> Vec<(String, String)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/softhsm-setup.sh");
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("coffer-cli-softhsm");
-    let out = Command::new("bash").arg(script).arg(&dir).output().unwrap();
-    assert!(
-        out.status.success(),
-        "SoftHSM2 setup failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim_matches(['\'', '"']).to_owned()))
-        .collect()
-}
-
-#[cfg(feature = "pkcs11")]
 #[test]
 fn kek_rotation_from_a_local_key_to_an_hsm() {
-    let hsm = softhsm();
+    let hsm = common::softhsm("coffer-cli-softhsm");
     let get = |k: &str| hsm.iter().find(|(n, _)| n == k).unwrap().1.clone();
     let module = get("COFFER_TEST_PKCS11_MODULE");
     let token = get("COFFER_TEST_PKCS11_TOKEN");

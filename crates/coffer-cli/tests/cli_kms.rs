@@ -9,25 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Out, ok};
-
-fn moto() -> String {
-    if let Ok(e) = std::env::var("COFFER_TEST_MOTO_ENDPOINT") {
-        return e;
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/moto-up.sh");
-    let out = Command::new("bash").arg(script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.trim()
-        .strip_prefix("export COFFER_TEST_MOTO_ENDPOINT=")
-        .unwrap()
-        .to_owned()
-}
+use common::{Out, moto, ok};
 
 /// Creates a symmetric key in moto with boto3 (moto's own dependency) and returns its id.
 fn create_key(endpoint: &str) -> String {
@@ -124,10 +106,8 @@ fn key_arn(endpoint: &str, key: &str) -> String {
 }
 
 fn file(dir: &Path, args: &[&str], envs: &[(&str, &str)], stdin: &[u8]) -> Out {
-    use std::io::Write as _;
-    use std::process::Stdio;
-    let mut child = common::coffer()
-        .current_dir(dir)
+    let mut cmd = common::coffer();
+    cmd.current_dir(dir)
         .arg("file")
         .args(args)
         .envs([
@@ -135,49 +115,12 @@ fn file(dir: &Path, args: &[&str], envs: &[(&str, &str)], stdin: &[u8]) -> Out {
             ("AWS_SECRET_ACCESS_KEY", "test"),
             ("AWS_REGION", "us-east-1"),
         ])
-        .envs(envs.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    let input = stdin.to_vec();
-    std::thread::spawn(move || pipe.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: out.stdout,
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+        .envs(envs.iter().copied());
+    common::output(cmd, Some(stdin))
 }
 
 fn esdk_kms(args: &[&str], input: &[u8]) -> Vec<u8> {
-    use std::io::Write as _;
-    use std::process::Stdio;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/interop/esdk_kms.py"
-    );
-    let mut child = Command::new("python3")
-        .arg(script)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let w = std::thread::spawn(move || pipe.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    w.join().unwrap().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    common::python("esdk_kms.py", args, &[], input).0
 }
 
 /// Files wrapped by KMS carry KMS keyring EDKs: the Python SDK's AWS KMS keyring opens what coffer

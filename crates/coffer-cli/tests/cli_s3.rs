@@ -8,65 +8,16 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use base64::Engine as _;
-use common::{Key, Out, coffer};
-
-fn moto() -> String {
-    static ENDPOINT: OnceLock<String> = OnceLock::new();
-    ENDPOINT
-        .get_or_init(|| {
-            if let Some(e) = std::env::var("COFFER_TEST_MOTO_ENDPOINT")
-                .ok()
-                .filter(|e| !e.trim().is_empty())
-            {
-                return e.trim().to_owned();
-            }
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/moto-up.sh");
-            let out = Command::new("bash").arg(script).output().unwrap();
-            let text = String::from_utf8(out.stdout).unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            text.trim()
-                .strip_prefix("export COFFER_TEST_MOTO_ENDPOINT=")
-                .unwrap()
-                .to_owned()
-        })
-        .clone()
-}
+use common::{Key, Out, coffer, moto};
 
 /// Runs a Python helper from tests/interop with `input` on stdin; its stdout.
 fn python(script: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/interop")
-        .join(script);
-    let mut child = Command::new("python3")
-        .arg(path)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(
-        out.status.success(),
-        "{script} {args:?} failed (`make test` installs boto3 and aws-encryption-sdk): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    common::python(script, args, &[], input).0
 }
 
 /// A plain S3 client (boto3).
@@ -92,8 +43,8 @@ fn new_bucket() -> String {
 /// credentials, and `stdin`.
 fn run(dir: &Path, key: &Key, args: &[&str], stdin: Option<&[u8]>) -> Out {
     let endpoint = moto();
-    let mut child = coffer()
-        .current_dir(dir)
+    let mut cmd = coffer();
+    cmd.current_dir(dir)
         .arg("s3")
         .args(args)
         .args(["--endpoint", &endpoint])
@@ -101,29 +52,8 @@ fn run(dir: &Path, key: &Key, args: &[&str], stdin: Option<&[u8]>) -> Out {
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_ENDPOINT_URL")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&input);
-        });
-    }
-    let out = child.wait_with_output().unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: out.stdout,
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+        .env_remove("AWS_ENDPOINT_URL");
+    common::output(cmd, stdin)
 }
 
 fn data(n: usize) -> Vec<u8> {

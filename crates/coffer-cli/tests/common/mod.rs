@@ -56,30 +56,8 @@ impl Out {
 /// Runs `coffer args…` with extra environment variables, and `stdin` (or none) as stdin.
 pub fn run(args: &[&str], envs: &[(&str, &str)], stdin: Option<&[u8]>) -> Out {
     let mut cmd = coffer();
-    cmd.args(args)
-        .envs(envs.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-    let mut child = cmd.spawn().unwrap();
-    if let Some(input) = stdin {
-        // Inputs are small: the child reads them all before it writes anything.
-        let mut pipe = child.stdin.take().unwrap();
-        // A command that fails before reading its input closes the pipe early: not an error.
-        if let Err(e) = pipe.write_all(input) {
-            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
-        }
-    }
-    let out = child.wait_with_output().unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: out.stdout,
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+    cmd.args(args).envs(envs.iter().copied());
+    output(cmd, stdin)
 }
 
 /// A fresh key from `coffer keygen`, referenced as `env:` or `file:`.
@@ -198,4 +176,106 @@ pub fn keys(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Out {
 pub fn ok(out: &Out) -> String {
     assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
     out.stdout_str().to_owned()
+}
+
+/// Spawns `cmd` with piped stdout and stderr, feeds `stdin` (or none) from a thread so large
+/// inputs cannot deadlock against the child's output, and collects the outcome.
+pub fn output(mut cmd: Command, stdin: Option<&[u8]>) -> Out {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = cmd.spawn().unwrap();
+    let writer = stdin.map(|input| {
+        let mut pipe = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        // A command that fails before reading its input closes the pipe early: not an error.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        })
+    });
+    let out = child.wait_with_output().unwrap();
+    if let Some(w) = writer {
+        w.join().unwrap();
+    }
+    Out {
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// Runs a Python helper from tests/interop with extra environment variables and `input` on
+/// stdin; asserts success and returns stdout and stderr.
+pub fn python(
+    script: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    input: &[u8],
+) -> (Vec<u8>, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/interop")
+        .join(script);
+    let mut cmd = Command::new("python3");
+    cmd.arg(path).args(args).envs(envs.iter().copied());
+    let out = output(cmd, Some(input));
+    assert_eq!(
+        out.code,
+        Some(0),
+        "{script} {args:?} failed (`make test` installs boto3 and aws-encryption-sdk[MPL]): {}",
+        out.stderr
+    );
+    (out.stdout, out.stderr)
+}
+
+/// The moto server's endpoint: `COFFER_TEST_MOTO_ENDPOINT`, or one scripts/moto-up.sh starts
+/// (shared by every test binary).
+pub fn moto() -> String {
+    static ENDPOINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ENDPOINT
+        .get_or_init(|| {
+            if let Some(e) = std::env::var("COFFER_TEST_MOTO_ENDPOINT")
+                .ok()
+                .filter(|e| !e.trim().is_empty())
+            {
+                return e.trim().to_owned();
+            }
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/moto-up.sh");
+            let out = Command::new("bash").arg(script).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .trim()
+                .strip_prefix("export COFFER_TEST_MOTO_ENDPOINT=")
+                .unwrap()
+                .to_owned()
+        })
+        .clone()
+}
+
+/// A SoftHSM2 token for this test binary (scripts/softhsm-setup.sh): its `export` lines as
+/// (name, value) pairs.
+pub fn softhsm(name: &str) -> Vec<(String, String)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/softhsm-setup.sh");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let out = Command::new("bash").arg(script).arg(&dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "SoftHSM2 setup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches(['\'', '"']).to_owned()))
+        .collect()
 }
