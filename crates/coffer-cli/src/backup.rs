@@ -79,18 +79,9 @@ pub struct BackupArgs {
     /// The directory backups are kept in (created if missing); this one goes to DIR/BACKUP-ID/
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
-    /// The key: env:VAR or file:PATH (a 256-bit key), pkcs11:…, aws-kms:…
-    #[arg(long, value_name = "REF")]
-    pub kek: String,
-    /// The key's name in every message header
-    #[arg(long, value_name = "NAME", default_value = "default/v1")]
-    pub key_name: String,
-    /// A second key that can also decrypt the backup (an offline recovery key)
-    #[arg(long, value_name = "REF")]
-    pub recovery_kek: Option<String>,
-    /// The recovery key's name in the headers
-    #[arg(long, value_name = "NAME", default_value = "recovery/v1")]
-    pub recovery_name: String,
+    /// The keys the data key is wrapped for.
+    #[command(flatten)]
+    pub keys: crate::cli::WrapKeys,
     /// Dump bytes per part, e.g. 64MiB, 1GiB, 4GiB
     #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
     pub part_size: u64,
@@ -381,12 +372,7 @@ pub fn backup(a: &BackupArgs) -> Result<()> {
     let partial = Scratch::create(a.output.join(format!(".{id}.partial")))?;
 
     let rt = filekeys::runtime()?;
-    let keyrings = rt.block_on(filekeys::for_encrypt(
-        &a.kek,
-        &a.key_name,
-        a.recovery_kek.as_deref(),
-        &a.recovery_name,
-    ))?;
+    let keyrings = rt.block_on(filekeys::for_keys(&a.keys))?;
     let mut sealer = Sealer {
         rt,
         keyrings,

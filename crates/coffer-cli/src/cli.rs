@@ -257,6 +257,24 @@ pub struct FileEncryptArgs {
     pub threads: usize,
 }
 
+/// The keys a new message's data key is wrapped for: a primary KEK and an optional offline
+/// recovery key, each under a name in the header.
+#[derive(Debug, Args)]
+pub struct WrapKeys {
+    /// The key: env:VAR or file:PATH (a 256-bit key), pkcs11:…, aws-kms:…
+    #[arg(long, value_name = "REF")]
+    pub kek: String,
+    /// The key's name in the header
+    #[arg(long, value_name = "NAME", default_value = "default/v1")]
+    pub key_name: String,
+    /// A second key that can also decrypt (an offline recovery key)
+    #[arg(long, value_name = "REF")]
+    pub recovery_kek: Option<String>,
+    /// The recovery key's name in the header
+    #[arg(long, value_name = "NAME", default_value = "recovery/v1")]
+    pub recovery_name: String,
+}
+
 /// `coffer file decrypt`.
 #[derive(Debug, Args)]
 pub struct FileDecryptArgs {

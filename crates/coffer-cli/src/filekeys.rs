@@ -11,6 +11,8 @@ use std::path::Path;
 use coffer_core::stream::{MessageHeader, RawAesKeyring};
 use coffer_core::{Dek, ScopeId};
 use coffer_keys::config::Config;
+
+use crate::cli::WrapKeys;
 use coffer_keys::files::{FileKeyring, NAMESPACE};
 use coffer_keys::{KekSource, SecretRef};
 
@@ -27,6 +29,17 @@ pub async fn for_encrypt(
         out.push(keyring(r, Some(recovery_name)).await?);
     }
     Ok(out)
+}
+
+/// [`for_encrypt`] for the `--kek`/`--key-name`/`--recovery-kek`/`--recovery-name` arguments.
+pub async fn for_keys(keys: &WrapKeys) -> Result<Vec<Box<dyn FileKeyring>>> {
+    for_encrypt(
+        &keys.kek,
+        &keys.key_name,
+        keys.recovery_kek.as_deref(),
+        &keys.recovery_name,
+    )
+    .await
 }
 
 /// The keyrings to open a message with: each key is tried on every EDK it could have made,

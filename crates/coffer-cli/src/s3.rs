@@ -65,18 +65,9 @@ pub struct S3PutArgs {
     /// Input file (stdin when omitted)
     #[arg(value_name = "IN")]
     pub input: Option<PathBuf>,
-    /// The key: env:VAR or file:PATH (a 256-bit key), pkcs11:…, aws-kms:…
-    #[arg(long, value_name = "REF")]
-    pub kek: String,
-    /// The key's name in the object's header
-    #[arg(long, value_name = "NAME", default_value = "default/v1")]
-    pub key_name: String,
-    /// A second key that can also decrypt (an offline recovery key)
-    #[arg(long, value_name = "REF")]
-    pub recovery_kek: Option<String>,
-    /// The recovery key's name in the header
-    #[arg(long, value_name = "NAME", default_value = "recovery/v1")]
-    pub recovery_name: String,
+    /// The keys the data key is wrapped for.
+    #[command(flatten)]
+    pub keys: crate::cli::WrapKeys,
     /// Authenticated metadata in the header, KEY=VALUE (repeatable); plaintext: no secrets or PII
     #[arg(long = "context", value_name = "KEY=VALUE")]
     pub context: Vec<String>,
@@ -225,13 +216,7 @@ mod imp {
         };
         let rt = filekeys::runtime()?;
         rt.block_on(async {
-            let keyrings = filekeys::for_encrypt(
-                &a.kek,
-                &a.key_name,
-                a.recovery_kek.as_deref(),
-                &a.recovery_name,
-            )
-            .await?;
+            let keyrings = filekeys::for_keys(&a.keys).await?;
             let refs = filekeys::refs(&keyrings);
             bucket
                 .put(&key, src, &refs, &context, &opts)
