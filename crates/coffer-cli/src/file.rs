@@ -190,6 +190,19 @@ fn encrypt(a: &FileEncryptArgs) -> Result<()> {
                 .write_at(&FileAt(&file), meta.len())
                 .map_err(|e| anyhow!(e).context("encrypting"))?;
             drop(writer);
+            // A file that grew while it was read would be encrypted only in part.
+            let now = file
+                .metadata()
+                .context("reading the input's metadata")?
+                .len();
+            if now != meta.len() {
+                bail!(
+                    "{} changed size while it was being encrypted ({} → {now} bytes); \
+                     nothing was written: encrypt it again once it is complete",
+                    path.display(),
+                    meta.len()
+                );
+            }
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
