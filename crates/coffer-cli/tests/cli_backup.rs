@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use common::{Out, coffer};
@@ -150,19 +150,12 @@ impl Keys {
 }
 
 fn run(args: &[&str], keys: &Keys) -> Out {
-    let out = coffer()
-        .args(args)
+    let mut cmd = coffer();
+    cmd.args(args)
         .envs(PG_ENV)
         .env(KEK_VAR, &keys.kek)
-        .env(RECOVERY_VAR, &keys.recovery)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: out.stdout,
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+        .env(RECOVERY_VAR, &keys.recovery);
+    common::output(cmd, None)
 }
 
 /// `coffer backup` of `db` into `dir` with the recovery key too; the backup's path.

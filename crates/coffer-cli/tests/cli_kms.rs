@@ -11,12 +11,11 @@ use std::process::Command;
 
 use common::{Out, moto, ok};
 
-/// Creates a symmetric key in moto with boto3 (moto's own dependency) and returns its id.
-fn create_key(endpoint: &str) -> String {
+/// Evaluates `expr` (with `c`, a boto3 KMS client on moto) in Python and returns what it prints.
+fn boto3_kms(endpoint: &str, expr: &str) -> String {
     let code = format!(
         "import boto3; c = boto3.client('kms', endpoint_url='{endpoint}', region_name='us-east-1', \
-         aws_access_key_id='test', aws_secret_access_key='test'); \
-         print(c.create_key()['KeyMetadata']['KeyId'])"
+         aws_access_key_id='test', aws_secret_access_key='test'); print({expr})"
     );
     let out = Command::new("python3")
         .args(["-c", &code])
@@ -28,6 +27,11 @@ fn create_key(endpoint: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Creates a symmetric key in moto with boto3 (moto's own dependency) and returns its id.
+fn create_key(endpoint: &str) -> String {
+    boto3_kms(endpoint, "c.create_key()['KeyMetadata']['KeyId']")
 }
 
 /// `coffer keys` with the dummy AWS credentials moto accepts.
@@ -88,21 +92,10 @@ fn kms_kek_from_init_through_rotation() {
 
 /// The key's ARN, which the SDKs' KMS keyrings name their EDKs by.
 fn key_arn(endpoint: &str, key: &str) -> String {
-    let code = format!(
-        "import boto3; c = boto3.client('kms', endpoint_url='{endpoint}', region_name='us-east-1', \
-         aws_access_key_id='test', aws_secret_access_key='test'); \
-         print(c.describe_key(KeyId='{key}')['KeyMetadata']['Arn'])"
-    );
-    let out = Command::new("python3")
-        .args(["-c", &code])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    boto3_kms(
+        endpoint,
+        &format!("c.describe_key(KeyId='{key}')['KeyMetadata']['Arn']"),
+    )
 }
 
 fn file(dir: &Path, args: &[&str], envs: &[(&str, &str)], stdin: &[u8]) -> Out {
