@@ -144,8 +144,11 @@ pub(crate) struct LiveDek {
     pub(crate) dek: Dek,
     version: KeyVersion,
     columns: RwLock<HashMap<(ColumnId, Suite), Arc<FieldKey>>>,
+    indexes: RwLock<HashMap<IndexCacheKey, Arc<BlindIndexKey>>>,
     lease: Mutex<Lease>,
 }
+
+type IndexCacheKey = (ColumnId, String, u16, Vec<Normalizer>);
 
 #[derive(Default)]
 struct Lease {
@@ -159,6 +162,7 @@ impl LiveDek {
             dek,
             version,
             columns: RwLock::default(),
+            indexes: RwLock::default(),
             lease: Mutex::default(),
         }
     }
@@ -181,6 +185,27 @@ impl LiveDek {
             map.entry(key).or_insert_with(|| Arc::clone(&fk));
         }
         Ok(fk)
+    }
+
+    /// The blind-index key of `spec` under this version, derived once and kept as long as
+    /// the DEK itself (dropped with it on eviction, destroy or compromise).
+    fn index_key(&self, spec: &BlindIndexSpec) -> Result<Arc<BlindIndexKey>> {
+        let key = (
+            spec.column.clone(),
+            spec.name.clone(),
+            spec.bits,
+            spec.normalizers.clone(),
+        );
+        if let Ok(map) = self.indexes.read()
+            && let Some(k) = map.get(&key)
+        {
+            return Ok(Arc::clone(k));
+        }
+        let k = Arc::new(spec.key(&self.dek)?);
+        if let Ok(mut map) = self.indexes.write() {
+            map.entry(key).or_insert_with(|| Arc::clone(&k));
+        }
+        Ok(k)
     }
 
     /// Takes one encryption from the current lease; `false` if the lease is used up.
@@ -1243,7 +1268,7 @@ impl Keyring {
     ) -> Result<(KeyVersion, Vec<u8>)> {
         let p = self.active_pointer(scope).await?;
         let live = self.live(scope, p.version).await?;
-        Ok((p.version, index.key(&live.dek)?.compute(values)?))
+        Ok((p.version, live.index_key(index)?.compute(values)?))
     }
 
     /// The blind index of `values` under every version that may still have rows indexed
@@ -1258,13 +1283,110 @@ impl Keyring {
         for rec in self.inner.store.deks(scope).await? {
             if matches!(rec.state, DekState::Active | DekState::DecryptOnly) {
                 let live = self.live(scope, rec.version).await?;
-                out.push((rec.version, index.key(&live.dek)?.compute(values)?));
+                out.push((rec.version, live.index_key(index)?.compute(values)?));
             }
         }
         if out.is_empty() {
             return Err(self.missing(scope, None).await);
         }
         Ok(out)
+    }
+
+    /// The scope's active version, as this process sees it (the cached pointer lives at most
+    /// `active_ttl`).
+    pub async fn active_version(&self, scope: &ScopeId) -> Result<KeyVersion> {
+        Ok(self.active_pointer(scope).await?.version)
+    }
+
+    /// The blind-index key of `index` under the scope's active version, for computing many
+    /// indexes without a cache lookup or a subkey derivation per value (writers, batch jobs).
+    pub async fn blind_index_key(
+        &self,
+        scope: &ScopeId,
+        index: &BlindIndexSpec,
+    ) -> Result<(KeyVersion, Arc<BlindIndexKey>)> {
+        let p = self.active_pointer(scope).await?;
+        let live = self.live(scope, p.version).await?;
+        Ok((p.version, live.index_key(index)?))
+    }
+
+    /// The blind-index keys of `index` under every version that may still have rows indexed
+    /// (active and decrypt-only), active first, for searching while a re-encryption runs.
+    pub async fn blind_index_keys(
+        &self,
+        scope: &ScopeId,
+        index: &BlindIndexSpec,
+    ) -> Result<Vec<(KeyVersion, Arc<BlindIndexKey>)>> {
+        let mut out = Vec::new();
+        let mut deks = self.inner.store.deks(scope).await?;
+        deks.sort_by_key(|d| (d.state != DekState::Active, std::cmp::Reverse(d.version)));
+        for rec in deks {
+            if matches!(rec.state, DekState::Active | DekState::DecryptOnly) {
+                let live = self.live(scope, rec.version).await?;
+                out.push((rec.version, live.index_key(index)?));
+            }
+        }
+        if out.is_empty() {
+            return Err(self.missing(scope, None).await);
+        }
+        Ok(out)
+    }
+
+    /// Retires a decrypt-only version once no data is left under it (the caller has checked:
+    /// `coffer reencrypt` scans the ciphertext headers first). A retired version still
+    /// decrypts (old backups, stragglers), is no longer searched, and may later be destroyed.
+    /// Refused, with the time left, while the version left the active state less than the
+    /// `grace` ago: writers may hold a cached pointer to it that long.
+    pub async fn retire(
+        &self,
+        scope: &ScopeId,
+        version: KeyVersion,
+        grace: Duration,
+    ) -> Result<()> {
+        let Some(rec) = self.inner.store.dek(scope, version).await? else {
+            return Err(self.missing(scope, Some(version)).await);
+        };
+        if rec.state != DekState::DecryptOnly {
+            return Err(Error::State(format!(
+                "scope '{scope}' {version} is {}, not decrypt-only; only a rotated-out version can be retired",
+                rec.state.as_str()
+            )));
+        }
+        let now = self.inner.store.now_us().await?;
+        let grace_us = i64::try_from(grace.as_micros()).unwrap_or(i64::MAX);
+        let ready_at = rec.state_changed_at_us.saturating_add(grace_us);
+        if now < ready_at {
+            return Err(Error::State(format!(
+                "scope '{scope}' {version} left the active state {:.1} s ago; wait {:.1} s more \
+                 (writers may still use it from a cached pointer)",
+                (now - rec.state_changed_at_us) as f64 / 1e6,
+                (ready_at - now) as f64 / 1e6
+            )));
+        }
+        if !self
+            .inner
+            .store
+            .set_state(scope, version, DekState::DecryptOnly, DekState::Retired)
+            .await?
+        {
+            return Err(Error::State(format!(
+                "scope '{scope}' {version} changed state meanwhile; look with `coffer keys list`"
+            )));
+        }
+        self.audit(
+            self.event(Operation::StateChange)
+                .scope(scope.as_str())
+                .version(version.0)
+                .detail("decrypt-only -> retired: no data left under it"),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The grace period [`retire`](Self::retire) should wait after a rotation: twice the
+    /// lifetime of the cached active pointer, so no writer still uses the old version.
+    pub fn retire_grace(&self) -> Duration {
+        self.inner.config.active_ttl * 2
     }
 
     /// Drops every cached key of this process (L1 only; other processes keep theirs until

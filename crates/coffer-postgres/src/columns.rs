@@ -1,0 +1,661 @@
+//! [`Columns`]: one table's encrypted columns bound to a keyring. Seals values on the way in,
+//! opens them on the way out, computes blind indexes and search terms.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use coffer_core::{BlindIndexKey, FieldContext, KeyVersion, Nulls, ValueType};
+use coffer_keys::Keyring;
+
+use crate::error::{Error, Result};
+use crate::schema::{Column, Index, Table};
+use crate::sealed::{Encrypted, IndexValue, Sealed};
+use crate::value::{FromPlain, ToPlain, type_name};
+
+/// A row id: its text form, exactly as PostgreSQL prints the row-id column (`id::text`), is
+/// the row context bound into every randomized value of the row.
+pub trait RowId {
+    /// The text form.
+    fn row_context(&self) -> String;
+}
+
+impl RowId for uuid::Uuid {
+    fn row_context(&self) -> String {
+        self.hyphenated().to_string()
+    }
+}
+
+macro_rules! row_id_display {
+    ($($t:ty),*) => {$(
+        impl RowId for $t {
+            fn row_context(&self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
+}
+row_id_display!(i64, i32, i16, u32, String, str);
+
+impl<T: RowId + ?Sized> RowId for &T {
+    fn row_context(&self) -> String {
+        (**self).row_context()
+    }
+}
+
+/// A plaintext in canonical form with its type, for code that handles columns generically.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Plain {
+    pub(crate) value_type: ValueType,
+    pub(crate) bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for Plain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Plain({}, {} bytes)",
+            type_name(self.value_type),
+            self.bytes.len()
+        )
+    }
+}
+
+impl Plain {
+    /// The canonical form of `value`.
+    pub fn of<T: ToPlain + ?Sized>(value: &T) -> Result<Plain, crate::value::ValueError> {
+        Ok(Plain {
+            value_type: T::TYPE,
+            bytes: value.to_plain()?,
+        })
+    }
+
+    /// From canonical bytes of a known type.
+    pub fn from_canonical(value_type: ValueType, bytes: Vec<u8>) -> Plain {
+        Plain { value_type, bytes }
+    }
+
+    /// The value type.
+    pub fn value_type(&self) -> ValueType {
+        self.value_type
+    }
+
+    /// The canonical bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// One table's encrypted columns bound to a [`Keyring`]. Cheap to clone; share one per table.
+///
+/// ```no_run
+/// # async fn demo(keyring: coffer_keys::Keyring, pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// use coffer_postgres::{Columns, Encrypted, Schema};
+///
+/// let schema = Schema::load("coffer-columns.toml".as_ref())?;
+/// let patients = Columns::new(keyring, schema.table("patients")?);
+/// let id = uuid::Uuid::new_v4();
+///
+/// // Write: seal the row's values, bind them like any other value.
+/// let row = patients.row(&id).set("ssn", "123-45-6789")?.seal().await?;
+/// sqlx::query("INSERT INTO patients (id, ssn, ssn_bidx, key_version) VALUES ($1, $2, $3, $4)")
+///     .bind(id)
+///     .bind(row.value("ssn")?)
+///     .bind(row.index("ssn_bidx")?)
+///     .bind(row.version())
+///     .execute(&pool)
+///     .await?;
+///
+/// // Read: decode as Encrypted<T>, open with the row id.
+/// let (ssn,): (Encrypted<String>,) = sqlx::query_as("SELECT ssn FROM patients WHERE id = $1")
+///     .bind(id)
+///     .fetch_one(&pool)
+///     .await?;
+/// assert_eq!(patients.open("ssn", &id, &ssn).await?, "123-45-6789");
+///
+/// // Search: blind-index terms for every live key version, then confirm each candidate.
+/// let q = patients.search_eq("ssn_bidx", &["123456789"]).await?;
+/// let hits: Vec<(uuid::Uuid, Encrypted<String>)> =
+///     sqlx::query_as("SELECT id, ssn FROM patients WHERE ssn_bidx = ANY($1)")
+///         .bind(q.terms())
+///         .fetch_all(&pool)
+///         .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Columns {
+    keyring: Keyring,
+    table: Table,
+}
+
+impl std::fmt::Debug for Columns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Columns")
+            .field("table", &self.table.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Columns {
+    /// Binds a table definition to a keyring.
+    pub fn new(keyring: Keyring, table: Table) -> Self {
+        Columns { keyring, table }
+    }
+
+    /// The table definition.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// The keyring.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    fn err(&self, column: &str, reason: impl Into<String>) -> Error {
+        Error::value(self.table.name(), column, reason)
+    }
+
+    fn check_type(&self, c: &Column, t: ValueType) -> Result<()> {
+        if c.value_type != t {
+            return Err(self.err(
+                &c.name,
+                format!(
+                    "holds {} values; this is a {} value",
+                    Table::describe(c),
+                    type_name(t)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Seals one value of `column` for the row `row` under the active key version.
+    pub async fn seal<T: ToPlain + ?Sized>(
+        &self,
+        column: &str,
+        row: &(impl RowId + ?Sized),
+        value: &T,
+    ) -> Result<Encrypted<T>> {
+        let c = self.table.column(column)?;
+        self.check_type(c, T::TYPE)?;
+        let plain = value.to_plain().map_err(|e| self.err(column, e.0))?;
+        let bytes = self.seal_bytes(c, &row.row_context(), Some(&plain)).await?;
+        Encrypted::from_bytes(bytes, c.storage).map_err(|e| self.err(column, e.to_string()))
+    }
+
+    /// Seals canonical bytes (or an authenticated NULL for `None`).
+    pub(crate) async fn seal_bytes(
+        &self,
+        c: &Column,
+        row: &str,
+        plain: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
+        let row_parts: [&[u8]; 1] = [row.as_bytes()];
+        let ctx = self.context(c, &row_parts);
+        let scope = self.table.scope();
+        Ok(match plain {
+            Some(p) => self.keyring.encrypt(scope, &c.id, c.suite, &ctx, p).await?,
+            None => {
+                self.keyring
+                    .encrypt_null(scope, &c.id, c.suite, &ctx)
+                    .await?
+            }
+        })
+    }
+
+    fn context<'a>(&self, c: &Column, row: &'a [&'a [u8]]) -> FieldContext<'a> {
+        let ctx = FieldContext::new().with_type(c.value_type);
+        if c.suite.is_deterministic() {
+            ctx
+        } else {
+            ctx.with_row(row)
+        }
+    }
+
+    /// Opens canonical bytes: `Some(plaintext)`, or `None` for an authenticated NULL.
+    pub(crate) async fn open_bytes(
+        &self,
+        c: &Column,
+        row: &str,
+        ciphertext: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
+        let row_parts: [&[u8]; 1] = [row.as_bytes()];
+        let ctx = self.context(c, &row_parts);
+        Ok(self
+            .keyring
+            .decrypt(self.table.scope(), &c.id, &ctx, ciphertext)
+            .await?)
+    }
+
+    /// Opens a value of `column` read from row `row`. An authenticated NULL is an error here;
+    /// use [`open_opt`](Self::open_opt) for nullable columns.
+    pub async fn open<T: FromPlain>(
+        &self,
+        column: &str,
+        row: &(impl RowId + ?Sized),
+        value: &Encrypted<T>,
+    ) -> Result<T> {
+        self.open_opt(column, row, Some(value))
+            .await?
+            .ok_or_else(|| self.err(column, "is NULL; read it with open_opt"))
+    }
+
+    /// Opens a nullable value: SQL NULL in a passthrough column and an authenticated NULL
+    /// give `None`; SQL NULL in an authenticated-NULL column is an error (it was nulled by
+    /// someone without the key).
+    pub async fn open_opt<T: FromPlain>(
+        &self,
+        column: &str,
+        row: &(impl RowId + ?Sized),
+        value: Option<&Encrypted<T>>,
+    ) -> Result<Option<T>> {
+        let c = self.table.column(column)?;
+        self.check_type(c, T::TYPE)?;
+        let Some(value) = value else {
+            return match c.nulls {
+                Nulls::Passthrough => Ok(None),
+                Nulls::Authenticated => Err(self.err(
+                    column,
+                    "SQL NULL in a column with authenticated NULLs: the value was removed without the key",
+                )),
+            };
+        };
+        match self
+            .open_bytes(c, &row.row_context(), value.as_bytes())
+            .await?
+        {
+            Some(p) => Ok(Some(T::from_plain(p).map_err(|e| self.err(column, e.0))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Starts sealing a row: set its values, then [`RowSealer::seal`].
+    pub fn row(&self, row: &(impl RowId + ?Sized)) -> RowSealer<'_> {
+        RowSealer {
+            cols: self,
+            row: row.row_context(),
+            values: vec![None; self.table.columns().len()],
+            error: None,
+        }
+    }
+
+    /// Search terms for an equality (or compound) index: the index of `values` under every
+    /// key version that may still have rows indexed. Bind [`Search::terms`] to
+    /// `index_column = ANY($n)`, then confirm candidates with [`Search::matches`].
+    pub async fn search_eq<T: ToPlain + ?Sized>(
+        &self,
+        index: &str,
+        values: &[&T],
+    ) -> Result<Search> {
+        let plains = values
+            .iter()
+            .map(|v| Plain::of(*v))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.err(index, e.0))?;
+        self.search_eq_plain(index, &plains).await
+    }
+
+    /// As [`search_eq`](Self::search_eq) for values of mixed types (compound indexes).
+    pub async fn search_eq_plain(&self, index: &str, values: &[Plain]) -> Result<Search> {
+        let ix = self.table.index(index)?;
+        if ix.prefix.is_some() {
+            return Err(self.err(index, "is a prefix index; use search_prefix"));
+        }
+        if values.len() != ix.columns.len() {
+            return Err(self.err(
+                index,
+                format!(
+                    "indexes {} column(s); {} value(s) given",
+                    ix.columns.len(),
+                    values.len()
+                ),
+            ));
+        }
+        for (v, p) in values.iter().zip(&ix.columns) {
+            self.check_type(self.table.column_at(*p), v.value_type)?;
+        }
+        let normalized: Vec<Vec<u8>> = values
+            .iter()
+            .map(|v| normalize(ix, &v.bytes).into_owned())
+            .collect();
+        let refs: Vec<&[u8]> = normalized.iter().map(Vec::as_slice).collect();
+        let mut terms = Vec::new();
+        for (version, key) in self
+            .keyring
+            .blind_index_keys(self.table.scope(), &ix.keys[0])
+            .await?
+        {
+            terms.push((version, key.compute(&refs)?));
+        }
+        Ok(Search {
+            index: ix.name.clone(),
+            terms,
+            check: Check::Equal(normalized),
+            normalizers: ix.clone(),
+        })
+    }
+
+    /// Search terms for `LIKE 'prefix%'` on a prefix index: one token per live key version,
+    /// for `index_column && $n` (array overlap, served by a GIN index). A prefix longer than
+    /// the index's longest is searched by its longest indexed prefix and confirmed by
+    /// [`Search::matches`]; one shorter than the shortest is refused (it would leak more and
+    /// match too much).
+    pub async fn search_prefix(&self, index: &str, prefix: &str) -> Result<Search> {
+        let ix = self.table.index(index)?;
+        let Some((min, max)) = ix.prefix else {
+            return Err(self.err(index, "is not a prefix index; use search_eq"));
+        };
+        let normalized = normalize(ix, prefix.as_bytes()).into_owned();
+        let text = String::from_utf8_lossy(&normalized).into_owned();
+        let len = text.chars().count();
+        if len < usize::from(min) {
+            return Err(self.err(
+                index,
+                format!(
+                    "a prefix search needs at least {min} characters after normalization; got {len}"
+                ),
+            ));
+        }
+        let k = len.min(usize::from(max));
+        let token_input: String = text.chars().take(k).collect();
+        let spec = &ix.keys[k - usize::from(min)];
+        let mut terms = Vec::new();
+        for (version, key) in self
+            .keyring
+            .blind_index_keys(self.table.scope(), spec)
+            .await?
+        {
+            terms.push((version, key.compute(&[token_input.as_bytes()])?));
+        }
+        Ok(Search {
+            index: ix.name.clone(),
+            terms,
+            check: Check::Prefix(text),
+            normalizers: ix.clone(),
+        })
+    }
+
+    /// The blind-index keys of `ix` under the active version (one per prefix length).
+    pub(crate) async fn active_index_keys(
+        &self,
+        ix: &Index,
+    ) -> Result<(KeyVersion, Vec<Arc<BlindIndexKey>>)> {
+        let mut version = None;
+        let mut keys = Vec::with_capacity(ix.keys.len());
+        for spec in &ix.keys {
+            let (v, k) = self
+                .keyring
+                .blind_index_key(self.table.scope(), spec)
+                .await?;
+            version = Some(version.map_or(v, |o: KeyVersion| o.min(v)));
+            keys.push(k);
+        }
+        let version =
+            version.ok_or_else(|| Error::Schema(format!("index '{}' has no key", ix.name)))?;
+        Ok((version, keys))
+    }
+}
+
+/// Applies an index's normalizers to canonical bytes.
+pub(crate) fn normalize<'a>(ix: &Index, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+    let mut v = Cow::Borrowed(bytes);
+    for n in &ix.normalizers {
+        v = n.apply(v);
+    }
+    v
+}
+
+/// The index value of one row for `ix`, from the (canonical) values of its columns; `None`
+/// values (NULL) give an SQL NULL index.
+pub(crate) fn index_value(
+    ix: &Index,
+    keys: &[Arc<BlindIndexKey>],
+    values: &[Option<&[u8]>],
+) -> Result<IndexValue> {
+    if values.iter().any(Option::is_none) {
+        return Ok(match ix.prefix {
+            Some(_) => IndexValue::Tokens(None),
+            None => IndexValue::Single(None),
+        });
+    }
+    let normalized: Vec<Cow<'_, [u8]>> = values
+        .iter()
+        .map(|v| normalize(ix, v.unwrap_or_default()))
+        .collect();
+    match ix.prefix {
+        None => {
+            let refs: Vec<&[u8]> = normalized.iter().map(|c| c.as_ref()).collect();
+            Ok(IndexValue::Single(Some(keys[0].compute(&refs)?)))
+        }
+        Some((min, max)) => {
+            let text = String::from_utf8_lossy(&normalized[0]);
+            let mut tokens = Vec::new();
+            let mut prefix = String::new();
+            for (n, ch) in text.chars().enumerate().take(usize::from(max)) {
+                prefix.push(ch);
+                if n + 1 >= usize::from(min) {
+                    tokens.push(keys[n + 1 - usize::from(min)].compute(&[prefix.as_bytes()])?);
+                }
+            }
+            Ok(IndexValue::Tokens(Some(tokens)))
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Check {
+    Equal(Vec<Vec<u8>>),
+    Prefix(String),
+}
+
+/// Blind-index search terms (one per live key version) and the check that confirms a
+/// candidate row once decrypted: an index only narrows the rows, collisions included.
+#[derive(Clone, Debug)]
+pub struct Search {
+    index: String,
+    terms: Vec<(KeyVersion, Vec<u8>)>,
+    check: Check,
+    normalizers: Index,
+}
+
+impl Search {
+    /// The index values to bind (`= ANY($n)` for equality, `&& $n` for prefix tokens).
+    pub fn terms(&self) -> Vec<Vec<u8>> {
+        self.terms.iter().map(|(_, t)| t.clone()).collect()
+    }
+
+    /// The terms with the key version each was computed under.
+    pub fn versioned_terms(&self) -> &[(KeyVersion, Vec<u8>)] {
+        &self.terms
+    }
+
+    /// The index searched.
+    pub fn index(&self) -> &str {
+        &self.index
+    }
+
+    /// Whether a decrypted candidate really matches (for a compound index, its values in the
+    /// index's column order).
+    pub fn matches<T: ToPlain + ?Sized>(&self, values: &[&T]) -> bool {
+        let plains: Option<Vec<Vec<u8>>> = values.iter().map(|v| v.to_plain().ok()).collect();
+        plains.is_some_and(|p| {
+            let refs: Vec<&[u8]> = p.iter().map(Vec::as_slice).collect();
+            self.matches_bytes(&refs)
+        })
+    }
+
+    /// As [`matches`](Self::matches) on canonical bytes.
+    pub fn matches_bytes(&self, values: &[&[u8]]) -> bool {
+        match &self.check {
+            Check::Equal(want) => {
+                want.len() == values.len()
+                    && want
+                        .iter()
+                        .zip(values)
+                        .all(|(w, v)| normalize(&self.normalizers, v).as_ref() == w.as_slice())
+            }
+            Check::Prefix(p) => {
+                values.len() == 1 && {
+                    let v = normalize(&self.normalizers, values[0]);
+                    String::from_utf8_lossy(&v).starts_with(p.as_str())
+                }
+            }
+        }
+    }
+}
+
+/// Collects one row's values, then seals them all and computes its blind indexes.
+pub struct RowSealer<'a> {
+    cols: &'a Columns,
+    row: String,
+    values: Vec<Option<Option<Vec<u8>>>>,
+    error: Option<Error>,
+}
+
+impl RowSealer<'_> {
+    fn put(mut self, column: &str, value_type: ValueType, value: Option<Vec<u8>>) -> Self {
+        if self.error.is_none() {
+            match self.cols.table.column(column) {
+                Ok(c) => {
+                    if let Err(e) = self.cols.check_type(c, value_type) {
+                        self.error = Some(e);
+                    } else if let Some(i) = self
+                        .cols
+                        .table
+                        .columns()
+                        .iter()
+                        .position(|x| x.name == c.name)
+                    {
+                        self.values[i] = Some(value);
+                    }
+                }
+                Err(e) => self.error = Some(e),
+            }
+        }
+        self
+    }
+
+    /// Sets a column's value.
+    pub fn set<T: ToPlain + ?Sized>(self, column: &str, value: &T) -> Result<Self> {
+        let bytes = value.to_plain().map_err(|e| self.cols.err(column, e.0))?;
+        Ok(self.put(column, T::TYPE, Some(bytes)))
+    }
+
+    /// Sets a column to NULL (SQL NULL, or an authenticated NULL if the column asks for it).
+    pub fn set_null(self, column: &str) -> Result<Self> {
+        let t = self.cols.table.column(column)?.value_type;
+        Ok(self.put(column, t, None))
+    }
+
+    /// Sets a column from an `Option`.
+    pub fn set_opt<T: ToPlain>(self, column: &str, value: Option<&T>) -> Result<Self> {
+        match value {
+            Some(v) => self.set(column, v),
+            None => self.set_null(column),
+        }
+    }
+
+    /// Seals every value set and computes every blind index whose columns were all set.
+    pub async fn seal(self) -> Result<SealedRow> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let table = &self.cols.table;
+        let mut version: Option<KeyVersion> = None;
+        let mut lower = |v: KeyVersion| {
+            version = Some(version.map_or(v, |o| o.min(v)));
+        };
+        let mut values = Vec::new();
+        for (c, v) in table.columns().iter().zip(&self.values) {
+            let Some(v) = v else { continue };
+            let sealed = match (v, c.nulls) {
+                (None, Nulls::Passthrough) => None,
+                (v, _) => {
+                    let bytes = self.cols.seal_bytes(c, &self.row, v.as_deref()).await?;
+                    let e = Encrypted::<()>::from_bytes(bytes, c.storage)
+                        .map_err(|e| self.cols.err(&c.name, e.to_string()))?;
+                    lower(e.version());
+                    Some(e)
+                }
+            };
+            values.push((
+                c.name.clone(),
+                Sealed {
+                    value: sealed,
+                    storage: c.storage,
+                },
+            ));
+        }
+        let mut indexes = Vec::new();
+        for ix in table.indexes() {
+            let parts: Option<Vec<Option<&[u8]>>> = ix
+                .columns
+                .iter()
+                .map(|p| self.values[*p].as_ref().map(|v| v.as_deref()))
+                .collect();
+            let Some(parts) = parts else { continue };
+            let (v, keys) = self.cols.active_index_keys(ix).await?;
+            lower(v);
+            indexes.push((ix.name.clone(), index_value(ix, &keys, &parts)?));
+        }
+        let version = version
+            .ok_or_else(|| Error::value(table.name(), "-", "no column was set on this row"))?;
+        Ok(SealedRow {
+            table: table.name().to_owned(),
+            values,
+            indexes,
+            version,
+        })
+    }
+}
+
+/// A sealed row: ciphertexts, blind indexes and the key version to store beside them.
+#[derive(Clone, Debug)]
+pub struct SealedRow {
+    table: String,
+    values: Vec<(String, Sealed)>,
+    indexes: Vec<(String, IndexValue)>,
+    version: KeyVersion,
+}
+
+impl SealedRow {
+    /// The sealed value of `column`, to bind.
+    pub fn value(&self, column: &str) -> Result<&Sealed> {
+        self.values
+            .iter()
+            .find(|(n, _)| n == column)
+            .map(|(_, v)| v)
+            .ok_or_else(|| Error::value(&self.table, column, "was not set on this row"))
+    }
+
+    /// The blind index (or prefix tokens) `index`, to bind.
+    pub fn index(&self, index: &str) -> Result<&IndexValue> {
+        self.indexes
+            .iter()
+            .find(|(n, _)| n == index)
+            .map(|(_, v)| v)
+            .ok_or_else(|| {
+                Error::value(
+                    &self.table,
+                    index,
+                    "not computed: set every column this index covers",
+                )
+            })
+    }
+
+    /// The key version to store in the row's version column (the lowest version any of its
+    /// values or indexes used). A partial UPDATE stores `LEAST(version_column, $v)`.
+    pub fn version(&self) -> i32 {
+        i32::try_from(self.version.0).unwrap_or(i32::MAX)
+    }
+
+    /// The sealed columns, in schema order.
+    pub fn values(&self) -> &[(String, Sealed)] {
+        &self.values
+    }
+
+    /// The computed indexes, in schema order.
+    pub fn indexes(&self) -> &[(String, IndexValue)] {
+        &self.indexes
+    }
+}

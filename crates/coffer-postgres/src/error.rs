@@ -1,0 +1,66 @@
+//! Errors of the column layer.
+
+/// What went wrong. No variant carries a plaintext value or key bytes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Key management: unknown scope or version, destroyed key, wrong KEK, a ciphertext that
+    /// failed to authenticate (opaque on purpose).
+    #[error(transparent)]
+    Keys(#[from] coffer_keys::Error),
+    /// The database refused or failed a statement.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The column schema (coffer-columns.toml or a `TableSpec`) is not usable.
+    #[error("column schema: {0}")]
+    Schema(String),
+    /// A value cannot go into, or come out of, a column as asked: a plaintext where a
+    /// ciphertext belongs, the wrong Rust type, an SQL NULL in an authenticated-NULL column.
+    #[error("{table}.{column}: {reason}")]
+    Value {
+        /// The table's SQL name.
+        table: String,
+        /// The column's SQL name.
+        column: String,
+        /// Why.
+        reason: String,
+    },
+    /// A row could not be re-encrypted (the job stops, its batch rolled back).
+    #[error("{table} row {row}: {reason}")]
+    Row {
+        /// The table's SQL name.
+        table: String,
+        /// The row id (as PostgreSQL prints it).
+        row: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<coffer_core::Error> for Error {
+    fn from(e: coffer_core::Error) -> Self {
+        Error::Keys(coffer_keys::Error::Crypto(e))
+    }
+}
+
+impl Error {
+    pub(crate) fn value(table: &str, column: &str, reason: impl Into<String>) -> Self {
+        Error::Value {
+            table: table.to_owned(),
+            column: column.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether the error is a ciphertext that failed to authenticate (tampering, a value
+    /// moved from another row or column, the wrong key).
+    pub fn is_authentication(&self) -> bool {
+        matches!(
+            self,
+            Error::Keys(coffer_keys::Error::Crypto(coffer_core::Error::Decrypt))
+        )
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

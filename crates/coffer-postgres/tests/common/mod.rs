@@ -1,0 +1,178 @@
+//! Test databases and keyrings: a fresh PostgreSQL database per test on the local server
+//! (`COFFER_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`; `make test`
+//! starts the server if it is down). The database holds both the key store and the data.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coffer_core::Kek;
+use coffer_keys::{KekId, KekRing, Keyring, KeyringConfig, LocalKek};
+use coffer_store::SqlStore;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection as _, PgPool};
+
+pub fn pg_admin_url() -> String {
+    std::env::var("COFFER_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh database, dropped by [`TestDb::drop`].
+pub struct TestDb {
+    pub url: String,
+    pub name: String,
+    pub pool: PgPool,
+}
+
+pub async fn database() -> TestDb {
+    let admin = pg_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL at {admin} is not reachable ({e}); `make test` starts it")
+        });
+    let mut rnd = [0u8; 6];
+    aws_lc_rs_fill(&mut rnd);
+    let name = format!("coffer_cols_{}", hex(&rnd));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').unwrap().0;
+    let url = format!("{base}/{name}");
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .connect(&url)
+        .await
+        .unwrap();
+    TestDb { url, name, pool }
+}
+
+fn aws_lc_rs_fill(buf: &mut [u8]) {
+    use rand::RngCore as _;
+    rand::rng().fill_bytes(buf);
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl TestDb {
+    pub async fn drop(self) {
+        self.pool.close().await;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+
+    /// A keyring whose key store lives in this database, under a fresh local KEK.
+    pub async fn keyring(&self, kek: &Kek, active_ttl: Duration) -> Keyring {
+        sqlx::any::install_default_drivers();
+        let id = KekId::new("test", 1).unwrap();
+        let ring = KekRing::new(
+            [(
+                id.clone(),
+                Arc::new(LocalKek::new(id.clone(), kek.clone()))
+                    as Arc<dyn coffer_keys::KekProvider>,
+            )],
+            id,
+        )
+        .unwrap();
+        let store = Arc::new(SqlStore::connect(&self.url).await.unwrap());
+        let config = KeyringConfig {
+            active_ttl,
+            audit_unwraps: false,
+            ..KeyringConfig::default()
+        };
+        let keyring = Keyring::new(store, ring, config).await.unwrap();
+        keyring.register_keks().await.unwrap();
+        keyring
+    }
+}
+
+/// The patients table of docs/COLUMNS.md, in a smaller form for tests.
+pub const PATIENTS_SQL: &str = "
+CREATE TABLE patients (
+    id           uuid PRIMARY KEY,
+    clinic       int NOT NULL DEFAULT 1,
+    ssn          bytea,
+    ssn_bidx     bytea,
+    mrn          bytea,
+    email        text,
+    email_prefix bytea[],
+    dob          bytea,
+    visits       bytea,
+    profile      bytea,
+    notes        text,
+    ssn_dob      bytea,
+    key_version  int
+);
+CREATE INDEX patients_ssn_bidx ON patients (ssn_bidx);
+CREATE INDEX patients_mrn ON patients (mrn);
+CREATE INDEX patients_email_prefix ON patients USING gin (email_prefix);
+CREATE INDEX patients_ssn_dob ON patients (ssn_dob);
+";
+
+pub const PATIENTS_TOML: &str = r#"
+[[table]]
+name = "patients"
+scope = "table:patients"
+
+[[table.column]]
+name = "ssn"
+type = "text"
+
+[[table.column]]
+name = "mrn"
+type = "text"
+mode = "deterministic"
+
+[[table.column]]
+name = "email"
+type = "text"
+storage = "text"
+
+[[table.column]]
+name = "dob"
+type = "date"
+
+[[table.column]]
+name = "visits"
+type = "int"
+
+[[table.column]]
+name = "profile"
+type = "json"
+
+[[table.column]]
+name = "notes"
+type = "text"
+storage = "text"
+nulls = "authenticated"
+
+[[table.index]]
+name = "ssn_bidx"
+columns = ["ssn"]
+bits = 8
+normalize = ["digits"]
+
+[[table.index]]
+name = "email_prefix"
+columns = ["email"]
+bits = 32
+normalize = ["trim", "casefold"]
+prefix = [3, 8]
+
+[[table.index]]
+name = "ssn_dob"
+columns = ["ssn", "dob"]
+bits = 32
+normalize = []
+"#;
