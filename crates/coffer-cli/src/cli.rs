@@ -135,6 +135,9 @@ pub enum Command {
     /// Check a backup against its manifest and restore it (pg_restore, a plain dump, or verify only)
     #[command(after_help = crate::backup::RESTORE_AFTER_HELP)]
     Restore(crate::backup::RestoreArgs),
+    /// Move encrypted columns to the active key version, or plaintext columns into encrypted ones (PostgreSQL)
+    #[command(after_help = crate::reencrypt::REENCRYPT_AFTER_HELP)]
+    Reencrypt(crate::reencrypt::ReencryptArgs),
 }
 
 const KEYS_AFTER_HELP: &str =

@@ -14,6 +14,7 @@ mod filekeys;
 mod input;
 mod keys;
 mod open;
+mod reencrypt;
 mod report;
 mod s3;
 
@@ -50,6 +51,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::S3(cmd) => s3::run(cmd),
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
+        Command::Reencrypt(args) => reencrypt::run(args),
     }
 }
 

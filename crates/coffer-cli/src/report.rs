@@ -51,6 +51,16 @@ impl std::error::Error for Hinted {}
 
 /// The exit status for `err`: decided by the first coffer-core error in its chain, and 2 for
 /// every error that is not coffer-core's (key references, files, options, I/O, a NULL).
+fn keys_exit_code(k: &KeysError) -> u8 {
+    match k {
+        KeysError::Crypto(CoreError::Decrypt | CoreError::Unwrap | CoreError::Format(_))
+        | KeysError::WrongKek { .. }
+        | KeysError::NoMatchingKey { .. } => EXIT_DECRYPT,
+        KeysError::Store(_) | KeysError::Provider { .. } => EXIT_UNAVAILABLE,
+        _ => EXIT_USAGE,
+    }
+}
+
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err
         .chain()
@@ -74,14 +84,20 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             _ => EXIT_USAGE,
         };
     }
-    if let Some(k) = err.chain().find_map(|c| c.downcast_ref::<KeysError>()) {
-        return match k {
-            KeysError::Crypto(CoreError::Decrypt | CoreError::Unwrap | CoreError::Format(_))
-            | KeysError::WrongKek { .. }
-            | KeysError::NoMatchingKey { .. } => EXIT_DECRYPT,
-            KeysError::Store(_) | KeysError::Provider { .. } => EXIT_UNAVAILABLE,
+    if let Some(e) = err
+        .chain()
+        .find_map(|c| c.downcast_ref::<coffer_postgres::Error>())
+    {
+        use coffer_postgres::Error as Pg;
+        return match e {
+            Pg::Db(_) => EXIT_UNAVAILABLE,
+            Pg::Row { .. } => EXIT_DECRYPT,
+            Pg::Keys(k) => keys_exit_code(k),
             _ => EXIT_USAGE,
         };
+    }
+    if let Some(k) = err.chain().find_map(|c| c.downcast_ref::<KeysError>()) {
+        return keys_exit_code(k);
     }
     let core = err.chain().find_map(|cause| {
         cause
