@@ -135,6 +135,9 @@ pub enum Command {
     /// Check a backup against its manifest and restore it (pg_restore, a plain dump, or verify only)
     #[command(after_help = crate::backup::RESTORE_AFTER_HELP)]
     Restore(crate::backup::RestoreArgs),
+    /// Plan blind-index widths: what an index leaks against what a query costs
+    #[command(subcommand)]
+    Index(crate::index::IndexCommand),
 }
 
 const KEYS_AFTER_HELP: &str =
@@ -721,7 +724,8 @@ pub struct BlindIndexArgs {
     #[arg(long, value_name = "NAME", default_value = "default")]
     pub name: String,
 
-    /// Index width in bits: fewer bits leak less and match more false positives
+    /// Index width in bits: fewer bits leak less and match more false positives (`coffer index
+    /// plan` chooses one)
     #[arg(
         long,
         value_name = "N",

@@ -11,6 +11,7 @@ mod cli;
 mod field;
 mod file;
 mod filekeys;
+mod index;
 mod input;
 mod keys;
 mod open;
@@ -50,6 +51,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::S3(cmd) => s3::run(cmd),
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
+        Command::Index(cmd) => index::run(cmd),
     }
 }
 
