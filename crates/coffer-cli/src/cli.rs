@@ -138,6 +138,9 @@ pub enum Command {
     /// Move encrypted columns to the active key version, or plaintext columns into encrypted ones (PostgreSQL)
     #[command(after_help = crate::reencrypt::REENCRYPT_AFTER_HELP)]
     Reencrypt(crate::reencrypt::ReencryptArgs),
+    /// Plan blind-index widths: what an index leaks against what a query costs
+    #[command(subcommand)]
+    Index(crate::index::IndexCommand),
 }
 
 const KEYS_AFTER_HELP: &str =
@@ -724,7 +727,8 @@ pub struct BlindIndexArgs {
     #[arg(long, value_name = "NAME", default_value = "default")]
     pub name: String,
 
-    /// Index width in bits: fewer bits leak less and match more false positives
+    /// Index width in bits: fewer bits leak less and match more false positives (`coffer index
+    /// plan` chooses one)
     #[arg(
         long,
         value_name = "N",

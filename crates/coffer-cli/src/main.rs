@@ -11,6 +11,7 @@ mod cli;
 mod field;
 mod file;
 mod filekeys;
+mod index;
 mod input;
 mod keys;
 mod open;
@@ -52,6 +53,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
         Command::Reencrypt(args) => reencrypt::run(args),
+        Command::Index(cmd) => index::run(cmd),
     }
 }
 

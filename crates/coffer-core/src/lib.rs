@@ -48,6 +48,7 @@ pub mod hazmat;
 mod ids;
 pub mod kdf;
 pub mod passphrase;
+pub mod planner;
 mod secret;
 pub mod stream;
 mod value;
