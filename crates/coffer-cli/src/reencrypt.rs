@@ -189,7 +189,7 @@ async fn reencrypt(job: &Reencryptor, workers: u16) -> Result<()> {
     }
     let secs = report.elapsed.as_secs_f64();
     let active = report.active.unwrap_or(active);
-    eprintln!(
+    println!(
         "{name}: {} rows moved to {active} ({} from plaintext) in {secs:.1} s ({:.0} rows/s, {} batches)",
         report.rows,
         report.migrated,
@@ -222,7 +222,7 @@ async fn offer_retirement(schema: &Schema, jobs: &[Reencryptor], retire: bool) -
             .collect();
         let in_schema = all.iter().filter(|t| t.scope() == &scope).count();
         if group.len() < in_schema {
-            eprintln!(
+            println!(
                 "scope {scope}: other tables of the schema use it; run without --table to check whether old versions can be retired"
             );
             continue;
@@ -238,14 +238,14 @@ async fn offer_retirement(schema: &Schema, jobs: &[Reencryptor], retire: bool) -
                 "scope {scope}: {listed} hold no value any more. Retire now? [y/N] "
             ))?;
         if !go {
-            eprintln!(
+            println!(
                 "scope {scope}: {listed} hold no value any more; retire with `coffer reencrypt --retire`"
             );
             continue;
         }
         let done = retirable(&group, true).await?;
         let done: Vec<String> = done.iter().map(ToString::to_string).collect();
-        eprintln!("scope {scope}: retired {}", done.join(", "));
+        println!("scope {scope}: retired {}", done.join(", "));
     }
     Ok(())
 }

@@ -173,23 +173,32 @@ impl Reencryptor {
 
     fn statements(&self, row_type: &str) -> Statements {
         let t = &self.inner.cols.table().inner;
-        let mut select = format!("SELECT {}::text", t.row_id_sql);
+        // Every reference is qualified with the alias `t`: an unqualified ORDER BY would
+        // sort by the text output column of the same name.
+        let mut select = format!("SELECT t.{}::text AS coffer_row_id", t.row_id_sql);
         for c in &t.columns {
-            let _ = write!(select, ", {}", c.sql);
+            let _ = write!(select, ", t.{}", c.sql);
             if let Some((_, src)) = &c.migrate_from {
-                let _ = write!(select, ", {}", source_expr(src, c.value_type));
+                let _ = write!(
+                    select,
+                    ", {}",
+                    source_expr(&format!("t.{src}"), c.value_type)
+                );
             }
         }
         let _ = write!(
             select,
-            " FROM {} WHERE ({v} IS NULL OR {v} < $1)",
+            " FROM {} AS t WHERE (t.{v} IS NULL OR t.{v} < $1)",
             t.sql,
             v = t.version_sql
         );
-        let tail = format!(" ORDER BY {} LIMIT $2 FOR UPDATE SKIP LOCKED", t.row_id_sql);
+        let tail = format!(
+            " ORDER BY t.{} LIMIT $2 FOR UPDATE OF t SKIP LOCKED",
+            t.row_id_sql
+        );
         let select_first = format!("{select}{tail}");
         let select_after = format!(
-            "{select} AND {} > CAST($3 AS {row_type}){tail}",
+            "{select} AND t.{} > CAST($3 AS {row_type}){tail}",
             t.row_id_sql
         );
 
