@@ -139,10 +139,8 @@ async fn check_searches(cols: &Columns, pool: &PgPool, patients: &[Patient]) {
                 .fetch_all(pool)
                 .await
                 .unwrap();
-        assert!(
-            rows.len() > want.len(),
-            "an 8-bit index must give false positives"
-        );
+        candidates += rows.len();
+        matches += want.len();
         let mut got = BTreeSet::new();
         for (id, ssn) in rows {
             let ssn = cols.open("ssn", &id, &ssn).await.unwrap();
@@ -155,7 +153,7 @@ async fn check_searches(cols: &Columns, pool: &PgPool, patients: &[Patient]) {
     // About rows/256 false positives per query: the confirmation step did real work.
     assert!(
         candidates > matches,
-        "an 8-bit index must give false positives"
+        "an 8-bit index must give false positives: {candidates} candidates, {matches} matches"
     );
     // Deterministic equality on the ciphertext itself.
     let mrn = cols.seal("mrn", &Uuid::nil(), "MRN-000042").await.unwrap();
