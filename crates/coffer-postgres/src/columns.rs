@@ -548,7 +548,7 @@ impl RowSealer<'_> {
     }
 
     /// Sets a column from an `Option`.
-    pub fn set_opt<T: ToPlain>(self, column: &str, value: Option<&T>) -> Result<Self> {
+    pub fn set_opt<T: ToPlain + ?Sized>(self, column: &str, value: Option<&T>) -> Result<Self> {
         match value {
             Some(v) => self.set(column, v),
             None => self.set_null(column),
