@@ -1,13 +1,13 @@
-// Encrypted patient records in PostgreSQL, from schema to search to key rotation
-// (docs/COLUMNS.md walks through it).
-//
-// ```sh
-// DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo run -p coffer-postgres --example patients
-// ```
-//
-// It creates the table `example_patients` (dropping an earlier one) and keeps the key store in
-// the same database under a KEK generated for the run (set COFFER_EXAMPLE_KEK to a base64
-// 256-bit key to keep one).
+//! Encrypted patient records in PostgreSQL, from schema to search to key rotation
+//! (docs/COLUMNS.md walks through it).
+//!
+//! ```sh
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo run -p coffer-postgres --example patients
+//! ```
+//!
+//! It creates the table `example_patients` (dropping an earlier one) and keeps the key store in
+//! the same database under a KEK generated for the run (set COFFER_EXAMPLE_KEK to a base64
+//! 256-bit key to keep one).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,9 +6,8 @@
 mod common;
 
 #[allow(dead_code, clippy::unwrap_used)]
-mod example {
-    include!("../examples/patients.rs");
-}
+#[path = "../examples/patients.rs"]
+mod example;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_patients_example_runs() {
