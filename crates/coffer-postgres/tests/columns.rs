@@ -601,3 +601,65 @@ bits = 24
     assert!(ids.contains(&5));
     db.drop().await;
 }
+
+#[test]
+fn the_job_exports_its_progress_as_metrics() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let (db, cols, _) = setup(250).await;
+            cols.keyring().rotate(cols.table().scope()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let job = Reencryptor::new(
+                cols.clone(),
+                db.pool.clone(),
+                ReencryptOptions {
+                    batch_size: 100,
+                    ..ReencryptOptions::default()
+                },
+            );
+            assert_eq!(job.run(|_| {}).await.unwrap().rows, 250);
+            db.drop().await;
+        })
+    });
+    let mut counters = std::collections::HashMap::new();
+    let mut gauges = std::collections::HashMap::new();
+    let mut histograms = std::collections::HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        if !key.key().name().starts_with("coffer_reencrypt_") {
+            continue; // the keyring's own metrics (docs/KEYS.md)
+        }
+        let labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        assert_eq!(labels, vec!["table=patients".to_owned()], "{key:?}");
+        let name = key.key().name().to_owned();
+        match value {
+            metrics_util::debugging::DebugValue::Counter(n) => {
+                counters.insert(name, n);
+            }
+            metrics_util::debugging::DebugValue::Gauge(g) => {
+                gauges.insert(name, g.into_inner());
+            }
+            metrics_util::debugging::DebugValue::Histogram(h) => {
+                histograms.insert(name, h.len());
+            }
+        }
+    }
+    assert_eq!(counters.get("coffer_reencrypt_rows_total"), Some(&250));
+    assert_eq!(counters.get("coffer_reencrypt_batches_total"), Some(&3));
+    assert_eq!(
+        counters.get("coffer_reencrypt_migrated_rows_total"),
+        Some(&0)
+    );
+    assert_eq!(histograms.get("coffer_reencrypt_batch_seconds"), Some(&3));
+    // The last pending count the job saw: none left.
+    assert_eq!(gauges.get("coffer_reencrypt_pending_rows"), Some(&0.0));
+}
