@@ -1292,6 +1292,32 @@ impl Keyring {
         Ok(out)
     }
 
+    /// A deterministic (AES-SIV) field value sealed under every version that may still have
+    /// rows (active and decrypt-only), active first: the terms of an equality search on a
+    /// deterministic column while a re-encryption runs.
+    pub async fn deterministic_terms(
+        &self,
+        scope: &ScopeId,
+        column: &ColumnId,
+        ctx: &FieldContext<'_>,
+        plaintext: &[u8],
+    ) -> Result<Vec<(KeyVersion, Vec<u8>)>> {
+        let mut deks = self.inner.store.deks(scope).await?;
+        deks.sort_by_key(|d| (d.state != DekState::Active, std::cmp::Reverse(d.version)));
+        let mut out = Vec::new();
+        for rec in deks {
+            if matches!(rec.state, DekState::Active | DekState::DecryptOnly) {
+                let live = self.live(scope, rec.version).await?;
+                let key = live.field_key(scope, column, Suite::Siv)?;
+                out.push((rec.version, key.encrypt(ctx, plaintext)?));
+            }
+        }
+        if out.is_empty() {
+            return Err(self.missing(scope, None).await);
+        }
+        Ok(out)
+    }
+
     /// The scope's active version, as this process sees it (the cached pointer lives at most
     /// `active_ttl`).
     pub async fn active_version(&self, scope: &ScopeId) -> Result<KeyVersion> {

@@ -246,11 +246,12 @@ pub async fn run(url: &str) -> Result<(), Error> {
     let hits = find_by_ssn(&patients, &pool, "123456789").await?;
     println!("ssn 123456789 → {} patient(s)", hits.len());
     assert_eq!(hits, vec![ids[0]]);
-    let mrn = patients.seal("mrn", &Uuid::nil(), "MRN-0003").await?;
-    let by_mrn: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM example_patients WHERE mrn = $1")
-        .bind(&mrn)
-        .fetch_all(&pool)
-        .await?;
+    let mrn = patients.search_deterministic("mrn", "MRN-0003").await?;
+    let by_mrn: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM example_patients WHERE mrn = ANY($1)")
+            .bind(mrn.terms())
+            .fetch_all(&pool)
+            .await?;
     assert_eq!(by_mrn, vec![ids[2]]);
     let emails = find_by_email_prefix(&patients, &pool, "ANN").await?;
     println!("emails starting with 'ann': {emails:?}");

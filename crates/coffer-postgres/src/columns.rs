@@ -331,7 +331,38 @@ impl Columns {
             index: ix.name.clone(),
             terms,
             check: Check::Equal(normalized),
-            normalizers: ix.clone(),
+            normalizers: Some(ix.clone()),
+        })
+    }
+
+    /// Search terms for equality on a deterministic column: `value` sealed under every key
+    /// version that may still have rows, so rows not yet re-encrypted are found too. Bind
+    /// [`Search::terms`] (BYTEA storage) or [`Search::text_terms`] (TEXT storage) to
+    /// `column = ANY($n)`; every row found matches.
+    pub async fn search_deterministic<T: ToPlain + ?Sized>(
+        &self,
+        column: &str,
+        value: &T,
+    ) -> Result<Search> {
+        let c = self.table.column(column)?;
+        if !c.suite.is_deterministic() {
+            return Err(self.err(
+                column,
+                "is randomized: equal values give unrelated ciphertexts; search it through a blind index",
+            ));
+        }
+        self.check_type(c, T::TYPE)?;
+        let plain = value.to_plain().map_err(|e| self.err(column, e.0))?;
+        let ctx = FieldContext::new().with_type(c.value_type);
+        let terms = self
+            .keyring
+            .deterministic_terms(self.table.scope(), &c.id, &ctx, &plain)
+            .await?;
+        Ok(Search {
+            index: c.name.clone(),
+            terms,
+            check: Check::Exact(plain),
+            normalizers: None,
         })
     }
 
@@ -371,7 +402,7 @@ impl Columns {
             index: ix.name.clone(),
             terms,
             check: Check::Prefix(text),
-            normalizers: ix.clone(),
+            normalizers: Some(ix.clone()),
         })
     }
 
@@ -444,6 +475,7 @@ pub(crate) fn index_value(
 
 #[derive(Clone, Debug)]
 enum Check {
+    Exact(Vec<u8>),
     Equal(Vec<Vec<u8>>),
     Prefix(String),
 }
@@ -455,13 +487,22 @@ pub struct Search {
     index: String,
     terms: Vec<(KeyVersion, Vec<u8>)>,
     check: Check,
-    normalizers: Index,
+    normalizers: Option<Index>,
 }
 
 impl Search {
-    /// The index values to bind (`= ANY($n)` for equality, `&& $n` for prefix tokens).
+    /// The index values to bind (`= ANY($n)` for equality, `&& $n` for prefix tokens), or
+    /// the ciphertexts of a deterministic search.
     pub fn terms(&self) -> Vec<Vec<u8>> {
         self.terms.iter().map(|(_, t)| t.clone()).collect()
+    }
+
+    /// The terms in the text form (`cf1:…`), for a deterministic column stored as TEXT.
+    pub fn text_terms(&self) -> Vec<String> {
+        self.terms
+            .iter()
+            .map(|(_, t)| coffer_core::field::text::encode(t))
+            .collect()
     }
 
     /// The terms with the key version each was computed under.
@@ -486,19 +527,20 @@ impl Search {
 
     /// As [`matches`](Self::matches) on canonical bytes.
     pub fn matches_bytes(&self, values: &[&[u8]]) -> bool {
+        let norm = |v: &[u8]| -> Vec<u8> {
+            match &self.normalizers {
+                Some(ix) => normalize(ix, v).into_owned(),
+                None => v.to_vec(),
+            }
+        };
         match &self.check {
+            Check::Exact(want) => values.len() == 1 && values[0] == want.as_slice(),
             Check::Equal(want) => {
-                want.len() == values.len()
-                    && want
-                        .iter()
-                        .zip(values)
-                        .all(|(w, v)| normalize(&self.normalizers, v).as_ref() == w.as_slice())
+                want.len() == values.len() && want.iter().zip(values).all(|(w, v)| norm(v) == *w)
             }
             Check::Prefix(p) => {
-                values.len() == 1 && {
-                    let v = normalize(&self.normalizers, values[0]);
-                    String::from_utf8_lossy(&v).starts_with(p.as_str())
-                }
+                values.len() == 1
+                    && String::from_utf8_lossy(&norm(values[0])).starts_with(p.as_str())
             }
         }
     }

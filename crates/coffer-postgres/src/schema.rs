@@ -317,6 +317,13 @@ impl Table {
                 ],
                 "mode",
             )?;
+            if cfg!(feature = "fips") && suite == Suite::Siv {
+                return Err(Error::Schema(format!(
+                    "{t}.{}: mode = \"deterministic\" is AES-SIV, which this FIPS build refuses; \
+                     use a randomized column with a blind index for equality search",
+                    c.name
+                )));
+            }
             let storage = keyword(
                 c.storage.as_deref(),
                 Storage::Bytea,

@@ -120,6 +120,16 @@ CREATE INDEX patients_email_prefix ON patients USING gin (email_prefix);
 CREATE INDEX patients_ssn_dob ON patients (ssn_dob);
 ";
 
+/// [`PATIENTS_TOML`], with the deterministic column made randomized in FIPS builds (which
+/// refuse AES-SIV).
+pub fn patients_toml() -> String {
+    if cfg!(feature = "fips") {
+        PATIENTS_TOML.replace("mode = \"deterministic\"", "mode = \"randomized\"")
+    } else {
+        PATIENTS_TOML.to_owned()
+    }
+}
+
 pub const PATIENTS_TOML: &str = r#"
 [[table]]
 name = "patients"
