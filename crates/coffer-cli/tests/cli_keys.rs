@@ -412,7 +412,17 @@ async fn rotate_kek_survives_kill_9_and_resumes() {
     child.kill().unwrap(); // SIGKILL, part-way through
     child.wait().unwrap();
     assert!(progressed, "the re-wrap made progress");
-    let left = store.count_deks_not_under(&target).await.unwrap();
+    // A COMMIT the killed process had already sent still completes on the server: read the
+    // count once it has stopped changing.
+    let mut left = store.count_deks_not_under(&target).await.unwrap();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = store.count_deks_not_under(&target).await.unwrap();
+        if now == left {
+            break;
+        }
+        left = now;
+    }
     assert!(
         left > 0 && left < total,
         "killed part-way: {left} of {total} left"
