@@ -152,10 +152,18 @@ async fn migration_survives_kill_9_then_two_processes_reencrypt_and_v1_retires()
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let done = count(
-        &url,
-        "SELECT count(*) FROM patients WHERE key_version IS NOT NULL",
-    );
+    // A COMMIT the killed process had already sent still completes on the server: read the
+    // count once it has stopped changing.
+    let done_sql = "SELECT count(*) FROM patients WHERE key_version IS NOT NULL";
+    let mut done = count(&url, done_sql);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = count(&url, done_sql);
+        if now == done {
+            break;
+        }
+        done = now;
+    }
     assert!(done < ROWS, "the kill came too late to test anything");
     // Every row is either wholly migrated or untouched: no half-written batch.
     assert_eq!(
