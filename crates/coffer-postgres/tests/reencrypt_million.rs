@@ -98,7 +98,7 @@ async fn million_rows_reencrypted_under_live_traffic() {
         "CREATE TABLE records (id bigint PRIMARY KEY, ssn bytea, ssn_bidx bytea, email text,
             email_prefix bytea[], ssn_plain text, email_plain text, key_version int);
          INSERT INTO records (id, ssn_plain, email_plain)
-         SELECT g, lpad((g * 7919 % 1000000000)::text, 9, '0') || '-0', 'u' || g || '@example.org'
+         SELECT g, lpad((g::bigint * 7919 % 1000000000)::text, 9, '0') || '-0', 'u' || g || '@example.org'
          FROM generate_series(1, {n}) g;
          CREATE INDEX records_ssn_bidx ON records (ssn_bidx);
          CREATE INDEX records_email_prefix ON records USING gin (email_prefix);"
