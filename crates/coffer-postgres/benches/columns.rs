@@ -4,11 +4,13 @@
 //! interleaved in rounds so that load from other processes hits both alike.
 //!
 //! 1. single-row INSERTs (4 tasks on a pool of 4 connections), encrypted vs plaintext;
-//! 2. a bulk plaintext load, then the migration job fills the encrypted columns from it;
-//! 3. SELECT by random id and decrypt every encrypted column, vs the plaintext SELECT;
-//! 4. blind-index equality and prefix search latency vs `ssn = $1` / `email LIKE 'abcd%'`;
-//! 5. re-encryption after a rotation with 1 worker, and after another rotation with 2 workers;
-//! 6. the searches of 4 again, now with three live key versions (one search term each).
+//! 2. SELECT by random id and decrypt every encrypted column, vs the plaintext SELECT, on the
+//!    rows just inserted (both tables in shared_buffers);
+//! 3. a bulk plaintext load, then the migration job fills the encrypted columns from it;
+//! 4. the SELECTs of 2 at the full row count;
+//! 5. blind-index equality and prefix search latency vs `ssn = $1` / `email LIKE 'abcd%'`;
+//! 6. re-encryption after a rotation with 1 worker, and after another rotation with 2 workers;
+//! 7. the searches of 5 again, now with three live key versions (one search term each).
 //!
 //! ```text
 //! cargo bench -p coffer-postgres --bench columns
@@ -116,6 +118,9 @@ prefix = [3, 8]
 /// Emails are 10 letters from this 16-letter alphabet, so a 4-letter prefix matches about
 /// rows / 65 536 rows. The load uses the same alphabet (md5 hex digits mapped to g..p).
 const EMAIL_ALPHABET: &[u8] = b"abcdefghijklmnop";
+
+/// Each comparison runs in this many rounds, alternating which side goes first.
+const ROUNDS: usize = 4;
 
 /// The length of the prefixes searched.
 const PREFIX_LEN: usize = 4;
@@ -688,6 +693,96 @@ async fn searches(cols: &Columns, pool: &PgPool, probes: &Probes, warm: usize) -
     Ok(())
 }
 
+/// Selects by random id from `ids`, `warm` per side first, then `ops` per side in alternating
+/// rounds, and prints the figures.
+async fn selects(
+    cols: &Columns,
+    pool: &PgPool,
+    ids: &[Uuid],
+    ops: usize,
+    warm: usize,
+    rng: &mut rand::rngs::StdRng,
+    tasks: usize,
+) -> Result<()> {
+    let pick = |rng: &mut rand::rngs::StdRng, n: usize| -> Vec<Uuid> {
+        (0..n)
+            .map(|_| ids[rng.random_range(0..ids.len())])
+            .collect()
+    };
+    let warm_ids = pick(rng, warm);
+    for part in warm_ids.chunks(warm_ids.len().div_ceil(ROUNDS)) {
+        select_round(None, pool, part, tasks).await?;
+        select_round(Some(cols), pool, part, tasks).await?;
+    }
+    let ids = pick(rng, ops);
+    let mut sel = [Throughput::default(), Throughput::default()];
+    for (i, part) in ids.chunks(ids.len().div_ceil(ROUNDS)).enumerate() {
+        for enc in [i % 2 == 1, i % 2 == 0] {
+            let c = enc.then_some(cols);
+            sel[usize::from(enc)].add(select_round(c, pool, part, tasks).await?);
+        }
+    }
+    let [plain, enc] = &sel;
+    println!(
+        "  {tasks} tasks, {ops} selects per side in {ROUNDS} alternating rounds, after {warm} warm-up selects per side"
+    );
+    println!(
+        "  plaintext  {:>9.0} rows/s   {:>7.1} µs/select",
+        plain.rate(),
+        plain.mean_us()
+    );
+    println!(
+        "  encrypted  {:>9.0} rows/s   {:>7.1} µs/select (of which opening 3 values: {:.1} µs)",
+        enc.rate(),
+        enc.mean_us(),
+        enc.crypto_us()
+    );
+    println!(
+        "  select overhead: {:+.1} % (target <= 10 %)",
+        overhead(plain.rate(), enc.rate())
+    );
+    Ok(())
+}
+
+/// Reads both tables and their indexes into the OS page cache (not shared_buffers, which holds
+/// neither whole), so that neither side of a comparison reads from disk.
+async fn prewarm(pool: &PgPool) -> Result<()> {
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        .execute(pool)
+        .await?;
+    let rels: Vec<String> = sqlx::query_scalar(
+        "SELECT c.oid::regclass::text FROM pg_class c \
+         WHERE c.relname LIKE 'patients%' AND c.relkind IN ('r', 'i') ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    for r in rels {
+        sqlx::query("SELECT pg_prewarm($1::regclass, 'read')")
+            .bind(r)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Heap and index sizes of both tables.
+async fn sizes(pool: &PgPool) -> Result<String> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT relname::text, pg_relation_size(oid), pg_indexes_size(oid) FROM pg_class \
+         WHERE relname IN ('patients', 'patients_plain') ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mb = |b: i64| b as f64 / (1024.0 * 1024.0);
+    Ok(format!(
+        "sizes: {}",
+        rows.iter()
+            .map(|(n, h, i)| format!("{n} heap {:.0} MB + indexes {:.0} MB", mb(*h), mb(*i)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ))
+}
+
 // ---------------------------------------------------------------------------------------------
 // The run.
 
@@ -719,6 +814,17 @@ async fn versions(pool: &PgPool) -> Result<String> {
         })
         .collect::<Vec<_>>()
         .join(", "))
+}
+
+fn job_line(label: &str, r: &coffer_postgres::RunReport) {
+    println!(
+        "{label:<72} {:>8} rows in {:>6.1} s = {:>7.0} rows/s ({} batches, {:.0} ms of wall time per batch)",
+        r.rows,
+        r.elapsed.as_secs_f64(),
+        per_sec(r.rows, r.elapsed),
+        r.batches,
+        r.elapsed.as_secs_f64() * 1000.0 / r.batches.max(1) as f64
+    );
 }
 
 /// Progress on stderr every quarter of a large run.
@@ -804,7 +910,6 @@ async fn run(cfg: &Config, url: &str) -> Result<()> {
     // ---- 1. Inserts ------------------------------------------------------------------------
     let mut rng = rand::rngs::StdRng::seed_from_u64(0xC0FFE5);
     let warm_n = (cfg.ops / 10).max(100);
-    let rounds = 4;
     let people: Vec<Person> = (0..warm_n + cfg.ops)
         .map(|_| person(&mut rng))
         .collect::<Result<_>>()?;
@@ -813,7 +918,7 @@ async fn run(cfg: &Config, url: &str) -> Result<()> {
     insert_round(Some(&cols), &pool, warm, tasks).await?;
     let mut ins = [Throughput::default(), Throughput::default()];
     // Alternate which side goes first, so drift in the machine's load hits both alike.
-    for (i, part) in measured.chunks(measured.len().div_ceil(rounds)).enumerate() {
+    for (i, part) in measured.chunks(measured.len().div_ceil(ROUNDS)).enumerate() {
         for enc in [i % 2 == 1, i % 2 == 0] {
             let c = enc.then_some(&cols);
             ins[usize::from(enc)].add(insert_round(c, &pool, part, tasks).await?);
@@ -822,7 +927,7 @@ async fn run(cfg: &Config, url: &str) -> Result<()> {
     let [plain, enc] = &ins;
     println!();
     println!(
-        "1. INSERT, one row per statement, {tasks} tasks, {} rows per side in {rounds} alternating rounds (after {warm_n} warm-up rows)",
+        "1. INSERT, one row per statement, {tasks} tasks, {} rows per side in {ROUNDS} alternating rounds (after {warm_n} warm-up rows)",
         cfg.ops
     );
     println!(
@@ -841,10 +946,19 @@ async fn run(cfg: &Config, url: &str) -> Result<()> {
         overhead(plain.rate(), enc.rate())
     );
 
-    // ---- 2. Load and migrate -------------------------------------------------------
+    // ---- 2. Selects while both tables are small ------------------------------------------
+    let small_ids: Vec<Uuid> = people.iter().map(|p| p.id).collect();
     println!();
     println!(
-        "2. Load {} rows in plaintext, then migrate them into the encrypted columns",
+        "2. SELECT ssn, email, dob WHERE id = $1 and open all three, random ids over the {} rows just inserted (both tables fit in shared_buffers)",
+        small_ids.len()
+    );
+    selects(&cols, &pool, &small_ids, cfg.ops, warm_n, &mut rng, tasks).await?;
+
+    // ---- 3. Load and migrate -------------------------------------------------------
+    println!();
+    println!(
+        "3. Load {} rows in plaintext, then migrate them into the encrypted columns",
         cfg.rows
     );
     sqlx::raw_sql(
@@ -892,11 +1006,9 @@ async fn run(cfg: &Config, url: &str) -> Result<()> {
         },
     );
     let r = migrate.run(reencrypt_progress("migrate", cfg.rows)).await?;
-    println!(
-        "  migration (migrate_from, clear_plaintext, 1 worker, batches of 1000): {} rows in {:.1} s = {:>8.0} rows/s",
-        r.migrated,
-        r.elapsed.as_secs_f64(),
-        per_sec(r.migrated, r.elapsed)
+    job_line(
+        "  migration (migrate_from, clear_plaintext), 1 worker (Reencryptor::run)",
+        &r,
     );
     if r.migrated != cfg.rows {
         bail!("the migration moved {} rows of {}", r.migrated, cfg.rows);
@@ -912,50 +1024,27 @@ async fn run(cfg: &Config, url: &str) -> Result<()> {
         versions(&pool).await?
     );
 
-    // ---- 3. Selects (at the full row count) --------------------------------------------------
+    // ---- 4. Selects at the full row count --------------------------------------------------
     let all_ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM patients_plain")
         .fetch_all(&pool)
         .await?;
-    let pick = |rng: &mut rand::rngs::StdRng, n: usize| -> Vec<Uuid> {
-        (0..n)
-            .map(|_| all_ids[rng.random_range(0..all_ids.len())])
-            .collect()
-    };
-    let warm_ids = pick(&mut rng, warm_n);
-    select_round(None, &pool, &warm_ids, tasks).await?;
-    select_round(Some(&cols), &pool, &warm_ids, tasks).await?;
-    let ids = pick(&mut rng, cfg.ops);
-    let mut sel = [Throughput::default(), Throughput::default()];
-    for (i, part) in ids.chunks(ids.len().div_ceil(rounds)).enumerate() {
-        for enc in [i % 2 == 1, i % 2 == 0] {
-            let c = enc.then_some(&cols);
-            sel[usize::from(enc)].add(select_round(c, &pool, part, tasks).await?);
-        }
-    }
-    let [plain, enc] = &sel;
+    println!();
+    println!("  {}", sizes(&pool).await?);
+    let prewarmed = prewarm(&pool).await;
     println!();
     println!(
-        "3. SELECT ssn, email, dob WHERE id = $1, random ids over {} rows, {tasks} tasks, {} selects per side in {rounds} alternating rounds (after {warm_n} warm-up)",
+        "4. SELECT ssn, email, dob WHERE id = $1 and open all three, random ids over {} rows ({})",
         all_ids.len(),
-        cfg.ops
+        match &prewarmed {
+            Ok(()) =>
+                "both tables and their indexes read into the OS page cache with pg_prewarm first"
+                    .to_owned(),
+            Err(e) => format!("pg_prewarm unavailable ({e})"),
+        }
     );
-    println!(
-        "  plaintext  {:>9.0} rows/s   {:>7.1} µs/select",
-        plain.rate(),
-        plain.mean_us()
-    );
-    println!(
-        "  encrypted  {:>9.0} rows/s   {:>7.1} µs/select (of which opening 3 values: {:.1} µs)",
-        enc.rate(),
-        enc.mean_us(),
-        enc.crypto_us()
-    );
-    println!(
-        "  select overhead: {:+.1} % (target <= 10 %)",
-        overhead(plain.rate(), enc.rate())
-    );
+    selects(&cols, &pool, &all_ids, cfg.ops, cfg.ops, &mut rng, tasks).await?;
 
-    // ---- 4. Searches -----------------------------------------------------------------------
+    // ---- 5. Searches -----------------------------------------------------------------------
     let warm_q = (cfg.queries / 10).max(10);
     let probes = Probes {
         ssns: sqlx::query_scalar("SELECT ssn FROM patients_plain ORDER BY random() LIMIT $1")
@@ -974,13 +1063,13 @@ async fn run(cfg: &Config, url: &str) -> Result<()> {
     };
     println!();
     println!(
-        "4. Search latency over {} rows, one query at a time, {} queries per kind and side (after {warm_q} warm-up), tables VACUUM ANALYZEd; encrypted = terms + query + decrypt and confirm every candidate",
+        "5. Search latency over {} rows, one query at a time, {} queries per kind and side (after {warm_q} warm-up), tables VACUUM ANALYZEd; encrypted = terms + query + decrypt and confirm every candidate",
         all_ids.len(),
         cfg.queries
     );
     searches(&cols, &pool, &probes, warm_q).await?;
 
-    // ---- 5. Re-encryption ---------------------------------------------------------
+    // ---- 6. Re-encryption ---------------------------------------------------------
     println!();
     let v = rotate(&cols).await?;
     vacuum(&pool, &["patients"]).await?;
@@ -988,22 +1077,16 @@ async fn run(cfg: &Config, url: &str) -> Result<()> {
     let r = job
         .run(reencrypt_progress("re-encrypt, 1 worker", cfg.rows))
         .await?;
-    println!(
-        "5. re-encryption to v{v}, 1 worker (Reencryptor::run, batches of 1000): {} rows in {:.1} s = {:>8.0} rows/s",
-        r.rows,
-        r.elapsed.as_secs_f64(),
-        per_sec(r.rows, r.elapsed)
-    );
+    println!("6. Re-encryption of every row after a rotation (batches of 1000 rows)");
+    job_line(&format!("  to v{v}, 1 worker (Reencryptor::run)"), &r);
     let v = rotate(&cols).await?;
     vacuum(&pool, &["patients"]).await?;
     let r = job
         .run_workers(2, reencrypt_progress("re-encrypt, 2 workers", cfg.rows))
         .await?;
-    println!(
-        "5. re-encryption to v{v}, 2 workers (run_workers(2)):                     {} rows in {:.1} s = {:>8.0} rows/s",
-        r.rows,
-        r.elapsed.as_secs_f64(),
-        per_sec(r.rows, r.elapsed)
+    job_line(
+        &format!("  to v{v}, 2 workers (Reencryptor::run_workers(2))"),
+        &r,
     );
     let (_, pending) = job.pending().await?;
     println!(
@@ -1011,11 +1094,11 @@ async fn run(cfg: &Config, url: &str) -> Result<()> {
         versions(&pool).await?
     );
 
-    // ---- 6. Searches with three live key versions ------------------------------------
+    // ---- 7. Searches with three live key versions ------------------------------------
     vacuum(&pool, &["patients"]).await?;
     println!();
     println!(
-        "6. The same searches after both rotations (v1 and v2 decrypt-only, not retired: one term per live version)"
+        "7. The same searches after both rotations (v1 and v2 decrypt-only, not retired: one term per live version)"
     );
     searches(&cols, &pool, &probes, warm_q).await?;
     pool.close().await;
