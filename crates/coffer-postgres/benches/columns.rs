@@ -17,12 +17,12 @@
 //! COFFER_BENCH_QUICK=1 cargo bench -p coffer-postgres --bench columns   # smoke run
 //! ```
 //!
-//! Sizes: `COFFER_BENCH_ROWS` (rows loaded for 2–6, default 1 000 000), `COFFER_BENCH_OPS`
+//! Sizes: `COFFER_BENCH_ROWS` (rows loaded for 3–7, default 1 000 000), `COFFER_BENCH_OPS`
 //! (inserts and selects per side, default 20 000), `COFFER_BENCH_QUERIES` (searches per kind
 //! and side, default 1 000), `COFFER_BENCH_CONCURRENCY` (default 4), `COFFER_BENCH_BIDX_BITS`
-//! (blind-index width; default: the widest that keeps ≥ 2 distinct values per bucket on
-//! average, i.e. ⌊log2(rows / 2)⌋ = 18 bits for 1 000 000 distinct SSNs). `COFFER_BENCH_QUICK=1`
-//! makes the defaults 20 000 rows, 2 000 ops and 200 queries.
+//! (blind-index width; default: what `coffer index plan` recommends for that many distinct
+//! SSNs, 18 bits for 1 000 000: the widest that keeps >= 2 distinct values per bucket).
+//! `COFFER_BENCH_QUICK=1` makes the defaults 20 000 rows, 2 000 ops and 200 queries.
 
 #![allow(missing_docs)]
 
@@ -157,10 +157,12 @@ impl Config {
         let ops = env_num("COFFER_BENCH_OPS", ops)?;
         let queries = env_num("COFFER_BENCH_QUERIES", queries)?;
         let concurrency = env_num("COFFER_BENCH_CONCURRENCY", 4usize)?.max(1);
-        // The widest index that keeps at least two distinct values per bucket on average.
-        let planned = u16::try_from((rows / 2).max(1).ilog2())
-            .unwrap_or(8)
-            .clamp(8, 32);
+        // What `coffer index plan` recommends for `rows` distinct SSNs (default limits: the
+        // widest index that keeps at least two distinct values per bucket on average).
+        let planned =
+            coffer_core::planner::plan(&coffer_core::planner::PlanInput::new(rows, [rows]))?
+                .recommended_bits()
+                .context("the planner recommends no width for this row count")?;
         let bits = env_num("COFFER_BENCH_BIDX_BITS", planned)?;
         if rows < 1000 || ops < 100 || queries < 10 {
             bail!(
@@ -892,7 +894,7 @@ async fn run(cfg: &Config, url: &str) -> Result<()> {
     );
     let fp = cfg.rows as f64 / 2f64.powi(i32::from(cfg.bits));
     println!(
-        "  blind indexes: ssn_bidx {} bits (widest keeping >= 2 distinct SSNs per bucket at {} rows: \
+        "  blind indexes: ssn_bidx {} bits (the planner's width for {} distinct SSNs: \
          expect ~{fp:.1} false positives per term); email_prefix {} bits, prefix lengths 3..=8 \
          (6 tokens per row in one array, so expect ~{:.1} per term)",
         cfg.bits,
