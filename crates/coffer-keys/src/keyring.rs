@@ -243,6 +243,9 @@ pub(crate) struct ActivePointer {
     age_deadline: Option<Instant>,
     /// The unwrapped DEK, once this process has it: the write path then needs one lookup.
     live: Option<Arc<LiveDek>>,
+    /// The versions searches cover (active and decrypt-only, active first), once read: kept
+    /// and invalidated with the pointer, so a search needs no key-store query.
+    searchable: Option<Arc<Vec<KeyVersion>>>,
 }
 
 struct L2 {
@@ -905,9 +908,53 @@ impl Keyring {
             leased: rec.encryptions,
             age_deadline,
             live: None,
+            searchable: None,
         };
         self.inner.active.insert(scope.clone(), p.clone());
         Ok(p)
+    }
+
+    /// The versions a search must cover: active and decrypt-only, active first, then newest
+    /// first. Read from the store once per pointer lifetime (`active_ttl`).
+    async fn searchable_versions(&self, scope: &ScopeId) -> Result<Arc<Vec<KeyVersion>>> {
+        let p = self.active_pointer(scope).await?;
+        if let Some(v) = &p.searchable {
+            return Ok(Arc::clone(v));
+        }
+        let mut deks = self.inner.store.deks(scope).await?;
+        deks.retain(|d| matches!(d.state, DekState::Active | DekState::DecryptOnly));
+        deks.sort_by_key(|d| (d.state != DekState::Active, std::cmp::Reverse(d.version)));
+        let versions = Arc::new(deks.iter().map(|d| d.version).collect::<Vec<_>>());
+        if self
+            .inner
+            .active
+            .get(scope)
+            .is_some_and(|now| now.version == p.version)
+        {
+            let with = ActivePointer {
+                searchable: Some(Arc::clone(&versions)),
+                ..p
+            };
+            self.inner.active.insert(scope.clone(), with);
+        }
+        Ok(versions)
+    }
+
+    /// The live DEKs of the searchable versions; a version destroyed since the list was read
+    /// is skipped.
+    async fn searchable(&self, scope: &ScopeId) -> Result<Vec<Arc<LiveDek>>> {
+        let mut out = Vec::new();
+        for v in self.searchable_versions(scope).await?.iter() {
+            match self.live(scope, *v).await {
+                Ok(live) => out.push(live),
+                Err(Error::Destroyed { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if out.is_empty() {
+            return Err(self.missing(scope, None).await);
+        }
+        Ok(out)
     }
 
     /// The unwrapped DEK for one version, through L1, L2 and the KEK.
@@ -1280,14 +1327,8 @@ impl Keyring {
         values: &[&[u8]],
     ) -> Result<Vec<(KeyVersion, Vec<u8>)>> {
         let mut out = Vec::new();
-        for rec in self.inner.store.deks(scope).await? {
-            if matches!(rec.state, DekState::Active | DekState::DecryptOnly) {
-                let live = self.live(scope, rec.version).await?;
-                out.push((rec.version, live.index_key(index)?.compute(values)?));
-            }
-        }
-        if out.is_empty() {
-            return Err(self.missing(scope, None).await);
+        for live in self.searchable(scope).await? {
+            out.push((live.version, live.index_key(index)?.compute(values)?));
         }
         Ok(out)
     }
@@ -1302,18 +1343,10 @@ impl Keyring {
         ctx: &FieldContext<'_>,
         plaintext: &[u8],
     ) -> Result<Vec<(KeyVersion, Vec<u8>)>> {
-        let mut deks = self.inner.store.deks(scope).await?;
-        deks.sort_by_key(|d| (d.state != DekState::Active, std::cmp::Reverse(d.version)));
         let mut out = Vec::new();
-        for rec in deks {
-            if matches!(rec.state, DekState::Active | DekState::DecryptOnly) {
-                let live = self.live(scope, rec.version).await?;
-                let key = live.field_key(scope, column, Suite::Siv)?;
-                out.push((rec.version, key.encrypt(ctx, plaintext)?));
-            }
-        }
-        if out.is_empty() {
-            return Err(self.missing(scope, None).await);
+        for live in self.searchable(scope).await? {
+            let key = live.field_key(scope, column, Suite::Siv)?;
+            out.push((live.version, key.encrypt(ctx, plaintext)?));
         }
         Ok(out)
     }
@@ -1344,16 +1377,8 @@ impl Keyring {
         index: &BlindIndexSpec,
     ) -> Result<Vec<(KeyVersion, Arc<BlindIndexKey>)>> {
         let mut out = Vec::new();
-        let mut deks = self.inner.store.deks(scope).await?;
-        deks.sort_by_key(|d| (d.state != DekState::Active, std::cmp::Reverse(d.version)));
-        for rec in deks {
-            if matches!(rec.state, DekState::Active | DekState::DecryptOnly) {
-                let live = self.live(scope, rec.version).await?;
-                out.push((rec.version, live.index_key(index)?));
-            }
-        }
-        if out.is_empty() {
-            return Err(self.missing(scope, None).await);
+        for live in self.searchable(scope).await? {
+            out.push((live.version, live.index_key(index)?));
         }
         Ok(out)
     }
@@ -1399,6 +1424,7 @@ impl Keyring {
                 "scope '{scope}' {version} changed state meanwhile; look with `coffer keys list`"
             )));
         }
+        self.inner.active.invalidate(scope);
         self.audit(
             self.event(Operation::StateChange)
                 .scope(scope.as_str())

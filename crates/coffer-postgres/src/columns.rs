@@ -396,7 +396,7 @@ impl Columns {
             .blind_index_keys(self.table.scope(), spec)
             .await?
         {
-            terms.push((version, key.compute(&[token_input.as_bytes()])?));
+            terms.push((version, prefix_token(k, &key, &token_input)?));
         }
         Ok(Search {
             index: ix.name.clone(),
@@ -465,12 +465,26 @@ pub(crate) fn index_value(
             for (n, ch) in text.chars().enumerate().take(usize::from(max)) {
                 prefix.push(ch);
                 if n + 1 >= usize::from(min) {
-                    tokens.push(keys[n + 1 - usize::from(min)].compute(&[prefix.as_bytes()])?);
+                    tokens.push(prefix_token(
+                        n + 1,
+                        &keys[n + 1 - usize::from(min)],
+                        &prefix,
+                    )?);
                 }
             }
             Ok(IndexValue::Tokens(Some(tokens)))
         }
     }
+}
+
+/// One prefix token: the prefix length (one byte) then the blind index of the prefix under
+/// that length's key. The length byte keeps tokens of different lengths apart, so a query
+/// for a 4-character prefix can only collide with other rows' 4-character tokens.
+fn prefix_token(len: usize, key: &BlindIndexKey, prefix: &str) -> Result<Vec<u8>> {
+    let len = u8::try_from(len).map_err(|_| Error::Schema("prefix longer than 255".into()))?;
+    let mut token = vec![len];
+    token.extend(key.compute(&[prefix.as_bytes()])?);
+    Ok(token)
 }
 
 #[derive(Clone, Debug)]
