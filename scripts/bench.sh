@@ -23,6 +23,12 @@ fi
 cargo bench -p coffer-s3 --bench s3 -- --noplot "$@"
 # rotate-kek of COFFER_BENCH_DEKS (default 100 000) DEKs on PostgreSQL, DEKs/s.
 cargo bench -p coffer-store --bench rotate_kek
+# Encrypted PostgreSQL columns vs the same table in plaintext, same run: inserts, select-by-id,
+# migration and re-encryption of COFFER_BENCH_ROWS (default 1 000 000) rows with 1 and 2 workers,
+# blind-index equality and prefix search latency. BENCH_COLUMNS=0 skips it.
+if [ "${BENCH_COLUMNS:-1}" = 1 ]; then
+  cargo bench -p coffer-postgres --bench columns
+fi
 # Backups: pg_dump alone vs coffer backup (pg_dump | encrypt), same database, same run; peak RSS.
 # COFFER_BENCH_BACKUP_ROWS (default 400 000, ~440 MB of dump); BENCH_BACKUP=0 skips it.
 if [ "${BENCH_BACKUP:-1}" = 1 ]; then
