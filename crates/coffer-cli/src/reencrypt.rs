@@ -39,7 +39,7 @@ Examples:
 
 Exit status: 0 done; 1 a value failed to authenticate or is not a ciphertext (the row is
 named, its batch rolled back); 2 usage, schema or key-state error; 3 the database, key store
-or a KEK provider is unreachable.";
+or a KEK provider is unreachable, or pending rows stayed locked by other transactions.";
 
 /// `coffer reencrypt` arguments.
 #[derive(Debug, Args)]

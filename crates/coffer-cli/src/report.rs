@@ -90,7 +90,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     {
         use coffer_postgres::Error as Pg;
         return match e {
-            Pg::Db(_) => EXIT_UNAVAILABLE,
+            Pg::Db(_) | Pg::Busy { .. } => EXIT_UNAVAILABLE,
             Pg::Row { .. } => EXIT_DECRYPT,
             Pg::Keys(k) => keys_exit_code(k),
             _ => EXIT_USAGE,

@@ -487,7 +487,7 @@ fn prefix_token(len: usize, key: &BlindIndexKey, prefix: &str) -> Result<Vec<u8>
     Ok(token)
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 enum Check {
     Exact(Vec<u8>),
     Equal(Vec<Vec<u8>>),
@@ -496,12 +496,22 @@ enum Check {
 
 /// Blind-index search terms (one per live key version) and the check that confirms a
 /// candidate row once decrypted: an index only narrows the rows, collisions included.
-#[derive(Clone, Debug)]
+/// Its `Debug` shows the index and the number of terms, never the searched value.
+#[derive(Clone)]
 pub struct Search {
     index: String,
     terms: Vec<(KeyVersion, Vec<u8>)>,
     check: Check,
     normalizers: Option<Index>,
+}
+
+impl std::fmt::Debug for Search {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Search")
+            .field("index", &self.index)
+            .field("terms", &self.terms.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Search {

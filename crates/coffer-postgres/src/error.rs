@@ -25,6 +25,19 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Pending rows stayed locked by other transactions for the whole wait: nothing is wrong
+    /// with them; run the job again later.
+    #[error(
+        "{table}: {rows} pending rows still locked by other transactions after {waited:?}; rerun the job later"
+    )]
+    Busy {
+        /// The table's SQL name.
+        table: String,
+        /// Rows still pending.
+        rows: u64,
+        /// How long the job waited.
+        waited: std::time::Duration,
+    },
     /// A row could not be re-encrypted (the job stops, its batch rolled back).
     #[error("{table} row {row}: {reason}")]
     Row {

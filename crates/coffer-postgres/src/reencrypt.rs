@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use coffer_core::field::text;
 use coffer_core::{Header, KeyVersion, Nulls, ValueType};
-use coffer_keys::{DekState, Error as KeysError};
+use coffer_keys::DekState;
 use futures_util::future::try_join_all;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row as _};
@@ -322,13 +322,10 @@ impl Reencryptor {
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= self.inner.opts.locked_wait {
-                return Err(Error::Row {
+                return Err(Error::Busy {
                     table: self.table_name().to_owned(),
-                    row: format!("({pending} rows)"),
-                    reason: format!(
-                        "still locked by other transactions after {:?}; rerun the job later",
-                        self.inner.opts.locked_wait
-                    ),
+                    rows: pending,
+                    waited: self.inner.opts.locked_wait,
                 });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -427,14 +424,10 @@ impl Reencryptor {
             if migrated {
                 report.migrated += 1;
             }
-            let mut row_version = row_version.min(lowest);
+            // `row_version` already covers every value's header; the indexes used `lowest`.
+            let row_version = row_version.min(lowest);
             for (i, (c, v)) in t.columns.iter().zip(&values).enumerate() {
                 let sealed = &v.1;
-                if let Some(s) = sealed
-                    && let Ok((h, _)) = Header::parse(s)
-                {
-                    row_version = row_version.min(h.version);
-                }
                 match c.storage {
                     Storage::Bytea => cols_bytes[i].push(sealed.clone()),
                     Storage::Text => cols_text[i].push(sealed.as_deref().map(text::encode)),
@@ -693,13 +686,7 @@ pub async fn retirable(jobs: &[Reencryptor], retire: bool) -> Result<Vec<KeyVers
     }
     if retire {
         for v in &candidates {
-            keyring
-                .retire(&scope, *v, keyring.retire_grace())
-                .await
-                .map_err(|e| match e {
-                    KeysError::State(m) => Error::Keys(KeysError::State(m)),
-                    other => Error::Keys(other),
-                })?;
+            keyring.retire(&scope, *v, keyring.retire_grace()).await?;
         }
     }
     Ok(candidates)

@@ -418,6 +418,20 @@ impl Table {
                 Ok(spec)
             };
             // The key name binds the index name and, for compound indexes, every column id.
+            // Index names are SQL identifiers; column ids here may not hold the separators, so
+            // the name splits back into its parts one way only (DESIGN §9: no ambiguous
+            // concatenation).
+            if let Some(c) = pos
+                .iter()
+                .map(|p| &columns[*p])
+                .find(|c| c.id.as_str().contains(['(', ')', ',', '/']))
+            {
+                return Err(Error::Schema(format!(
+                    "{t}.{}: column id '{}' of an indexed column may not contain ( ) , or /",
+                    i.name,
+                    c.id.as_str()
+                )));
+            }
             let base = {
                 let ids: Vec<&str> = pos.iter().map(|p| columns[*p].id.as_str()).collect();
                 format!("{}({})", i.name, ids.join(","))

@@ -472,6 +472,10 @@ async fn bad_input_fails_closed_with_clear_errors() {
             "[[table]]\nname = \"t\"\nscope = \"s\"\nextra = 1\n",
             "unknown field",
         ),
+        (
+            "[[table]]\nname = \"t\"\nscope = \"s\"\n[[table.column]]\nname = \"a\"\nid = \"t.a,b\"\ntype = \"text\"\n[[table.index]]\nname = \"i\"\ncolumns = [\"a\"]\nbits = 32\n",
+            "may not contain",
+        ),
     ] {
         let e = Schema::from_toml(toml)
             .and_then(|s| s.tables())
