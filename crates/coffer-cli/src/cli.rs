@@ -141,6 +141,12 @@ pub enum Command {
     /// Plan blind-index widths: what an index leaks against what a query costs
     #[command(subcommand)]
     Index(crate::index::IndexCommand),
+    /// Run the encryption service: HTTP/JSON batch encryption for tenants, with metrics and audit
+    #[command(after_help = crate::serve::SERVE_AFTER_HELP)]
+    Serve(crate::serve::ServeArgs),
+    /// Create, list and revoke the service's API tokens
+    #[command(subcommand, after_help = crate::serve::TOKENS_AFTER_HELP)]
+    Tokens(crate::serve::TokensCommand),
 }
 
 const KEYS_AFTER_HELP: &str =

@@ -18,6 +18,7 @@ mod open;
 mod reencrypt;
 mod report;
 mod s3;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -54,6 +55,8 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Restore(args) => backup::restore(args),
         Command::Reencrypt(args) => reencrypt::run(args),
         Command::Index(cmd) => index::run(cmd),
+        Command::Serve(args) => serve::serve(args),
+        Command::Tokens(cmd) => serve::tokens(cmd),
     }
 }
 

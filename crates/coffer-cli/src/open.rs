@@ -77,6 +77,15 @@ pub async fn ring(config: &Config) -> Result<KekRing> {
 pub async fn keyring(config: &Config) -> Result<Keyring> {
     let store: Arc<dyn KeyStore> = store(config).await?;
     let ring = ring(config).await?;
+    keyring_on(config, store, ring).await
+}
+
+/// The keyring of the config on a store and KEK ring already opened.
+pub async fn keyring_on(
+    config: &Config,
+    store: Arc<dyn KeyStore>,
+    ring: KekRing,
+) -> Result<Keyring> {
     let kc = config.keyring_config()?;
     match (&config.cache.redis_url, &config.cache.cache_key) {
         (Some(url), Some(ck)) => {

@@ -45,6 +45,9 @@ pub enum Operation {
     Compromise,
     /// The key store was declared restored from a backup: epoch bumped, versions skipped ahead.
     Restore,
+    /// Data was encrypted, decrypted or indexed through the service: one record per token,
+    /// scope and minute, with its counts (failed decryptions included).
+    DataAccess,
 }
 
 impl Operation {
@@ -62,6 +65,7 @@ impl Operation {
             Operation::AccessDenied => "access-denied",
             Operation::Compromise => "compromise",
             Operation::Restore => "restore",
+            Operation::DataAccess => "data-access",
         }
     }
 }
@@ -88,6 +92,7 @@ impl FromStr for Operation {
             "access-denied" => Operation::AccessDenied,
             "compromise" => Operation::Compromise,
             "restore" => Operation::Restore,
+            "data-access" => Operation::DataAccess,
             other => {
                 return Err(Error::store(format!(
                     "unknown audit operation '{}'",

@@ -37,7 +37,7 @@ pub const ENV_STORE_URL: &str = "COFFER_STORE_URL";
 pub const ENV_REDIS_URL: &str = "COFFER_REDIS_URL";
 
 /// The whole file.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[store]`.
@@ -54,6 +54,10 @@ pub struct Config {
     /// `[audit]`.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// `[service]`: the options of `coffer serve`, read and checked by the service itself
+    /// (docs/SERVICE.md); other commands carry it through untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<toml::Table>,
 }
 
 /// `[store]`.

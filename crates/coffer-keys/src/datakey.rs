@@ -94,6 +94,29 @@ impl Keyring {
         )
     }
 
+    /// Re-seals a blob under the scope's active version (the data key itself is unchanged):
+    /// `None` when it is already under the active version.
+    pub async fn rewrap_data_key(&self, scope: &ScopeId, blob: &[u8]) -> Result<Option<Vec<u8>>> {
+        let (version, _) = parse_blob(blob)?;
+        let active = self.active_pointer(scope).await?.version;
+        if version == active {
+            // Still authenticate it: a rewrap never vouches for a blob it has not opened.
+            self.open_data_key(scope, blob).await?;
+            return Ok(None);
+        }
+        let data_key = self.open_data_key(scope, blob).await?;
+        let live = self.live(scope, active).await?;
+        let mut key_id = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut key_id)
+            .map_err(|_| coffer_core::Error::Module("random generator"))?;
+        let sealed = seal_blob(
+            &live.dek,
+            &self.data_key_meta(scope, active, &key_id),
+            &data_key,
+        )?;
+        Ok(Some(sealed))
+    }
+
     fn data_key_meta<'a>(
         &'a self,
         scope: &'a ScopeId,

@@ -208,11 +208,11 @@ impl LiveDek {
         Ok(k)
     }
 
-    /// Takes one encryption from the current lease; `false` if the lease is used up.
-    fn take(&self) -> bool {
+    /// Takes `n` encryptions from the current lease; `false` if fewer than `n` are left.
+    fn take(&self, n: u64) -> bool {
         match self.lease.lock() {
-            Ok(mut l) if l.next < l.end => {
-                l.next += 1;
+            Ok(mut l) if l.end - l.next >= n => {
+                l.next += n;
                 true
             }
             _ => false,
@@ -1196,8 +1196,9 @@ impl Keyring {
 
     /// The active version and its DEK, with one encryption leased (rotating first if the
     /// version is past its limit or age).
-    async fn for_write(&self, scope: &ScopeId) -> Result<Arc<LiveDek>> {
-        let block = self.inner.config.lease_block;
+    async fn for_write(&self, scope: &ScopeId, n: u64) -> Result<Arc<LiveDek>> {
+        // A batch larger than the lease block leases what it needs at once.
+        let block = self.inner.config.lease_block.max(n);
         let max = self.inner.config.max_encryptions;
         let mut aged_out = false;
         for _ in 0..8 {
@@ -1229,7 +1230,7 @@ impl Keyring {
                     live
                 }
             };
-            if live.take() {
+            if live.take(n) {
                 return Ok(live);
             }
             // The highest total this process has seen leased under the version.
@@ -1241,7 +1242,7 @@ impl Keyring {
             match self.inner.store.lease(scope, p.version, block).await? {
                 Some(total) if total <= max => {
                     live.refill(total, block);
-                    if live.take() {
+                    if live.take(n) {
                         return Ok(live);
                     }
                 }
@@ -1272,7 +1273,7 @@ impl Keyring {
         ctx: &FieldContext<'_>,
         plaintext: &[u8],
     ) -> Result<Vec<u8>> {
-        let live = self.for_write(scope).await?;
+        let live = self.for_write(scope, 1).await?;
         let key = live.field_key(scope, column, suite)?;
         Ok(key.encrypt(ctx, plaintext)?)
     }
@@ -1285,9 +1286,52 @@ impl Keyring {
         suite: Suite,
         ctx: &FieldContext<'_>,
     ) -> Result<Vec<u8>> {
-        let live = self.for_write(scope).await?;
+        let live = self.for_write(scope, 1).await?;
         let key = live.field_key(scope, column, suite)?;
         Ok(key.encrypt_null(ctx)?)
+    }
+
+    /// Encrypts many field values of one scope under its active version, in order: one lease
+    /// and one key lookup for the whole batch, and, per run of items with the same column and
+    /// suite, the batch path of [`FieldKey::encrypt_batch`] (one CSPRNG draw for all IVs in the
+    /// default build). `None` seals an authenticated NULL. Returns the version used.
+    pub async fn encrypt_batch(
+        &self,
+        scope: &ScopeId,
+        items: &[BatchItem<'_>],
+    ) -> Result<(KeyVersion, Vec<Vec<u8>>)> {
+        if items.is_empty() {
+            return Ok((self.active_version(scope).await?, Vec::new()));
+        }
+        let live = self.for_write(scope, items.len() as u64).await?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut start = 0;
+        while start < items.len() {
+            let first = &items[start];
+            let mut end = start + 1;
+            while end < items.len()
+                && items[end].column == first.column
+                && items[end].suite == first.suite
+                && items[end].plaintext.is_some() == first.plaintext.is_some()
+            {
+                end += 1;
+            }
+            let key = live.field_key(scope, first.column, first.suite)?;
+            let run = &items[start..end];
+            if first.plaintext.is_some() {
+                let pairs: Vec<(FieldContext<'_>, &[u8])> = run
+                    .iter()
+                    .map(|i| (i.ctx, i.plaintext.unwrap_or_default()))
+                    .collect();
+                out.extend(key.encrypt_batch(&pairs)?);
+            } else {
+                for i in run {
+                    out.push(key.encrypt_null(&i.ctx)?);
+                }
+            }
+            start = end;
+        }
+        Ok((live.version, out))
     }
 
     /// Decrypts a field value with the version its header names: `Some(plaintext)`, or `None`
@@ -1447,6 +1491,19 @@ impl Keyring {
         self.inner.l1.invalidate_all();
         self.inner.active.invalidate_all();
     }
+}
+
+/// One value of [`Keyring::encrypt_batch`].
+#[derive(Clone, Copy, Debug)]
+pub struct BatchItem<'a> {
+    /// The column.
+    pub column: &'a ColumnId,
+    /// The suite.
+    pub suite: Suite,
+    /// Row context, domain and value type.
+    pub ctx: FieldContext<'a>,
+    /// The value, or `None` for an authenticated NULL.
+    pub plaintext: Option<&'a [u8]>,
 }
 
 /// A blind index definition: column, index name, width and normalizers.

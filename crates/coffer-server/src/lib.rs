@@ -1,0 +1,254 @@
+//! The Coffer encryption service: `coffer serve`.
+//!
+//! HTTP/JSON (axum) batch endpoints to encrypt, decrypt, blind-index, generate and open data
+//! keys and rewrap, for tenants whose API tokens reach only the scopes they own; key
+//! administration for admin tokens; `/metrics` (Prometheus), `/healthz`, `/readyz` and
+//! `/openapi.json`. Logs are JSON and pass a redactor. No cryptography lives here: every
+//! operation is a [`coffer_keys::Keyring`] call. docs/SERVICE.md is the manual.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod admin;
+pub mod api;
+pub mod app;
+mod audit;
+pub mod config;
+pub mod error;
+mod serve;
+pub mod telemetry;
+pub mod tokens;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use app::App;
+pub use config::ServiceConfig;
+pub use serve::{Listening, disable_core_dumps, serve};
+
+pub(crate) fn rfc3339(us: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| us.to_string())
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Coffer encryption service",
+        description = "Batch field encryption, blind indexes, data keys and rewrap for tenants; \
+                       key administration for admins. docs/SERVICE.md has curl examples for \
+                       every endpoint."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "data", description = "Tenant tokens: the scopes their tenant owns"),
+        (name = "admin", description = "Admin tokens: key administration, no data"),
+        (name = "ops", description = "No token: health, readiness, metrics, this document"),
+    )
+)]
+struct ApiDoc;
+
+/// Liveness and the cryptographic module in use.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when the process answers.
+    pub status: &'static str,
+    /// Coffer version.
+    pub version: &'static str,
+    /// The crypto module (aws-lc-rs / AWS-LC) and its version.
+    pub module: String,
+    /// Whether this build links the FIPS module and runs in FIPS mode.
+    pub fips_mode: bool,
+}
+
+/// Readiness: whether the key store and the KEKs answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ready {
+    /// `ok` or `unavailable`.
+    pub store: &'static str,
+    /// `ok` or `unavailable`.
+    pub kek: &'static str,
+}
+
+/// Liveness: answers while the process runs; reports the crypto module and FIPS mode.
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "Alive", body = Health)))]
+async fn healthz() -> Json<Health> {
+    let s = coffer_core::fips::status();
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        module: format!("{} {}", s.module_crate, s.module_version),
+        fips_mode: s.fips_mode,
+    })
+}
+
+/// Readiness: the key store answers a query and every configured KEK opens its canary
+/// (checked at most every 5 s).
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "Key store or a KEK unavailable", body = Ready),
+    ))]
+async fn readyz(State(app): State<App>) -> Response {
+    let cached = app
+        .0
+        .ready
+        .lock()
+        .ok()
+        .and_then(|r| *r)
+        .filter(|(at, _, _)| at.elapsed() < std::time::Duration::from_secs(5));
+    let (store_ok, kek_ok) = match cached {
+        Some((_, s, k)) => (s, k),
+        None => {
+            let store_ok = match app.keyring().store().now_us().await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "readiness: key store unavailable");
+                    false
+                }
+            };
+            let kek_ok = store_ok
+                && match app.keyring().check_keks().await {
+                    Ok(results) => results.iter().all(|(id, r)| match r {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!(kek = %id, error = %e, "readiness: KEK unavailable");
+                            false
+                        }
+                    }),
+                    Err(e) => {
+                        tracing::error!(error = %e, "readiness: KEK check failed");
+                        false
+                    }
+                };
+            if let Ok(mut r) = app.0.ready.lock() {
+                *r = Some((std::time::Instant::now(), store_ok, kek_ok));
+            }
+            (store_ok, kek_ok)
+        }
+    };
+    let status = if store_ok && kek_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    (
+        status,
+        Json(Ready {
+            store: word(store_ok),
+            kek: word(kek_ok),
+        }),
+    )
+        .into_response()
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
+async fn metrics_text(State(app): State<App>) -> Response {
+    let kek = app.keyring().keks().primary_id().clone();
+    match app.keyring().store().count_deks_not_under(&kek).await {
+        Ok(n) => metrics::gauge!("coffer_keys_deks_pending_kek_rotation").set(n as f64),
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count DEKs pending KEK rotation"),
+    }
+    let body = app
+        .0
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// The router and its OpenAPI document, built from the same route list (so they cannot
+/// disagree).
+pub fn router(app: App) -> (axum::Router, utoipa::openapi::OpenApi) {
+    let mut r = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(api::encrypt))
+        .routes(routes!(api::decrypt))
+        .routes(routes!(api::blind_index))
+        .routes(routes!(api::generate_data_keys))
+        .routes(routes!(api::decrypt_data_keys))
+        .routes(routes!(api::rewrap))
+        .routes(routes!(api::scope_info))
+        .routes(routes!(admin::create_scope, admin::list_scopes))
+        .routes(routes!(admin::scope_info, admin::destroy))
+        .routes(routes!(admin::rotate))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics_text))
+        .routes(routes!(openapi_json));
+    if app.config().bench_endpoints {
+        r = r.routes(routes!(api::bench_echo));
+    }
+    let (router, doc) = r.split_for_parts();
+    let cfg = app.config().clone();
+    let doc_json = std::sync::Arc::new(doc.to_pretty_json().unwrap_or_default());
+    let router = router
+        .layer(axum::Extension(OpenApiJson(doc_json)))
+        .fallback(app::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            app::observe,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(cfg.max_body_bytes))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            cfg.request_timeout,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .with_state(app);
+    (router, doc)
+}
+
+#[derive(Clone)]
+struct OpenApiJson(std::sync::Arc<String>);
+
+/// This document: every endpoint, its request and response schemas.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
+async fn openapi_json(axum::Extension(doc): axum::Extension<OpenApiJson>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.0.as_ref().clone(),
+    )
+        .into_response()
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The panic itself was logged (redacted) by the hook telemetry installs.
+    error::ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error; the server log has the detail",
+    )
+    .into_response()
+}
