@@ -288,6 +288,18 @@ pub fn init_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, C
     metrics::describe_counter!("coffer_keys_l2_hits_total", "DEK lookups served from Redis");
     metrics::describe_counter!("coffer_keys_l2_misses_total", "DEK lookups Redis missed");
     metrics::describe_counter!(
+        "coffer_keys_l2_errors_total",
+        "Redis operations that failed (the service goes on without L2)"
+    );
+    metrics::describe_counter!(
+        "coffer_keys_kek_wraps_total",
+        "DEKs wrapped by a KEK provider (new scopes and versions)"
+    );
+    metrics::describe_counter!(
+        "coffer_service_access_denied_total",
+        "Requests refused because the token's tenant does not own the scope"
+    );
+    metrics::describe_counter!(
         "coffer_keys_kek_unwraps_total",
         "DEKs unwrapped by a KEK provider (calls to the HSM/KMS)"
     );
@@ -295,6 +307,20 @@ pub fn init_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, C
         "coffer_keys_deks_pending_kek_rotation",
         "Live DEKs not yet wrapped under the primary KEK (KEK rotation progress)"
     );
+    // Counters exist at 0 from the start, so dashboards and rate() see them before the first
+    // cache miss or KEK call.
+    for name in [
+        "coffer_keys_l1_hits_total",
+        "coffer_keys_l1_misses_total",
+        "coffer_keys_l2_hits_total",
+        "coffer_keys_l2_misses_total",
+        "coffer_keys_l2_errors_total",
+        "coffer_keys_kek_unwraps_total",
+        "coffer_keys_kek_wraps_total",
+        "coffer_service_access_denied_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
     Ok(handle)
 }
 

@@ -517,6 +517,75 @@ async fn counters_rotate_automatically(db: &TestDb) {
     );
 }
 
+on_both!(batches_lease_once_and_keep_order);
+async fn batches_lease_once_and_keep_order(db: &TestDb) {
+    let kek = Kek::generate().unwrap();
+    let config = KeyringConfig {
+        max_encryptions: 1000,
+        lease_block: 16,
+        ..KeyringConfig::default()
+    };
+    let kr = keyring(&db.url, ring(&[("main", 1, &kek)], ("main", 1)), config).await;
+    let s = scope("tenant:acme");
+    kr.create_scope(&s).await.unwrap();
+    let (a, b) = (col("a"), col("b"));
+    let rows: Vec<Vec<u8>> = (0..40u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    let row_refs: Vec<[&[u8]; 1]> = rows.iter().map(|r| [r.as_slice()]).collect();
+    // Runs of one column and suite, a column change, a suite change and NULLs, 40 items:
+    // more than the lease block, so the batch leases what it needs at once.
+    let items: Vec<coffer_keys::BatchItem<'_>> = (0..40)
+        .map(|i| coffer_keys::BatchItem {
+            column: if i < 20 { &a } else { &b },
+            suite: if i % 7 == 3 {
+                Suite::Gcm128
+            } else {
+                Suite::Gcm96
+            },
+            ctx: FieldContext::row(&row_refs[i]),
+            plaintext: (i % 5 != 4).then_some(rows[i].as_slice()),
+        })
+        .collect();
+    let (v, cts) = kr.encrypt_batch(&s, &items).await.unwrap();
+    assert_eq!(v, KeyVersion(1));
+    assert_eq!(cts.len(), 40);
+    for (i, ct) in cts.iter().enumerate() {
+        let col = if i < 20 { &a } else { &b };
+        let got = kr
+            .decrypt(&s, col, &FieldContext::row(&row_refs[i]), ct)
+            .await
+            .unwrap();
+        assert_eq!(got.as_deref(), items[i].plaintext, "item {i}");
+    }
+    let dek = kr.store().dek(&s, KeyVersion(1)).await.unwrap().unwrap();
+    assert!(dek.encryptions >= 40, "leased {}", dek.encryptions);
+    assert!(kr.encrypt_batch(&s, &[]).await.unwrap().1.is_empty());
+    // Past the encryption limit the batch rotates first, like single encryptions do.
+    let big: Vec<coffer_keys::BatchItem<'_>> = (0..1000)
+        .map(|i| coffer_keys::BatchItem {
+            column: &a,
+            suite: Suite::Gcm96,
+            ctx: FieldContext::row(&row_refs[i % 40]),
+            plaintext: Some(b"x"),
+        })
+        .collect();
+    let (v2, _) = kr.encrypt_batch(&s, &big).await.unwrap();
+    assert_eq!(v2, KeyVersion(2));
+
+    // A data key rewrapped to the active version opens to the same key.
+    let (key, blob) = kr.generate_data_key(&s).await.unwrap();
+    assert!(kr.rewrap_data_key(&s, &blob).await.unwrap().is_none());
+    kr.rotate(&s).await.unwrap();
+    let moved = kr.rewrap_data_key(&s, &blob).await.unwrap().unwrap();
+    assert_ne!(moved, blob);
+    assert_eq!(
+        kr.open_data_key(&s, &moved).await.unwrap().expose_secret(),
+        key.expose_secret()
+    );
+    let mut bad = blob.clone();
+    bad[40] ^= 1;
+    assert!(kr.rewrap_data_key(&s, &bad).await.is_err());
+}
+
 on_both!(data_keys_in_rows);
 async fn data_keys_in_rows(db: &TestDb) {
     let kek = Kek::generate().unwrap();
