@@ -5,7 +5,7 @@
 
 CARGO ?= cargo
 FIPS_FLAGS := --no-default-features --features fips,coffer-cli/pkcs11
-FIPS_CRATES := -p coffer-aead -p coffer-core -p coffer-keys -p coffer-store -p coffer-redis -p coffer-pkcs11 -p coffer-postgres -p coffer-cli
+FIPS_CRATES := -p coffer-aead -p coffer-core -p coffer-keys -p coffer-store -p coffer-redis -p coffer-pkcs11 -p coffer-postgres -p coffer-server -p coffer-cli
 
 # (services: PostgreSQL, Redis, SoftHSM2 and moto, started or installed when missing)
 .PHONY: test services lint layering doc test-default verify-format fips-toolchain test-fips fuzz-smoke bench run

@@ -518,7 +518,9 @@ pub async fn encrypt(
         };
         values.push(v);
     }
-    let contexts: Vec<(Vec<&[u8]>, Vec<&[u8]>)> = req
+    // Each item's row-context and domain components, borrowed from the request.
+    type Parts<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>);
+    let contexts: Vec<Parts<'_>> = req
         .items
         .iter()
         .map(|i| (Components::parts(&i.context), Components::parts(&i.domain)))

@@ -198,9 +198,12 @@ impl Caller {
     }
 }
 
+/// A caller's token id and tenant (none for admin tokens).
+type Who = (String, Option<String>);
+
 /// Filled in by the [`Caller`] extractor for the access log and metrics.
 #[derive(Clone, Default)]
-pub(crate) struct CallerSlot(Arc<Mutex<Option<(String, Option<String>)>>>);
+pub(crate) struct CallerSlot(Arc<Mutex<Option<Who>>>);
 
 fn now_us() -> i64 {
     std::time::SystemTime::now()

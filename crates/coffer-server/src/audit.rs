@@ -14,10 +14,13 @@ struct Counts {
     failed: u64,
 }
 
+/// Token id, tenant, scope and operation.
+type Key = (String, String, String, &'static str);
+
 /// Counts gathered since the last flush.
 #[derive(Default)]
 pub(crate) struct AccessLog {
-    counts: Mutex<BTreeMap<(String, String, String, &'static str), Counts>>,
+    counts: Mutex<BTreeMap<Key, Counts>>,
 }
 
 impl AccessLog {

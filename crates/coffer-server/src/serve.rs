@@ -2,14 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use axum_server::Handle;
-use axum_server::tls_rustls::RustlsConfig;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::App;
 
@@ -32,7 +29,24 @@ pub fn disable_core_dumps() -> Result<()> {
     Ok(())
 }
 
-fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig> {
+#[cfg(feature = "tls")]
+type TlsConfig = rustls::ServerConfig;
+#[cfg(not(feature = "tls"))]
+type TlsConfig = std::convert::Infallible;
+
+#[cfg(not(feature = "tls"))]
+fn tls_config(_cert: &Path, _key: &Path) -> Result<TlsConfig> {
+    bail!(
+        "this build of coffer terminates no TLS (the FIPS build: rustls would link a second, \
+         uncertified AWS-LC beside the FIPS module). Remove tls_cert and tls_key, listen on \
+         127.0.0.1 and put a FIPS-validated TLS proxy in front (docs/SERVICE.md)"
+    )
+}
+
+#[cfg(feature = "tls")]
+fn tls_config(cert: &Path, key: &Path) -> Result<TlsConfig> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("reading the TLS certificate {}", cert.display()))?
         .collect::<Result<Vec<_>, _>>()
@@ -42,7 +56,7 @@ fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig> {
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("reading the TLS private key {}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
@@ -131,13 +145,17 @@ pub async fn serve(
     on_listen(Listening { addr, tls: is_tls });
     let service = router.into_make_service();
     let served = match tls {
+        #[cfg(feature = "tls")]
         Some(tls) => {
-            let rustls = RustlsConfig::from_config(Arc::new(tls));
+            let rustls =
+                axum_server::tls_rustls::RustlsConfig::from_config(std::sync::Arc::new(tls));
             axum_server::from_tcp_rustls(listener, rustls)
                 .handle(handle)
                 .serve(service)
                 .await
         }
+        #[cfg(not(feature = "tls"))]
+        Some(never) => match never {},
         None => {
             axum_server::from_tcp(listener)
                 .handle(handle)

@@ -221,6 +221,14 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for RedactingMakeWriter<M> {
 /// Installs JSON logging to stderr through the redactor, and a panic hook that logs panics the
 /// same way (instead of printing them raw). Call once per process.
 pub fn init_logging(level: &str, redactor: Arc<Redactor>) -> Result<(), ConfigError> {
+    init_logging_to(level, redactor, io::stderr)
+}
+
+/// [`init_logging`] with another destination (tests read the lines back).
+pub fn init_logging_to<M>(level: &str, redactor: Arc<Redactor>, out: M) -> Result<(), ConfigError>
+where
+    M: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .map_err(|e| ConfigError(format!("[service] log_level '{level}': {e}")))?;
@@ -229,7 +237,7 @@ pub fn init_logging(level: &str, redactor: Arc<Redactor>) -> Result<(), ConfigEr
         .flatten_event(true)
         .with_current_span(false)
         .with_env_filter(filter)
-        .with_writer(RedactingMakeWriter::new(redactor, io::stderr))
+        .with_writer(RedactingMakeWriter::new(redactor, out))
         .try_init()
         .map_err(|e| ConfigError(format!("logging: {e}")))?;
     std::panic::set_hook(Box::new(|info| {
