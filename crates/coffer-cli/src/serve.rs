@@ -26,7 +26,8 @@ pub const MASTER_KEY_ENV: &str = "COFFER_MASTER_KEY";
 /// The development KEK file `--dev` creates.
 pub const DEV_KEY_FILE: &str = "coffer-dev.key";
 
-pub const SERVE_AFTER_HELP: &str = "With no coffer.toml, `coffer serve` runs on embedded defaults: key store
+pub const SERVE_AFTER_HELP: &str =
+    "With no coffer.toml, `coffer serve` runs on embedded defaults: key store
 sqlite:coffer-keys.db, in-process key cache, KEK main/v1 from COFFER_MASTER_KEY (standard-base64,
 256 bits). --dev instead generates ./coffer-dev.key (mode 0600) once and uses it: for development
 only. With a coffer.toml (written by `coffer keys init`), a [service] table sets the listen
@@ -36,18 +37,20 @@ Without TLS the service listens on loopback only, unless --insecure-no-tls. Logs
 stderr with personal data masked. Core dumps are disabled. SIGTERM or Ctrl-C stops accepting
 connections and waits for requests in flight ([service] shutdown_timeout, 30 s).
 
-Exit status: 0 stopped cleanly; 2 configuration error; 3 the key store or KEK is unreachable.
+Exit status: 0 stopped cleanly; 1 the configured KEK does not match the key store; 2
+configuration error; 3 the key store or KEK provider is unreachable.
 
 Examples:
   export COFFER_MASTER_KEY=$(coffer keygen)
-  coffer serve &
   ADMIN=$(coffer tokens create --admin --label ops)
   TOKEN=$(coffer tokens create --tenant acme --label billing-api --expires 90d)
-  curl -s -H \"Authorization: Bearer $ADMIN\" -H 'content-type: application/json' \\
-       -d '{\"scope\":\"acme:patients\",\"tenant\":\"acme\"}' http://127.0.0.1:8200/v1/admin/scopes
-  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' \\
-       -d '{\"encoding\":\"utf8\",\"items\":[{\"column\":\"ssn\",\"context\":\"42\",\"plaintext\":\"123-45-6789\"}]}' \\
-       http://127.0.0.1:8200/v1/scopes/acme:patients/encrypt";
+  coffer serve &
+  URL=http://127.0.0.1:8200; JSON='content-type: application/json'
+  curl -s -H \"Authorization: Bearer $ADMIN\" -H \"$JSON\" \\
+       -d '{\"scope\":\"acme:patients\",\"tenant\":\"acme\"}' $URL/v1/admin/scopes
+  BODY='{\"encoding\":\"utf8\",\"items\":[{\"column\":\"ssn\",\"plaintext\":\"123-45-6789\"}]}'
+  curl -s -H \"Authorization: Bearer $TOKEN\" -H \"$JSON\" -d \"$BODY\" \\
+       $URL/v1/scopes/acme:patients/encrypt";
 
 pub const TOKENS_AFTER_HELP: &str = "A tenant token reaches only the scopes its tenant owns (an admin gives a scope to a tenant with
 POST /v1/admin/scopes); an admin token administers keys and reaches no data. The token is printed
@@ -308,7 +311,13 @@ pub fn tokens(cmd: &TokensCommand) -> Result<()> {
                 }
                 let mut out = String::from("ID                ROLE    TENANT        LABEL                 EXPIRES                  STATUS\n");
                 for t in list {
-                    let status = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                    let status = if t.revoked_at.is_some() {
+                        "revoked"
+                    } else if t.expired {
+                        "expired"
+                    } else {
+                        "active"
+                    };
                     out.push_str(&format!(
                         "{:<17} {:<7} {:<13} {:<21} {:<24} {status}\n",
                         t.id,

@@ -102,11 +102,22 @@ struct Service {
 }
 
 impl Service {
-    /// Writes coffer.toml with `service` as its `[service]` table.
+    /// Writes coffer.toml with `service` as its `[service]` table, on a fresh PostgreSQL
+    /// database.
     fn new(service: &str, with_redis: bool) -> Service {
+        Self::with_store(service, with_redis, None)
+    }
+
+    /// The same with another key store URL (a SQLite file) when `store` is given.
+    fn with_store(service: &str, with_redis: bool, store: Option<&str>) -> Service {
         let db = format!("coffer_svc_{}", hex::encode(rand_bytes()));
-        psql(&admin_url(), &format!("CREATE DATABASE {db}"));
-        let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+        let url = match store {
+            Some(s) => s.to_owned(),
+            None => {
+                psql(&admin_url(), &format!("CREATE DATABASE {db}"));
+                format!("postgres://postgres@127.0.0.1:5432/{db}")
+            }
+        };
         let dir = tempfile::tempdir().unwrap();
         let redis = with_redis.then(Redis::start);
         let cache = match &redis {
@@ -798,6 +809,8 @@ fn bad_requests_are_clear_4xx_and_change_nothing() {
         expect_error(&r, 400, "confirm");
         let r = c.get("/v1/nothing-here", None).await;
         expect_error(&r, 404, "no_route");
+        let r = c.get("/v1/scopes/acme:a/encrypt", Some(&acme)).await;
+        expect_error(&r, 405, "method_not_allowed");
         let r = c
             .http
             .post(format!("{}/v1/scopes/acme:a/encrypt", c.base))
@@ -1249,4 +1262,109 @@ fn tls_loopback_rule_core_dumps_and_defaults() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     assert!(empty.path().join("coffer-keys.db").exists());
+}
+
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn timeouts_answer_503_and_leave_the_store_working() {
+    // A SQLite key store and a 1 ms request timeout: requests time out while their key-store
+    // transactions run. They must finish on their own (not be cancelled half-way), so the
+    // store keeps working for every later request and for other processes.
+    let mut svc = Service::with_store(
+        "request_timeout = \"1ms\"\nrate_limit = 1000000\nrate_burst = 1000000\n",
+        false,
+        Some("sqlite:keys.db"),
+    );
+    svc.start(&[]);
+    let admin = svc.token(&["--admin"]);
+    let acme = svc.token(&["--tenant", "acme"]);
+    let rt = runtime();
+    let scopes: Vec<String> = (0..20).map(|i| format!("acme:t{i}")).collect();
+    rt.block_on(async {
+        let c = Client::new(&svc.base);
+        let mut timeouts = 0;
+        let mut check = |r: &(u16, Value)| {
+            if r.0 == 503 {
+                assert_eq!(r.1["error"]["code"], "timeout", "{}", r.1);
+                timeouts += 1;
+            } else {
+                assert!(r.0 == 200 || r.0 == 201, "{} {}", r.0, r.1);
+            }
+        };
+        for s in &scopes {
+            check(&c.post("/v1/admin/scopes", &admin, json!({"scope": s, "tenant": "acme"})).await);
+        }
+        for _ in 0..3 {
+            for s in &scopes {
+                let r = c
+                    .post(&format!("/v1/scopes/{s}/encrypt"), &acme, json!({"encoding": "utf8", "items": [{"column": "c", "plaintext": "v"}]}))
+                    .await;
+                // A scope whose creation timed out may not be owned yet: retry until it is.
+                if r.0 == 403 || r.0 == 404 {
+                    continue;
+                }
+                check(&r);
+            }
+        }
+        assert!(timeouts > 0, "no request took longer than 1 ms; the test proved nothing");
+        // Let the detached requests finish, then: nothing is in flight, timeouts were counted.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (s, m) = c.get("/metrics", None).await;
+            // /metrics runs a key-store query: with a 1 ms limit it may time out itself.
+            let m = if s == 200 { m.as_str().unwrap().to_owned() } else { String::new() };
+            if s == 200 && metric(&m, "coffer_service_requests_in_flight") <= 1.0 {
+                assert!(metric(&m, "coffer_service_requests_total{operation=\"encrypt\",outcome=\"timeout\"}") + metric(&m, "coffer_service_requests_total{operation=\"admin_create_scope\",outcome=\"timeout\"}") > 0.0, "{m}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "requests still in flight:\n{m}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert_eq!(svc.stop(), Some(0), "{}", svc.logs());
+    assert!(!svc.logs().contains("transaction depth"), "{}", svc.logs());
+    // Another process opens the store (no transaction left holding its lock), and a server
+    // with a normal timeout finds every scope created and owned, and encrypts in each.
+    let list = svc.tokens(&["list"]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let toml = std::fs::read_to_string(svc.dir.path().join("coffer.toml")).unwrap();
+    std::fs::write(
+        svc.dir.path().join("coffer.toml"),
+        toml.replace("request_timeout = \"1ms\"", "request_timeout = \"30s\""),
+    )
+    .unwrap();
+    svc.start(&[]);
+    rt.block_on(async {
+        let c = Client::new(&svc.base);
+        for s in &scopes {
+            let r = c
+                .post(
+                    "/v1/admin/scopes",
+                    &admin,
+                    json!({"scope": s, "tenant": "acme"}),
+                )
+                .await;
+            assert_eq!(r.0, 200, "{}", r.1);
+            assert_eq!(r.1["outcome"], "exists", "{}", r.1);
+            let r = c
+                .post(
+                    &format!("/v1/scopes/{s}/encrypt"),
+                    &acme,
+                    json!({"encoding": "utf8", "items": [{"column": "c", "plaintext": "v"}]}),
+                )
+                .await;
+            assert_eq!(r.0, 200, "{}", r.1);
+        }
+    });
+    assert_eq!(svc.stop(), Some(0));
 }

@@ -48,6 +48,9 @@ pub enum Operation {
     /// Data was encrypted, decrypted or indexed through the service: one record per token,
     /// scope and minute, with its counts (failed decryptions included).
     DataAccess,
+    /// An admin request through the service (create, assign, rotate, destroy), recorded with the
+    /// admin token as actor beside the keyring's own record of the key change.
+    AdminRequest,
 }
 
 impl Operation {
@@ -66,6 +69,7 @@ impl Operation {
             Operation::Compromise => "compromise",
             Operation::Restore => "restore",
             Operation::DataAccess => "data-access",
+            Operation::AdminRequest => "admin-request",
         }
     }
 }
@@ -93,6 +97,7 @@ impl FromStr for Operation {
             "compromise" => Operation::Compromise,
             "restore" => Operation::Restore,
             "data-access" => Operation::DataAccess,
+            "admin-request" => Operation::AdminRequest,
             other => {
                 return Err(Error::store(format!(
                     "unknown audit operation '{}'",

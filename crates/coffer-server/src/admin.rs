@@ -80,6 +80,19 @@ pub struct DestroyParams {
     pub confirm: Option<String>,
 }
 
+/// Records who asked for an administrative change (the keyring records the change itself).
+async fn record(app: &App, caller: &Caller, scope: &str, detail: String) {
+    let event = coffer_keys::AuditEvent::new(
+        format!("token:{}", caller.token_id),
+        coffer_keys::Operation::AdminRequest,
+    )
+    .scope(scope)
+    .detail(detail);
+    if let Err(e) = app.keyring().record(event).await {
+        tracing::error!(error = %e, token_id = %caller.token_id, "could not write the admin-request audit record");
+    }
+}
+
 fn scope_id(scope: &str) -> Result<ScopeId, ApiError> {
     ScopeId::new(scope)
         .map_err(|e| ApiError::bad_request("bad_scope", format!("scope '{scope}': {e}")))
@@ -149,7 +162,14 @@ pub async fn create_scope(
         ));
     }
     let version = app.keyring().active_version(&id).await?;
-    tracing::info!(scope = %req.scope, tenant = %req.tenant, outcome, "scope assigned");
+    record(
+        &app,
+        &caller,
+        &req.scope,
+        format!("create-scope tenant={} outcome={outcome}", req.tenant),
+    )
+    .await;
+    tracing::info!(scope = %req.scope, tenant = %req.tenant, outcome, token_id = %caller.token_id, "scope assigned");
     Ok((
         status,
         Json(CreatedScope {
@@ -232,7 +252,14 @@ pub async fn rotate(
     caller.require_admin()?;
     let id = scope_id(&scope)?;
     let rec = app.keyring().rotate(&id).await?;
-    tracing::info!(scope = %scope, version = rec.version.0, "scope rotated");
+    record(
+        &app,
+        &caller,
+        &scope,
+        format!("rotate -> v{}", rec.version.0),
+    )
+    .await;
+    tracing::info!(scope = %scope, version = rec.version.0, token_id = %caller.token_id, "scope rotated");
     Ok(Json(Rotated {
         scope,
         version: rec.version.0,
@@ -267,7 +294,14 @@ pub async fn destroy(
         ));
     }
     let n = app.keyring().destroy(&id).await?;
-    tracing::warn!(scope = %scope, versions = n, "scope crypto-shredded");
+    record(
+        &app,
+        &caller,
+        &scope,
+        format!("destroy confirmed: {n} versions erased"),
+    )
+    .await;
+    tracing::warn!(scope = %scope, versions = n, token_id = %caller.token_id, "scope crypto-shredded");
     Ok(Json(Destroyed {
         scope,
         versions_destroyed: n,

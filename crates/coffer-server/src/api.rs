@@ -3,7 +3,7 @@
 //! its index, and nothing is returned for the others.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use coffer_core::field::text;
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
-use crate::app::{App, Caller, JsonBody};
+use crate::app::{App, Caller, JsonBody, Owned};
 use crate::error::{ApiError, ErrorBody};
 
 /// How plaintexts are written in requests and responses.
@@ -29,7 +29,7 @@ pub enum Encoding {
 
 /// One string or a list of strings (row context and search domain components).
 #[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a string or a list of strings")]
 pub enum Components {
     /// One component.
     One(String),
@@ -415,7 +415,10 @@ pub struct ScopeInfo {
 
 pub(crate) fn check_batch(app: &App, n: usize) -> Result<(), ApiError> {
     if n == 0 {
-        return Err(ApiError::bad_request("empty_batch", "items is empty"));
+        return Err(ApiError::bad_request(
+            "empty_batch",
+            "nothing to do: give at least one item (or a count of at least 1)",
+        ));
     }
     let max = app.config().max_batch;
     if n > max {
@@ -495,16 +498,22 @@ fn audit(app: &App, caller: &Caller, scope: &ScopeId, op: &'static str, ok: u64,
     security(("token" = [])))]
 pub async fn encrypt(
     State(app): State<App>,
-    caller: Caller,
-    Path(scope): Path<String>,
+    Owned { caller, scope }: Owned,
     JsonBody(req): JsonBody<EncryptRequest>,
 ) -> Result<Json<EncryptResponse>, ApiError> {
-    let scope = app.authorize(&caller, &scope).await?;
     check_batch(&app, req.items.len())?;
     let mut columns = Vec::with_capacity(req.items.len());
     let mut values = Vec::with_capacity(req.items.len());
     for (i, item) in req.items.iter().enumerate() {
         columns.push(column(&item.column).map_err(|e| e.at(i))?);
+        if matches!(item.mode, Mode::Deterministic) && item.context.is_some() {
+            return Err(ApiError::bad_request(
+                "invalid",
+                "deterministic values take no row context (equal values must compare equal \
+                 across rows); use domain for a search domain, or a randomized mode",
+            )
+            .at(i));
+        }
         let v = match (&item.plaintext, item.null) {
             (Some(p), false) => Some(decode_value(req.encoding, p).map_err(|e| e.at(i))?),
             (None, true) => None,
@@ -570,11 +579,9 @@ pub async fn encrypt(
     security(("token" = [])))]
 pub async fn decrypt(
     State(app): State<App>,
-    caller: Caller,
-    Path(scope): Path<String>,
+    Owned { caller, scope }: Owned,
     JsonBody(req): JsonBody<DecryptRequest>,
 ) -> Result<Json<DecryptResponse>, ApiError> {
-    let scope = app.authorize(&caller, &scope).await?;
     check_batch(&app, req.items.len())?;
     let mut out = Vec::with_capacity(req.items.len());
     for (i, item) in req.items.iter().enumerate() {
@@ -625,11 +632,9 @@ pub async fn decrypt(
     security(("token" = [])))]
 pub async fn blind_index(
     State(app): State<App>,
-    caller: Caller,
-    Path(scope): Path<String>,
+    Owned { caller, scope }: Owned,
     JsonBody(req): JsonBody<IndexRequest>,
 ) -> Result<Json<IndexResponse>, ApiError> {
-    let scope = app.authorize(&caller, &scope).await?;
     check_batch(&app, req.items.len())?;
     let mut out = Vec::with_capacity(req.items.len());
     for (i, item) in req.items.iter().enumerate() {
@@ -700,11 +705,9 @@ pub async fn blind_index(
     security(("token" = [])))]
 pub async fn generate_data_keys(
     State(app): State<App>,
-    caller: Caller,
-    Path(scope): Path<String>,
+    Owned { caller, scope }: Owned,
     JsonBody(req): JsonBody<DataKeyRequest>,
 ) -> Result<Json<DataKeyResponse>, ApiError> {
-    let scope = app.authorize(&caller, &scope).await?;
     check_batch(&app, req.count)?;
     let mut out = Vec::with_capacity(req.count);
     for _ in 0..req.count {
@@ -743,11 +746,9 @@ pub async fn generate_data_keys(
     security(("token" = [])))]
 pub async fn decrypt_data_keys(
     State(app): State<App>,
-    caller: Caller,
-    Path(scope): Path<String>,
+    Owned { caller, scope }: Owned,
     JsonBody(req): JsonBody<DataKeyDecryptRequest>,
 ) -> Result<Json<DataKeyDecryptResponse>, ApiError> {
-    let scope = app.authorize(&caller, &scope).await?;
     check_batch(&app, req.items.len())?;
     let mut out = Vec::with_capacity(req.items.len());
     for (i, item) in req.items.iter().enumerate() {
@@ -758,7 +759,13 @@ pub async fn decrypt_data_keys(
             }),
             Err(e) => {
                 audit(&app, &caller, &scope, "decrypt_data_key", i as u64, 1);
-                return Err(ApiError::from(e).at(i));
+                let mut e = ApiError::from(e);
+                if e.code == "decryption_failed" || e.code == "bad_ciphertext" {
+                    e.message = "the wrapped key did not open: it belongs to another scope or \
+                                 key store, or it was altered"
+                        .to_owned();
+                }
+                return Err(e.at(i));
             }
         }
     }
@@ -792,11 +799,9 @@ pub async fn decrypt_data_keys(
     security(("token" = [])))]
 pub async fn rewrap(
     State(app): State<App>,
-    caller: Caller,
-    Path(scope): Path<String>,
+    Owned { caller, scope }: Owned,
     JsonBody(req): JsonBody<RewrapRequest>,
 ) -> Result<Json<RewrapResponse>, ApiError> {
-    let scope = app.authorize(&caller, &scope).await?;
     check_batch(&app, req.items.len())?;
     let active = app.keyring().active_version(&scope).await?;
     let mut out = Vec::with_capacity(req.items.len());
@@ -922,12 +927,10 @@ pub(crate) async fn scope_info_of(
     security(("token" = [])))]
 pub async fn scope_info(
     State(app): State<App>,
-    caller: Caller,
-    Path(scope): Path<String>,
+    Owned { caller, scope }: Owned,
 ) -> Result<Json<ScopeInfo>, ApiError> {
-    let id = app.authorize(&caller, &scope).await?;
     let tenant = caller.tenant()?.to_owned();
-    Ok(Json(scope_info_of(&app, &id, Some(tenant)).await?))
+    Ok(Json(scope_info_of(&app, &scope, Some(tenant)).await?))
 }
 
 /// Load-benchmark endpoint (only with `[service] bench_endpoints = true`): everything encrypt
@@ -940,11 +943,9 @@ pub async fn scope_info(
     security(("token" = [])))]
 pub async fn bench_echo(
     State(app): State<App>,
-    caller: Caller,
-    Path(scope): Path<String>,
+    Owned { caller, scope }: Owned,
     JsonBody(req): JsonBody<EncryptRequest>,
 ) -> Result<Json<EncryptResponse>, ApiError> {
-    let scope = app.authorize(&caller, &scope).await?;
     check_batch(&app, req.items.len())?;
     let mut items = Vec::with_capacity(req.items.len());
     for (i, item) in req.items.iter().enumerate() {

@@ -28,7 +28,7 @@ pub(crate) struct Inner {
     pub(crate) keyring: Keyring,
     pub(crate) tokens: TokenStore,
     pub(crate) config: ServiceConfig,
-    token_cache: moka::future::Cache<String, Arc<TokenRecord>>,
+    token_cache: moka::future::Cache<String, Option<Arc<TokenRecord>>>,
     owner_cache: moka::future::Cache<String, Option<String>>,
     limiter: DefaultKeyedRateLimiter<String>,
     pub(crate) access: AccessLog,
@@ -77,9 +77,10 @@ impl App {
         &self.0.config
     }
 
-    /// Writes the data-access audit records gathered so far.
-    pub async fn flush_audit(&self) {
-        self.0.access.flush(&self.0.keyring).await;
+    /// Writes the data-access audit records gathered so far (`last`: at shutdown, when
+    /// records that cannot be written go to the log).
+    pub async fn flush_audit(&self, last: bool) {
+        self.0.access.flush(&self.0.keyring, last).await;
     }
 
     /// Forgets idle rate-limit buckets.
@@ -92,17 +93,12 @@ impl App {
             return Ok(self.0.tokens.get(id).await?.map(Arc::new));
         }
         if let Some(t) = self.0.token_cache.get(id).await {
-            return Ok(Some(t));
+            return Ok(t);
         }
-        let Some(t) = self.0.tokens.get(id).await? else {
-            return Ok(None);
-        };
-        let t = Arc::new(t);
-        self.0
-            .token_cache
-            .insert(id.to_owned(), Arc::clone(&t))
-            .await;
-        Ok(Some(t))
+        // Unknown ids are remembered too, so a stream of made-up tokens costs no query each.
+        let t = self.0.tokens.get(id).await?.map(Arc::new);
+        self.0.token_cache.insert(id.to_owned(), t.clone()).await;
+        Ok(t)
     }
 
     async fn owner(&self, scope: &str) -> Result<Option<String>, ApiError> {
@@ -276,6 +272,30 @@ impl FromRequestParts<App> for Caller {
     }
 }
 
+/// A data request's caller and the scope in its path, checked for ownership before the body is
+/// read: another tenant's scope is refused (and audited) whatever the body holds.
+#[derive(Clone, Debug)]
+pub struct Owned {
+    /// The caller (a tenant token).
+    pub caller: Caller,
+    /// The scope, owned by the caller's tenant.
+    pub scope: ScopeId,
+}
+
+impl FromRequestParts<App> for Owned {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, app).await?;
+        let axum::extract::Path(scope) =
+            axum::extract::Path::<String>::from_request_parts(parts, app)
+                .await
+                .map_err(|e| ApiError::bad_request("bad_scope", e.body_text()))?;
+        let scope = app.authorize(&caller, &scope).await?;
+        Ok(Owned { caller, scope })
+    }
+}
+
 /// A JSON body whose rejections are [`ApiError`]s with clear messages.
 pub struct JsonBody<T>(pub T);
 
@@ -372,6 +392,7 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
         (401 | 403, _) => "denied",
         (429, _) => "rate_limited",
         (400..=499, _) => "client_error",
+        (503, Some("timeout")) => "timeout",
         _ => "server_error",
     };
     let elapsed = start.elapsed();
@@ -421,6 +442,48 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
         );
     }
     resp
+}
+
+/// Runs the rest of the request in its own task, so that neither the request timeout nor a
+/// client that hangs up cancels it half-way (a key-store transaction dropped mid-flight can
+/// leave a pooled connection inside it). The timeout answers 503 and lets the task finish on
+/// its own; a panic answers 500 (the panic hook has logged it, redacted).
+pub(crate) async fn detach(State(app): State<App>, req: Request, next: Next) -> Response {
+    let task = tokio::spawn(next.run(req));
+    match tokio::time::timeout(app.0.config.request_timeout, task).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            if !e.is_panic() {
+                tracing::error!(error = %e, "request task failed");
+            }
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; the server log has the detail",
+            )
+            .into_response()
+        }
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the request took longer than {:?} ([service] request_timeout); it may still \
+                 complete, so retry only what is safe to repeat",
+                app.0.config.request_timeout
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// JSON 405 for a known path with another method.
+pub(crate) async fn method_not_allowed() -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method; GET /openapi.json lists the methods",
+    )
+    .into_response()
 }
 
 /// JSON 404 for unknown routes.

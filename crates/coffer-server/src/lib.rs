@@ -90,9 +90,12 @@ pub struct Health {
 pub struct Ready {
     /// `ok` or `unavailable`.
     pub store: &'static str,
-    /// `ok` or `unavailable`.
+    /// `ok`, `unavailable`, or `unknown` (not checked: the key store is unavailable).
     pub kek: &'static str,
 }
+
+/// How long a readiness check waits for the key store or a KEK.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Liveness: answers while the process runs; reports the crypto module and FIPS mode.
 #[utoipa::path(get, path = "/healthz", tag = "ops",
@@ -125,24 +128,33 @@ async fn readyz(State(app): State<App>) -> Response {
     let (store_ok, kek_ok) = match cached {
         Some((_, s, k)) => (s, k),
         None => {
-            let store_ok = match app.keyring().store().now_us().await {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::error!(error = %e, "readiness: key store unavailable");
-                    false
-                }
-            };
+            let store_ok =
+                match tokio::time::timeout(READY_TIMEOUT, app.keyring().store().now_us()).await {
+                    Ok(Ok(_)) => true,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "readiness: key store unavailable");
+                        false
+                    }
+                    Err(_) => {
+                        tracing::error!("readiness: the key store did not answer within 2 s");
+                        false
+                    }
+                };
             let kek_ok = store_ok
-                && match app.keyring().check_keks().await {
-                    Ok(results) => results.iter().all(|(id, r)| match r {
+                && match tokio::time::timeout(READY_TIMEOUT, app.keyring().check_keks()).await {
+                    Ok(Ok(results)) => results.iter().all(|(id, r)| match r {
                         Ok(()) => true,
                         Err(e) => {
                             tracing::error!(kek = %id, error = %e, "readiness: KEK unavailable");
                             false
                         }
                     }),
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::error!(error = %e, "readiness: KEK check failed");
+                        false
+                    }
+                    Err(_) => {
+                        tracing::error!("readiness: a KEK did not answer within 2 s");
                         false
                     }
                 };
@@ -162,7 +174,7 @@ async fn readyz(State(app): State<App>) -> Response {
         status,
         Json(Ready {
             store: word(store_ok),
-            kek: word(kek_ok),
+            kek: if store_ok { word(kek_ok) } else { "unknown" },
         }),
     )
         .into_response()
@@ -213,17 +225,15 @@ pub fn router(app: App) -> (axum::Router, utoipa::openapi::OpenApi) {
     let router = router
         .layer(axum::Extension(OpenApiJson(doc_json)))
         .fallback(app::not_found)
+        .method_not_allowed_fallback(app::method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(cfg.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            app::detach,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             app::observe,
-        ))
-        .layer(axum::extract::DefaultBodyLimit::max(cfg.max_body_bytes))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            cfg.request_timeout,
-        ))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            panic_response,
         ))
         .with_state(app);
     (router, doc)
@@ -241,14 +251,4 @@ async fn openapi_json(axum::Extension(doc): axum::Extension<OpenApiJson>) -> Res
         doc.0.as_ref().clone(),
     )
         .into_response()
-}
-
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    // The panic itself was logged (redacted) by the hook telemetry installs.
-    error::ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal error; the server log has the detail",
-    )
-    .into_response()
 }

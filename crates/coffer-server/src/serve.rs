@@ -135,12 +135,15 @@ pub async fn serve(
         tick.tick().await;
         loop {
             tick.tick().await;
-            flusher.flush_audit().await;
+            flusher.flush_audit(false).await;
             flusher.trim_limiter();
         }
     });
 
     let is_tls = tls.is_some();
+    if !is_tls && !addr.ip().is_loopback() {
+        tracing::warn!(address = %addr, "serving plain HTTP on a non-loopback address (--insecure-no-tls): tokens and plaintexts cross the network unencrypted");
+    }
     tracing::info!(address = %addr, tls = is_tls, "coffer serve listening");
     on_listen(Listening { addr, tls: is_tls });
     let service = router.into_make_service();
@@ -164,7 +167,7 @@ pub async fn serve(
         }
     };
     background.abort();
-    app.flush_audit().await;
+    app.flush_audit(true).await;
     served.context("the HTTP server failed")?;
     tracing::info!("stopped");
     // Let the last log lines reach stderr before the process exits.

@@ -230,7 +230,8 @@ where
     M: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        // sqlx reports every migration notice at info; keep the service log to the service.
+        .or_else(|_| EnvFilter::try_new(format!("{level},sqlx=warn")))
         .map_err(|e| ConfigError(format!("[service] log_level '{level}': {e}")))?;
     tracing_subscriber::fmt()
         .json()

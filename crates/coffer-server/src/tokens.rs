@@ -64,6 +64,8 @@ pub struct TokenInfo {
     pub expires_at: Option<String>,
     /// Revocation, RFC 3339.
     pub revoked_at: Option<String>,
+    /// Whether it has expired (by the key store's clock).
+    pub expired: bool,
 }
 
 /// A new token's secret text: shown once, zeroized on drop, never in `Debug`.
@@ -186,6 +188,7 @@ impl TokenStore {
             created_at: rfc3339(now),
             expires_at: expires.map(rfc3339),
             revoked_at: None,
+            expired: false,
         };
         Ok((info, TokenSecret(text)))
     }
@@ -212,9 +215,11 @@ impl TokenStore {
         .fetch_all(self.store.pool())
         .await
         .map_err(db)?;
+        let now = self.now_us().await?;
         rows.iter()
             .map(|r| {
                 let t = record(r)?;
+                let expired = t.expires_at_us.is_some_and(|e| e <= now);
                 let (role, tenant) = match t.role {
                     Role::Admin => ("admin".to_owned(), None),
                     Role::Tenant(x) => ("tenant".to_owned(), Some(x)),
@@ -227,6 +232,7 @@ impl TokenStore {
                     created_at: rfc3339(t.created_at_us),
                     expires_at: t.expires_at_us.map(rfc3339),
                     revoked_at: t.revoked_at_us.map(rfc3339),
+                    expired,
                 })
             })
             .collect()

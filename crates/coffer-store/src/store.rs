@@ -139,10 +139,20 @@ impl SqlStore {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
             Backend::Sqlite => &SQLITE_MIGRATIONS,
         };
-        migrator
-            .run(&self.pool)
-            .await
-            .map_err(|e| Error::store(format!("migrating the key store: {e}")))?;
+        // Two processes opening a new SQLite file at once (say `coffer serve &` and `coffer
+        // tokens create`) race on its first migration; SQLite has no migration lock, so the
+        // loser retries and finds the migrations applied. PostgreSQL takes an advisory lock.
+        let mut attempt = 0;
+        loop {
+            match migrator.run(&self.pool).await {
+                Ok(()) => break,
+                Err(_) if self.backend == Backend::Sqlite && attempt < 20 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => return Err(Error::store(format!("migrating the key store: {e}"))),
+            }
+        }
         let mut id = [0u8; 16];
         aws_lc_rs::rand::fill(&mut id)
             .map_err(|_| coffer_core::Error::Module("random generator"))?;
