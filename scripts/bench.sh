@@ -34,6 +34,12 @@ fi
 if [ "${BENCH_BACKUP:-1}" = 1 ]; then
   scripts/bench-backup.sh
 fi
+# The encryption service under load (coffer serve, wrk, 1 000 connections): encrypt with batches
+# of 1 and 100 beside the no-crypto echo endpoint in the same run; req/s, p50/p99, server CPU per
+# 1 000 fields. BENCH_SERVICE=0 skips it.
+if [ "${BENCH_SERVICE:-1}" = 1 ]; then
+  scripts/bench-service.sh
+fi
 if command -v openssl >/dev/null; then
   echo "== baseline: $(openssl version) speed -evp aes-256-gcm (64-byte blocks, 1 core)"
   openssl speed -evp aes-256-gcm -bytes 64 -seconds 2 2>/dev/null | tail -1 || true

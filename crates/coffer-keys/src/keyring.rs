@@ -146,6 +146,11 @@ pub(crate) struct LiveDek {
     columns: RwLock<HashMap<(ColumnId, Suite), Arc<FieldKey>>>,
     indexes: RwLock<HashMap<IndexCacheKey, Arc<BlindIndexKey>>>,
     lease: Mutex<Lease>,
+    /// Held by the one task that leases the next block when this lease runs out: the others
+    /// that find it used up wait for that block instead of each leasing a block of their own,
+    /// which under load burned the version's encryption limit 20–30 times faster than values
+    /// were sealed and queued every request behind the store's connection pool.
+    refill: tokio::sync::Mutex<()>,
 }
 
 type IndexCacheKey = (ColumnId, String, u16, Vec<Normalizer>);
@@ -164,6 +169,7 @@ impl LiveDek {
             columns: RwLock::default(),
             indexes: RwLock::default(),
             lease: Mutex::default(),
+            refill: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -1231,6 +1237,12 @@ impl Keyring {
                 }
             };
             if live.take(n) {
+                return Ok(live);
+            }
+            let holder = Arc::clone(&live);
+            let _refilling = holder.refill.lock().await;
+            if live.take(n) {
+                // Another task leased a block while this one waited.
                 return Ok(live);
             }
             // The highest total this process has seen leased under the version.

@@ -87,6 +87,25 @@ async fn shutdown_signal() {
     }
 }
 
+/// Connections the kernel may hold for the service before it accepts them (it caps this at
+/// `net.core.somaxconn`, 4 096 by default). The standard library's `TcpListener::bind` asks for
+/// 128: when 1 000 clients connected at once the queue overflowed and the clients it dropped
+/// waited for SYN retransmissions (1 s, then 3 s) before they got in (docs/BENCHMARKS.md).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` (with SO_REUSEADDR, as `std::net::TcpListener::bind` does) and listens with
+/// [`LISTEN_BACKLOG`].
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)?.into_std()
+}
+
 /// Serves until SIGTERM or SIGINT, then stops accepting connections, lets requests in flight
 /// finish (up to `[service] shutdown_timeout`), writes the pending audit records and returns.
 ///
@@ -110,8 +129,7 @@ pub async fn serve(
             cfg.listen
         );
     }
-    let listener = std::net::TcpListener::bind(cfg.listen)
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener = bind(cfg.listen).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let (router, _) = crate::router(app.clone());
