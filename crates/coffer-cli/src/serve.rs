@@ -80,7 +80,7 @@ pub struct ServiceConfigArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub config: ServiceConfigArgs,
-    /// Listen on this address and port (overrides [service] listen), e.g. 127.0.0.1:8200
+    /// Listen on this address and port (overrides `listen` of the `[service]` table), e.g. 127.0.0.1:8200
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Allow plain HTTP on a non-loopback address (only on a network you trust)
