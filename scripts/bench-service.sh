@@ -251,11 +251,17 @@ for n in 1 100; do
     wrk -t"$threads" -c"$conns" -d"${warmup}s" --timeout 30s -s "$work/post-$n.lua" "$url" \
       >"$work/warmup-$kind-$n.txt" 2>&1 || true
     read -r m_busy0 m_all0 < <(machine_ticks)
+    times >"$work/times-0.txt"
     before=$(cpu_ticks)
     wrk -t"$threads" -c"$conns" -d"${seconds}s" --timeout 30s --latency -s "$work/post-$n.lua" "$url" \
       >"$work/wrk-$kind-$n.txt" 2>&1 || { log "wrk failed:"; cat "$work/wrk-$kind-$n.txt" >&2; exit 1; }
     after=$(cpu_ticks)
+    # CPU time of this shell's children (wrk, mostly), from the builtin, which must run in this
+    # shell: a subshell starts counting from zero.
+    times >"$work/times-1.txt"
     read -r m_busy1 m_all1 < <(machine_ticks)
+    wrk_s=$(awk 'FNR == 2 { split($1, u, "m"); split($2, k, "m"); t = u[1] * 60 + u[2] + k[1] * 60 + k[2]; if (NR == FNR) a = t; else b = t }
+      END { printf "%.2f", b - a }' "$work/times-0.txt" "$work/times-1.txt")
     line=$(grep '^RESULT ' "$work/wrk-$kind-$n.txt" || true)
     if [ -z "$line" ]; then
       log "no result from wrk:"
@@ -265,7 +271,7 @@ for n in 1 100; do
     # Cross-check against wrk's own text report.
     rps_text=$(awk '/^Requests\/sec:/ { print $2 }' "$work/wrk-$kind-$n.txt")
     non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$work/wrk-$kind-$n.txt")
-    echo "$kind $n ticks=$((after - before)) mbusy=$((m_busy1 - m_busy0)) mall=$((m_all1 - m_all0)) non2xx=${non2xx:-0} rps_text=$rps_text ${line#RESULT }" >>"$results"
+    echo "$kind $n ticks=$((after - before)) wrk_s=$wrk_s mbusy=$((m_busy1 - m_busy0)) mall=$((m_all1 - m_all0)) non2xx=${non2xx:-0} rps_text=$rps_text ${line#RESULT }" >>"$results"
     # Every RESULT field, as shell variables.
     eval "$(echo "${line#RESULT }" | tr ' ' '\n' | sed 's/^/r_/')"
     # wrk counts responses with a status of 400 or more as status errors, and prints the same
@@ -292,17 +298,21 @@ awk -v clk="$clk" -v ncpu="$(nproc)" '
     cores[kind, n] = cpu_ms / 1000 / dur
     # Busy share of all cores over the run, as cores: server + wrk + anything else running.
     busy[kind, n] = f["mall"] > 0 ? f["mbusy"] / f["mall"] * ncpu : 0
+    wrkc[kind, n] = f["wrk_s"] / dur
+    # What neither the server nor wrk used: other processes (and the kernel work of neither).
+    other[kind, n] = busy[kind, n] - cores[kind, n] - wrkc[kind, n]
+    if (other[kind, n] < 0) other[kind, n] = 0
     err[kind, n] = f["connect"] + f["read"] + f["write"] + f["status"] + f["timeout"]
     reqs[kind, n] = f["requests"]
   }
   END {
-    printf "\n%-22s %9s %9s %9s %10s %14s %13s %13s %7s\n", "endpoint", "req/s", "p50 ms", "p99 ms", "fields/s", "CPU ms/1k fld", "server cores", "machine busy", "errors"
+    printf "\n%-20s %8s %8s %8s %9s %13s %7s %6s %6s %7s\n", "endpoint", "req/s", "p50 ms", "p99 ms", "fields/s", "CPU ms/1k fld", "server", "wrk", "other", "errors"
     for (n = 1; n <= 100; n += 99) {
       for (k = 0; k < 2; k++) {
         kind = k == 0 ? "encrypt" : "echo"
         if (!((kind, n) in rps)) continue
         label = sprintf("%s, batch %d", kind, n)
-        printf "%-22s %9.0f %9.2f %9.2f %10.0f %14.2f %13.2f %13.2f %7d\n", label, rps[kind, n], p50[kind, n], p99[kind, n], fps[kind, n], per1k[kind, n], cores[kind, n], busy[kind, n], err[kind, n]
+        printf "%-20s %8.0f %8.2f %8.2f %9.0f %13.2f %7.2f %6.2f %6.2f %7d\n", label, rps[kind, n], p50[kind, n], p99[kind, n], fps[kind, n], per1k[kind, n], cores[kind, n], wrkc[kind, n], other[kind, n], err[kind, n]
       }
     }
     print ""
@@ -311,9 +321,9 @@ awk -v clk="$clk" -v ncpu="$(nproc)" '
       printf "batch %3d: encrypt/echo  req/s %.2fx, CPU per field %.2fx; the crypto path adds %.1f us of server CPU per field (%.1f vs %.1f)\n", n, rps["encrypt", n] / rps["echo", n], per1k["encrypt", n] / per1k["echo", n], per1k["encrypt", n] - per1k["echo", n], per1k["encrypt", n], per1k["echo", n]
     }
   }' "$results"
-echo "(CPU ms/1k fld = server utime+stime per 1 000 fields, i.e. us per field; server cores = its CPU"
-echo " seconds per second of the run; machine busy = all cores' busy time per second: server + wrk +"
-echo " anything else running; clock ticks of 1/${clk} s)"
+echo "(CPU ms/1k fld = server utime+stime per 1 000 fields, i.e. us per field; server, wrk, other ="
+echo " cores each used during the run: the server process, wrk, and the rest of the machine's busy"
+echo " time, i.e. other processes; clock ticks of 1/${clk} s)"
 
 # Fields the encrypt endpoint sealed (warm-ups included; requests still in flight when wrk stopped
 # are not counted), against the encryptions the server leased from the key store's counter.
