@@ -16,6 +16,30 @@ use zeroize::Zeroizing;
 use crate::app::{App, Caller, JsonBody, Owned};
 use crate::error::{ApiError, ErrorBody};
 
+/// A plaintext, key or searched value in a request or response: serialized as the string
+/// itself, shown as `[redacted]` by `Debug`, zeroized when dropped.
+#[derive(Clone, Default, Deserialize, Serialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+#[serde(transparent)]
+pub struct Sensitive(String);
+
+impl Sensitive {
+    /// Wraps a value.
+    pub fn new(s: String) -> Self {
+        Sensitive(s)
+    }
+
+    /// The value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Sensitive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// How plaintexts are written in requests and responses.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -28,13 +52,24 @@ pub enum Encoding {
 }
 
 /// One string or a list of strings (row context and search domain components).
-#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[derive(Clone, Deserialize, ToSchema)]
 #[serde(untagged, expecting = "a string or a list of strings")]
 pub enum Components {
     /// One component.
     One(String),
     /// Several components, each encoded separately (`["1","23"]` differs from `["12","3"]`).
     Many(Vec<String>),
+}
+
+impl std::fmt::Debug for Components {
+    // Row and domain components can be personal data (a patient id): show only their count.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = match self {
+            Components::One(_) => 1,
+            Components::Many(v) => v.len(),
+        };
+        write!(f, "Components({n})")
+    }
 }
 
 impl Components {
@@ -127,7 +162,8 @@ pub struct EncryptItem {
     pub value_type: TypeName,
     /// The value (see `encoding`); omit it and set `null` for an authenticated NULL.
     #[serde(default)]
-    pub plaintext: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub plaintext: Option<Sensitive>,
     /// Seal an authenticated NULL (distinct from every value, including the empty one).
     #[serde(default)]
     pub null: bool,
@@ -198,7 +234,8 @@ pub struct DecryptRequest {
 pub struct Opened {
     /// The value (see `encoding`); absent for an authenticated NULL.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub plaintext: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub plaintext: Option<Sensitive>,
     /// Whether the value is an authenticated NULL.
     pub null: bool,
 }
@@ -226,7 +263,8 @@ pub struct IndexItem {
     #[serde(default)]
     pub normalize: Vec<String>,
     /// The values (several make a compound index; order matters), in `encoding`.
-    pub values: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub values: Vec<Sensitive>,
 }
 
 fn default_index() -> String {
@@ -285,7 +323,8 @@ fn one() -> usize {
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct DataKey {
     /// The 256-bit key, base64: use it, then forget it.
-    pub plaintext: String,
+    #[schema(value_type = String)]
+    pub plaintext: Sensitive,
     /// The key sealed under the scope (93 bytes, base64): store it beside your data.
     pub wrapped: String,
 }
@@ -317,7 +356,8 @@ pub struct DataKeyDecryptRequest {
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct PlainKey {
     /// The 256-bit key, base64.
-    pub plaintext: String,
+    #[schema(value_type = String)]
+    pub plaintext: Sensitive,
 }
 
 /// Data-key decrypt response.
@@ -515,7 +555,7 @@ pub async fn encrypt(
             .at(i));
         }
         let v = match (&item.plaintext, item.null) {
-            (Some(p), false) => Some(decode_value(req.encoding, p).map_err(|e| e.at(i))?),
+            (Some(p), false) => Some(decode_value(req.encoding, p.expose()).map_err(|e| e.at(i))?),
             (None, true) => None,
             _ => {
                 return Err(ApiError::bad_request(
@@ -599,7 +639,7 @@ pub async fn decrypt(
                 out.push(Opened {
                     plaintext: v
                         .as_deref()
-                        .map(|p| encode_value(req.encoding, p))
+                        .map(|p| encode_value(req.encoding, p).map(Sensitive::new))
                         .transpose()
                         .map_err(|e| e.at(i))?,
                     null: v.is_none(),
@@ -656,7 +696,7 @@ pub async fn blind_index(
         let values = item
             .values
             .iter()
-            .map(|v| decode_value(req.encoding, v))
+            .map(|v| decode_value(req.encoding, v.expose()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.at(i))?;
         let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
@@ -713,7 +753,7 @@ pub async fn generate_data_keys(
     for _ in 0..req.count {
         let (key, blob) = app.keyring().generate_data_key(&scope).await?;
         out.push(DataKey {
-            plaintext: STANDARD.encode(key.expose_secret()),
+            plaintext: Sensitive::new(STANDARD.encode(key.expose_secret())),
             wrapped: STANDARD.encode(&blob),
         });
     }
@@ -755,7 +795,7 @@ pub async fn decrypt_data_keys(
         let blob = decode_value(Encoding::Base64, &item.wrapped).map_err(|e| e.at(i))?;
         match app.keyring().open_data_key(&scope, &blob).await {
             Ok(key) => out.push(PlainKey {
-                plaintext: STANDARD.encode(key.expose_secret()),
+                plaintext: Sensitive::new(STANDARD.encode(key.expose_secret())),
             }),
             Err(e) => {
                 audit(&app, &caller, &scope, "decrypt_data_key", i as u64, 1);
@@ -950,12 +990,44 @@ pub async fn bench_echo(
     let mut items = Vec::with_capacity(req.items.len());
     for (i, item) in req.items.iter().enumerate() {
         column(&item.column).map_err(|e| e.at(i))?;
-        let v = decode_value(req.encoding, item.plaintext.as_deref().unwrap_or(""))
-            .map_err(|e| e.at(i))?;
+        let v = decode_value(
+            req.encoding,
+            item.plaintext.as_ref().map_or("", |p| p.expose()),
+        )
+        .map_err(|e| e.at(i))?;
         items.push(Sealed {
             ciphertext: STANDARD.encode(&*v),
         });
     }
     audit(&app, &caller, &scope, "bench_echo", items.len() as u64, 0);
     Ok(Json(EncryptResponse { version: 0, items }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_plaintext_or_context() {
+        let item: EncryptItem = serde_json::from_str(
+            r#"{"column":"ssn","context":["acme","patient-42"],"plaintext":"123-45-6789"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let shown = format!("{item:?}");
+        assert!(
+            !shown.contains("123-45-6789") && !shown.contains("patient-42"),
+            "{shown}"
+        );
+        let key = DataKey {
+            plaintext: Sensitive::new("a2V5".to_owned()),
+            wrapped: String::new(),
+        };
+        assert!(!format!("{key:?}").contains("a2V5"));
+        assert_eq!(
+            serde_json::to_value(&key)
+                .ok()
+                .map(|v| v["plaintext"].clone()),
+            Some("a2V5".into())
+        );
+    }
 }

@@ -65,6 +65,8 @@ pub(crate) struct Inner {
     pub(crate) access: AccessLog,
     pub(crate) metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub(crate) ready: Mutex<Option<(Instant, bool, bool)>>,
+    /// Detached requests still running (they outlive a timeout; shutdown waits for them).
+    detached: tokio::sync::watch::Sender<usize>,
 }
 
 impl App {
@@ -94,6 +96,7 @@ impl App {
             access: AccessLog::default(),
             metrics,
             ready: Mutex::new(None),
+            detached: tokio::sync::watch::Sender::new(0),
             config,
         }))
     }
@@ -112,6 +115,14 @@ impl App {
     /// records that cannot be written go to the log).
     pub async fn flush_audit(&self, last: bool) {
         self.0.access.flush(&self.0.keyring, last).await;
+    }
+
+    /// Waits until no detached request is running, or `limit` has passed; returns how many
+    /// were still running.
+    pub(crate) async fn wait_detached(&self, limit: Duration) -> usize {
+        let mut rx = self.0.detached.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|n| *n == 0)).await;
+        *self.0.detached.borrow()
     }
 
     /// Forgets idle rate-limit buckets.
@@ -509,7 +520,12 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
 /// leave a pooled connection inside it). The timeout answers 503 and lets the task finish on
 /// its own; a panic answers 500 (the panic hook has logged it, redacted).
 pub(crate) async fn detach(State(app): State<App>, req: Request, next: Next) -> Response {
-    let task = tokio::spawn(next.run(req));
+    app.0.detached.send_modify(|n| *n += 1);
+    let done = Detached(app.clone());
+    let task = tokio::spawn(async move {
+        let _done = done; // counts the request finished even if it panics
+        next.run(req).await
+    });
     match tokio::time::timeout(app.0.config.request_timeout, task).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
@@ -533,6 +549,15 @@ pub(crate) async fn detach(State(app): State<App>, req: Request, next: Next) -> 
             ),
         )
         .into_response(),
+    }
+}
+
+/// Counts a detached request finished when dropped.
+struct Detached(App);
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        self.0.0.detached.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

@@ -185,6 +185,15 @@ pub async fn serve(
         }
     };
     background.abort();
+    // Requests that answered 503 `timeout` may still be running: let them finish their
+    // key-store work before the runtime is dropped.
+    let left = app.wait_detached(grace).await;
+    if left > 0 {
+        tracing::error!(
+            requests = left,
+            "shutdown: requests still running after the grace period are abandoned"
+        );
+    }
     app.flush_audit(true).await;
     served.context("the HTTP server failed")?;
     tracing::info!("stopped");

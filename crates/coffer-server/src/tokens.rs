@@ -16,6 +16,8 @@ use sqlx::Row as _;
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
+use crate::rfc3339;
+
 /// Token prefix, so a leaked token is recognisable to secret scanners.
 pub const PREFIX: &str = "cft_";
 
@@ -112,16 +114,6 @@ pub fn verify(record: &TokenRecord, token: &str) -> bool {
 
 fn db(e: sqlx::Error) -> coffer_keys::Error {
     coffer_keys::Error::store(e)
-}
-
-fn rfc3339(us: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| us.to_string())
 }
 
 /// Token and owner queries on the key store's database.
