@@ -58,6 +58,10 @@ pub struct Config {
     /// (docs/SERVICE.md); other commands carry it through untouched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<toml::Table>,
+    /// `[app]`: the options of an application built on Coffer that shares this file (e.g.
+    /// apps/ballots), read and checked by that application; Coffer carries it through untouched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<toml::Table>,
 }
 
 /// `[store]`.

@@ -1,0 +1,310 @@
+//! Configuration: one TOML file shared with the `coffer` CLI (its `[store]`, `[[kek]]`, `[cache]`
+//! tables) plus an `[app]` table for Ballots, or the embedded defaults when there is no file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use coffer_keys::config::{Config, KekConfig, StoreConfig, duration};
+use serde::Deserialize;
+
+/// The embedded default database of ballots.
+pub const DEFAULT_DATABASE: &str = "sqlite:ballots.db";
+/// The embedded default key store.
+pub const DEFAULT_KEY_STORE: &str = "sqlite:ballots-keys.db";
+/// The environment variable the embedded defaults read the KEK from.
+pub const MASTER_KEY_ENV: &str = "COFFER_MASTER_KEY";
+/// The development KEK file `--dev` creates.
+pub const DEV_KEY_FILE: &str = "ballots-dev.key";
+
+/// Where the application runs: `production` refuses the settings that exist only for
+/// development and measurement.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// The default.
+    Production,
+    /// A developer's machine or a benchmark.
+    Development,
+}
+
+/// The `[app]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppTable {
+    environment: Option<Environment>,
+    listen: Option<String>,
+    database_url: Option<String>,
+    retention: Option<String>,
+    shred_interval: Option<String>,
+    key_cache_ttl: Option<String>,
+    status_cache_ttl: Option<String>,
+    max_batch: Option<usize>,
+    database_connections: Option<u32>,
+    encryption: Option<bool>,
+}
+
+/// The application's settings, checked.
+#[derive(Clone, Debug)]
+pub struct AppConfig {
+    /// `environment` (default production).
+    pub environment: Environment,
+    /// `listen` (default 127.0.0.1:8080).
+    pub listen: SocketAddr,
+    /// `database_url`: `postgres://…` or `sqlite:PATH` (default the key store's database).
+    pub database_url: String,
+    /// `retention`: how long after closing a ballot its key is destroyed (default 30d).
+    pub retention: Duration,
+    /// `shred_interval`: how often the shredder looks for ballots past retention (default 1m).
+    pub shred_interval: Duration,
+    /// `key_cache_ttl`: how long a worker keeps an opened ballot key (default 60s).
+    pub key_cache_ttl: Duration,
+    /// `status_cache_ttl`: how long the ballot page trusts a ballot's open/closed state
+    /// (default 1s; votes always check it in their transaction).
+    pub status_cache_ttl: Duration,
+    /// `max_batch`: votes written per transaction at most (default 2048).
+    pub max_batch: usize,
+    /// `database_connections` (default 16; SQLite: 4).
+    pub database_connections: u32,
+    /// `encryption` (default true). `false` stores texts in plaintext: it exists only to
+    /// measure Coffer's overhead and is refused in production.
+    pub encryption: bool,
+}
+
+/// Everything `ballots serve` needs: the keyring's configuration and the application's.
+#[derive(Debug)]
+pub struct Settings {
+    /// The Coffer part (`[store]`, `[[kek]]`, `[cache]`, …).
+    pub coffer: Config,
+    /// The `[app]` part.
+    pub app: AppConfig,
+}
+
+/// Where the configuration comes from.
+#[derive(Clone, Debug, Default)]
+pub struct Source {
+    /// An explicit file (`--config`).
+    pub file: Option<PathBuf>,
+    /// `--dev`: embedded defaults with a generated development key, environment development.
+    pub dev: bool,
+}
+
+impl Settings {
+    /// Reads the file when there is one (`--config`, or ./ballots.toml), else the embedded
+    /// defaults.
+    pub fn resolve(source: &Source) -> Result<Settings> {
+        let path = source
+            .file
+            .clone()
+            .or_else(|| Some(PathBuf::from("ballots.toml")).filter(|p| p.exists()));
+        match path {
+            Some(path) => {
+                if source.dev {
+                    bail!(
+                        "--dev applies to the embedded defaults only; {} configures the keys",
+                        path.display()
+                    );
+                }
+                let coffer = Config::load(&path)?;
+                let app = AppConfig::from_table(coffer.app.as_ref(), &coffer.store.url)
+                    .with_context(|| format!("{}: [app]", path.display()))?;
+                Ok(Settings { coffer, app })
+            }
+            None => Self::embedded(source.dev),
+        }
+    }
+
+    fn embedded(dev: bool) -> Result<Settings> {
+        let source = if dev {
+            ensure_dev_key(Path::new(DEV_KEY_FILE))?;
+            format!("file:{DEV_KEY_FILE}")
+        } else {
+            if std::env::var_os(MASTER_KEY_ENV).is_none() {
+                bail!(
+                    "no ballots.toml here and {MASTER_KEY_ENV} is not set: export \
+                     {MASTER_KEY_ENV}=$(coffer keygen) (keep it safe: it wraps every ballot key), \
+                     pass --config FILE, or try `ballots serve --dev` for a throwaway \
+                     development key"
+                );
+            }
+            format!("env:{MASTER_KEY_ENV}")
+        };
+        let mut coffer = Config {
+            store: StoreConfig {
+                url: DEFAULT_KEY_STORE.to_owned(),
+            },
+            keks: vec![KekConfig {
+                name: "main".to_owned(),
+                version: 1,
+                source,
+                kdf: None,
+                primary: true,
+            }],
+            ..Config::default()
+        };
+        coffer.apply_env();
+        coffer.check()?;
+        let mut table = toml::Table::new();
+        table.insert("database_url".into(), DEFAULT_DATABASE.into());
+        if dev {
+            table.insert("environment".into(), "development".into());
+        }
+        let app = AppConfig::from_table(Some(&table), &coffer.store.url)?;
+        Ok(Settings { coffer, app })
+    }
+}
+
+impl AppConfig {
+    /// Parses and checks the `[app]` table; `key_store_url` is the default database.
+    pub fn from_table(table: Option<&toml::Table>, key_store_url: &str) -> Result<AppConfig> {
+        let t: AppTable = match table {
+            Some(t) => t
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim_end()))?,
+            None => AppTable::default(),
+        };
+        let dur = |what: &str, v: &Option<String>, default: Duration| -> Result<Duration> {
+            match v {
+                Some(text) => Ok(duration(what, text)?),
+                None => Ok(default),
+            }
+        };
+        let database_url = t
+            .database_url
+            .unwrap_or_else(|| key_store_url.to_owned())
+            .trim()
+            .to_owned();
+        if !(database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://")
+            || database_url.starts_with("sqlite:"))
+        {
+            bail!("database_url must start with postgres:// or sqlite:");
+        }
+        let listen = t.listen.as_deref().unwrap_or("127.0.0.1:8080");
+        let listen: SocketAddr = listen
+            .parse()
+            .with_context(|| format!("listen = {listen:?} is not an address:port"))?;
+        let environment = t.environment.unwrap_or(Environment::Production);
+        let encryption = t.encryption.unwrap_or(true);
+        if !encryption && environment == Environment::Production {
+            bail!(
+                "encryption = false exists only to measure what encryption costs and is refused \
+                 in production: set environment = \"development\" on a benchmark machine"
+            );
+        }
+        let max_batch = t.max_batch.unwrap_or(2048);
+        if !(1..=8192).contains(&max_batch) {
+            bail!("max_batch must be 1–8192");
+        }
+        let sqlite = database_url.starts_with("sqlite:");
+        let database_connections = t
+            .database_connections
+            .unwrap_or(if sqlite { 4 } else { 16 });
+        if database_connections < 2 {
+            bail!("database_connections must be at least 2 (one is the vote writer's)");
+        }
+        Ok(AppConfig {
+            environment,
+            listen,
+            database_url,
+            retention: dur("retention", &t.retention, Duration::from_secs(30 * 86_400))?,
+            shred_interval: dur("shred_interval", &t.shred_interval, Duration::from_secs(60))?,
+            key_cache_ttl: dur("key_cache_ttl", &t.key_cache_ttl, Duration::from_secs(60))?,
+            status_cache_ttl: dur(
+                "status_cache_ttl",
+                &t.status_cache_ttl,
+                Duration::from_secs(1),
+            )?,
+            max_batch,
+            database_connections,
+            encryption,
+        })
+    }
+}
+
+/// Creates the development KEK file (0600) if it is missing.
+fn ensure_dev_key(path: &Path) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if path.exists() {
+        return Ok(());
+    }
+    let key = coffer_core::Kek::generate()?;
+    let text = zeroize::Zeroizing::new(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        key.expose_secret(),
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        toml::from_str(text).unwrap_or_default()
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = AppConfig::from_table(None, "sqlite:k.db").map_err(|e| e.to_string());
+        let c = c
+            .as_ref()
+            .map(|c| (c.database_url.as_str(), c.encryption, c.retention));
+        assert_eq!(
+            c,
+            Ok(("sqlite:k.db", true, Duration::from_secs(30 * 86_400)))
+        );
+        let t = table("retention = \"2s\"\nmax_batch = 10\nlisten = \"127.0.0.1:9\"");
+        let c = AppConfig::from_table(Some(&t), "postgres://x").map_err(|e| e.to_string());
+        assert_eq!(
+            c.map(|c| (c.retention, c.max_batch, c.listen.port())),
+            Ok((Duration::from_secs(2), 10, 9))
+        );
+    }
+
+    #[test]
+    fn plaintext_mode_is_refused_in_production() {
+        let err = AppConfig::from_table(Some(&table("encryption = false")), "postgres://x")
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        assert!(
+            matches!(&err, Err(m) if m.contains("refused in production")),
+            "{err:?}"
+        );
+        let ok = AppConfig::from_table(
+            Some(&table("encryption = false\nenvironment = \"development\"")),
+            "postgres://x",
+        );
+        assert!(ok.is_ok_and(|c| !c.encryption));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (text, needle) in [
+            ("bogus = 1", "unknown field"),
+            ("retention = \"soon\"", "retention"),
+            ("listen = \"nowhere\"", "listen"),
+            ("database_url = \"mysql://x\"", "database_url"),
+            ("max_batch = 0", "max_batch"),
+            ("environment = \"staging\"", "environment"),
+        ] {
+            let err = AppConfig::from_table(Some(&table(text)), "postgres://x")
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"));
+            assert!(
+                matches!(&err, Err(m) if m.contains(needle)),
+                "{text}: {err:?}"
+            );
+        }
+    }
+}
