@@ -20,8 +20,7 @@ pub const DEV_KEY_FILE: &str = "ballots-dev.key";
 
 /// Where the application runs: `production` refuses the settings that exist only for
 /// development and measurement.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Environment {
     /// The default.
     Production,
@@ -33,7 +32,7 @@ pub enum Environment {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AppTable {
-    environment: Option<Environment>,
+    environment: Option<String>,
     listen: Option<String>,
     database_url: Option<String>,
     retention: Option<String>,
@@ -186,7 +185,13 @@ impl AppConfig {
         let listen: SocketAddr = listen
             .parse()
             .with_context(|| format!("listen = {listen:?} is not an address:port"))?;
-        let environment = t.environment.unwrap_or(Environment::Production);
+        let environment = match t.environment.as_deref() {
+            None | Some("production") => Environment::Production,
+            Some("development") => Environment::Development,
+            Some(other) => {
+                bail!("environment = {other:?}: choose \"production\" or \"development\"")
+            }
+        };
         let encryption = t.encryption.unwrap_or(true);
         if !encryption && environment == Environment::Production {
             bail!(

@@ -1,0 +1,342 @@
+//! Test harness: a fresh PostgreSQL database per test, the real `ballots` binary, a redis-server
+//! of the test's own when it is to be killed.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::Value;
+
+pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ballots")
+}
+
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-qAtc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn random_key() -> String {
+    let mut k = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut k).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(k)
+}
+
+/// A fresh database, dropped at the end.
+pub struct Database {
+    pub name: String,
+    pub url: String,
+}
+
+impl Database {
+    pub fn new(tag: &str) -> Database {
+        let name = format!("ballots_{tag}_{}", std::process::id());
+        let admin = format!("{PG}/postgres");
+        psql(
+            &admin,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
+        psql(&admin, &format!("CREATE DATABASE {name}"));
+        Database {
+            url: format!("{PG}/{name}"),
+            name,
+        }
+    }
+
+    pub fn sql(&self, sql: &str) -> String {
+        psql(&self.url, sql)
+    }
+
+    /// `pg_dump` of the whole database (data and schema), as text.
+    pub fn dump(&self) -> String {
+        let out = Command::new("pg_dump")
+            .args(["--no-owner", "-d", &self.url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .arg(format!("{PG}/postgres"))
+            .args([
+                "-qAtc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
+/// A redis-server of the test's own, so killing it touches nothing else.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A ballots.toml and the environment it reads its secrets from.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub port: u16,
+    pub env: Vec<(String, String)>,
+}
+
+impl Setup {
+    /// PostgreSQL for ballots and keys, Redis L2 at `redis` (if any), and extra `[app]` lines.
+    pub fn postgres(db: &Database, redis: Option<&str>, app: &str, cache: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let redis = redis
+            .map(|r| format!("redis_url = \"{r}\"\ncache_key = \"env:COFFER_CACHE_KEY\"\n"))
+            .unwrap_or_default();
+        let text = format!(
+            "[store]\nurl = \"{}\"\n\n[[kek]]\nname = \"main\"\nversion = 1\n\
+             source = \"env:COFFER_MASTER_KEY\"\nprimary = true\n\n[cache]\n{redis}{cache}\n\
+             [app]\nlisten = \"127.0.0.1:{port}\"\n{app}\n",
+            db.url
+        );
+        let config = dir.path().join("ballots.toml");
+        std::fs::write(&config, text).unwrap();
+        Setup {
+            dir,
+            config,
+            port,
+            env: vec![
+                ("COFFER_MASTER_KEY".into(), random_key()),
+                ("COFFER_CACHE_KEY".into(), random_key()),
+            ],
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn start(&self) -> Server {
+        Server::start(self, &["serve", "--config", self.config.to_str().unwrap()])
+    }
+}
+
+/// A running `ballots serve`.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    log: PathBuf,
+}
+
+impl Server {
+    pub fn start(setup: &Setup, args: &[&str]) -> Server {
+        Server::start_in(setup.dir.path(), &setup.env, setup.port, args)
+    }
+
+    pub fn start_in(dir: &Path, env: &[(String, String)], port: u16, args: &[&str]) -> Server {
+        let log = dir.join(format!("serve-{}.log", fastrand::u64(..)));
+        let child = Command::new(bin())
+            .args(args)
+            .current_dir(dir)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("BALLOTS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut s = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("ballots exited with {status}: {}", s.log());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ballots did not start: {}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tiny blocking-free JSON client.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: base.to_owned(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn text(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.post_raw(path, body.to_string(), None).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: String, bearer: Option<&str>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A Prometheus counter's value (summed over labels), 0 when absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, text) = self.text("/metrics").await;
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// Runs the load generator to completion.
+pub fn load(args: &[&str]) -> (Output, Value) {
+    let out = Command::new(bin())
+        .arg("load")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let summary = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out, summary)
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
