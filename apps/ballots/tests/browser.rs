@@ -1,0 +1,239 @@
+//! The web page in headless Chromium (Debian's `chromium` and `chromedriver`, which `make test`
+//! installs): create a ballot, vote from two browsers (an option and a write-in), watch the tally
+//! refresh by itself, be refused a second vote, close the ballot.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use serde_json::json;
+
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = free_port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver must be installed (apt-get install chromium-driver)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Driver { child, port }
+    }
+
+    async fn browser(&self) -> Browser {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".to_owned(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                         "--disable-gpu", "--window-size=1000,900"]
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a Chromium session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn text(b: &Browser, css: &str) -> String {
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The tally table as (option, votes) rows.
+async fn tally(b: &Browser) -> Vec<(String, String)> {
+    let rows = b.find_all(Locator::Css("#tally tr")).await.unwrap();
+    let mut out = Vec::new();
+    for r in rows {
+        let cells = r.find_all(Locator::Css("td")).await.unwrap();
+        if cells.len() == 2 {
+            out.push((
+                cells[0].text().await.unwrap(),
+                cells[1].text().await.unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+async fn click_choice(b: &Browser, label: &str) {
+    for l in b.find_all(Locator::Css("form label")).await.unwrap() {
+        if l.text().await.unwrap().trim().starts_with(label) {
+            l.find(Locator::Css("input[name=choice]"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            return;
+        }
+    }
+    panic!("no choice labelled {label}");
+}
+
+#[test]
+fn create_vote_and_watch_the_tally_in_chromium() {
+    let db = Database::new("browser");
+    let setup = Setup::postgres(&db, None, "status_cache_ttl = \"1ms\"", "");
+    let server = setup.start();
+    let driver = Driver::start();
+    let base = server.base.clone();
+    runtime().block_on(async {
+        let a = driver.browser().await;
+        a.goto(&format!("{base}/")).await.unwrap();
+        a.find(Locator::Css("textarea[name=measure]"))
+            .await
+            .unwrap()
+            .send_keys("Should the pool open at dawn?")
+            .await
+            .unwrap();
+        a.find(Locator::Css("textarea[name=options]"))
+            .await
+            .unwrap()
+            .send_keys("Yes\nNo\nOnly in summer")
+            .await
+            .unwrap();
+        a.find(Locator::Css("form button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(
+            text(&a, "h1#measure").await,
+            "Should the pool open at dawn?"
+        );
+        let url = a.current_url().await.unwrap().to_string();
+        let id = url.rsplit('/').next().unwrap().to_owned();
+        assert!(url.contains("/b/"), "{url}");
+
+        // Voter A chooses a listed option.
+        click_choice(&a, "Yes").await;
+        a.find(Locator::Css("#vote"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert!(text(&a, "#voted").await.contains("counted"));
+        assert!(
+            tally(&a)
+                .await
+                .contains(&("Yes".to_owned(), "1".to_owned()))
+        );
+
+        // Voter B (another browser, so another voter cookie) writes in.
+        let b = driver.browser().await;
+        b.goto(&url).await.unwrap();
+        click_choice(&b, "Write in").await;
+        b.find(Locator::Css("input[name=write_in]"))
+            .await
+            .unwrap()
+            .send_keys("Bees first")
+            .await
+            .unwrap();
+        b.find(Locator::Css("#vote"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert!(text(&b, "#voted").await.contains("counted"));
+        let t = tally(&b).await;
+        assert!(
+            t.contains(&("Bees first (write-in)".to_owned(), "1".to_owned())),
+            "{t:?}"
+        );
+        // B is no admin: no close button.
+        assert!(b.find(Locator::Css("#close")).await.is_err());
+
+        // A third vote through the API: A's open page refreshes its tally by itself.
+        let c = Client::new(&base);
+        let (_, view) = c.get(&format!("/api/ballots/{id}")).await;
+        let no = view["options"][1]["id"].as_i64().unwrap();
+        let (s, _) = c
+            .post(
+                &format!("/api/ballots/{id}/votes"),
+                json!({"voter": "api", "option_id": no}),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let t = tally(&a).await;
+            if t.contains(&("No".to_owned(), "1".to_owned())) {
+                assert!(t.contains(&("Yes".to_owned(), "1".to_owned())), "{t:?}");
+                assert!(
+                    t.contains(&("Bees first (write-in)".to_owned(), "1".to_owned())),
+                    "{t:?}"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the tally did not refresh: {t:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+
+        // A votes again: refused, with the reason on the page.
+        click_choice(&a, "No").await;
+        a.find(Locator::Css("#vote"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert!(text(&a, "#error").await.contains("already voted"));
+
+        // A created the ballot, so A can close it.
+        a.find(Locator::Css("#close"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while text(&a, "#status").await != "closed" {
+            assert!(Instant::now() < deadline, "not closed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            a.refresh().await.unwrap();
+        }
+        assert!(
+            a.find(Locator::Css("#vote")).await.is_err(),
+            "no vote form once closed"
+        );
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    });
+}
