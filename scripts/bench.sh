@@ -40,6 +40,11 @@ fi
 if [ "${BENCH_SERVICE:-1}" = 1 ]; then
   scripts/bench-service.sh
 fi
+# The ballots app under 10 000 voter connections, encryption on vs off interleaved (3 pairs of
+# 60 s runs, about 8 min): votes/s, p50/p99, KEK calls, peak RSS. BENCH_BALLOTS=0 skips it.
+if [ "${BENCH_BALLOTS:-1}" = 1 ]; then
+  scripts/bench-ballots.sh
+fi
 if command -v openssl >/dev/null; then
   echo "== baseline: $(openssl version) speed -evp aes-256-gcm (64-byte blocks, 1 core)"
   openssl speed -evp aes-256-gcm -bytes 64 -seconds 2 2>/dev/null | tail -1 || true

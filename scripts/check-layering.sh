@@ -21,4 +21,12 @@ if [ -n "$found" ]; then
   echo "$found" >&2
   exit 1
 fi
-echo "layering: coffer-core has no tokio, sqlx, redis, aws-sdk, reqwest or hyper; coffer-keys no database, cache, HSM or cloud client"
+# The reference application is built only on the public library crates, like any user's app.
+found=$(cargo tree -p coffer-ballots -e normal --prefix none --format '{p}' 2>/dev/null \
+  | awk '{print $1}' | sort -u | grep -E '^coffer-(server|cli|postgres|s3|pkcs11|aws-kms)$' || true)
+if [ -n "$found" ]; then
+  echo "layering check failed: apps/ballots depends on:" >&2
+  echo "$found" >&2
+  exit 1
+fi
+echo "layering: coffer-core has no tokio, sqlx, redis, aws-sdk, reqwest or hyper; coffer-keys no database, cache, HSM or cloud client; apps/ballots only the library crates"

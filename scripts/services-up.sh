@@ -32,6 +32,13 @@ if ! [ -f /usr/lib/softhsm/libsofthsm2.so ] && ! command -v softhsm2-util >/dev/
   DEBIAN_FRONTEND=noninteractive as_root apt-get -o DPkg::Lock::Timeout=600 install -y -qq softhsm2 >/dev/null
 fi
 
+# Headless Chromium and its WebDriver: the ballots app's browser test.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  log "installing chromium and chromium-driver"
+  as_root apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium chromium-driver >/dev/null
+fi
+
 if ! command -v moto_server >/dev/null; then
   log "installing moto[server]"
   python3 -m pip install -q 'moto[server]'
@@ -42,4 +49,4 @@ if ! python3 -c 'import aws_encryption_sdk, aws_cryptographic_material_providers
   log "installing aws-encryption-sdk[MPL] (Python)"
   python3 -m pip install -q 'aws-encryption-sdk[MPL]'
 fi
-log "PostgreSQL, Redis, SoftHSM2, moto and the Python AWS Encryption SDK ready"
+log "PostgreSQL, Redis, SoftHSM2, Chromium, moto and the Python AWS Encryption SDK ready"

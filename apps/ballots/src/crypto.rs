@@ -73,7 +73,8 @@ pub struct BallotKeys {
 }
 
 impl BallotKeys {
-    fn derive(data_key: &coffer_core::Dek, scope: &ScopeId) -> Result<BallotKeys, AppError> {
+    /// Derives the keys of the ballot whose scope is `scope` from its data key.
+    pub fn derive(data_key: &coffer_core::Dek, scope: &ScopeId) -> Result<BallotKeys, AppError> {
         let col = |c: &str| ColumnId::new(c).map_err(AppError::internal);
         let field = |c: &str| {
             FieldKey::new(data_key, KeyVersion(1), Suite::Gcm96, scope, &col(c)?)

@@ -63,7 +63,7 @@ pub struct LoadArgs {
     /// Print the summary as JSON on stdout
     #[arg(long)]
     json: bool,
-    /// Voter ids are <prefix>-<connection>-<n> (default: random, so runs never collide)
+    /// Voter ids are PREFIX-CONNECTION-N (default prefix: random, so runs never collide)
     #[arg(long)]
     voter_prefix: Option<String>,
 }
@@ -124,19 +124,41 @@ struct Summary {
     mismatches: Option<Vec<String>>,
 }
 
-/// A voter connection's tallies.
+/// A voter connection's tallies: latencies in microseconds (a histogram per connection would
+/// cost 10 000 histograms), acknowledged votes per (ballot, option), errors by kind.
+#[derive(Default)]
 struct Stats {
+    votes: Vec<u32>,
+    views: Vec<u32>,
+    acked: HashMap<(usize, i64), u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+/// All connections' tallies, latencies in histograms.
+struct Totals {
     votes: Histogram<u64>,
     views: Histogram<u64>,
     acked: HashMap<(usize, i64), u64>,
     errors: BTreeMap<String, u64>,
 }
 
+fn micros(t0: Instant) -> u32 {
+    u32::try_from(t0.elapsed().as_micros())
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
 impl Stats {
-    fn new() -> Result<Stats> {
-        Ok(Stats {
-            votes: Histogram::new_with_bounds(1, 600_000_000, 3)?,
-            views: Histogram::new_with_bounds(1, 600_000_000, 3)?,
+    fn error(&mut self, kind: impl Into<String>) {
+        *self.errors.entry(kind.into()).or_default() += 1;
+    }
+}
+
+impl Totals {
+    fn new() -> Result<Totals> {
+        Ok(Totals {
+            votes: Histogram::new_with_bounds(1, u64::from(u32::MAX), 3)?,
+            views: Histogram::new_with_bounds(1, u64::from(u32::MAX), 3)?,
             acked: HashMap::new(),
             errors: BTreeMap::new(),
         })
@@ -147,8 +169,12 @@ impl Stats {
     }
 
     fn merge(&mut self, other: Stats) -> Result<()> {
-        self.votes.add(&other.votes)?;
-        self.views.add(&other.views)?;
+        for v in other.votes {
+            self.votes.record(u64::from(v))?;
+        }
+        for v in other.views {
+            self.views.record(u64::from(v))?;
+        }
         for (k, v) in other.acked {
             *self.acked.entry(k).or_default() += v;
         }
@@ -350,7 +376,7 @@ async fn drive(
     duration: Duration,
     ramp: Duration,
     prefix: &str,
-) -> Result<(Stats, f64, usize)> {
+) -> Result<(Totals, f64, usize)> {
     let ballots = Arc::new(ballots.to_vec());
     let target = Arc::new(Target {
         addr: t.addr,
@@ -384,7 +410,7 @@ async fn drive(
             .await
         }));
     }
-    let mut total = Stats::new()?;
+    let mut total = Totals::new()?;
     for task in tasks {
         match task.await {
             Ok(Ok(s)) => total.merge(s)?,
@@ -410,7 +436,7 @@ struct VoterCtx {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 async fn voter(c: VoterCtx) -> Result<Stats> {
-    let mut stats = Stats::new()?;
+    let mut stats = Stats::default();
     let mut rng = fastrand::Rng::with_seed(c.conn as u64 ^ 0x9e37_79b9_7f4a_7c15);
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     let mut seq = 0u64;
@@ -443,7 +469,7 @@ async fn voter(c: VoterCtx) -> Result<Stats> {
         .await
         {
             Ok(Ok((StatusCode::OK, _))) => {
-                let _ = stats.views.record(t0.elapsed().as_micros().max(1) as u64);
+                stats.views.push(micros(t0));
             }
             Ok(Ok((status, _))) => stats.error(format!("view: HTTP {}", status.as_u16())),
             Ok(Err(e)) => {
@@ -481,7 +507,7 @@ async fn voter(c: VoterCtx) -> Result<Stats> {
         .await
         {
             Ok(Ok((StatusCode::CREATED, bytes))) => {
-                let _ = stats.votes.record(t0.elapsed().as_micros().max(1) as u64);
+                stats.votes.push(micros(t0));
                 match serde_json::from_slice::<VotedBody>(&bytes) {
                     Ok(v) => *stats.acked.entry((bi, v.option_id)).or_default() += 1,
                     Err(_) => stats.error("vote: unreadable answer"),
@@ -521,7 +547,7 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
-fn summarize(s: &Stats, seconds: f64, peak: usize, connections: usize, ballots: usize) -> Summary {
+fn summarize(s: &Totals, seconds: f64, peak: usize, connections: usize, ballots: usize) -> Summary {
     let votes = s.votes.len();
     Summary {
         connections,

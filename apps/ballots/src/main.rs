@@ -3,15 +3,6 @@
 //! `ballots serve` runs the web application (README: apps/ballots/README.md); `ballots load`
 //! is its load generator (10 000 simulated voters, one connection each).
 
-mod api;
-mod app;
-mod config;
-mod crypto;
-mod db;
-mod error;
-mod load;
-mod pages;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,10 +15,11 @@ use clap::{Parser, Subcommand};
 use coffer_keys::{CacheKey, KekRing, KeyStore, Keyring, SecretRef};
 use coffer_store::SqlStore;
 
-use crate::app::App;
-use crate::config::{Settings, Source};
-use crate::crypto::Keys;
-use crate::db::Db;
+use coffer_ballots::app::App;
+use coffer_ballots::config::{self, Settings, Source};
+use coffer_ballots::crypto::Keys;
+use coffer_ballots::db::Db;
+use coffer_ballots::{api, load, pages, raise_fd_limit, runtime};
 
 const SERVE_HELP: &str = "\
 With no ballots.toml (and no --config), Ballots runs on embedded defaults: ballots in
@@ -103,22 +95,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// Lets this process hold one descriptor per connection (10 000 voters and then some).
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-    {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
 }
 
 fn serve(a: ServeArgs) -> Result<ExitCode> {

@@ -1,6 +1,8 @@
 //! The ballots application end to end: the real binary on PostgreSQL (and on the embedded
 //! defaults), over HTTP.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::HashMap;

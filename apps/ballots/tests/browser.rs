@@ -2,6 +2,8 @@
 //! installs): create a ballot, vote from two browsers (an option and a write-in), watch the tally
 //! refresh by itself, be refused a second vote, close the ballot.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

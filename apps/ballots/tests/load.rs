@@ -3,6 +3,8 @@
 //! (`cargo test --release -p coffer-ballots --test load -- --test-threads=1`); the debug
 //! workspace run skips them (`--skip ten_thousand_voters`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::HashMap;

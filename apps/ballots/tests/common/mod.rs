@@ -1,6 +1,6 @@
 //! Test harness: a fresh PostgreSQL database per test, the real `ballots` binary, a redis-server
 //! of the test's own when it is to be killed.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
