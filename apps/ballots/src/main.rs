@@ -77,7 +77,7 @@ struct ServeArgs {
     /// Development mode: embedded defaults with a generated ./ballots-dev.key. Never in production.
     #[arg(long)]
     dev: bool,
-    /// Listen on this address (overrides [app] listen), e.g. 127.0.0.1:8080
+    /// Listen on this address (overrides `listen` of the `[app]` table), e.g. 127.0.0.1:8080
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
 }
