@@ -116,7 +116,7 @@ impl Settings {
 
     fn embedded(dev: bool) -> Result<Settings> {
         let source = if dev {
-            ensure_dev_key(Path::new(DEV_KEY_FILE))?;
+            coffer_keys::source::create_key_file(Path::new(DEV_KEY_FILE))?;
             format!("file:{DEV_KEY_FILE}")
         } else {
             if std::env::var_os(MASTER_KEY_ENV).is_none() {
@@ -227,28 +227,6 @@ impl AppConfig {
             encryption,
         })
     }
-}
-
-/// Creates the development KEK file (0600) if it is missing.
-fn ensure_dev_key(path: &Path) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if path.exists() {
-        return Ok(());
-    }
-    let key = coffer_core::Kek::generate()?;
-    let text = zeroize::Zeroizing::new(base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        key.expose_secret(),
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    Ok(())
 }
 
 #[cfg(test)]

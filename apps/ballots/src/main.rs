@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result};
 use axum::Router;
 use axum::routing::{get, post};
 use clap::{Parser, Subcommand};
-use coffer_keys::{CacheKey, KekRing, KeyStore, Keyring, SecretRef};
+use coffer_keys::{KekRing, KeyStore, Keyring};
 use coffer_store::SqlStore;
 
 use coffer_ballots::app::App;
@@ -133,17 +133,7 @@ async fn keyring(settings: &Settings) -> Result<Keyring> {
     let ring = KekRing::new(keks, cfg.primary()?.id()?)?;
     let mut kc = cfg.keyring_config()?;
     kc.actor = "ballots".to_owned();
-    match (&cfg.cache.redis_url, &cfg.cache.cache_key) {
-        (Some(url), Some(ck)) => {
-            let secret = SecretRef::parse(ck)?
-                .load_key()
-                .context("[cache] cache_key")?;
-            let key = CacheKey::new(&secret, cfg.cache.cache_key_version)?;
-            let l2 = Arc::new(coffer_redis::RedisL2::new(url, Default::default())?);
-            Ok(Keyring::with_l2(store, ring, kc, l2, key).await?)
-        }
-        _ => Ok(Keyring::new(store, ring, kc).await?),
-    }
+    Ok(coffer_redis::keyring_on(cfg, store, ring, kc).await?)
 }
 
 async fn serve_async(settings: Settings) -> Result<ExitCode> {

@@ -35,7 +35,7 @@ fn cookie(name: String, value: String, path: String) -> Cookie<'static> {
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:42rem;margin:2rem auto;\
 padding:0 1rem;line-height:1.4}table{border-collapse:collapse;width:100%}td,th{padding:.3rem;\
-border-bottom:1px solid #ddd;text-align:left}td.n{text-align:right}.err{color:#a00}\
+border-bottom:1px solid #ddd;text-align:left}.n{text-align:right}.err{color:#a00}\
 .note{color:#555;font-size:.9rem}textarea,input[type=text]{width:100%}";
 
 /// Polls the tally fragment every two seconds while the ballot is open.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use coffer_keys::config::{Config, KekConfig, local_provider};
-use coffer_keys::{CacheKey, KekProvider, KekRing, KekSource, KeyStore, Keyring, SecretRef};
+use coffer_keys::{KekProvider, KekRing, KekSource, KeyStore, Keyring};
 use coffer_store::SqlStore;
 
 /// Opens the KEK provider of one `[[kek]]` entry.
@@ -87,15 +87,5 @@ pub async fn keyring_on(
     ring: KekRing,
 ) -> Result<Keyring> {
     let kc = config.keyring_config()?;
-    match (&config.cache.redis_url, &config.cache.cache_key) {
-        (Some(url), Some(ck)) => {
-            let secret = SecretRef::parse(ck)?
-                .load_key()
-                .context("[cache] cache_key")?;
-            let key = CacheKey::new(&secret, config.cache.cache_key_version)?;
-            let l2 = Arc::new(coffer_redis::RedisL2::new(url, Default::default())?);
-            Ok(Keyring::with_l2(store, ring, kc, l2, key).await?)
-        }
-        _ => Ok(Keyring::new(store, ring, kc).await?),
-    }
+    Ok(coffer_redis::keyring_on(config, store, ring, kc).await?)
 }

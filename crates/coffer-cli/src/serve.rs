@@ -5,7 +5,6 @@
 //! only, and the KEK `main/v1` from `COFFER_MASTER_KEY` (or, with `--dev`, from a development key
 //! file generated once).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -142,27 +141,6 @@ pub struct RevokeTokenArgs {
     pub id: String,
 }
 
-/// Creates the development KEK file (0600) if it is missing.
-fn ensure_dev_key(path: &Path) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    if path.exists() {
-        return Ok(());
-    }
-    let key = coffer_core::Kek::generate()?;
-    let text = zeroize::Zeroizing::new(base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        key.expose_secret(),
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    Ok(())
-}
-
 /// The configuration: the file when there is one, else the embedded defaults.
 pub fn resolve(args: &ServiceConfigArgs, need_kek: bool) -> Result<Config> {
     let explicit = args.config.clone();
@@ -180,7 +158,7 @@ pub fn resolve(args: &ServiceConfigArgs, need_kek: bool) -> Result<Config> {
     }
     let source = if args.dev {
         if need_kek {
-            ensure_dev_key(Path::new(DEV_KEY_FILE))?;
+            coffer_keys::source::create_key_file(Path::new(DEV_KEY_FILE))?;
         }
         format!("file:{DEV_KEY_FILE}")
     } else {

@@ -96,6 +96,31 @@ impl SecretRef {
     }
 }
 
+/// Writes a freshly generated 256-bit key, standard base64, to a new file readable only by its
+/// owner (0600), unless the file exists already (then it is left as it is). For development keys
+/// (`coffer serve --dev`, `ballots serve --dev`), which `file:PATH` then reads.
+pub fn create_key_file(path: &Path) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if path.exists() {
+        return Ok(());
+    }
+    let key = Kek::generate()?;
+    let text = Zeroizing::new(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        key.expose_secret(),
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::config(format!("creating {}: {e}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| Error::config(format!("writing {}: {e}", path.display())))?;
+    Ok(())
+}
+
 impl SecretRef {
     /// Where the secret is, in words: `environment variable X` or `file P`.
     pub fn describe(&self) -> String {
