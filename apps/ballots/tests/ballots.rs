@@ -493,8 +493,30 @@ fn embedded_defaults_run_with_one_command() {
             )
             .await;
         assert_eq!(s, 201);
+        // Write-ins and a second vote on SQLite (the same batch SQL as PostgreSQL).
+        let path = format!("/api/ballots/{id}/votes");
+        let (s1, a) = c
+            .post(&path, json!({"voter": "b", "write_in": WRITE_IN}))
+            .await;
+        let (s2, b) = c
+            .post(
+                &path,
+                json!({"voter": "c", "write_in": WRITE_IN.to_uppercase()}),
+            )
+            .await;
+        assert_eq!((s1, s2), (201, 201));
+        assert_eq!(a["option_id"], b["option_id"]);
+        let (s, e) = c
+            .post(&path, json!({"voter": "a", "option_id": opts[0]}))
+            .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (409, Some("already_voted"))
+        );
         let (_, t) = c.get(&format!("/api/ballots/{id}/tally")).await;
         assert_eq!(counts(&t)[OPTIONS[1]], 1);
+        assert_eq!(counts(&t)[WRITE_IN], 2);
+        assert_eq!(t["total"], 3);
         let (s, h) = c.get("/healthz").await;
         assert_eq!((s, &h["encryption"]), (200, &json!(true)));
     });
