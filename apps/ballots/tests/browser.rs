@@ -72,20 +72,19 @@ async fn text(b: &Browser, css: &str) -> String {
         .unwrap()
 }
 
-/// The tally table as (option, votes) rows.
+/// The tally table as (option, votes) rows, read in one script call: the page's own script
+/// replaces the table every 2 s, so element handles taken one by one can go stale in between.
 async fn tally(b: &Browser) -> Vec<(String, String)> {
-    let rows = b.find_all(Locator::Css("#tally tr")).await.unwrap();
-    let mut out = Vec::new();
-    for r in rows {
-        let cells = r.find_all(Locator::Css("td")).await.unwrap();
-        if cells.len() == 2 {
-            out.push((
-                cells[0].text().await.unwrap(),
-                cells[1].text().await.unwrap(),
-            ));
-        }
-    }
-    out
+    let rows = b
+        .execute(
+            "return [...document.querySelectorAll('#tally tr')]\
+               .map(r => [...r.querySelectorAll('td')].map(c => c.textContent.trim()))\
+               .filter(c => c.length === 2);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value::<Vec<(String, String)>>(rows).unwrap()
 }
 
 async fn click_choice(b: &Browser, label: &str) {
