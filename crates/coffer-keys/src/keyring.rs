@@ -1346,6 +1346,62 @@ impl Keyring {
         Ok((live.version, out))
     }
 
+    /// Encrypts many values of one column under the scope's active version on all cores
+    /// (rayon, in the caller's pool when called inside `ThreadPool::install`), in order: one
+    /// lease and one key lookup for the whole batch, then
+    /// [`FieldKey::encrypt_batch_parallel`]. Returns the version used.
+    pub async fn encrypt_batch_parallel(
+        &self,
+        scope: &ScopeId,
+        column: &ColumnId,
+        suite: Suite,
+        items: &[(FieldContext<'_>, &[u8])],
+    ) -> Result<(KeyVersion, Vec<Vec<u8>>)> {
+        if items.is_empty() {
+            return Ok((self.active_version(scope).await?, Vec::new()));
+        }
+        let live = self.for_write(scope, items.len() as u64).await?;
+        let key = live.field_key(scope, column, suite)?;
+        Ok((live.version, key.encrypt_batch_parallel(items)?))
+    }
+
+    /// Decrypts many values of one column on all cores, in order. The keys every header
+    /// names are resolved first, so a value under an unknown or destroyed version fails the
+    /// whole call with that error; after that each result stands alone (a value that does
+    /// not authenticate is an `Err` in its place).
+    pub async fn decrypt_batch_parallel(
+        &self,
+        scope: &ScopeId,
+        column: &ColumnId,
+        items: &[(FieldContext<'_>, &[u8])],
+    ) -> Result<Vec<Result<Option<Vec<u8>>>>> {
+        use rayon::prelude::*;
+        let mut keys: HashMap<(KeyVersion, Suite), Arc<FieldKey>> = HashMap::new();
+        for (_, ct) in items {
+            if let Ok((h, _)) = Header::parse(ct)
+                && !keys.contains_key(&(h.version, h.suite))
+            {
+                let live = self.live(scope, h.version).await?;
+                keys.insert(
+                    (h.version, h.suite),
+                    live.field_key(scope, column, h.suite)?,
+                );
+            }
+        }
+        Ok(items
+            .par_iter()
+            .with_min_len(256)
+            .map(|(ctx, ct)| {
+                let (h, _) =
+                    Header::parse(ct).map_err(|_| Error::Crypto(coffer_core::Error::Decrypt))?;
+                let key = keys
+                    .get(&(h.version, h.suite))
+                    .ok_or(Error::Crypto(coffer_core::Error::Decrypt))?;
+                Ok(key.decrypt(ctx, ct)?)
+            })
+            .collect())
+    }
+
     /// Decrypts a field value with the version its header names: `Some(plaintext)`, or `None`
     /// for an authenticated NULL.
     pub async fn decrypt(

@@ -269,6 +269,22 @@ impl Columns {
         }
     }
 
+    /// Opens canonical bytes of `column` read from the row whose context is `row` (the row
+    /// id's text form): `Some(plaintext)` in canonical form, or `None` for an authenticated
+    /// NULL. For bindings that convert values themselves (the Python package).
+    pub async fn open_plain(
+        &self,
+        column: &str,
+        row: &str,
+        ciphertext: &[u8],
+    ) -> Result<Option<Plain>> {
+        let c = self.table.column(column)?;
+        Ok(self
+            .open_bytes(c, row, ciphertext)
+            .await?
+            .map(|bytes| Plain::from_canonical(c.value_type, bytes)))
+    }
+
     /// Starts sealing a row: set its values, then [`RowSealer::seal`].
     pub fn row(&self, row: &(impl RowId + ?Sized)) -> RowSealer<'_> {
         RowSealer {
@@ -605,6 +621,11 @@ impl RowSealer<'_> {
     pub fn set<T: ToPlain + ?Sized>(self, column: &str, value: &T) -> Result<Self> {
         let bytes = value.to_plain().map_err(|e| self.cols.err(column, e.0))?;
         Ok(self.put(column, T::TYPE, Some(bytes)))
+    }
+
+    /// Sets a column from canonical bytes of a known type (see [`Plain::from_canonical`]).
+    pub fn set_plain(self, column: &str, value: Plain) -> Self {
+        self.put(column, value.value_type, Some(value.bytes))
     }
 
     /// Sets a column to NULL (SQL NULL, or an authenticated NULL if the column asks for it).
