@@ -9,8 +9,9 @@ guide.
   ``decrypt``, ``blind_index`` and their batch forms (GIL released, all cores).
 - :class:`Table`: one table's encrypted columns; the Django fields (:mod:`coffer.django`) and
   SQLAlchemy types (:mod:`coffer.sqlalchemy`) are built on it.
-- :func:`encrypt_file`, :func:`decrypt_file`, :func:`open_encrypted`: files and streams in the
-  AWS Encryption SDK message format, as ``coffer file`` writes them.
+- :func:`encrypt_file`, :func:`decrypt_file`, :class:`EncryptingWriter`,
+  :class:`DecryptingReader`: files and streams in the AWS Encryption SDK message format, as
+  ``coffer file`` writes them (:mod:`coffer.files`).
 - :class:`FieldKey`: a column key from a raw key reference, as ``coffer field --key`` uses.
 - Errors: :class:`CofferError` and its subclasses :class:`DecryptionError`,
   :class:`KeyDestroyed`, :class:`UnknownKey`, :class:`ConfigError`, :class:`KeyStoreError`,
@@ -25,7 +26,9 @@ import threading
 from coffer._native import (
     CofferError,
     ConfigError,
+    DecryptingReader,
     DecryptionError,
+    EncryptingWriter,
     FieldKey,
     KeyDestroyed,
     Keyring,
@@ -38,12 +41,15 @@ from coffer._native import (
     from_text,
     to_text,
 )
+from coffer.files import decrypt_file, encrypt_file
 from coffer.values import VALUE_TYPES, decode, encode
 
 __all__ = [
     "CofferError",
     "ConfigError",
+    "DecryptingReader",
     "DecryptionError",
+    "EncryptingWriter",
     "FieldKey",
     "KeyDestroyed",
     "KeyStateError",
@@ -55,8 +61,10 @@ __all__ = [
     "VALUE_TYPES",
     "canonical_json",
     "decode",
+    "decrypt_file",
     "default_keyring",
     "encode",
+    "encrypt_file",
     "from_text",
     "set_default_keyring",
     "to_text",
