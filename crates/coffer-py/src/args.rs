@@ -2,14 +2,16 @@
 //! modes, each checked once here with a message that names the argument.
 
 use coffer_core::{ColumnId, FieldContext, Normalizer, ScopeId, Suite, ValueType};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
+use pyo3::types::{PyByteArray, PyBytes, PyString};
 
 use crate::errors;
 
 /// A value: `bytes` (or `bytearray`, copied) or `str` (its UTF-8), kept alive without a copy
-/// while the GIL is released.
-#[derive(FromPyObject)]
+/// while the GIL is released. Extracted by type checks, without building an exception for the
+/// variant that does not match (this is on every call's path).
 pub enum Data {
     /// bytes-like.
     Bytes(PyBackedBytes),
@@ -27,13 +29,46 @@ impl Data {
     }
 }
 
+impl<'a, 'py> FromPyObject<'a, 'py> for Data {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(b) = obj.cast::<PyBytes>() {
+            return Ok(Data::Bytes(PyBackedBytes::from(b.to_owned())));
+        }
+        if let Ok(s) = obj.cast::<PyString>() {
+            return Ok(Data::Text(PyBackedStr::try_from(s.to_owned())?));
+        }
+        if let Ok(b) = obj.cast::<PyByteArray>() {
+            return Ok(Data::Bytes(PyBackedBytes::from(b.to_owned())));
+        }
+        Err(PyTypeError::new_err(format!(
+            "expected bytes or str, got {}",
+            obj.get_type().name()?
+        )))
+    }
+}
+
 /// Context components: one `str`/`bytes`, or a sequence of them (order matters).
-#[derive(FromPyObject)]
 pub enum Components {
     /// One component.
     One(Data),
     /// Several.
     Many(Vec<Data>),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Components {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if obj.is_instance_of::<PyBytes>()
+            || obj.is_instance_of::<PyString>()
+            || obj.is_instance_of::<PyByteArray>()
+        {
+            return Ok(Components::One(Data::extract(obj)?));
+        }
+        Ok(Components::Many(obj.extract()?))
+    }
 }
 
 /// The components of an optional context as byte slices (none for `None`).

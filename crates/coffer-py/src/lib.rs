@@ -26,6 +26,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     m.add_class::<keyring::Keyring>()?;
+    m.add_class::<keyring::Column>()?;
     m.add_class::<table::Table>()?;
     m.add_class::<table::Search>()?;
     m.add_class::<rawkey::FieldKey>()?;

@@ -222,3 +222,26 @@ def test_postgres_key_store(pg_store: Store) -> None:
     assert k.ensure_scope(s) == 1
     ct = k.encrypt(s, "c", "on postgres", context="r", type="text")
     assert k.decrypt(s, "c", ct, context="r", type="text") == "on postgres"
+
+
+def test_column_handle_follows_rotation_and_destruction(keyring: coffer.Keyring) -> None:
+    s = unique_scope()
+    keyring.create_scope(s)
+    col = keyring.column(s, "patients.ssn", type="text")
+    a = col.encrypt("123-45-6789", context="r1")
+    assert keyring.decrypt(s, "patients.ssn", a, context="r1", type="text") == "123-45-6789"
+    assert col.decrypt(a, context="r1") == "123-45-6789"
+    with pytest.raises(coffer.DecryptionError):
+        col.decrypt(a, context="r2")
+    many = [col.encrypt(f"v{i}", context=str(i)) for i in range(2100)]  # crosses two leases
+    assert col.decrypt_batch(many, contexts=[str(i) for i in range(2100)])[2099] == "v2099"
+    keyring.rotate(s)
+    b = col.encrypt("after rotation", context="r1")
+    assert b[:2] != a[:2]  # sealed under version 2 at once (the handle saw the rotation)
+    assert col.decrypt(b, context="r1") == "after rotation"
+    keyring.destroy(s)
+    with pytest.raises(coffer.KeyDestroyed):
+        col.encrypt("no", context="r1")
+    with pytest.raises(coffer.KeyDestroyed):
+        col.decrypt(a, context="r1")
+    assert "123" not in repr(col)

@@ -152,6 +152,7 @@ class EncryptedText(Encrypted):
     """str, sealed as UTF-8."""
 
     value_type = "text"
+    cache_ok = True
 
 
 EncryptedString = EncryptedText
@@ -161,42 +162,49 @@ class EncryptedBytes(Encrypted):
     """bytes."""
 
     value_type = "bytes"
+    cache_ok = True
 
 
 class EncryptedInteger(Encrypted):
     """int (64-bit)."""
 
     value_type = "int"
+    cache_ok = True
 
 
 class EncryptedBoolean(Encrypted):
     """bool."""
 
     value_type = "bool"
+    cache_ok = True
 
 
 class EncryptedDate(Encrypted):
     """datetime.date."""
 
     value_type = "date"
+    cache_ok = True
 
 
 class EncryptedDateTime(Encrypted):
     """aware datetime.datetime (UTC microseconds)."""
 
     value_type = "timestamp"
+    cache_ok = True
 
 
 class EncryptedJSON(Encrypted):
     """Any JSON value (RFC 8785 canonical form)."""
 
     value_type = "json"
+    cache_ok = True
 
 
 class EncryptedUUID(Encrypted):
     """uuid.UUID."""
 
     value_type = "uuid"
+    cache_ok = True
 
 
 class BlindIndex(TypeDecorator):

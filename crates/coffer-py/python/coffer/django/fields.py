@@ -19,6 +19,7 @@ from urllib.parse import quote
 from django.core import checks
 from django.core.exceptions import FieldError
 from django.db import connections, models
+from django.db.models import signals
 from django.db.models.expressions import Col
 from django.db.models.lookups import Lookup
 
@@ -132,22 +133,13 @@ def table_for(model: type[models.Model]) -> _ModelTable:
 
 
 # ---- sealing a row -----------------------------------------------------------------------
+#
+# A row is sealed once per write: the first Coffer field Django prepares seals every value,
+# index and the version, and the row's other Coffer fields take their part. The result lives
+# on the instance only for that write: the pre_save signal (save) and CofferQuerySet.bulk_create
+# clear it before, post_save and bulk_create after.
 
 _CACHE = "_coffer_sealed"
-
-
-_IMMUTABLE = (str, bytes, int, bool, float, datetime.date, uuid.UUID, type(None))
-
-
-def _snapshot(mt: _ModelTable, instance: models.Model) -> tuple[Any, tuple[Any, ...]]:
-    """What the sealed row depends on: the row id and the values (immutable ones as they are,
-    others, e.g. JSON dicts that can change in place, in canonical form)."""
-    d = instance.__dict__
-    vals = []
-    for f in mt.encrypted:
-        v = d.get(f.attname)
-        vals.append(v if isinstance(v, _IMMUTABLE) else _values.encode(f.value_type, v))
-    return d.get(mt.row_attr), tuple(vals)
 
 
 def _plains(mt: _ModelTable, instance: models.Model) -> list[tuple[str, bytes | None]]:
@@ -159,29 +151,30 @@ def _plains(mt: _ModelTable, instance: models.Model) -> list[tuple[str, bytes | 
 
 
 def _sealed(instance: models.Model) -> tuple[dict[str, Any], dict[str, Any], int]:
-    """The row's ciphertexts, indexes and version, sealed once per distinct content."""
-    mt = table_for(type(instance))
-    snap = _snapshot(mt, instance)
+    """The row's ciphertexts, indexes and version for the write under way."""
     cached = instance.__dict__.get(_CACHE)
-    if cached is not None and cached[0] == snap:
-        return cached[1]
+    if cached is not None:
+        return cached
+    mt = table_for(type(instance))
     mt.ensure_scope()
     out = mt.table.seal_row(mt.row(instance), _plains(mt, instance))
-    instance.__dict__[_CACHE] = (_snapshot(mt, instance), out)
+    instance.__dict__[_CACHE] = out
     return out
 
 
+def _forget(sender: Any, instance: models.Model, **kwargs: Any) -> None:
+    instance.__dict__.pop(_CACHE, None)
+
+
 def seal_instances(instances: Sequence[models.Model]) -> None:
-    """Seals many instances in one call (GIL released); their next save reuses the result.
-    ``CofferManager``'s ``bulk_create`` calls it."""
+    """Seals many instances in one call (GIL released) for the write that follows."""
     if not instances:
         return
     mt = table_for(type(instances[0]))
     mt.ensure_scope()
     rows = [(mt.row(i), _plains(mt, i)) for i in instances]
-    out = mt.table.seal_rows(rows)
-    for inst, o in zip(instances, out):
-        inst.__dict__[_CACHE] = (_snapshot(mt, inst), o)
+    for inst, o in zip(instances, mt.table.seal_rows(rows)):
+        inst.__dict__[_CACHE] = o
 
 
 class CofferQuerySet(models.QuerySet):
@@ -189,8 +182,14 @@ class CofferQuerySet(models.QuerySet):
 
     def bulk_create(self, objs: Iterable[models.Model], *args: Any, **kwargs: Any) -> list[models.Model]:
         objs = list(objs)
+        for o in objs:
+            _forget(None, o)
         seal_instances(objs)
-        return super().bulk_create(objs, *args, **kwargs)
+        try:
+            return super().bulk_create(objs, *args, **kwargs)
+        finally:
+            for o in objs:
+                _forget(None, o)
 
 
 CofferManager = models.Manager.from_queryset(CofferQuerySet)
@@ -269,6 +268,13 @@ class EncryptedField(models.Field):
 
     def get_internal_type(self) -> str:
         return "BinaryField"
+
+    def contribute_to_class(self, cls: type[models.Model], name: str, private_only: bool = False) -> None:
+        super().contribute_to_class(cls, name, private_only=private_only)
+        if not cls._meta.abstract:
+            uid = f"coffer-{cls.__module__}.{cls.__qualname__}"
+            signals.pre_save.connect(_forget, sender=cls, weak=False, dispatch_uid=uid + "-pre")
+            signals.post_save.connect(_forget, sender=cls, weak=False, dispatch_uid=uid + "-post")
 
     def db_type(self, connection: Any) -> str | None:
         return models.BinaryField().db_type(connection)
@@ -502,7 +508,11 @@ class PrefixIndexField(_IndexField):
         return "bytea[]"
 
     def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
-        return None if value is None else [bytes(v) for v in value]
+        if value is None:
+            return None
+        # The array's text form ('{"\\x03ab…",…}'): PostgreSQL parses it into bytea[] far
+        # faster than the driver adapts a list of bytes element by element.
+        return "{" + ",".join(f'"\\\\x{bytes(v).hex()}"' for v in value) + "}"
 
 
 class KeyVersionField(models.IntegerField):
