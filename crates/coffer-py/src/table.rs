@@ -157,15 +157,11 @@ impl Table {
             prepared.push((row.as_str(), self.plains(values)?));
         }
         let (p, cols) = self.columns(py)?;
-        let sealed = py.detach(|| {
-            p.block_on(async {
-                let mut out = Vec::with_capacity(prepared.len());
-                for (row, plains) in prepared {
-                    out.push(seal_one(&cols, row, plains).await?);
-                }
-                Ok::<_, coffer_postgres::Error>(out)
-            })
-        });
+        let prepared: Vec<coffer_postgres::PlainRow> = prepared
+            .into_iter()
+            .map(|(r, v)| (r.to_owned(), v))
+            .collect();
+        let sealed = py.detach(|| p.install(|| p.block_on(cols.seal_rows(&prepared))));
         let sealed = sealed.map_err(errors::columns)?;
         let list = PyList::empty(py);
         for s in &sealed {

@@ -245,3 +245,30 @@ def test_column_handle_follows_rotation_and_destruction(keyring: coffer.Keyring)
     with pytest.raises(coffer.KeyDestroyed):
         col.decrypt(a, context="r1")
     assert "123" not in repr(col)
+
+
+def test_table_seal_rows_matches_seal_row(keyring: coffer.Keyring) -> None:
+    import json
+
+    s = unique_scope()
+    keyring.create_scope(s)
+    spec = {
+        "name": "t", "scope": s,
+        "column": [{"name": "ssn", "type": "text"}, {"name": "email", "type": "text", "nulls": "authenticated"}],
+        "index": [{"name": "ssn_bidx", "columns": ["ssn"], "bits": 32, "normalize": ["digits"]},
+                  {"name": "email_prefix", "columns": ["email"], "bits": 16, "prefix": [3, 5]}],
+    }
+    t = coffer.Table(keyring, json.dumps(spec))
+    rows = [(str(i), [("ssn", f"123-45-{i:04d}".encode()), ("email", None if i % 3 == 0 else f"u{i}@x.org".encode())])
+            for i in range(50)]
+    many = t.seal_rows(rows)
+    for (row, vals), (cts, ixs, ver) in zip(rows, many):
+        one_cts, one_ixs, one_ver = t.seal_row(row, vals)
+        assert ixs == one_ixs and ver == one_ver == 1
+        for col, v in vals:
+            assert t.open(col, row, cts[col]) == v == t.open(col, row, one_cts[col])
+        with pytest.raises(coffer.DecryptionError):
+            t.open("ssn", str(int(row) + 1), cts["ssn"])
+    assert many[0][1]["email_prefix"] is None and len(many[1][1]["email_prefix"]) == 3
+    with pytest.raises(coffer.ConfigError):
+        t.seal_rows([("1", [("nope", b"x")])])

@@ -68,3 +68,42 @@ class Note(models.Model):
     class Meta:
         app_label = "patients"
         db_table = "dj_notes"
+
+
+class EncryptedPatient(models.Model):
+    """PlainPatient with its personal fields encrypted and no search indexes (the benchmark)."""
+
+    coffer_scope = "table:dj_encrypted_patients"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    name = models.CharField(max_length=100)
+    ssn = EncryptedCharField(max_length=11)
+    email = EncryptedEmailField()
+    birth_date = EncryptedDateField(null=True)
+    diagnoses = EncryptedJSONField(null=True)
+    notes = EncryptedTextField(null=True)
+    key_version = KeyVersionField()
+
+    objects = CofferManager()
+
+    class Meta:
+        app_label = "patients"
+        db_table = "dj_encrypted_patients"
+
+
+class PlainIndexedPatient(models.Model):
+    """PlainPatient with the plaintext indexes that serve the same searches as Patient's blind
+    and prefix indexes (equality on ssn, LIKE 'prefix%' on email)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    name = models.CharField(max_length=100)
+    ssn = models.CharField(max_length=11, db_index=True)
+    email = models.EmailField()
+    birth_date = models.DateField(null=True)
+    diagnoses = models.JSONField(null=True)
+    notes = models.TextField(null=True)
+
+    class Meta:
+        app_label = "patients"
+        db_table = "dj_plain_indexed_patients"
+        indexes = [models.Index(models.functions.Lower("email"), name="dj_plain_email_lower")]
