@@ -1,15 +1,15 @@
 //! Coffer for Python: the `coffer._native` extension module behind the `coffer` package
 //! (python/coffer). docs/PYTHON.md is the guide.
 //!
-//! - [`keyring::Keyring`]: the coffer-keys keyring opened from coffer.toml (same key stores,
+//! - `keyring::Keyring`: the coffer-keys keyring opened from coffer.toml (same key stores,
 //!   KEK references and two-tier cache as the CLI), created lazily and again after `fork()`
-//!   ([`runtime`]); field encryption, decryption and blind indexes, single and batch (the
+//!   (module `runtime`); field encryption, decryption and blind indexes, single and batch (the
 //!   batch releases the GIL and runs on all cores).
-//! - [`table::Table`]: one table's encrypted columns (coffer-postgres), which the Django and
+//! - `table::Table`: one table's encrypted columns (coffer-postgres), which the Django and
 //!   SQLAlchemy integrations build on, and the re-encryption job.
-//! - [`rawkey::FieldKey`]: a column key from a raw key reference, as `coffer field` uses.
-//! - [`stream`]: file encryption and decryption in the ESDK-compatible stream format.
-//! - [`errors`]: the exception hierarchy (`coffer.CofferError` and its subclasses).
+//! - `rawkey::FieldKey`: a column key from a raw key reference, as `coffer field` uses.
+//! - `stream`: file encryption and decryption in the ESDK-compatible stream format.
+//! - `errors`: the exception hierarchy (`coffer.CofferError` and its subclasses).
 
 mod args;
 mod errors;

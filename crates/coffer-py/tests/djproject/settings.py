@@ -17,6 +17,8 @@ DATABASES = {
         "PASSWORD": _db.password or "",
         "HOST": _db.hostname or "127.0.0.1",
         "PORT": str(_db.port or 5432),
+        # DJANGO_SERVER_SIDE_BINDING=1: psycopg binds parameters on the server (binary bytea)
+        "OPTIONS": {"server_side_binding": os.environ.get("DJANGO_SERVER_SIDE_BINDING") == "1"},
     }
 }
 COFFER = {"CONFIG": os.environ.get("COFFER_CONFIG")}
