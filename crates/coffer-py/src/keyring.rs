@@ -385,9 +385,9 @@ pub struct Column {
     read: Mutex<Vec<(KeyVersion, Suite, Held)>>,
 }
 
-/// A column key kept by a `Column`.
+/// A column key kept by a `Column`, with the process state it came from.
 struct Held {
-    pid: u32,
+    process: Shared,
     generation: u64,
     until: Instant,
     left: u64,
@@ -395,26 +395,27 @@ struct Held {
 }
 
 impl Held {
-    fn valid(&self, kr: &coffer_keys::Keyring) -> bool {
-        self.pid == std::process::id()
-            && self.generation == kr.generation()
+    fn valid(&self) -> bool {
+        self.process.is_current()
+            && self.generation == self.process.keyring().generation()
             && Instant::now() < self.until
     }
 }
 
 impl Column {
-    fn write_key(&self, py: Python<'_>, p: &Process) -> PyResult<Arc<FieldKey>> {
-        let kr = p.keyring();
+    fn write_key(&self, py: Python<'_>) -> PyResult<Arc<FieldKey>> {
         {
             let mut g = self.write.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(h) = g.as_mut()
                 && h.left > 0
-                && h.valid(kr)
+                && h.valid()
             {
                 h.left -= 1;
                 return Ok(Arc::clone(&h.key));
             }
         }
+        let p = self.keyring.get().process(py)?;
+        let kr = p.keyring();
         let generation = kr.generation();
         let (_, key) = p
             .run(
@@ -423,9 +424,9 @@ impl Column {
             )
             .map_err(errors::keys)?;
         let held = Held {
-            pid: std::process::id(),
-            generation,
             until: Instant::now() + kr.config().active_ttl,
+            process: Arc::clone(&p),
+            generation,
             left: COLUMN_LEASE - 1,
             key: Arc::clone(&key),
         };
@@ -433,18 +434,19 @@ impl Column {
         Ok(key)
     }
 
-    fn read_key(&self, py: Python<'_>, p: &Process, ct: &[u8]) -> PyResult<Arc<FieldKey>> {
+    fn read_key(&self, py: Python<'_>, ct: &[u8]) -> PyResult<Arc<FieldKey>> {
         let (h, _) = Header::parse(ct).map_err(|_| errors::core(coffer_core::Error::Decrypt))?;
-        let kr = p.keyring();
         {
             let g = self.read.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some((_, _, held)) = g
                 .iter()
-                .find(|(v, s, held)| *v == h.version && *s == h.suite && held.valid(kr))
+                .find(|(v, s, held)| *v == h.version && *s == h.suite && held.valid())
             {
                 return Ok(Arc::clone(&held.key));
             }
         }
+        let p = self.keyring.get().process(py)?;
+        let kr = p.keyring();
         let generation = kr.generation();
         let key = p
             .run(
@@ -453,14 +455,14 @@ impl Column {
             )
             .map_err(errors::keys_open)?;
         let mut g = self.read.lock().unwrap_or_else(PoisonError::into_inner);
-        g.retain(|(_, _, held)| held.valid(kr));
+        g.retain(|(_, _, held)| held.valid());
         g.push((
             h.version,
             h.suite,
             Held {
-                pid: std::process::id(),
-                generation,
                 until: Instant::now() + kr.config().l1_ttl,
+                process: Arc::clone(&p),
+                generation,
                 left: 0,
                 key: Arc::clone(&key),
             },
@@ -480,8 +482,7 @@ impl Column {
         context: Option<Components>,
         domain: Option<Components>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let p = self.keyring.get().process(py)?;
-        let key = self.write_key(py, &p)?;
+        let key = self.write_key(py)?;
         let row = args::parts(&context);
         let dom = args::parts(&domain);
         let ctx = args::context(&row, &dom, self.value_type);
@@ -502,8 +503,7 @@ impl Column {
         context: Option<Components>,
         domain: Option<Components>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let p = self.keyring.get().process(py)?;
-        let key = self.read_key(py, &p, ciphertext.as_bytes())?;
+        let key = self.read_key(py, ciphertext.as_bytes())?;
         let row = args::parts(&context);
         let dom = args::parts(&domain);
         let ctx = args::context(&row, &dom, self.value_type);
