@@ -61,10 +61,17 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Components {
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        if obj.is_instance_of::<PyBytes>()
-            || obj.is_instance_of::<PyString>()
-            || obj.is_instance_of::<PyByteArray>()
-        {
+        if let Ok(s) = obj.cast::<PyString>() {
+            return Ok(Components::One(Data::Text(PyBackedStr::try_from(
+                s.to_owned(),
+            )?)));
+        }
+        if let Ok(b) = obj.cast::<PyBytes>() {
+            return Ok(Components::One(Data::Bytes(PyBackedBytes::from(
+                b.to_owned(),
+            ))));
+        }
+        if obj.is_instance_of::<PyByteArray>() {
             return Ok(Components::One(Data::extract(obj)?));
         }
         Ok(Components::Many(obj.extract()?))

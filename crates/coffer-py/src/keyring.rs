@@ -701,17 +701,37 @@ fn index_spec(
     })
 }
 
-fn batch_rows(contexts: Option<&[Option<Components>]>, n: usize) -> PyResult<Vec<Vec<&[u8]>>> {
+/// The row components of a batch's contexts: none, one per value (the common case, kept
+/// without an allocation per value), or several per value.
+enum Rows<'a> {
+    None,
+    One(Vec<[&'a [u8]; 1]>),
+    Many(Vec<Vec<&'a [u8]>>),
+}
+
+fn batch_rows(contexts: Option<&[Option<Components>]>, n: usize) -> PyResult<Rows<'_>> {
     match contexts {
-        None => Ok(Vec::new()),
-        Some(c) if c.len() == n => Ok(c.iter().map(args::parts).collect()),
-        Some(c) => Err(errors::config(format!(
+        None => Ok(Rows::None),
+        Some(c) if c.len() != n => Err(errors::config(format!(
             "contexts has {} entries for {n} values; give one per value",
             c.len()
         ))),
+        Some(c) if c.iter().all(|x| matches!(x, Some(Components::One(_)))) => Ok(Rows::One(
+            c.iter()
+                .map(|x| match x {
+                    Some(Components::One(d)) => [d.as_bytes()],
+                    _ => [&[][..]],
+                })
+                .collect(),
+        )),
+        Some(c) => Ok(Rows::Many(c.iter().map(args::parts).collect())),
     }
 }
 
-fn row_of<'a>(rows: &'a [Vec<&'a [u8]>], i: usize) -> &'a [&'a [u8]] {
-    rows.get(i).map(Vec::as_slice).unwrap_or(&[])
+fn row_of<'a>(rows: &'a Rows<'a>, i: usize) -> &'a [&'a [u8]] {
+    match rows {
+        Rows::None => &[],
+        Rows::One(v) => v.get(i).map(|a| &a[..]).unwrap_or(&[]),
+        Rows::Many(v) => v.get(i).map(Vec::as_slice).unwrap_or(&[]),
+    }
 }
