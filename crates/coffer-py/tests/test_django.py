@@ -232,3 +232,25 @@ def test_cli_and_rust_read_what_django_wrote_and_back(dj: Any, pg_store: Store, 
     got = Patient.objects.get(pk=p.pk)
     assert got.ssn == "135-79-2468" and got.key_version is not None
     assert [x.pk for x in Patient.objects.filter(ssn="135-79-2468")] == [p.pk]
+
+
+def test_model_forms_see_plaintext(dj: Any) -> None:
+    from django import forms
+
+    Patient = dj
+
+    class PatientForm(forms.ModelForm):
+        class Meta:
+            model = Patient
+            fields = ["name", "ssn", "email", "birth_date", "diagnoses"]
+
+    f = PatientForm(data={"name": "F", "ssn": "111-22-3333", "email": "not-an-email", "birth_date": "1990-01-02",
+                          "diagnoses": '{"codes": []}'})
+    assert not f.is_valid() and "email" in f.errors
+    f = PatientForm(data={"name": "F", "ssn": "111-22-3333", "email": "f@example.org", "birth_date": "1990-01-02",
+                          "diagnoses": '{"codes": []}'})
+    assert f.is_valid(), f.errors
+    p = f.save()
+    got = Patient.objects.get(pk=p.pk)
+    assert (got.ssn, got.email, str(got.birth_date), got.diagnoses) == ("111-22-3333", "f@example.org", "1990-01-02", {"codes": []})
+    assert PatientForm(instance=got).initial["ssn"] == "111-22-3333"

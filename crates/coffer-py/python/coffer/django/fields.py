@@ -324,7 +324,29 @@ class EncryptedField(models.Field):
         return "" if v is None else str(v)
 
     def formfield(self, **kwargs: Any) -> Any:
-        return None
+        """The form field of the plaintext's type (forms and the admin see plaintext)."""
+        from django import forms
+
+        cls = {
+            "text": forms.CharField,
+            "int": forms.IntegerField,
+            "bool": forms.BooleanField,
+            "date": forms.DateField,
+            "timestamp": forms.DateTimeField,
+            "json": forms.JSONField,
+            "uuid": forms.UUIDField,
+        }.get(self.value_type)
+        if cls is None:
+            return None
+        defaults: dict[str, Any] = {"form_class": cls}
+        if self.value_type == "text" and getattr(self, "max_length", None):
+            defaults["max_length"] = self.max_length
+        if isinstance(self, EncryptedEmailField):
+            defaults["form_class"] = forms.EmailField
+        if self.value_type == "bool":
+            defaults["required"] = False
+        defaults.update(kwargs)
+        return super().formfield(**defaults)
 
     def get_lookup(self, lookup_name: str) -> Any:
         if lookup_name in _LOOKUPS:
