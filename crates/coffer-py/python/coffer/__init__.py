@@ -6,7 +6,8 @@ versioned keys from the same key store (SQLite or PostgreSQL), KEKs and two-tier
 guide.
 
 - :class:`Keyring`: opened from coffer.toml, lazily and again after ``fork()``; ``encrypt``,
-  ``decrypt``, ``blind_index`` and their batch forms (GIL released, all cores).
+  ``decrypt``, ``blind_index`` and their batch forms (GIL released, all cores);
+  ``Keyring.column(scope, column)`` gives a :class:`Column`, the fastest single-value path.
 - :class:`Table`: one table's encrypted columns; the Django fields (:mod:`coffer.django`) and
   SQLAlchemy types (:mod:`coffer.sqlalchemy`) are built on it.
 - :func:`encrypt_file`, :func:`decrypt_file`, :class:`EncryptingWriter`,
@@ -25,6 +26,7 @@ import threading
 
 from coffer._native import (
     CofferError,
+    Column,
     ConfigError,
     DecryptingReader,
     DecryptionError,
@@ -46,6 +48,7 @@ from coffer.values import VALUE_TYPES, decode, encode
 
 __all__ = [
     "CofferError",
+    "Column",
     "ConfigError",
     "DecryptingReader",
     "DecryptionError",
