@@ -10,7 +10,7 @@ FIPS_CRATES := -p coffer-aead -p coffer-core -p coffer-keys -p coffer-store -p c
 # (services: PostgreSQL, Redis, SoftHSM2 and moto, started or installed when missing)
 .PHONY: test services lint layering doc test-default test-python verify-format fips-toolchain test-fips fuzz-smoke bench run
 
-test: services lint layering doc test-default test-python verify-format test-fips fuzz-smoke
+test: services lint layering doc test-python test-default verify-format test-fips fuzz-smoke
 	@echo "make test: all checks passed"
 
 lint:

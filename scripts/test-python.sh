@@ -27,8 +27,8 @@ rm -rf "$TARGET/wheels"
 echo "test-python: wheel built and installed in $(( $(date +%s) - start )) s"
 [ "${1:-}" = "--setup" ] && exit 0
 
-# The CLI and the Rust interop example the suite runs (debug, as `cargo test --workspace` builds
-# them: a no-op after it).
+# The CLI and the Rust interop example the suite runs, built as `cargo test --workspace` builds
+# them (`make test` runs this target first, so test-default then finds them built).
 cargo test --workspace --no-run --quiet 2>/dev/null || cargo test --workspace --no-run
 export COFFER_BIN="$TARGET/debug/coffer"
 export COFFER_RUST_INTEROP="$TARGET/debug/examples/rust_interop"
