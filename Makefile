@@ -1,5 +1,5 @@
 # Coffer — one entry point for building, testing and benchmarking.
-#   make test    everything CI runs: format, lints, layering, docs, tests (default and FIPS builds), fuzz smoke
+#   make test    everything CI runs: format, lints, layering, docs, tests (default and FIPS builds, Python), fuzz smoke
 #   make bench   criterion benchmarks with same-run baselines (raw aws-lc-rs, openssl speed)
 #   make run     the coffer CLI (ARGS="--help")
 
@@ -8,9 +8,9 @@ FIPS_FLAGS := --no-default-features --features fips,coffer-cli/pkcs11
 FIPS_CRATES := -p coffer-aead -p coffer-core -p coffer-keys -p coffer-store -p coffer-redis -p coffer-pkcs11 -p coffer-postgres -p coffer-server -p coffer-cli
 
 # (services: PostgreSQL, Redis, SoftHSM2 and moto, started or installed when missing)
-.PHONY: test services lint layering doc test-default verify-format fips-toolchain test-fips fuzz-smoke bench run
+.PHONY: test services lint layering doc test-default test-python verify-format fips-toolchain test-fips fuzz-smoke bench run
 
-test: services lint layering doc test-default verify-format test-fips fuzz-smoke
+test: services lint layering doc test-python test-default verify-format test-fips fuzz-smoke
 	@echo "make test: all checks passed"
 
 lint:
@@ -34,6 +34,11 @@ test-default: services
 	$(CARGO) test --release -p coffer-postgres --test reencrypt_million
 	# The ballots app under 10 000 voter connections: 60 s, then 30 s with Redis killed (about 3 min).
 	$(CARGO) test --release -p coffer-ballots --test load -- --test-threads=1
+
+# The Python package: builds the wheel (maturin, release profile) into a virtualenv under the
+# target directory and runs its pytest suite against PostgreSQL (docs/PYTHON.md).
+test-python: services
+	scripts/test-python.sh
 
 # The FIPS module (aws-lc-fips-sys) builds with CMake and Go; install them when missing.
 fips-toolchain:

@@ -45,6 +45,14 @@ fi
 if [ "${BENCH_BALLOTS:-1}" = 1 ]; then
   scripts/bench-ballots.sh
 fi
+# Python (crates/coffer-py): the wheel against cryptography's AESGCM and Fernet per value and per
+# 10 000-value batch, and Django bulk_create of 10 000 rows encrypted vs unencrypted, same run.
+# BENCH_PYTHON=0 skips it.
+if [ "${BENCH_PYTHON:-1}" = 1 ]; then
+  scripts/test-python.sh --setup
+  cargo build -q -p coffer-cli
+  "$target/py-venv/bin/python" crates/coffer-py/bench/bench.py --coffer "$target/debug/coffer"
+fi
 if command -v openssl >/dev/null; then
   echo "== baseline: $(openssl version) speed -evp aes-256-gcm (64-byte blocks, 1 core)"
   openssl speed -evp aes-256-gcm -bytes 64 -seconds 2 2>/dev/null | tail -1 || true

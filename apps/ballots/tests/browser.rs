@@ -61,15 +61,20 @@ impl Drop for Driver {
     }
 }
 
+/// The text of the element `css`, waiting up to 10 s for it. Right after a click that submits a
+/// form, the element found can belong to the page being left and go stale: then look again.
 async fn text(b: &Browser, css: &str) -> String {
-    b.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .unwrap()
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = b.find(Locator::Css(css)).await;
+        if let Ok(e) = found
+            && let Ok(t) = e.text().await
+        {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "{css} did not appear");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The tally table as (option, votes) rows, read in one script call: the page's own script

@@ -42,6 +42,10 @@ impl<T: RowId + ?Sized> RowId for &T {
     }
 }
 
+/// One row for [`Columns::seal_rows`]: its row context (the row id's text form) and its
+/// values by column name (`None`: NULL).
+pub type PlainRow = (String, Vec<(String, Option<Plain>)>);
+
 /// A plaintext in canonical form with its type, for code that handles columns generically.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Plain {
@@ -267,6 +271,141 @@ impl Columns {
             Some(p) => Ok(Some(T::from_plain(p).map_err(|e| self.err(column, e.0))?)),
             None => Ok(None),
         }
+    }
+
+    /// Opens canonical bytes of `column` read from the row whose context is `row` (the row
+    /// id's text form): `Some(plaintext)` in canonical form, or `None` for an authenticated
+    /// NULL. For bindings that convert values themselves (the Python package).
+    pub async fn open_plain(
+        &self,
+        column: &str,
+        row: &str,
+        ciphertext: &[u8],
+    ) -> Result<Option<Plain>> {
+        let c = self.table.column(column)?;
+        Ok(self
+            .open_bytes(c, row, ciphertext)
+            .await?
+            .map(|bytes| Plain::from_canonical(c.value_type, bytes)))
+    }
+
+    /// Seals many rows at once, with the same bytes as sealing each through
+    /// [`row`](Self::row): per column one lease, one key lookup and the batch path of
+    /// [`Keyring::encrypt_batch_parallel`] (all cores); per index one key lookup. Each row is
+    /// its row context (the row id's text form) and its values by column name (`None`: NULL).
+    pub async fn seal_rows(&self, rows: &[PlainRow]) -> Result<Vec<SealedRow>> {
+        let table = &self.table;
+        let ncols = table.columns().len();
+        // values[r][c]: not set, set to NULL, or set to canonical bytes.
+        let mut values: Vec<Vec<Option<Option<Vec<u8>>>>> = Vec::with_capacity(rows.len());
+        for (_, vals) in rows {
+            let mut row = vec![None; ncols];
+            for (name, v) in vals {
+                let c = table.column(name)?;
+                let i = table
+                    .columns()
+                    .iter()
+                    .position(|x| x.name == c.name)
+                    .ok_or_else(|| self.err(name, "unknown column"))?;
+                if let Some(p) = v {
+                    self.check_type(c, p.value_type)?;
+                }
+                row[i] = Some(v.as_ref().map(|p| p.bytes.clone()));
+            }
+            values.push(row);
+        }
+        let parts: Vec<[&[u8]; 1]> = rows.iter().map(|(r, _)| [r.as_bytes()]).collect();
+        let mut versions: Vec<Option<KeyVersion>> = vec![None; rows.len()];
+        let lower = |slot: &mut Option<KeyVersion>, v: KeyVersion| {
+            *slot = Some(slot.map_or(v, |o| o.min(v)));
+        };
+        let mut sealed: Vec<Vec<(String, Sealed)>> = vec![Vec::new(); rows.len()];
+        for (ci, c) in table.columns().iter().enumerate() {
+            let mut idx = Vec::new();
+            let mut items: Vec<(FieldContext<'_>, &[u8])> = Vec::new();
+            for (r, row) in values.iter().enumerate() {
+                match &row[ci] {
+                    Some(Some(v)) => {
+                        idx.push(r);
+                        items.push((self.context(c, &parts[r]), v.as_slice()));
+                    }
+                    Some(None) => {
+                        let value = match c.nulls {
+                            Nulls::Passthrough => None,
+                            Nulls::Authenticated => {
+                                let b = self.seal_bytes(c, &rows[r].0, None).await?;
+                                let e = Encrypted::<()>::from_bytes(b, c.storage)
+                                    .map_err(|e| self.err(&c.name, e.to_string()))?;
+                                lower(&mut versions[r], e.version());
+                                Some(e)
+                            }
+                        };
+                        sealed[r].push((
+                            c.name.clone(),
+                            Sealed {
+                                value,
+                                storage: c.storage,
+                            },
+                        ));
+                    }
+                    None => {}
+                }
+            }
+            if items.is_empty() {
+                continue;
+            }
+            let (version, out) = self
+                .keyring
+                .encrypt_batch_parallel(table.scope(), &c.id, c.suite, &items)
+                .await?;
+            for (r, b) in idx.into_iter().zip(out) {
+                let e = Encrypted::<()>::from_bytes(b, c.storage)
+                    .map_err(|e| self.err(&c.name, e.to_string()))?;
+                lower(&mut versions[r], version);
+                sealed[r].push((
+                    c.name.clone(),
+                    Sealed {
+                        value: Some(e),
+                        storage: c.storage,
+                    },
+                ));
+            }
+        }
+        let mut indexes: Vec<Vec<(String, IndexValue)>> = vec![Vec::new(); rows.len()];
+        for ix in table.indexes() {
+            let mut keys = None;
+            for (r, row) in values.iter().enumerate() {
+                let p: Option<Vec<Option<&[u8]>>> = ix
+                    .columns
+                    .iter()
+                    .map(|c| row[*c].as_ref().map(|v| v.as_deref()))
+                    .collect();
+                let Some(p) = p else { continue };
+                if keys.is_none() {
+                    keys = Some(self.active_index_keys(ix).await?);
+                }
+                if let Some((v, k)) = &keys {
+                    lower(&mut versions[r], *v);
+                    indexes[r].push((ix.name.clone(), index_value(ix, k, &p)?));
+                }
+            }
+        }
+        let order = |v: &mut Vec<(String, Sealed)>| {
+            v.sort_by_key(|(n, _)| table.columns().iter().position(|c| &c.name == n));
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for ((mut vals, ixs), v) in sealed.into_iter().zip(indexes).zip(versions) {
+            order(&mut vals);
+            let version =
+                v.ok_or_else(|| Error::value(table.name(), "-", "no column was set on this row"))?;
+            out.push(SealedRow {
+                table: table.name().to_owned(),
+                values: vals,
+                indexes: ixs,
+                version,
+            });
+        }
+        Ok(out)
     }
 
     /// Starts sealing a row: set its values, then [`RowSealer::seal`].
@@ -605,6 +744,11 @@ impl RowSealer<'_> {
     pub fn set<T: ToPlain + ?Sized>(self, column: &str, value: &T) -> Result<Self> {
         let bytes = value.to_plain().map_err(|e| self.cols.err(column, e.0))?;
         Ok(self.put(column, T::TYPE, Some(bytes)))
+    }
+
+    /// Sets a column from canonical bytes of a known type (see [`Plain::from_canonical`]).
+    pub fn set_plain(self, column: &str, value: Plain) -> Self {
+        self.put(column, value.value_type, Some(value.bytes))
     }
 
     /// Sets a column to NULL (SQL NULL, or an authenticated NULL if the column asks for it).

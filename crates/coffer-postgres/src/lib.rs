@@ -24,7 +24,7 @@ pub mod schema;
 mod sealed;
 pub mod value;
 
-pub use columns::{Columns, Plain, RowId, RowSealer, SealedRow, Search};
+pub use columns::{Columns, Plain, PlainRow, RowId, RowSealer, SealedRow, Search};
 pub use error::{Error, Result};
 pub use reencrypt::{Census, ReencryptOptions, Reencryptor, RunReport};
 pub use schema::{Schema, Storage, Table, TableSpec};

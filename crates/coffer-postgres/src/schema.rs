@@ -161,6 +161,16 @@ pub struct Index {
     pub(crate) keys: Vec<BlindIndexSpec>,
 }
 
+impl Index {
+    /// The names of the encrypted columns it indexes, in order.
+    pub fn column_names<'a>(&self, table: &'a Table) -> Vec<&'a str> {
+        self.columns
+            .iter()
+            .map(|i| table.column_at(*i).name.as_str())
+            .collect()
+    }
+}
+
 /// A validated table definition. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Table {

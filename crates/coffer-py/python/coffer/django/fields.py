@@ -1,0 +1,707 @@
+"""Encrypted Django model fields, their blind-index companions and lookups.
+
+How a save works: the first Coffer field Django prepares for a save seals the whole row once
+(every encrypted value with the row id as context, every blind index, the key version) through
+:class:`coffer.Table`; the other fields of that row take their part of the result. How a read
+works: the database value stays sealed on the instance until the attribute is first read, then
+it is opened with the row id and cached. A value that fails to authenticate raises
+:class:`coffer.DecryptionError` at that read.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import uuid
+from typing import Any, Iterable, Sequence
+from urllib.parse import quote
+
+from django.core import checks
+from django.core.exceptions import FieldError
+from django.db import connections, models
+from django.db.models import signals
+from django.db.models.expressions import Col
+from django.db.models.lookups import Lookup
+
+import coffer
+from coffer import values as _values
+from coffer._native import CofferError, ConfigError, DecryptionError, Keyring, Table
+from coffer._table import ColumnDef, IndexDef, Sealed, Stored, TableDef, row_context
+
+_lock = threading.Lock()
+_keyring: Keyring | None = None
+_scopes_ready: set[str] = set()
+
+
+def keyring() -> Keyring:
+    """The keyring of the Django integration: ``settings.COFFER["CONFIG"]`` if set, else
+    :func:`coffer.default_keyring`. Created once; opened lazily (after a fork, anew)."""
+    global _keyring
+    with _lock:
+        if _keyring is None:
+            from django.conf import settings
+
+            conf = getattr(settings, "COFFER", {}) or {}
+            path = conf.get("CONFIG")
+            _keyring = Keyring(str(path)) if path else coffer.default_keyring()
+        return _keyring
+
+
+def _settings() -> dict[str, Any]:
+    from django.conf import settings
+
+    return getattr(settings, "COFFER", {}) or {}
+
+
+# ---- the table of a model ----------------------------------------------------------------
+
+
+class _ModelTable:
+    """The Coffer definition of one model and its bound :class:`coffer.Table`."""
+
+    def __init__(self, model: type[models.Model]) -> None:
+        opts = model._meta
+        enc = [f for f in opts.concrete_fields if isinstance(f, EncryptedField)]
+        idx = [f for f in opts.concrete_fields if isinstance(f, _IndexField)]
+        ver = [f for f in opts.concrete_fields if isinstance(f, KeyVersionField)]
+        label = opts.label
+        if len(ver) != 1:
+            raise ConfigError(
+                f"{label}: a model with encrypted fields needs exactly one KeyVersionField "
+                f"(it has {len(ver)}); the re-encryption job reads it"
+            )
+        row_attr = getattr(model, "coffer_row_id", None) or opts.pk.name
+        row_field = opts.get_field(row_attr)
+        by_name = {f.name: f for f in enc}
+        indexes = []
+        for f in idx:
+            src = by_name.get(f.of)
+            if src is None:
+                raise ConfigError(f"{label}.{f.name}: of={f.of!r} names no encrypted field of the model")
+            indexes.append(
+                IndexDef(
+                    name=f.column,
+                    columns=(src.column,),
+                    bits=f.bits,
+                    normalize=tuple(f.normalize),
+                    prefix=getattr(f, "prefix", None),
+                )
+            )
+        self.definition = TableDef(
+            name=opts.db_table,
+            scope=getattr(model, "coffer_scope", None) or f"table:{opts.db_table}",
+            row_id=row_field.column,
+            version_column=ver[0].column,
+            columns=tuple(
+                ColumnDef(f.column, f.value_type, mode=f.mode, nulls=f.nulls, column_id=f.column_id)
+                for f in enc
+            ),
+            indexes=tuple(indexes),
+            table_id=getattr(model, "coffer_table_id", None),
+        )
+        self.encrypted = enc
+        self.row_attr = row_field.attname
+        self.table: Table = self.definition.bind(keyring())
+        self.index_fields = {f.name: f for f in idx}
+
+    def row(self, instance: models.Model) -> str:
+        return row_context(getattr(instance, self.row_attr))
+
+    def ensure_scope(self) -> None:
+        scope = self.definition.scope
+        if scope in _scopes_ready or not _settings().get("CREATE_SCOPES", True):
+            return
+        keyring().ensure_scope(scope)
+        _scopes_ready.add(scope)
+
+
+_tables: dict[type, _ModelTable] = {}
+_tables_lock = threading.Lock()
+
+
+def table_for(model: type[models.Model]) -> _ModelTable:
+    """The Coffer table of a model (built on first use)."""
+    model = model._meta.concrete_model or model
+    t = _tables.get(model)
+    if t is None:
+        with _tables_lock:
+            t = _tables.get(model)
+            if t is None:
+                t = _ModelTable(model)
+                _tables[model] = t
+    return t
+
+
+# ---- sealing a row -----------------------------------------------------------------------
+#
+# A row is sealed once per write: the first Coffer field Django prepares seals every value,
+# index and the version, and the row's other Coffer fields take their part. The result lives
+# on the instance only for that write: the pre_save signal (save) and CofferQuerySet.bulk_create
+# clear it before, post_save and bulk_create after.
+
+_CACHE = "_coffer_sealed"
+
+
+def _plains(mt: _ModelTable, instance: models.Model) -> list[tuple[str, bytes | None]]:
+    out = []
+    for f in mt.encrypted:
+        v = getattr(instance, f.attname)  # opens a stored value first
+        out.append((f.column, None if v is None else _values.encode(f.value_type, f.normalize_value(v))))
+    return out
+
+
+def _sealed(instance: models.Model) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """The row's ciphertexts, indexes and version for the write under way."""
+    cached = instance.__dict__.get(_CACHE)
+    if cached is not None:
+        return cached
+    mt = table_for(type(instance))
+    mt.ensure_scope()
+    out = mt.table.seal_row(mt.row(instance), _plains(mt, instance))
+    instance.__dict__[_CACHE] = out
+    return out
+
+
+def _forget(sender: Any, instance: models.Model, **kwargs: Any) -> None:
+    instance.__dict__.pop(_CACHE, None)
+
+
+def seal_instances(instances: Sequence[models.Model]) -> None:
+    """Seals many instances in one call (GIL released) for the write that follows."""
+    if not instances:
+        return
+    mt = table_for(type(instances[0]))
+    mt.ensure_scope()
+    rows = [(mt.row(i), _plains(mt, i)) for i in instances]
+    for inst, o in zip(instances, mt.table.seal_rows(rows)):
+        inst.__dict__[_CACHE] = o
+
+
+class CofferQuerySet(models.QuerySet):
+    """A QuerySet whose ``bulk_create`` seals all rows in one batch call first."""
+
+    def bulk_create(self, objs: Iterable[models.Model], *args: Any, **kwargs: Any) -> list[models.Model]:
+        objs = list(objs)
+        for o in objs:
+            _forget(None, o)
+        seal_instances(objs)
+        try:
+            return super().bulk_create(objs, *args, **kwargs)
+        finally:
+            for o in objs:
+                _forget(None, o)
+
+
+CofferManager = models.Manager.from_queryset(CofferQuerySet)
+CofferManager.__doc__ = "A manager whose bulk_create seals every row in one batch call."
+
+
+# ---- the descriptor ----------------------------------------------------------------------
+
+
+class _Descriptor:
+    """Holds the plaintext on the instance; opens a stored ciphertext on first read."""
+
+    def __init__(self, field: "EncryptedField") -> None:
+        self.field = field
+
+    def __get__(self, instance: models.Model | None, owner: type) -> Any:
+        if instance is None:
+            return self
+        name = self.field.attname
+        d = instance.__dict__
+        if name not in d:
+            instance.refresh_from_db(fields=[name])
+        v = d[name]
+        if isinstance(v, Stored):
+            v = self.field.open(instance, v)
+            d[name] = v
+        return v
+
+    def __set__(self, instance: models.Model, value: Any) -> None:
+        instance.__dict__[self.field.attname] = value
+
+
+# ---- encrypted fields --------------------------------------------------------------------
+
+
+class EncryptedField(models.Field):
+    """Base of the encrypted fields: stores the ciphertext in BYTEA.
+
+    Options: ``mode`` ("randomized", default; "randomized-tag128"; "deterministic"), ``nulls``
+    ("passthrough", default: SQL NULL stays NULL; "authenticated": NULL is sealed too),
+    ``column_id`` (the logical id bound into the AAD; default ``<table>.<column>``: set it
+    before renaming a column).
+    """
+
+    value_type = "bytes"
+    descriptor_class = _Descriptor
+    empty_strings_allowed = False
+
+    def __init__(
+        self,
+        *args: Any,
+        mode: str = "randomized",
+        nulls: str = "passthrough",
+        column_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.mode = mode
+        self.nulls = nulls
+        self.column_id = column_id
+        if kwargs.get("db_index") or kwargs.get("unique"):
+            raise ConfigError(
+                "an encrypted field cannot be db_index or unique: ciphertexts are randomized; "
+                "add a BlindIndexField for lookups"
+            )
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self) -> Any:
+        name, path, args, kwargs = super().deconstruct()
+        if self.mode != "randomized":
+            kwargs["mode"] = self.mode
+        if self.nulls != "passthrough":
+            kwargs["nulls"] = self.nulls
+        if self.column_id:
+            kwargs["column_id"] = self.column_id
+        return name, path, args, kwargs
+
+    def get_internal_type(self) -> str:
+        return "BinaryField"
+
+    def contribute_to_class(self, cls: type[models.Model], name: str, private_only: bool = False) -> None:
+        super().contribute_to_class(cls, name, private_only=private_only)
+        if not cls._meta.abstract:
+            uid = f"coffer-{cls.__module__}.{cls.__qualname__}"
+            signals.pre_save.connect(_forget, sender=cls, weak=False, dispatch_uid=uid + "-pre")
+            signals.post_save.connect(_forget, sender=cls, weak=False, dispatch_uid=uid + "-post")
+
+    def db_type(self, connection: Any) -> str | None:
+        return models.BinaryField().db_type(connection)
+
+    def normalize_value(self, value: Any) -> Any:
+        """The value as its canonical type expects it (e.g. a date from a datetime)."""
+        return value
+
+    # Reading: keep the ciphertext until the attribute is read.
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        if value is None:
+            return Stored(None) if self.nulls == "authenticated" else None
+        return Stored(bytes(value))
+
+    def to_python(self, value: Any) -> Any:
+        return value
+
+    def open(self, instance: models.Model, stored: Stored) -> Any:
+        if stored.data is None:
+            raise DecryptionError(
+                f"{self.model._meta.label}.{self.name}: SQL NULL in a column with authenticated "
+                "NULLs: the value was removed without the key"
+            )
+        mt = table_for(type(instance))
+        plain = mt.table.open(self.column, mt.row(instance), stored.data)
+        return None if plain is None else _values.decode(self.value_type, plain)
+
+    # Writing: the row is sealed once, each field binds its ciphertext.
+    def pre_save(self, model_instance: models.Model, add: bool) -> Any:
+        values, _, _ = _sealed(model_instance)
+        v = values.get(self.column)
+        return None if v is None else Sealed(v)
+
+    def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
+        if value is None or isinstance(value, Sealed):
+            return None if value is None else bytes(value)
+        raise CofferError(
+            f"{self.model._meta.label}.{self.name} is encrypted: a plaintext cannot be written "
+            "by QuerySet.update() or a raw expression; assign it on the instance and save()"
+        )
+
+    def get_prep_value(self, value: Any) -> Any:
+        return value
+
+    def value_to_string(self, obj: models.Model) -> str:
+        v = self.value_from_object(obj)
+        return "" if v is None else str(v)
+
+    def formfield(self, **kwargs: Any) -> Any:
+        """The form field of the plaintext's type (forms and the admin see plaintext)."""
+        from django import forms
+
+        cls = {
+            "text": forms.CharField,
+            "int": forms.IntegerField,
+            "bool": forms.BooleanField,
+            "date": forms.DateField,
+            "timestamp": forms.DateTimeField,
+            "json": forms.JSONField,
+            "uuid": forms.UUIDField,
+        }.get(self.value_type)
+        if cls is None:
+            return None
+        defaults: dict[str, Any] = {"form_class": cls}
+        if self.value_type == "text" and getattr(self, "max_length", None):
+            defaults["max_length"] = self.max_length
+        if isinstance(self, EncryptedEmailField):
+            defaults["form_class"] = forms.EmailField
+        if self.value_type == "bool":
+            defaults["required"] = False
+        defaults.update(kwargs)
+        return super().formfield(**defaults)
+
+    def get_lookup(self, lookup_name: str) -> Any:
+        if lookup_name in _LOOKUPS:
+            return _LOOKUPS[lookup_name]
+        if lookup_name == "isnull":
+            return super().get_lookup(lookup_name)
+        raise FieldError(
+            f"{self.model._meta.label}.{self.name} is encrypted: the only lookups are exact, in "
+            "(through a BlindIndexField), startswith/istartswith (through a PrefixIndexField) "
+            "and isnull"
+        )
+
+    def get_transform(self, lookup_name: str) -> Any:
+        return None
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        errors = super().check(**kwargs)
+        if self.mode not in ("randomized", "randomized-tag128", "deterministic"):
+            errors.append(checks.Error(f"mode {self.mode!r} is not a Coffer mode", obj=self, id="coffer.E001"))
+        if self.nulls not in ("passthrough", "authenticated"):
+            errors.append(checks.Error(f"nulls {self.nulls!r}: passthrough or authenticated", obj=self, id="coffer.E002"))
+        if not any(isinstance(f, KeyVersionField) for f in self.model._meta.concrete_fields):
+            errors.append(
+                checks.Error(
+                    "a model with encrypted fields needs a KeyVersionField",
+                    hint="add key_version = KeyVersionField()",
+                    obj=self,
+                    id="coffer.E003",
+                )
+            )
+        return errors
+
+
+class EncryptedBinaryField(EncryptedField):
+    """bytes, sealed as they are."""
+
+    value_type = "bytes"
+
+
+class EncryptedTextField(EncryptedField):
+    """str (any length), sealed as UTF-8."""
+
+    value_type = "text"
+
+
+class EncryptedCharField(EncryptedTextField):
+    """str with a ``max_length`` checked by validation (the ciphertext column is BYTEA)."""
+
+    def __init__(self, *args: Any, max_length: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_length = max_length
+        if max_length is not None:
+            from django.core.validators import MaxLengthValidator
+
+            self.validators.append(MaxLengthValidator(max_length))
+
+    def deconstruct(self) -> Any:
+        name, path, args, kwargs = super().deconstruct()
+        if self.max_length is not None:
+            kwargs["max_length"] = self.max_length
+        return name, path, args, kwargs
+
+
+class EncryptedEmailField(EncryptedCharField):
+    """An e-mail address (validated like EmailField), sealed as UTF-8."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 254)
+        super().__init__(*args, **kwargs)
+        from django.core.validators import validate_email
+
+        self.validators.append(validate_email)
+
+
+class EncryptedIntegerField(EncryptedField):
+    """int (64-bit), sealed as i64 big-endian."""
+
+    value_type = "int"
+
+
+class EncryptedBooleanField(EncryptedField):
+    """bool."""
+
+    value_type = "bool"
+
+
+class EncryptedDateField(EncryptedField):
+    """datetime.date, sealed as days since 1970-01-01."""
+
+    value_type = "date"
+
+    def normalize_value(self, value: Any) -> Any:
+        if isinstance(value, datetime.datetime):
+            return value.date()
+        if isinstance(value, str):
+            return datetime.date.fromisoformat(value)
+        return value
+
+
+class EncryptedDateTimeField(EncryptedField):
+    """An aware datetime.datetime, sealed as UTC microseconds (naive values are refused)."""
+
+    value_type = "timestamp"
+
+
+class EncryptedJSONField(EncryptedField):
+    """Any JSON value, sealed in RFC 8785 canonical form."""
+
+    value_type = "json"
+
+
+class EncryptedUUIDField(EncryptedField):
+    """uuid.UUID, sealed as 16 bytes."""
+
+    value_type = "uuid"
+
+    def normalize_value(self, value: Any) -> Any:
+        return uuid.UUID(str(value)) if not isinstance(value, uuid.UUID) else value
+
+
+# ---- companions ----------------------------------------------------------------------------
+
+
+class _IndexField(models.Field):
+    """A column the row's sealing fills in; never assigned by hand."""
+
+    def __init__(self, *args: Any, of: str, bits: int = 32, normalize: Iterable[str] = (), **kwargs: Any) -> None:
+        self.of = of
+        self.bits = bits
+        self.normalize = list(normalize)
+        kwargs.setdefault("null", True)
+        kwargs.setdefault("editable", False)
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self) -> Any:
+        name, path, args, kwargs = super().deconstruct()
+        kwargs.update(of=self.of, bits=self.bits)
+        if self.normalize:
+            kwargs["normalize"] = self.normalize
+        kwargs.pop("null", None)
+        kwargs.pop("editable", None)
+        return name, path, args, kwargs
+
+    def pre_save(self, model_instance: models.Model, add: bool) -> Any:
+        _, indexes, _ = _sealed(model_instance)
+        return indexes.get(self.column)
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        return value
+
+
+class BlindIndexField(_IndexField):
+    """The blind index (BYTEA) of encrypted field ``of``: ``bits`` wide (see
+    ``coffer index plan``), after ``normalize`` (trim, casefold, nfc, digits, last:N).
+    ``filter(<of>=value)`` and ``filter(<of>__in=[...])`` search through it."""
+
+    def db_type(self, connection: Any) -> str | None:
+        return models.BinaryField().db_type(connection)
+
+    def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
+        return None if value is None else bytes(value)
+
+
+class PrefixIndexField(_IndexField):
+    """Prefix tokens (BYTEA[], PostgreSQL) of encrypted field ``of``: one token per prefix
+    length in ``prefix=(min, max)``. ``filter(<of>__startswith="abc")`` searches through it.
+    Give it a GIN index: ``GinIndex(fields=["<name>"])`` in the model's Meta.indexes."""
+
+    def __init__(self, *args: Any, prefix: tuple[int, int] = (3, 8), **kwargs: Any) -> None:
+        self.prefix = (int(prefix[0]), int(prefix[1]))
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self) -> Any:
+        name, path, args, kwargs = super().deconstruct()
+        kwargs["prefix"] = self.prefix
+        return name, path, args, kwargs
+
+    def db_type(self, connection: Any) -> str | None:
+        if connection.vendor != "postgresql":
+            raise ConfigError("PrefixIndexField needs PostgreSQL (a bytea[] column with a GIN index)")
+        return "bytea[]"
+
+    def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
+        if value is None:
+            return None
+        # The array's text form ('{"\\x03ab…",…}'): PostgreSQL parses it into bytea[] far
+        # faster than the driver adapts a list of bytes element by element.
+        return "{" + ",".join(f'"\\\\x{bytes(v).hex()}"' for v in value) + "}"
+
+
+class KeyVersionField(models.IntegerField):
+    """The key version the row was sealed under (the re-encryption job selects rows below the
+    active version). Filled in on every save."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("null", True)
+        kwargs.setdefault("editable", False)
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self) -> Any:
+        name, path, args, kwargs = super().deconstruct()
+        kwargs.pop("null", None)
+        kwargs.pop("editable", None)
+        return name, path, args, kwargs
+
+    def pre_save(self, model_instance: models.Model, add: bool) -> Any:
+        _, _, version = _sealed(model_instance)
+        return version
+
+
+# ---- lookups -------------------------------------------------------------------------------
+
+
+class _BlindLookup(Lookup):
+    prepare_rhs = False
+    prefix = False
+
+    def _index(self) -> tuple[_ModelTable, Any]:
+        field = self.lhs.output_field
+        mt = table_for(field.model)
+        ix = mt.definition.index_for(field.column, prefix=self.prefix)
+        if ix is None:
+            kind = "PrefixIndexField" if self.prefix else "BlindIndexField"
+            raise FieldError(
+                f"{field.model._meta.label}.{field.name} is encrypted and has no {kind}: add "
+                f"one with of={field.name!r} to search it with __{self.lookup_name}"
+            )
+        index_field = next(f for f in mt.index_fields.values() if f.column == ix.name)
+        return mt, index_field
+
+    def _col_sql(self, compiler: Any, connection: Any, index_field: Any) -> str:
+        sql, _ = compiler.compile(Col(self.lhs.alias, index_field))
+        return sql
+
+
+class BlindExact(_BlindLookup):
+    """``field = value`` through the blind index, under every live key version."""
+
+    lookup_name = "exact"
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        mt, ixf = self._index()
+        field = self.lhs.output_field
+        terms = _terms(mt, ixf, field, [self.rhs])
+        return f"{self._col_sql(compiler, connection, ixf)} = ANY(%s)", [terms]
+
+
+class BlindIn(_BlindLookup):
+    """``field IN (...)`` through the blind index."""
+
+    lookup_name = "in"
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        mt, ixf = self._index()
+        field = self.lhs.output_field
+        terms = _terms(mt, ixf, field, list(self.rhs))
+        return f"{self._col_sql(compiler, connection, ixf)} = ANY(%s)", [terms]
+
+
+class BlindStartswith(_BlindLookup):
+    """``field LIKE 'prefix%'`` through the prefix tokens (array overlap, GIN-indexed)."""
+
+    lookup_name = "startswith"
+    prefix = True
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        mt, ixf = self._index()
+        if not isinstance(self.rhs, str):
+            raise ConfigError("startswith on an encrypted field takes a str")
+        s = mt.table.search_prefix(ixf.column, self.rhs)
+        return f"{self._col_sql(compiler, connection, ixf)} && %s::bytea[]", [s.terms]
+
+
+class BlindIStartswith(BlindStartswith):
+    """``istartswith``: allowed when the prefix index casefolds."""
+
+    lookup_name = "istartswith"
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        _, ixf = self._index()
+        if not any(n in ("casefold", "lowercase") for n in ixf.normalize):
+            raise FieldError(
+                f"{ixf.model._meta.label}.{ixf.name} does not casefold; istartswith needs "
+                "normalize=[..., 'casefold'] (or use startswith)"
+            )
+        return super().as_sql(compiler, connection)
+
+
+def _terms(mt: _ModelTable, ixf: Any, field: EncryptedField, values: list[Any]) -> list[bytes]:
+    out: list[bytes] = []
+    for v in values:
+        if v is None:
+            continue
+        canon = _values.encode(field.value_type, field.normalize_value(v))
+        out.extend(mt.table.search_eq(ixf.column, [canon]).terms)
+    return out
+
+
+_LOOKUPS = {
+    "exact": BlindExact,
+    "in": BlindIn,
+    "startswith": BlindStartswith,
+    "istartswith": BlindIStartswith,
+}
+
+
+# ---- confirmed search and bulk ------------------------------------------------------------
+
+
+def search(queryset: models.QuerySet, **lookups: Any) -> list[models.Model]:
+    """``queryset.filter(**lookups)``, then each candidate confirmed after decryption: a blind
+    index only narrows the rows (short indexes collide on purpose), so use this where a false
+    positive matters. Supports ``field=value`` and ``field__startswith=prefix``."""
+    rows = list(queryset.filter(**lookups))
+    out = []
+    for r in rows:
+        ok = True
+        for key, want in lookups.items():
+            name, _, op = key.partition("__")
+            have = getattr(r, name)
+            f = r._meta.get_field(name)
+            if isinstance(f, EncryptedField):
+                mt = table_for(type(r))
+                ix = mt.definition.index_for(f.column, prefix=op in ("startswith", "istartswith"))
+                if ix is None:
+                    continue
+                if op in ("startswith", "istartswith"):
+                    s = mt.table.search_prefix(ix.name, want)
+                    ok &= have is not None and s.matches([_values.encode(f.value_type, have)])
+                elif op in ("", "exact"):
+                    s = mt.table.search_eq(ix.name, [_values.encode(f.value_type, f.normalize_value(want))])
+                    ok &= have is not None and s.matches([_values.encode(f.value_type, have)])
+        if ok:
+            out.append(r)
+    return out
+
+
+def database_url(using: str = "default") -> str:
+    """A postgres:// URL for a Django database alias (for the re-encryption job)."""
+    s = connections[using].settings_dict
+    if connections[using].vendor != "postgresql":
+        raise ConfigError(f"database {using!r} is not PostgreSQL; the re-encryption job needs PostgreSQL")
+    user = quote(s.get("USER") or "", safe="")
+    pw = s.get("PASSWORD") or ""
+    auth = f"{user}:{quote(pw, safe='')}@" if pw else (f"{user}@" if user else "")
+    host = s.get("HOST") or "localhost"
+    if host.startswith("/"):
+        return f"postgres://{auth}/{quote(s['NAME'], safe='')}?host={quote(host, safe='')}"
+    port = f":{s['PORT']}" if s.get("PORT") else ""
+    return f"postgres://{auth}{host}{port}/{quote(s['NAME'], safe='')}"
+
+
+def reencrypt(model: type[models.Model], *, using: str = "default", batch_size: int = 1000, workers: int = 1,
+              max_rows: int | None = None) -> dict[str, Any]:
+    """Runs the re-encryption job (``coffer reencrypt``) on a model's table: every row below
+    the active key version is sealed again, with its indexes, while the application runs."""
+    mt = table_for(model)
+    return mt.table.reencrypt(database_url(using), batch_size=batch_size, workers=workers, max_rows=max_rows)

@@ -1,0 +1,374 @@
+//! `coffer.Table`: one table's encrypted columns (coffer-postgres `Columns`) for the Django
+//! and SQLAlchemy integrations. The same AADs, blind indexes, prefix tokens and version column
+//! as the Rust library and `coffer reencrypt`, so each side reads what the other wrote.
+//!
+//! Values cross this boundary in canonical form (docs/FORMAT.md table 3; the Python side's
+//! `coffer.values` converts): text as UTF-8, integers as i64 big-endian, and so on.
+
+use std::time::Duration;
+
+use coffer_core::field::text;
+use coffer_postgres::{
+    Columns, IndexValue, Plain, ReencryptOptions, Reencryptor, SealedRow, Storage, TableSpec,
+};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use sqlx::postgres::PgPoolOptions;
+
+use crate::args::Data;
+use crate::errors;
+use crate::keyring::Keyring;
+
+/// One row's values: (column, canonical bytes or None for NULL).
+type RowValues = Vec<(String, Option<Data>)>;
+
+/// One table's encrypted columns bound to a keyring.
+#[pyclass(name = "Table", module = "coffer._native", frozen)]
+pub struct Table {
+    keyring: Py<Keyring>,
+    table: coffer_postgres::Table,
+}
+
+/// Blind-index search terms and the check that confirms a decrypted candidate.
+#[pyclass(name = "Search", module = "coffer._native", frozen)]
+pub struct Search {
+    inner: coffer_postgres::Search,
+}
+
+impl Table {
+    fn columns(&self, py: Python<'_>) -> PyResult<(crate::runtime::Shared, Columns)> {
+        let p = self.keyring.get().process(py)?;
+        let cols = Columns::new(p.keyring().clone(), self.table.clone());
+        Ok((p, cols))
+    }
+
+    fn plain(&self, column: &str, bytes: &[u8]) -> PyResult<Plain> {
+        let c = self.table.column(column).map_err(errors::columns)?;
+        Ok(Plain::from_canonical(c.value_type, bytes.to_vec()))
+    }
+}
+
+fn sealed_out<'py>(py: Python<'py>, row: &SealedRow) -> PyResult<Bound<'py, PyTuple>> {
+    let values = PyDict::new(py);
+    for (name, s) in row.values() {
+        match s.ciphertext() {
+            None => values.set_item(name, py.None())?,
+            Some(e) if e.storage() == Storage::Text => values.set_item(name, e.to_text())?,
+            Some(e) => values.set_item(name, PyBytes::new(py, e.as_bytes()))?,
+        }
+    }
+    let indexes = PyDict::new(py);
+    for (name, ix) in row.indexes() {
+        match ix {
+            IndexValue::Single(Some(b)) => indexes.set_item(name, PyBytes::new(py, b))?,
+            IndexValue::Tokens(Some(t)) => indexes.set_item(
+                name,
+                PyList::new(py, t.iter().map(|b| PyBytes::new(py, b)))?,
+            )?,
+            _ => indexes.set_item(name, py.None())?,
+        }
+    }
+    PyTuple::new(
+        py,
+        [
+            values.into_any(),
+            indexes.into_any(),
+            row.version().into_pyobject(py)?.into_any(),
+        ],
+    )
+}
+
+/// A stored value: BYTEA bytes, or the TEXT form `cf1:…`.
+fn stored(d: &Data) -> PyResult<std::borrow::Cow<'_, [u8]>> {
+    match d {
+        Data::Bytes(b) => Ok(std::borrow::Cow::Borrowed(&**b)),
+        Data::Text(s) => text::decode(s)
+            .map(std::borrow::Cow::Owned)
+            .map_err(errors::core),
+    }
+}
+
+#[pymethods]
+impl Table {
+    /// Table(keyring, spec_json)
+    ///
+    /// A table definition in the form of coffer-columns.toml's `[[table]]` (docs/COLUMNS.md),
+    /// as JSON text: name, scope, row_id, version_column, column (list), index (list).
+    #[new]
+    fn new(keyring: Py<Keyring>, spec_json: &str) -> PyResult<Self> {
+        let spec: TableSpec = serde_json::from_str(spec_json)
+            .map_err(|e| errors::config(format!("table definition: {e}")))?;
+        let table = coffer_postgres::Table::new(&spec).map_err(errors::columns)?;
+        Ok(Table { keyring, table })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Table({:?}, scope={:?}, {} encrypted columns, {} indexes)",
+            self.table.name(),
+            self.table.scope().as_str(),
+            self.table.columns().len(),
+            self.table.indexes().len()
+        )
+    }
+
+    /// The SQL table name.
+    #[getter]
+    fn name(&self) -> &str {
+        self.table.name()
+    }
+
+    /// The key-store scope.
+    #[getter]
+    fn scope(&self) -> &str {
+        self.table.scope().as_str()
+    }
+
+    /// seal_row(row, values) -> (ciphertexts, indexes, version)
+    ///
+    /// Seals one row: `row` is the row id's text form (as PostgreSQL prints `id::text`),
+    /// `values` maps column names to canonical bytes (None: NULL). Returns the ciphertexts by
+    /// column (bytes, or str for TEXT storage; None for SQL NULL), the blind indexes by name
+    /// (bytes, a list of bytes for prefix indexes) and the key version to store.
+    fn seal_row<'py>(
+        &self,
+        py: Python<'py>,
+        row: &str,
+        values: RowValues,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let plains = self.plains(&values)?;
+        let (p, cols) = self.columns(py)?;
+        let sealed = p
+            .run(py, seal_one(&cols, row, plains))
+            .map_err(errors::columns)?;
+        sealed_out(py, &sealed)
+    }
+
+    /// seal_rows(rows) -> list of (ciphertexts, indexes, version)
+    ///
+    /// `seal_row` for many rows (a list of (row, values)), with the GIL released.
+    fn seal_rows<'py>(
+        &self,
+        py: Python<'py>,
+        rows: Vec<(String, RowValues)>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let mut prepared = Vec::with_capacity(rows.len());
+        for (row, values) in &rows {
+            prepared.push((row.as_str(), self.plains(values)?));
+        }
+        let (p, cols) = self.columns(py)?;
+        let prepared: Vec<coffer_postgres::PlainRow> = prepared
+            .into_iter()
+            .map(|(r, v)| (r.to_owned(), v))
+            .collect();
+        let sealed = py.detach(|| p.install(|| p.block_on(cols.seal_rows(&prepared))));
+        let sealed = sealed.map_err(errors::columns)?;
+        let list = PyList::empty(py);
+        for s in &sealed {
+            list.append(sealed_out(py, s)?)?;
+        }
+        Ok(list)
+    }
+
+    /// open(column, row, stored) -> bytes | None
+    ///
+    /// Opens a stored value (BYTEA bytes or the TEXT form) of `column` read from row `row`:
+    /// canonical bytes, or None for an authenticated NULL. Raises DecryptionError if it does
+    /// not authenticate (tampered, copied from another row, column, table or scope).
+    fn open<'py>(
+        &self,
+        py: Python<'py>,
+        column: &str,
+        row: &str,
+        value: Data,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let ct = stored(&value)?;
+        let (p, cols) = self.columns(py)?;
+        let out = p
+            .run(py, cols.open_plain(column, row, &ct))
+            .map_err(errors::columns)?;
+        Ok(out.map(|plain| PyBytes::new(py, plain.as_bytes())))
+    }
+
+    /// search_eq(index, values) -> Search
+    ///
+    /// Search terms for an equality index (values in canonical form, one per indexed
+    /// column): bind `Search.terms` to `index_column = ANY(...)`, then confirm candidates.
+    fn search_eq(&self, py: Python<'_>, index: &str, values: Vec<Data>) -> PyResult<Search> {
+        let ix = self.table.index(index).map_err(errors::columns)?;
+        let names: Vec<String> = ix
+            .column_names(&self.table)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if names.len() != values.len() {
+            return Err(errors::config(format!(
+                "index {index:?} covers {} column(s); {} value(s) given",
+                names.len(),
+                values.len()
+            )));
+        }
+        let plains = names
+            .iter()
+            .zip(&values)
+            .map(|(c, v)| self.plain(c, v.as_bytes()))
+            .collect::<PyResult<Vec<_>>>()?;
+        let (p, cols) = self.columns(py)?;
+        let inner = p
+            .run(py, cols.search_eq_plain(index, &plains))
+            .map_err(errors::columns)?;
+        Ok(Search { inner })
+    }
+
+    /// search_prefix(index, prefix) -> Search
+    ///
+    /// Search terms for `LIKE 'prefix%'` on a prefix index: bind `Search.terms` to
+    /// `index_column && ARRAY[...]` (array overlap), then confirm candidates.
+    fn search_prefix(&self, py: Python<'_>, index: &str, prefix: &str) -> PyResult<Search> {
+        let (p, cols) = self.columns(py)?;
+        let inner = p
+            .run(py, cols.search_prefix(index, prefix))
+            .map_err(errors::columns)?;
+        Ok(Search { inner })
+    }
+
+    /// reencrypt(database_url, *, batch_size=1000, workers=1, max_rows=None) -> dict
+    ///
+    /// Runs the re-encryption job of `coffer reencrypt` on this table (GIL released): rows
+    /// pending (version column NULL or below the active version) are sealed again under the
+    /// active version with their blind indexes, in batches locked with FOR UPDATE SKIP
+    /// LOCKED, while the application keeps reading and writing.
+    #[pyo3(signature = (database_url, *, batch_size=1000, workers=1, max_rows=None))]
+    fn reencrypt<'py>(
+        &self,
+        py: Python<'py>,
+        database_url: &str,
+        batch_size: u32,
+        workers: u16,
+        max_rows: Option<u64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        if batch_size == 0 || workers == 0 {
+            return Err(errors::config("batch_size and workers must be at least 1"));
+        }
+        let (p, cols) = self.columns(py)?;
+        let report = py.detach(|| {
+            p.block_on(async {
+                let pool = PgPoolOptions::new()
+                    .max_connections(u32::from(workers) + 2)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(database_url)
+                    .await
+                    .map_err(coffer_postgres::Error::Db)?;
+                let opts = ReencryptOptions {
+                    batch_size,
+                    max_rows,
+                    ..ReencryptOptions::default()
+                };
+                let job = Reencryptor::new(cols, pool.clone(), opts);
+                let r = if workers > 1 {
+                    job.run_workers(usize::from(workers), |_| {}).await
+                } else {
+                    job.run(|_| {}).await
+                };
+                let pending = match &r {
+                    Ok(_) => job.pending().await.map(|(_, n)| n),
+                    Err(_) => Ok(0),
+                };
+                pool.close().await;
+                Ok::<_, coffer_postgres::Error>((r?, pending?))
+            })
+        });
+        let (r, pending) = report.map_err(errors::columns)?;
+        let d = PyDict::new(py);
+        d.set_item("rows", r.rows)?;
+        d.set_item("batches", r.batches)?;
+        d.set_item("active_version", r.active.map(|v| v.0))?;
+        d.set_item("seconds", r.elapsed.as_secs_f64())?;
+        d.set_item("pending", pending)?;
+        Ok(d)
+    }
+}
+
+impl Table {
+    fn plains(&self, values: &[(String, Option<Data>)]) -> PyResult<Vec<(String, Option<Plain>)>> {
+        values
+            .iter()
+            .map(|(c, v)| {
+                Ok((
+                    c.clone(),
+                    match v {
+                        Some(d) => Some(self.plain(c, d.as_bytes())?),
+                        None => None,
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+async fn seal_one(
+    cols: &Columns,
+    row: &str,
+    plains: Vec<(String, Option<Plain>)>,
+) -> coffer_postgres::Result<SealedRow> {
+    let mut sealer = cols.row(row);
+    for (c, v) in plains {
+        sealer = match v {
+            Some(p) => sealer.set_plain(&c, p),
+            None => sealer.set_null(&c)?,
+        };
+    }
+    sealer.seal().await
+}
+
+#[pymethods]
+impl Search {
+    /// The terms to bind, one per key version that may still have rows indexed.
+    #[getter]
+    fn terms<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.inner.terms().iter().map(|t| PyBytes::new(py, t)))
+    }
+
+    /// The index searched.
+    #[getter]
+    fn index(&self) -> &str {
+        self.inner.index()
+    }
+
+    /// matches(values) -> bool: whether a decrypted candidate really matches (its values in
+    /// canonical form, in the index's column order). An index only narrows the rows.
+    fn matches(&self, values: Vec<Data>) -> bool {
+        let refs: Vec<&[u8]> = values.iter().map(Data::as_bytes).collect();
+        self.inner.matches_bytes(&refs)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Search(index={:?}, {} terms)",
+            self.inner.index(),
+            self.inner.terms().len()
+        )
+    }
+}
+
+/// canonical_json(text) -> bytes: the RFC 8785 (JCS) form of a JSON text, as sealed for
+/// "json" columns.
+#[pyfunction]
+pub fn canonical_json<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyBytes>> {
+    let b = coffer_postgres::value::canonical_json(text)
+        .map_err(|e| errors::config(format!("json value: {}", e.0)))?;
+    Ok(PyBytes::new(py, &b))
+}
+
+/// The text form of a binary ciphertext (`cf1:` + base64url), as the CLI prints it.
+#[pyfunction]
+pub fn to_text(ciphertext: &[u8]) -> String {
+    text::encode(ciphertext)
+}
+
+/// The binary ciphertext of a text form (`cf1:…`).
+#[pyfunction]
+pub fn from_text<'py>(py: Python<'py>, value: &str) -> PyResult<Bound<'py, PyBytes>> {
+    let b = text::decode(value).map_err(errors::core)?;
+    Ok(PyBytes::new(py, &b))
+}
