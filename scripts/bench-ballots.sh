@@ -82,11 +82,13 @@ EOF
     --duration "${seconds}s" --ramp 5s --verify --json >"$work/summary.json"
   local kek rss
   kek=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^coffer_keys_kek_unwraps_total /{print $2}')
+  local l2err
+  l2err=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^coffer_keys_l2_errors_total /{print $2}')
   rss=$(awk '/VmHWM/{print $2}' "/proc/$server/status")
   local cpu=$(( $(awk '{print $14+$15}' "/proc/$server/stat") - cpu0 ))
   local pg=$(( $(pgcpu) - pg0 ))
   stop
-  python3 - "$1" "${kek:-0}" "$rss" "$work/summary.json" "$cpu" "$pg" <<'PY'
+  python3 - "$1" "${kek:-0}" "$rss" "$work/summary.json" "$cpu" "$pg" "${l2err:-0}" <<'PY'
 import json, os, sys
 mode, kek, rss, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 hz = os.sysconf("SC_CLK_TCK")
@@ -95,7 +97,8 @@ s = json.load(open(path))
 print(json.dumps({"encryption": mode == "true", "votes_per_second": s["votes_per_second"],
                   "p50": s["vote_p50_ms"], "p99": s["vote_p99_ms"], "votes": s["votes"],
                   "errors": s["error_count"], "mismatches": len(s["mismatches"] or []),
-                  "peak": s["peak_connected"], "kek": float(kek), "rss_mib": rss / 1024,
+                  "peak": s["peak_connected"], "kek": float(kek), "l2_errors": float(sys.argv[7]),
+                  "rss_mib": rss / 1024,
                   "app_cpu_us_per_vote": app_cpu / s["votes"] * 1e6,
                   "pg_cpu_us_per_vote": pg_cpu / s["votes"] * 1e6}))
 PY

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use coffer_keys::config::{Config, KekConfig, StoreConfig, duration};
+use coffer_keys::config::{Config, duration};
 use serde::Deserialize;
 
 /// The embedded default database of ballots.
@@ -129,21 +129,7 @@ impl Settings {
             }
             format!("env:{MASTER_KEY_ENV}")
         };
-        let mut coffer = Config {
-            store: StoreConfig {
-                url: DEFAULT_KEY_STORE.to_owned(),
-            },
-            keks: vec![KekConfig {
-                name: "main".to_owned(),
-                version: 1,
-                source,
-                kdf: None,
-                primary: true,
-            }],
-            ..Config::default()
-        };
-        coffer.apply_env();
-        coffer.check()?;
+        let coffer = Config::embedded(DEFAULT_KEY_STORE, source)?;
         let mut table = toml::Table::new();
         table.insert("database_url".into(), DEFAULT_DATABASE.into());
         if dev {

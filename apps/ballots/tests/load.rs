@@ -110,10 +110,20 @@ fn ten_thousand_voters_for_a_minute_every_vote_counted_once() {
     let rt = runtime();
     rt.block_on(async {
         let c = Client::new(&server.base);
-        assert_eq!(
-            c.metric("coffer_keys_kek_unwraps_total").await,
-            BALLOTS as f64,
-            "KEK calls during the run = ballots"
+        // One KEK call per ballot. Each worker's L1 expires once during the run (60 s), and
+        // the keys then come from Redis; a Redis call that times out (250 ms) on a saturated
+        // machine falls back to the KEK, by design, and is counted as an L2 error. So every KEK
+        // call beyond one per ballot must be matched by an L2 error.
+        let kek = c.metric("coffer_keys_kek_unwraps_total").await;
+        let l2_errors = c.metric("coffer_keys_l2_errors_total").await;
+        eprintln!("load: KEK unwraps {kek}, L2 errors {l2_errors}");
+        assert!(
+            kek >= BALLOTS as f64 && kek - BALLOTS as f64 <= l2_errors,
+            "KEK calls {kek} for {BALLOTS} ballots with {l2_errors} L2 errors"
+        );
+        assert!(
+            c.metric("coffer_keys_l2_hits_total").await > 0.0,
+            "L2 served keys"
         );
         assert_eq!(c.metric("coffer_keys_kek_wraps_total").await, 0.0);
         assert_eq!(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
-use coffer_keys::config::{Config, KekConfig, StoreConfig};
+use coffer_keys::config::Config;
 use coffer_keys::{KeyStore, Keyring};
 use coffer_server::tokens::{Role, TokenStore};
 use coffer_server::{App, ServiceConfig};
@@ -171,22 +171,7 @@ pub fn resolve(args: &ServiceConfigArgs, need_kek: bool) -> Result<Config> {
         }
         format!("env:{MASTER_KEY_ENV}")
     };
-    let mut cfg = Config {
-        store: StoreConfig {
-            url: DEFAULT_STORE.to_owned(),
-        },
-        keks: vec![KekConfig {
-            name: "main".to_owned(),
-            version: 1,
-            source,
-            kdf: None,
-            primary: true,
-        }],
-        ..Config::default()
-    };
-    cfg.apply_env();
-    cfg.check()?;
-    Ok(cfg)
+    Ok(Config::embedded(DEFAULT_STORE, source)?)
 }
 
 async fn token_store(args: &ServiceConfigArgs) -> Result<TokenStore> {

@@ -189,6 +189,28 @@ impl Default for AuditConfig {
 pub const MAX_ENCRYPTIONS_CAP: u64 = 1 << 31;
 
 impl Config {
+    /// The embedded defaults of a program that runs without a file: the store at `store_url`,
+    /// one KEK `main/v1` from `source` (a local source: `env:`, `file:`), no L2; environment
+    /// overrides applied, then checked.
+    pub fn embedded(store_url: &str, source: String) -> Result<Self> {
+        let mut cfg = Config {
+            store: StoreConfig {
+                url: store_url.to_owned(),
+            },
+            keks: vec![KekConfig {
+                name: "main".to_owned(),
+                version: 1,
+                source,
+                kdf: None,
+                primary: true,
+            }],
+            ..Config::default()
+        };
+        cfg.apply_env();
+        cfg.check()?;
+        Ok(cfg)
+    }
+
     /// Parses TOML text and checks it (no environment overrides).
     pub fn from_toml(text: &str) -> Result<Self> {
         let cfg: Config = toml::from_str(text).map_err(|e| Error::config(e.message()))?;
