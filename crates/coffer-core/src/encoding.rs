@@ -51,6 +51,21 @@ pub fn push(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Writes one component into `out` at `at`; returns the position after it. `out` must have
+/// room for `5 + bytes.len()` bytes from `at` (the caller sized it).
+pub fn put(out: &mut [u8], at: usize, tag: u8, bytes: &[u8]) -> Result<usize> {
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| Error::invalid("context component", "longer than 4 GiB"))?;
+    let end = at + 5 + bytes.len();
+    let dst = out
+        .get_mut(at..end)
+        .ok_or_else(|| Error::invalid("context component", "buffer too short"))?;
+    dst[0] = tag;
+    dst[1..5].copy_from_slice(&len.to_be_bytes());
+    dst[5..].copy_from_slice(bytes);
+    Ok(end)
+}
+
 /// Encodes a list of components into a fresh buffer.
 pub fn encode(components: &[(u8, &[u8])]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(components.iter().map(|(_, b)| 5 + b.len()).sum());

@@ -187,6 +187,23 @@ impl FieldKey {
         self.seal(ctx, false, plaintext, None)
     }
 
+    /// Seals a value and appends the sealed bytes to `out` (batch callers seal many values
+    /// into one buffer this way, without an allocation each).
+    pub fn encrypt_append(
+        &self,
+        ctx: &FieldContext<'_>,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.counter.reserve(1)?;
+        self.seal_append(ctx, false, plaintext, None, out)
+    }
+
+    /// The length of the sealed form of a `len`-byte value.
+    pub fn sealed_len(&self, len: usize) -> usize {
+        self.header(false).len() + len + self.suite.body_overhead()
+    }
+
     /// Seals an authenticated NULL: distinct from every value, including the empty one.
     pub fn encrypt_null(&self, ctx: &FieldContext<'_>) -> Result<Vec<u8>> {
         self.counter.reserve(1)?;
@@ -217,33 +234,56 @@ impl FieldKey {
     /// Any failure (wrong key or version, tampering, truncation, another context) is the one
     /// opaque [`Error::Decrypt`].
     pub fn decrypt(&self, ctx: &FieldContext<'_>, ciphertext: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut out = Vec::with_capacity(
+            ciphertext
+                .len()
+                .saturating_sub(1 + self.suite.body_overhead()),
+        );
+        Ok(self
+            .decrypt_append(ctx, ciphertext, &mut out)?
+            .then_some(out))
+    }
+
+    /// Opens a value and appends its plaintext to `out`: `true` for a value, `false` for an
+    /// authenticated NULL (nothing appended). On any failure `out` is left as it was, and the
+    /// error is the one opaque [`Error::Decrypt`] (as [`decrypt`](Self::decrypt)).
+    ///
+    /// Batch callers open many values into one buffer this way, without an allocation each.
+    pub fn decrypt_append(
+        &self,
+        ctx: &FieldContext<'_>,
+        ciphertext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool> {
         let (header, hlen) = Header::parse(ciphertext).map_err(|_| Error::Decrypt)?;
         if header.suite != self.suite || header.version != self.version {
             return Err(Error::Decrypt);
         }
         let body = &ciphertext[hlen..];
-        let mut out = Vec::with_capacity(body.len().saturating_sub(self.suite.body_overhead()));
+        let start = out.len();
         match &*self.cipher {
             Cipher::Gcm(key) => {
-                let aad = self.aad(ctx, &ciphertext[..hlen])?;
-                key.open_append(&aad, body, &mut out)
-                    .map_err(|_| Error::Decrypt)?;
+                self.with_aad(ctx, &ciphertext[..hlen], |aad| {
+                    key.open_append(aad, body, out).map_err(|_| Error::Decrypt)
+                })??;
             }
             #[cfg(feature = "non-fips")]
             Cipher::Siv(key) => {
                 check_deterministic_context(ctx)?;
-                out = siv_open(key, &self.s2v_headers(ctx, &ciphertext[..hlen])?, body)?;
+                let plain = siv_open(key, &self.s2v_headers(ctx, &ciphertext[..hlen])?, body)?;
+                out.extend_from_slice(&plain);
             }
         }
         if header.null {
             // Only Coffer writes N = 1, always with an empty plaintext.
-            return if out.is_empty() {
-                Ok(None)
+            return if out.len() == start {
+                Ok(false)
             } else {
+                out.truncate(start);
                 Err(Error::Decrypt)
             };
         }
-        Ok(Some(out))
+        Ok(true)
     }
 
     /// Opens a value stored under a NULL policy; `stored` is `None` for an SQL NULL.
@@ -293,6 +333,27 @@ impl FieldKey {
         Ok(out)
     }
 
+    /// Seals many values on this thread into one packed buffer, without an allocation per
+    /// value (one IV draw for all, as [`encrypt_batch`](Self::encrypt_batch), and the same
+    /// bytes). Callers that pipeline a large batch seal it as several of these.
+    pub fn encrypt_packed(&self, items: &[(FieldContext<'_>, &[u8])]) -> Result<Packed> {
+        self.counter.reserve(items.len() as u64)?;
+        let size = items
+            .iter()
+            .map(|(_, pt)| self.sealed_len(pt.len()))
+            .sum::<usize>();
+        let mut packed = Packed {
+            bytes: Vec::with_capacity(size),
+            ends: Vec::with_capacity(items.len()),
+        };
+        self.seal_chunk_with(items, |ctx, pt, iv| {
+            self.seal_append(ctx, false, pt, iv, &mut packed.bytes)?;
+            packed.ends.push(packed.bytes.len());
+            Ok(())
+        })?;
+        Ok(packed)
+    }
+
     /// Opens many values on this thread; each result stands alone.
     pub fn decrypt_batch(
         &self,
@@ -317,23 +378,36 @@ impl FieldKey {
     }
 
     fn seal_chunk(&self, items: &[(FieldContext<'_>, &[u8])]) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::with_capacity(items.len());
+        self.seal_chunk_with(items, |ctx, pt, iv| {
+            out.push(self.seal(ctx, false, pt, iv)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `seal` for each item with its IV: in the default build the IVs of the whole chunk
+    /// come from one CSPRNG call (GCM); otherwise each seal draws its own (`None`).
+    fn seal_chunk_with(
+        &self,
+        items: &[(FieldContext<'_>, &[u8])],
+        mut seal: impl FnMut(&FieldContext<'_>, &[u8], Option<Iv>) -> Result<()>,
+    ) -> Result<()> {
         #[cfg(not(feature = "fips"))]
         if let Cipher::Gcm(key) = &*self.cipher {
             let mut ivs = key
                 .iv_batch(items.len())
                 .map_err(|_| Error::Module("random generator"))?;
-            return items
-                .iter()
-                .map(|(ctx, pt)| {
-                    let iv = ivs.next().ok_or(Error::Module("IV batch"))?;
-                    self.seal(ctx, false, pt, Some(iv))
-                })
-                .collect();
+            for (ctx, pt) in items {
+                let iv = ivs.next().ok_or(Error::Module("IV batch"))?;
+                seal(ctx, pt, Some(iv))?;
+            }
+            return Ok(());
         }
-        items
-            .iter()
-            .map(|(ctx, pt)| self.seal(ctx, false, pt, None))
-            .collect()
+        for (ctx, pt) in items {
+            seal(ctx, pt, None)?;
+        }
+        Ok(())
     }
 
     fn seal(
@@ -341,34 +415,54 @@ impl FieldKey {
         ctx: &FieldContext<'_>,
         null: bool,
         plaintext: &[u8],
-        #[cfg(not(feature = "fips"))] iv: Option<coffer_aead::BatchIv>,
-        #[cfg(feature = "fips")] _iv: Option<std::convert::Infallible>,
+        iv: Option<Iv>,
     ) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.sealed_len(plaintext.len()));
+        self.seal_append(ctx, null, plaintext, iv, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends header and body to `out`; on failure `out` is left as it was.
+    fn seal_append(
+        &self,
+        ctx: &FieldContext<'_>,
+        null: bool,
+        plaintext: &[u8],
+        #[cfg(not(feature = "fips"))] iv: Option<Iv>,
+        #[cfg(feature = "fips")] _iv: Option<Iv>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let start = out.len();
         let header = self.header(null);
-        let mut out =
-            Vec::with_capacity(header.len() + plaintext.len() + self.suite.body_overhead());
-        header.write(&mut out);
-        match &*self.cipher {
+        header.write(out);
+        let sealed = match &*self.cipher {
             Cipher::Gcm(key) => {
-                let aad = self.aad(ctx, &out)?;
-                #[cfg(not(feature = "fips"))]
-                let sealed = match iv {
-                    Some(iv) => key.seal_append_with_iv(iv, &aad, plaintext, &mut out),
-                    None => key.seal_append(&aad, plaintext, &mut out),
-                };
-                #[cfg(feature = "fips")]
-                let sealed = key.seal_append(&aad, plaintext, &mut out);
-                sealed.map_err(|_| Error::Module("AES-GCM seal"))?;
+                // The header is at most 6 bytes; a copy frees `out` for the seal.
+                let mut hdr = [0u8; 6];
+                let hlen = out.len() - start;
+                hdr[..hlen].copy_from_slice(&out[start..]);
+                self.with_aad(ctx, &hdr[..hlen], |aad| {
+                    #[cfg(not(feature = "fips"))]
+                    let sealed = match iv {
+                        Some(iv) => key.seal_append_with_iv(iv, aad, plaintext, out),
+                        None => key.seal_append(aad, plaintext, out),
+                    };
+                    #[cfg(feature = "fips")]
+                    let sealed = key.seal_append(aad, plaintext, out);
+                    sealed.map_err(|_| Error::Module("AES-GCM seal"))
+                })
+                .and_then(|r| r)
             }
             #[cfg(feature = "non-fips")]
-            Cipher::Siv(key) => {
-                check_deterministic_context(ctx)?;
-                let headers = self.s2v_headers(ctx, &out)?;
-                let body = siv_seal(key, &headers, plaintext)?;
-                out.extend_from_slice(&body);
-            }
+            Cipher::Siv(key) => check_deterministic_context(ctx)
+                .and_then(|()| self.s2v_headers(ctx, &out[start..]))
+                .and_then(|headers| siv_seal(key, &headers, plaintext))
+                .map(|body| out.extend_from_slice(&body)),
+        };
+        if sealed.is_err() {
+            out.truncate(start);
         }
-        Ok(out)
+        sealed
     }
 
     /// The components every field AAD starts with: FORMAT, HEADER, SCOPE, COLUMN, VALUE_TYPE.
@@ -382,9 +476,15 @@ impl FieldKey {
         ]
     }
 
-    /// The GCM AAD: FORMAT ‖ HEADER ‖ SCOPE ‖ COLUMN ‖ VALUE_TYPE ‖ DOMAIN* ‖ ROW*, each encoded
-    /// as a component.
-    fn aad(&self, ctx: &FieldContext<'_>, header: &[u8]) -> Result<Vec<u8>> {
+    /// Calls `f` with the GCM AAD: FORMAT ‖ HEADER ‖ SCOPE ‖ COLUMN ‖ VALUE_TYPE ‖ DOMAIN* ‖
+    /// ROW*, each encoded as a component. Built on the stack when it fits in
+    /// [`AAD_ON_STACK`] bytes (the usual case), else in a heap buffer.
+    fn with_aad<R>(
+        &self,
+        ctx: &FieldContext<'_>,
+        header: &[u8],
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
         let vt = [ctx.value_type.tag()];
         let fixed = self.fixed_components(header, &vt);
         let len = fixed.iter().map(|(_, b)| b.len()).sum::<usize>()
@@ -395,17 +495,28 @@ impl FieldKey {
                 .map(|c| c.len())
                 .sum::<usize>()
             + 5 * (fixed.len() + ctx.domain.len() + ctx.row.len());
-        let mut aad = Vec::with_capacity(len);
-        for (t, b) in fixed {
-            encoding::push(&mut aad, t, b)?;
+        let write = |buf: &mut [u8]| -> Result<usize> {
+            let mut at = 0;
+            for (t, b) in fixed {
+                at = encoding::put(buf, at, t, b)?;
+            }
+            for d in ctx.domain {
+                at = encoding::put(buf, at, tag::DOMAIN, d)?;
+            }
+            for r in ctx.row {
+                at = encoding::put(buf, at, tag::ROW, r)?;
+            }
+            Ok(at)
+        };
+        if len <= AAD_ON_STACK {
+            let mut buf = [0u8; AAD_ON_STACK];
+            let n = write(&mut buf[..len])?;
+            Ok(f(&buf[..n]))
+        } else {
+            let mut buf = vec![0u8; len];
+            let n = write(&mut buf)?;
+            Ok(f(&buf[..n]))
         }
-        for d in ctx.domain {
-            encoding::push(&mut aad, tag::DOMAIN, d)?;
-        }
-        for r in ctx.row {
-            encoding::push(&mut aad, tag::ROW, r)?;
-        }
-        Ok(aad)
     }
 
     /// The S2V associated-data vector for AES-SIV: the same components as the GCM AAD (never a
@@ -426,6 +537,45 @@ impl FieldKey {
 
 /// Values per parallel work unit (one IV draw each).
 const PARALLEL_CHUNK: usize = 1024;
+
+/// AADs up to this length are built on the stack.
+const AAD_ON_STACK: usize = 256;
+
+/// The IV a batch hands to one seal (the `fips` build has none: each seal draws its own).
+#[cfg(not(feature = "fips"))]
+type Iv = coffer_aead::BatchIv;
+#[cfg(feature = "fips")]
+type Iv = std::convert::Infallible;
+
+/// Values packed end to end in one buffer (a batch's work unit): value `i` is
+/// `bytes[ends[i - 1]..ends[i]]`, the first starting at 0.
+#[derive(Debug, Default)]
+pub struct Packed {
+    /// The values, end to end.
+    pub bytes: Vec<u8>,
+    /// Where each value ends.
+    pub ends: Vec<usize>,
+}
+
+impl Packed {
+    /// The number of values.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether it holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The values in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(s, e)| &self.bytes[s..e])
+    }
+}
 
 #[cfg(feature = "non-fips")]
 fn siv_cipher(dek: &Dek, col: &[(u8, &[u8])]) -> Result<Cipher> {

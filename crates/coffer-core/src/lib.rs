@@ -57,7 +57,7 @@ pub mod wrap;
 pub use blind_index::{BlindIndexKey, Normalizer};
 pub use counter::{DEFAULT_ENCRYPTION_LIMIT, EncryptionCounter};
 pub use error::{Error, Result};
-pub use field::{FieldContext, FieldKey, Header, Nulls, Suite};
+pub use field::{FieldContext, FieldKey, Header, Nulls, Packed, Suite};
 pub use ids::{ColumnId, KeyVersion, ScopeId};
 pub use passphrase::{KdfParams, PassphraseKdf};
 pub use secret::{Dek, KEY_LEN, Kek, SubKey};

@@ -151,14 +151,22 @@ pub(crate) struct LiveDek {
     /// which under load burned the version's encryption limit 20–30 times faster than values
     /// were sealed and queued every request behind the store's connection pool.
     refill: tokio::sync::Mutex<()>,
+    /// Set while a background task leases the next block ahead of need.
+    prefetching: AtomicBool,
 }
 
 type IndexCacheKey = (ColumnId, String, u16, Vec<Normalizer>);
 
+/// The encryptions this process may still make under a version. Only counts matter: the key
+/// store's total is what bounds the version, and every block counted here was added to it.
 #[derive(Default)]
 struct Lease {
-    next: u64,
+    /// Left of the blocks in use.
+    left: u64,
+    /// The highest total the key store returned for a block this process leased.
     end: u64,
+    /// Leased ahead in the background, not yet in use (0: none).
+    spare: u64,
 }
 
 impl LiveDek {
@@ -170,6 +178,7 @@ impl LiveDek {
             indexes: RwLock::default(),
             lease: Mutex::default(),
             refill: tokio::sync::Mutex::new(()),
+            prefetching: AtomicBool::new(false),
         }
     }
 
@@ -216,26 +225,55 @@ impl LiveDek {
 
     /// Takes `n` encryptions from the current lease; `false` if fewer than `n` are left.
     fn take(&self, n: u64) -> bool {
-        match self.lease.lock() {
-            Ok(mut l) if l.end - l.next >= n => {
-                l.next += n;
-                true
-            }
-            _ => false,
+        let Ok(mut l) = self.lease.lock() else {
+            return false;
+        };
+        if l.left >= n {
+            l.left -= n;
+            return true;
         }
+        // The block leased ahead joins what is left.
+        if l.left + l.spare >= n {
+            l.left = l.left + l.spare - n;
+            l.spare = 0;
+            return true;
+        }
+        false
     }
 
     fn refill(&self, total: u64, block: u64) {
         if let Ok(mut l) = self.lease.lock()
             && total > l.end
         {
-            l.next = total.saturating_sub(block);
             l.end = total;
+            l.left += block;
         }
     }
 
     fn leased(&self) -> u64 {
         self.lease.lock().map(|l| l.end).unwrap_or(u64::MAX)
+    }
+
+    /// Whether less than half a block is left with nothing leased ahead.
+    fn low(&self, block: u64) -> bool {
+        self.lease
+            .lock()
+            .is_ok_and(|l| l.spare == 0 && l.left < block / 2)
+    }
+
+    /// Whether the next block should be leased now: [`low`](Self::low), and no task is
+    /// leasing one already.
+    fn wants_spare(&self, block: u64) -> bool {
+        self.low(block) && !self.prefetching.swap(true, Ordering::AcqRel)
+    }
+
+    fn add_spare(&self, total: u64, block: u64) {
+        if let Ok(mut l) = self.lease.lock()
+            && total > l.end
+        {
+            l.end = total;
+            l.spare += block;
+        }
     }
 }
 
@@ -1249,6 +1287,9 @@ impl Keyring {
                 }
             };
             if live.take(n) {
+                if live.wants_spare(block) {
+                    self.lease_ahead(scope, p.version, &live, block, max);
+                }
                 return Ok(live);
             }
             let holder = Arc::clone(&live);
@@ -1284,6 +1325,48 @@ impl Keyring {
         Err(Error::State(format!(
             "scope '{scope}' kept changing its active version; try again"
         )))
+    }
+
+    /// Leases the next block of `version` in a background task, so that the write which
+    /// finds the current block used up takes the spare instead of waiting for the key store.
+    /// Without a Tokio runtime, or near the version's limit, it does nothing: the write path
+    /// then leases (or rotates) as it always did.
+    fn lease_ahead(
+        &self,
+        scope: &ScopeId,
+        version: KeyVersion,
+        live: &Arc<LiveDek>,
+        block: u64,
+        max: u64,
+    ) {
+        let done = |live: &LiveDek| live.prefetching.store(false, Ordering::Release);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            done(live);
+            return;
+        };
+        if live.leased().saturating_add(block) > max {
+            done(live);
+            return;
+        }
+        let (kr, scope, live) = (self.clone(), scope.clone(), Arc::clone(live));
+        rt.spawn(async move {
+            // Under the refill lock, as the write path leases: a write that runs out meanwhile
+            // waits for this block instead of leasing one of its own beside it.
+            let guard = live.refill.lock().await;
+            if live.low(block) && live.leased().saturating_add(block) <= max {
+                match kr.inner.store.lease(&scope, version, block).await {
+                    Ok(Some(total)) if total <= max => live.add_spare(total, block),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(
+                        %scope,
+                        error = %e,
+                        "leasing ahead failed; the write path will lease"
+                    ),
+                }
+            }
+            drop(guard);
+            done(&live);
+        });
     }
 
     // ---- data operations ------------------------------------------------------------

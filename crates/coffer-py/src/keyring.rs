@@ -5,13 +5,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use coffer_core::{
-    ColumnId, FieldContext, FieldKey, Header, KeyVersion, ScopeId, Suite, ValueType,
+    ColumnId, FieldContext, FieldKey, Header, KeyVersion, Packed, ScopeId, Suite, ValueType,
 };
 use coffer_keys::BlindIndexSpec;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-use crate::args::{self, Components, Data};
+use crate::args::{self, Components, Data, Gathered};
 use crate::errors;
 use crate::open::{self, Source};
 use crate::runtime::{Process, Shared};
@@ -62,15 +62,26 @@ fn plain_out<'py>(
     value_type: ValueType,
     p: Option<Vec<u8>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match p {
-        None => py.None().into_bound(py),
-        Some(v) if value_type == ValueType::Text => {
-            let s = std::str::from_utf8(&v)
-                .map_err(|_| errors::config("a text value that is not UTF-8"))?;
-            PyString::new(py, s).into_any()
-        }
-        Some(v) => bytes(py, &v).into_any(),
-    })
+    match p {
+        None => Ok(py.None().into_bound(py)),
+        Some(v) => plain_slice(py, value_type, &v),
+    }
+}
+
+/// A plaintext as Python gets it: `str` for text, else `bytes` (typed values are decoded by
+/// `coffer.values`).
+fn plain_slice<'py>(
+    py: Python<'py>,
+    value_type: ValueType,
+    v: &[u8],
+) -> PyResult<Bound<'py, PyAny>> {
+    if value_type == ValueType::Text {
+        let s =
+            std::str::from_utf8(v).map_err(|_| errors::config("a text value that is not UTF-8"))?;
+        Ok(PyString::new(py, s).into_any())
+    } else {
+        Ok(bytes(py, v).into_any())
+    }
 }
 
 #[pymethods]
@@ -182,8 +193,8 @@ impl Keyring {
         py: Python<'py>,
         scope: &str,
         column: &str,
-        plaintexts: Vec<Data>,
-        contexts: Option<Vec<Option<Components>>>,
+        plaintexts: &Bound<'py, PyAny>,
+        contexts: Option<&Bound<'py, PyAny>>,
         domain: Option<Components>,
         r#type: &str,
         mode: &str,
@@ -208,8 +219,8 @@ impl Keyring {
         py: Python<'py>,
         scope: &str,
         column: &str,
-        ciphertexts: Vec<Data>,
-        contexts: Option<Vec<Option<Components>>>,
+        ciphertexts: &Bound<'py, PyAny>,
+        contexts: Option<&Bound<'py, PyAny>>,
         domain: Option<Components>,
         r#type: &str,
     ) -> PyResult<Bound<'py, PyList>> {
@@ -518,8 +529,8 @@ impl Column {
     fn encrypt_batch<'py>(
         &self,
         py: Python<'py>,
-        plaintexts: Vec<Data>,
-        contexts: Option<Vec<Option<Components>>>,
+        plaintexts: &Bound<'py, PyAny>,
+        contexts: Option<&Bound<'py, PyAny>>,
         domain: Option<Components>,
     ) -> PyResult<Bound<'py, PyList>> {
         let p = self.keyring.get().process(py)?;
@@ -541,8 +552,8 @@ impl Column {
     fn decrypt_batch<'py>(
         &self,
         py: Python<'py>,
-        ciphertexts: Vec<Data>,
-        contexts: Option<Vec<Option<Components>>>,
+        ciphertexts: &Bound<'py, PyAny>,
+        contexts: Option<&Bound<'py, PyAny>>,
         domain: Option<Components>,
     ) -> PyResult<Bound<'py, PyList>> {
         let p = self.keyring.get().process(py)?;
@@ -616,6 +627,12 @@ fn decrypt_one<'py>(
     plain_out(py, vt, out)
 }
 
+/// Values per work unit of a batch. The calling thread gathers the inputs of one unit (under
+/// the GIL) and hands it to the pool, then the next; it then turns the finished units into
+/// Python objects in order, releasing the GIL whenever it waits. Gathering, sealing and
+/// building the results so overlap, instead of running one after the other.
+const UNIT: usize = 512;
+
 #[allow(clippy::too_many_arguments)]
 fn encrypt_many<'py>(
     py: Python<'py>,
@@ -624,27 +641,54 @@ fn encrypt_many<'py>(
     column: &ColumnId,
     vt: ValueType,
     suite: Suite,
-    plaintexts: Vec<Data>,
-    contexts: Option<Vec<Option<Components>>>,
+    plaintexts: &Bound<'py, PyAny>,
+    contexts: Option<&Bound<'py, PyAny>>,
     domain: Option<Components>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let rows = batch_rows(contexts.as_deref(), plaintexts.len())?;
+    let values = args::as_list(plaintexts, "plaintexts")?;
+    let rows = args::contexts_list(contexts, values.len())?;
     let dom = args::parts(&domain);
-    let out = py.detach(|| {
-        let items: Vec<(FieldContext<'_>, &[u8])> = plaintexts
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (args::context(row_of(&rows, i), &dom, vt), v.as_bytes()))
-            .collect();
-        p.install(|| {
-            p.block_on(
-                p.keyring()
-                    .encrypt_batch_parallel(scope, column, suite, &items),
-            )
+    let n = values.len();
+    let kr = p.keyring();
+    let (_, key) = p
+        .run(py, kr.lease_field_key(scope, column, suite, n as u64))
+        .map_err(errors::keys)?;
+    let out = PyList::empty(py);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, coffer_core::Result<Packed>)>();
+    let dom = &dom;
+    p.in_place_scope(|s| -> PyResult<()> {
+        let units = n.div_ceil(UNIT);
+        let mut failed = None;
+        for u in 0..units {
+            let range = u * UNIT..n.min((u + 1) * UNIT);
+            let gathered = Gathered::values(&values, range.clone(), "plaintexts")
+                .and_then(|v| Ok((v, Gathered::rows(rows.as_ref(), range)?)));
+            let (v, r) = match gathered {
+                Ok(x) => x,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            let (tx, key) = (tx.clone(), Arc::clone(&key));
+            s.spawn(move |_| {
+                let pairs = r.items(&v, dom, vt);
+                let _ = tx.send((u, key.encrypt_packed(&pairs.pairs())));
+            });
+        }
+        drop(tx);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let mut rx = Some(rx);
+        in_order(py, &mut rx, units, |packed: coffer_core::Result<Packed>| {
+            for c in packed.map_err(errors::core)?.iter() {
+                out.append(bytes(py, c))?;
+            }
+            Ok(())
         })
-    });
-    let (_, sealed) = out.map_err(errors::keys)?;
-    PyList::new(py, sealed.iter().map(|c| bytes(py, c)))
+    })?;
+    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -654,37 +698,154 @@ fn decrypt_many<'py>(
     scope: &ScopeId,
     column: &ColumnId,
     vt: ValueType,
-    ciphertexts: Vec<Data>,
-    contexts: Option<Vec<Option<Components>>>,
+    ciphertexts: &Bound<'py, PyAny>,
+    contexts: Option<&Bound<'py, PyAny>>,
     domain: Option<Components>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let rows = batch_rows(contexts.as_deref(), ciphertexts.len())?;
+    let values = args::as_list(ciphertexts, "ciphertexts")?;
+    let rows = args::contexts_list(contexts, values.len())?;
     let dom = args::parts(&domain);
-    let out = py.detach(|| {
-        let items: Vec<(FieldContext<'_>, &[u8])> = ciphertexts
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (args::context(row_of(&rows, i), &dom, vt), v.as_bytes()))
-            .collect();
-        p.install(|| p.block_on(p.keyring().decrypt_batch_parallel(scope, column, &items)))
-    });
-    let results = out.map_err(errors::keys_open)?;
-    let list = PyList::empty(py);
-    for (i, r) in results.into_iter().enumerate() {
-        match r {
-            Ok(v) => list.append(plain_out(py, vt, v)?)?,
-            Err(e) => {
-                let err = errors::keys_open(e);
-                let msg = format!("value {i}: {}", err.value(py));
-                return Err(if err.is_instance_of::<errors::DecryptionError>(py) {
-                    errors::DecryptionError::new_err(msg)
-                } else {
-                    err
-                });
+    let n = values.len();
+    let kr = p.keyring();
+    let out = PyList::empty(py);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Opened)>();
+    let dom = &dom;
+    // The key of every version the headers name, resolved as they are first seen: an unknown
+    // or destroyed version fails the whole call with that error.
+    let mut keys: Keys = Vec::new();
+    p.in_place_scope(|s| -> PyResult<()> {
+        let units = n.div_ceil(UNIT);
+        let mut failed = None;
+        for u in 0..units {
+            let range = u * UNIT..n.min((u + 1) * UNIT);
+            let gathered = Gathered::values(&values, range.clone(), "ciphertexts")
+                .and_then(|v| Ok((v, Gathered::rows(rows.as_ref(), range)?)));
+            let (v, r) = match gathered {
+                Ok(x) => x,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            for ct in v.iter() {
+                if let Ok((h, _)) = Header::parse(ct)
+                    && !keys.iter().any(|(k, _)| *k == (h.version, h.suite))
+                {
+                    match p.run(py, kr.field_key_at(scope, column, h.version, h.suite)) {
+                        Ok(key) => keys.push(((h.version, h.suite), key)),
+                        Err(e) => {
+                            failed = Some(errors::keys_open(e));
+                            break;
+                        }
+                    }
+                }
             }
+            if failed.is_some() {
+                break;
+            }
+            let (tx, keys) = (tx.clone(), keys.clone());
+            s.spawn(move |_| {
+                let pairs = r.items(&v, dom, vt);
+                let _ = tx.send((u, open_packed(&keys, &pairs.pairs())));
+            });
+        }
+        drop(tx);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let mut rx = Some(rx);
+        let mut i = 0usize;
+        in_order(py, &mut rx, units, |unit: Opened| {
+            let mut start = 0usize;
+            for o in &unit.items {
+                match *o {
+                    Outcome::Value(end) => {
+                        out.append(plain_slice(py, vt, &unit.bytes[start..end])?)?;
+                        start = end;
+                    }
+                    Outcome::Null => out.append(py.None())?,
+                    Outcome::Failed => {
+                        return Err(errors::DecryptionError::new_err(format!(
+                            "value {i}: {}",
+                            coffer_core::Error::Decrypt
+                        )));
+                    }
+                }
+                i += 1;
+            }
+            Ok(())
+        })
+    })?;
+    Ok(out)
+}
+
+/// The column keys of a batch decryption, by (version, suite).
+type Keys = Vec<((KeyVersion, Suite), Arc<FieldKey>)>;
+
+/// Receives the `units` results of a batch's jobs (sent as `(unit, result)` in any order) and
+/// hands them to `each` in unit order. The GIL is released while it waits.
+fn in_order<T: Send>(
+    py: Python<'_>,
+    rx: &mut Option<std::sync::mpsc::Receiver<(usize, T)>>,
+    units: usize,
+    mut each: impl FnMut(T) -> PyResult<()>,
+) -> PyResult<()> {
+    let mut ready: Vec<Option<T>> = (0..units).map(|_| None).collect();
+    for next in 0..units {
+        while ready[next].is_none() {
+            let Some(r) = rx.take() else {
+                return Err(errors::CofferError::new_err("batch worker lost"));
+            };
+            let (got, r) = py.detach(move || (r.recv(), r));
+            *rx = Some(r);
+            let (u, v) =
+                got.map_err(|_| errors::CofferError::new_err("a batch worker stopped early"))?;
+            ready[u] = Some(v);
+        }
+        if let Some(v) = ready[next].take() {
+            each(v)?;
         }
     }
-    Ok(list)
+    Ok(())
+}
+
+/// One work unit of a batch decryption: the plaintexts end to end (wiped on drop) and each
+/// value's outcome in order.
+struct Opened {
+    bytes: zeroize::Zeroizing<Vec<u8>>,
+    items: Vec<Outcome>,
+}
+
+enum Outcome {
+    /// A value ending at this offset of the unit's bytes.
+    Value(usize),
+    /// An authenticated NULL.
+    Null,
+    /// Did not authenticate (or names a key not in the set).
+    Failed,
+}
+
+/// Opens one unit of a batch into one buffer.
+fn open_packed(keys: &Keys, items: &[(FieldContext<'_>, &[u8])]) -> Opened {
+    let size = items.iter().map(|(_, ct)| ct.len()).sum::<usize>();
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(size));
+    let mut outcomes = Vec::with_capacity(items.len());
+    for (ctx, ct) in items {
+        let key = Header::parse(ct).ok().and_then(|(h, _)| {
+            keys.iter()
+                .find(|(k, _)| *k == (h.version, h.suite))
+                .map(|(_, key)| key)
+        });
+        outcomes.push(match key.map(|k| k.decrypt_append(ctx, ct, &mut bytes)) {
+            Some(Ok(true)) => Outcome::Value(bytes.len()),
+            Some(Ok(false)) => Outcome::Null,
+            Some(Err(_)) | None => Outcome::Failed,
+        });
+    }
+    Opened {
+        bytes,
+        items: outcomes,
+    }
 }
 
 fn index_spec(
@@ -699,39 +860,4 @@ fn index_spec(
         bits,
         normalizers: args::normalizers(normalize)?,
     })
-}
-
-/// The row components of a batch's contexts: none, one per value (the common case, kept
-/// without an allocation per value), or several per value.
-enum Rows<'a> {
-    None,
-    One(Vec<[&'a [u8]; 1]>),
-    Many(Vec<Vec<&'a [u8]>>),
-}
-
-fn batch_rows(contexts: Option<&[Option<Components>]>, n: usize) -> PyResult<Rows<'_>> {
-    match contexts {
-        None => Ok(Rows::None),
-        Some(c) if c.len() != n => Err(errors::config(format!(
-            "contexts has {} entries for {n} values; give one per value",
-            c.len()
-        ))),
-        Some(c) if c.iter().all(|x| matches!(x, Some(Components::One(_)))) => Ok(Rows::One(
-            c.iter()
-                .map(|x| match x {
-                    Some(Components::One(d)) => [d.as_bytes()],
-                    _ => [&[][..]],
-                })
-                .collect(),
-        )),
-        Some(c) => Ok(Rows::Many(c.iter().map(args::parts).collect())),
-    }
-}
-
-fn row_of<'a>(rows: &'a Rows<'a>, i: usize) -> &'a [&'a [u8]] {
-    match rows {
-        Rows::None => &[],
-        Rows::One(v) => v.get(i).map(|a| &a[..]).unwrap_or(&[]),
-        Rows::Many(v) => v.get(i).map(Vec::as_slice).unwrap_or(&[]),
-    }
 }

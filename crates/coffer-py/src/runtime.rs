@@ -11,17 +11,47 @@
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use pyo3::prelude::*;
 
 use crate::errors;
 
+/// How many times this process's ancestors forked on the way to it: a `pthread_atfork`
+/// child handler counts each fork. Comparing it costs a load, where asking the kernel for the
+/// process id costs a system call on every encryption.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+static WATCH_FORKS: Once = Once::new();
+
+extern "C" fn forked_child() {
+    // Async-signal-safe: one atomic add.
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// This process's place in the fork count (starts counting on first use).
+#[allow(unsafe_code)] // one FFI call, below
+fn fork_generation() -> u64 {
+    WATCH_FORKS.call_once(|| {
+        // SAFETY: registers a child handler that only increments an atomic; no prepare or
+        // parent handler. It stays registered for the life of the process.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+        // Without the handler a fork would go unnoticed by the count: mark it unusable, and
+        // `is_current` compares process ids instead (a system call per check, as before).
+        if rc != 0 {
+            FORKS.store(u64::MAX, Ordering::Relaxed);
+        }
+    });
+    FORKS.load(Ordering::Relaxed)
+}
+
 /// Runtime, pool and keyring of one process. The fields are `Option`s only so that `Drop`
 /// can move them out (to leak them in a forked child, or drop them in order); they are `Some`
 /// for the whole life of the value.
 pub struct Process {
     pid: u32,
+    forks: u64,
     rt: Option<tokio::runtime::Runtime>,
     pool: Option<rayon::ThreadPool>,
     keyring: Option<coffer_keys::Keyring>,
@@ -47,15 +77,19 @@ impl Process {
         let keyring = rt.block_on(open())?;
         Ok(Process {
             pid: std::process::id(),
+            forks: fork_generation(),
             rt: Some(rt),
             pool: Some(pool),
             keyring: Some(keyring),
         })
     }
 
-    /// Whether this is the process that built it (false in a forked child).
+    /// Whether this is the process that built it (false in a forked child). A fork is seen
+    /// by the fork count (no system call); the process id is compared too when the count
+    /// cannot be kept.
     pub fn is_current(&self) -> bool {
-        self.pid == std::process::id()
+        let forks = fork_generation();
+        forks == self.forks && (forks != u64::MAX || self.pid == std::process::id())
     }
 
     fn rt(&self) -> &tokio::runtime::Runtime {
@@ -68,6 +102,15 @@ impl Process {
     pub fn keyring(&self) -> &coffer_keys::Keyring {
         #[allow(clippy::expect_used)]
         self.keyring.as_ref().expect("keyring present until drop")
+    }
+
+    /// Runs `op` on this thread with a scope whose spawned jobs run on this process's batch
+    /// pool (they may borrow what `op` can see); returns when `op` and every job are done.
+    pub fn in_place_scope<'scope, R>(&self, op: impl FnOnce(&rayon::Scope<'scope>) -> R) -> R {
+        match &self.pool {
+            Some(pool) => pool.in_place_scope(op),
+            None => rayon::in_place_scope(op),
+        }
     }
 
     /// Runs `f` in this process's batch pool (its `par_iter`s use that pool's threads).

@@ -553,6 +553,63 @@ async fn counters_rotate_automatically(db: &TestDb) {
     );
 }
 
+on_both!(the_next_block_is_leased_ahead);
+async fn the_next_block_is_leased_ahead(db: &TestDb) {
+    let kek = Kek::generate().unwrap();
+    let config = KeyringConfig {
+        max_encryptions: 1000,
+        lease_block: 100,
+        ..KeyringConfig::default()
+    };
+    let kr = keyring(&db.url, ring(&[("main", 1, &kek)], ("main", 1)), config).await;
+    let s = scope("tenant:ahead");
+    kr.create_scope(&s).await.unwrap();
+    let c = col("a");
+    let leased = || async {
+        kr.store()
+            .dek(&s, KeyVersion(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .encryptions
+    };
+    let seal = |n: u32| {
+        let (kr, s, c) = (&kr, &s, &c);
+        async move {
+            for i in 0..n {
+                kr.encrypt(s, c, Suite::Gcm96, &FieldContext::new(), &i.to_be_bytes())
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    seal(40).await;
+    assert_eq!(
+        leased().await,
+        100,
+        "one block while more than half is left"
+    );
+    // Past half the block, the next one is leased in the background, before it is needed.
+    seal(20).await;
+    let mut total = leased().await;
+    for _ in 0..500 {
+        if total == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        total = leased().await;
+    }
+    assert_eq!(total, 200, "the spare block");
+    // 150 seals in all use the two blocks and lease nothing more: no block is thrown away.
+    seal(90).await;
+    assert_eq!(leased().await, 200);
+    // Near the limit nothing is leased ahead past it, and the version rotates as before.
+    seal(851).await;
+    let deks = kr.store().deks(&s).await.unwrap();
+    assert!(deks.iter().all(|d| d.encryptions <= 1000), "{deks:?}");
+    assert_eq!(deks.len(), 2, "{deks:?}");
+}
+
 on_both!(batches_lease_once_and_keep_order);
 async fn batches_lease_once_and_keep_order(db: &TestDb) {
     let kek = Kek::generate().unwrap();
