@@ -631,7 +631,7 @@ fn decrypt_one<'py>(
 /// the GIL) and hands it to the pool, then the next; it then turns the finished units into
 /// Python objects in order, releasing the GIL whenever it waits. Gathering, sealing and
 /// building the results so overlap, instead of running one after the other.
-const UNIT: usize = 512;
+const UNIT: usize = 1024;
 
 #[allow(clippy::too_many_arguments)]
 fn encrypt_many<'py>(

@@ -170,6 +170,91 @@ impl Table {
         Ok(list)
     }
 
+    /// seal_many(rows, wrap) -> list of tuples
+    ///
+    /// `seal_rows` for integrations that keep columns by position: each row is (row, values)
+    /// with one canonical value (or None) per encrypted column, in the order of
+    /// `column_names`. Each result is one flat tuple: the ciphertexts in that order (each
+    /// passed through `wrap`, None for SQL NULL), then the indexes in the order of
+    /// `index_names` (bytes, a list of bytes for prefix indexes, or None), then the version.
+    fn seal_many<'py>(
+        &self,
+        py: Python<'py>,
+        rows: Vec<(String, Vec<Option<Data>>)>,
+        wrap: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let cols_spec = self.table.columns();
+        let mut prepared: Vec<coffer_postgres::PlainRow> = Vec::with_capacity(rows.len());
+        for (row, values) in rows {
+            if values.len() != cols_spec.len() {
+                return Err(errors::config(format!(
+                    "a row has {} values for {} encrypted columns",
+                    values.len(),
+                    cols_spec.len()
+                )));
+            }
+            let vals = cols_spec
+                .iter()
+                .zip(values)
+                .map(|(c, v)| {
+                    (
+                        c.name.clone(),
+                        v.map(|d| Plain::from_canonical(c.value_type, d.as_bytes().to_vec())),
+                    )
+                })
+                .collect();
+            prepared.push((row, vals));
+        }
+        let (p, cols) = self.columns(py)?;
+        let sealed = py.detach(|| p.install(|| p.block_on(cols.seal_rows(&prepared))));
+        let sealed = sealed.map_err(errors::columns)?;
+        let list = PyList::empty(py);
+        let width = cols_spec.len() + self.table.indexes().len() + 1;
+        for row in &sealed {
+            let mut out: Vec<Bound<'py, PyAny>> = Vec::with_capacity(width);
+            for c in cols_spec {
+                let s = row.value(&c.name).map_err(errors::columns)?;
+                out.push(match s.ciphertext() {
+                    None => py.None().into_bound(py),
+                    Some(e) if e.storage() == Storage::Text => wrap.call1((e.to_text(),))?,
+                    Some(e) => wrap.call1((PyBytes::new(py, e.as_bytes()),))?,
+                });
+            }
+            for ix in self.table.indexes() {
+                out.push(match row.index(&ix.name).map_err(errors::columns)? {
+                    IndexValue::Single(Some(b)) => PyBytes::new(py, b).into_any(),
+                    IndexValue::Tokens(Some(t)) => {
+                        PyList::new(py, t.iter().map(|b| PyBytes::new(py, b)))?.into_any()
+                    }
+                    _ => py.None().into_bound(py),
+                });
+            }
+            out.push(row.version().into_pyobject(py)?.into_any());
+            list.append(PyTuple::new(py, out)?)?;
+        }
+        Ok(list)
+    }
+
+    /// The encrypted columns' SQL names, in definition order (the order of `seal_many`).
+    #[getter]
+    fn column_names(&self) -> Vec<String> {
+        self.table
+            .columns()
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    /// The indexes' names, in definition order (the order of `seal_many`).
+    #[getter]
+    fn index_names(&self) -> Vec<String> {
+        self.table
+            .indexes()
+            .iter()
+            .map(|i| i.name.clone())
+            .collect()
+    }
+
     /// open(column, row, stored) -> bytes | None
     ///
     /// Opens a stored value (BYTEA bytes or the TEXT form) of `column` read from row `row`:

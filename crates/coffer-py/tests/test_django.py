@@ -254,3 +254,41 @@ def test_model_forms_see_plaintext(dj: Any) -> None:
     got = Patient.objects.get(pk=p.pk)
     assert (got.ssn, got.email, str(got.birth_date), got.diagnoses) == ("111-22-3333", "f@example.org", "1990-01-02", {"codes": []})
     assert PatientForm(instance=got).initial["ssn"] == "111-22-3333"
+
+
+def test_fast_bytea_arrays_write_what_psycopg_writes(pg_database: str) -> None:
+    import secrets
+
+    import psycopg
+    from psycopg.adapt import PyFormat, Transformer
+    from psycopg.types.array import ListDumper
+
+    from coffer._table import Sealed
+    from coffer.django._arrays import ByteaListDumper, register
+
+    with psycopg.connect(pg_database) as conn:
+        plain_tx = Transformer(conn)
+        samples = [
+            [secrets.token_bytes(n) for n in (0, 1, 2, 17, 80, 300)],
+            [b'"', b"\\", b",{}", None, b"NULL", b" "],
+            [None, None],
+            [Sealed(secrets.token_bytes(40)), b"x"],
+        ]
+        expected = [plain_tx.get_dumper(s, PyFormat.TEXT).dump(s) for s in samples]
+        register(conn)
+        tx = Transformer(conn)
+        for s, want in zip(samples, expected):
+            d = tx.get_dumper(s, PyFormat.TEXT)
+            # (a list of only NULLs has no element type: psycopg's dumper writes it)
+            assert (type(d) is ByteaListDumper) == any(x is not None for x in s)
+            assert bytes(d.dump(s)) == bytes(want)
+        # Lists it does not take go through psycopg's own dumper.
+        for other in ([b"a", bytearray(b"b")], ["text", "list"], [[b"a"], [b"b"]]):
+            d = tx.get_dumper(other, PyFormat.TEXT)
+            want = plain_tx.get_dumper(other, PyFormat.TEXT).dump(other)
+            assert bytes(d.dump(other)) == bytes(want)
+        # And the database reads the same values back.
+        s = samples[1]
+        got = conn.execute("SELECT %s::bytea[]", [s]).fetchone()[0]
+        assert got == s
+        assert issubclass(ByteaListDumper, ListDumper)

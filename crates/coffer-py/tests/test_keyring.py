@@ -189,6 +189,39 @@ def _child(keyring: coffer.Keyring, scope: str, ct: bytes, q: "multiprocessing.Q
         q.put(repr(e))
 
 
+def test_batch_arguments_in_every_shape(keyring: coffer.Keyring, scope: str) -> None:
+    col = keyring.column(scope, "shapes")
+    n = 2500  # several work units of the pipelined batch
+    pts = [f"v{i}".encode() for i in range(n)]
+    ctxs: list = [None if i % 3 == 0 else (f"row-{i}" if i % 3 == 1 else ["tenant", str(i)]) for i in range(n)]
+    # A tuple and a generator work like a list; str and bytearray values like bytes.
+    cts = col.encrypt_batch(tuple(pts), contexts=(c for c in ctxs))
+    for i in (0, 1, 2, 1023, 1024, 2499):
+        c = ctxs[i]
+        assert col.decrypt(cts[i], context=c) == pts[i], i
+    assert col.decrypt_batch(cts, contexts=ctxs) == pts
+    mixed = col.encrypt_batch(["text", bytearray(b"ba"), b"b"])
+    assert col.decrypt_batch(mixed) == [b"text", b"ba", b"b"]
+    # Values sealed under two versions open in one batch.
+    keyring.rotate(scope)
+    newer = col.encrypt_batch(pts[:10], contexts=ctxs[:10])
+    assert col.decrypt_batch(cts[:10] + newer, contexts=ctxs[:10] * 2) == pts[:10] * 2
+    # Bad shapes are named.
+    with pytest.raises(TypeError, match=r"plaintexts\[1\]"):
+        col.encrypt_batch([b"ok", 5])
+    with pytest.raises(TypeError, match=r"contexts\[1\]\[0\]"):
+        col.encrypt_batch([b"a", b"b"], contexts=["x", [7]])
+    with pytest.raises(TypeError, match="sequence"):
+        col.encrypt_batch(b"one value")
+    with pytest.raises(coffer.ConfigError, match="2 entries for 3 values"):
+        col.decrypt_batch(cts[:3], contexts=ctxs[:2])
+    # The first value that fails is named, past the first work unit too.
+    bad = list(cts)
+    bad[2100] = cts[2101]
+    with pytest.raises(coffer.DecryptionError, match="value 2100"):
+        col.decrypt_batch(bad, contexts=ctxs)
+
+
 def test_keyring_works_in_forked_children(keyring: coffer.Keyring, scope: str) -> None:
     # The parent has used the keyring (runtime, pools, batch threads) before forking.
     ct = keyring.encrypt(scope, "c", b"before fork", context="r")

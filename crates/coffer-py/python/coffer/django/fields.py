@@ -103,6 +103,16 @@ class _ModelTable:
         self.row_attr = row_field.attname
         self.table: Table = self.definition.bind(keyring())
         self.index_fields = {f.name: f for f in idx}
+        # Positions in the flat tuple Table.seal_many returns for a row: the ciphertexts in
+        # the table's column order, then the indexes, then the key version.
+        names = self.table.column_names
+        by_column = {f.column: f for f in enc}
+        for i, name in enumerate(names):
+            by_column[name]._coffer_slot = i
+        for j, name in enumerate(self.table.index_names):
+            next(f for f in idx if f.column == name)._coffer_slot = len(names) + j
+        # (attname, encoder) per encrypted column, in that order.
+        self.encoders = [(by_column[n].attname, _encoder(by_column[n])) for n in names]
 
     def row(self, instance: models.Model) -> str:
         return row_context(getattr(instance, self.row_attr))
@@ -142,22 +152,49 @@ def table_for(model: type[models.Model]) -> _ModelTable:
 _CACHE = "_coffer_sealed"
 
 
-def _plains(mt: _ModelTable, instance: models.Model) -> list[tuple[str, bytes | None]]:
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+_MISSING = object()
+
+
+def _encoder(f: "EncryptedField") -> Any:
+    """The canonical encoding of one field's values (coffer.values.encode), with a shortcut
+    for the exact types most columns hold."""
+    vt = f.value_type
+
+    def slow(v: Any) -> bytes:
+        return _values.encode(vt, f.normalize_value(v))
+
+    if vt == "text" and type(f).normalize_value is EncryptedField.normalize_value:
+        return lambda v: v.encode() if type(v) is str else slow(v)
+    if vt == "date" and type(f).normalize_value is EncryptedDateField.normalize_value:
+        date = datetime.date
+        return lambda v: (
+            (v.toordinal() - _EPOCH_ORDINAL).to_bytes(4, "big", signed=True) if type(v) is date else slow(v)
+        )
+    return slow
+
+
+def _plains(mt: _ModelTable, instance: models.Model) -> list[bytes | None]:
+    """The row's canonical values, in the table's column order."""
+    d = instance.__dict__
     out = []
-    for f in mt.encrypted:
-        v = getattr(instance, f.attname)  # opens a stored value first
-        out.append((f.column, None if v is None else _values.encode(f.value_type, f.normalize_value(v))))
+    for attname, encode in mt.encoders:
+        v = d.get(attname, _MISSING)
+        if v is _MISSING or type(v) is Stored:
+            v = getattr(instance, attname)  # loads a deferred value, opens a stored one
+        out.append(None if v is None else encode(v))
     return out
 
 
-def _sealed(instance: models.Model) -> tuple[dict[str, Any], dict[str, Any], int]:
-    """The row's ciphertexts, indexes and version for the write under way."""
+def _sealed(instance: models.Model) -> tuple[Any, ...]:
+    """The row's ciphertexts, indexes and version for the write under way (one flat tuple,
+    see _ModelTable)."""
     cached = instance.__dict__.get(_CACHE)
     if cached is not None:
         return cached
     mt = table_for(type(instance))
     mt.ensure_scope()
-    out = mt.table.seal_row(mt.row(instance), _plains(mt, instance))
+    out = mt.table.seal_many([(mt.row(instance), _plains(mt, instance))], Sealed)[0]
     instance.__dict__[_CACHE] = out
     return out
 
@@ -173,7 +210,7 @@ def seal_instances(instances: Sequence[models.Model]) -> None:
     mt = table_for(type(instances[0]))
     mt.ensure_scope()
     rows = [(mt.row(i), _plains(mt, i)) for i in instances]
-    for inst, o in zip(instances, mt.table.seal_rows(rows)):
+    for inst, o in zip(instances, mt.table.seal_many(rows, Sealed)):
         inst.__dict__[_CACHE] = o
 
 
@@ -304,13 +341,14 @@ class EncryptedField(models.Field):
 
     # Writing: the row is sealed once, each field binds its ciphertext.
     def pre_save(self, model_instance: models.Model, add: bool) -> Any:
-        values, _, _ = _sealed(model_instance)
-        v = values.get(self.column)
-        return None if v is None else Sealed(v)
+        return _sealed(model_instance)[self._coffer_slot]
 
     def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
-        if value is None or isinstance(value, Sealed):
-            return None if value is None else bytes(value)
+        if value is None:
+            return None
+        if type(value) is Sealed:
+            # psycopg binds the bytes subclass as bytea; other drivers get plain bytes.
+            return value if connection.vendor == "postgresql" else bytes(value)
         raise CofferError(
             f"{self.model._meta.label}.{self.name} is encrypted: a plaintext cannot be written "
             "by QuerySet.update() or a raw expression; assign it on the instance and save()"
@@ -491,8 +529,7 @@ class _IndexField(models.Field):
         return name, path, args, kwargs
 
     def pre_save(self, model_instance: models.Model, add: bool) -> Any:
-        _, indexes, _ = _sealed(model_instance)
-        return indexes.get(self.column)
+        return _sealed(model_instance)[self._coffer_slot]
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
         return value
@@ -507,7 +544,7 @@ class BlindIndexField(_IndexField):
         return models.BinaryField().db_type(connection)
 
     def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
-        return None if value is None else bytes(value)
+        return value if value is None or type(value) is bytes else bytes(value)
 
 
 class PrefixIndexField(_IndexField):
@@ -553,8 +590,7 @@ class KeyVersionField(models.IntegerField):
         return name, path, args, kwargs
 
     def pre_save(self, model_instance: models.Model, add: bool) -> Any:
-        _, _, version = _sealed(model_instance)
-        return version
+        return _sealed(model_instance)[-1]
 
 
 # ---- lookups -------------------------------------------------------------------------------
