@@ -32,6 +32,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<rawkey::FieldKey>()?;
     stream::register(m)?;
     m.add_function(wrap_pyfunction!(table::canonical_json, m)?)?;
+    m.add_function(wrap_pyfunction!(table::canonical_json_of, m)?)?;
     m.add_function(wrap_pyfunction!(table::to_text, m)?)?;
     m.add_function(wrap_pyfunction!(table::from_text, m)?)?;
     Ok(())

@@ -170,39 +170,45 @@ impl Table {
         Ok(list)
     }
 
-    /// seal_many(rows, wrap) -> list of tuples
+    /// seal_many(flat, wrap) -> list of tuples
     ///
-    /// `seal_rows` for integrations that keep columns by position: each row is (row, values)
-    /// with one canonical value (or None) per encrypted column, in the order of
-    /// `column_names`. Each result is one flat tuple: the ciphertexts in that order (each
-    /// passed through `wrap`, None for SQL NULL), then the indexes in the order of
-    /// `index_names` (bytes, a list of bytes for prefix indexes, or None), then the version.
+    /// `seal_rows` for integrations that keep columns by position, with no container per row
+    /// on the way in: `flat` holds, for each row, its row id (str) and then one canonical value
+    /// (bytes, or None) per encrypted column in the order of `column_names`. Each result is
+    /// one flat tuple: the ciphertexts in that order (each passed through `wrap`, None for SQL
+    /// NULL), then the indexes in the order of `index_names` (bytes, a list of bytes for prefix
+    /// indexes, or None), then the version.
     fn seal_many<'py>(
         &self,
         py: Python<'py>,
-        rows: Vec<(String, Vec<Option<Data>>)>,
+        flat: &Bound<'py, PyList>,
         wrap: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
         let cols_spec = self.table.columns();
-        let mut prepared: Vec<coffer_postgres::PlainRow> = Vec::with_capacity(rows.len());
-        for (row, values) in rows {
-            if values.len() != cols_spec.len() {
-                return Err(errors::config(format!(
-                    "a row has {} values for {} encrypted columns",
-                    values.len(),
-                    cols_spec.len()
-                )));
+        let width = 1 + cols_spec.len();
+        if flat.len() % width != 0 {
+            return Err(errors::config(format!(
+                "seal_many: {} items is not a whole number of rows of {width} (row id and {} values)",
+                flat.len(),
+                cols_spec.len()
+            )));
+        }
+        let mut prepared: Vec<coffer_postgres::PlainRow> = Vec::with_capacity(flat.len() / width);
+        for r in 0..flat.len() / width {
+            let row: String = flat.get_item(r * width)?.extract()?;
+            let mut vals = Vec::with_capacity(cols_spec.len());
+            for (j, c) in cols_spec.iter().enumerate() {
+                let v = flat.get_item(r * width + 1 + j)?;
+                let plain = if v.is_none() {
+                    None
+                } else {
+                    let b = v.cast::<PyBytes>().map_err(|_| {
+                        errors::config(format!("seal_many: the value of {} is not bytes", c.name))
+                    })?;
+                    Some(Plain::from_canonical(c.value_type, b.as_bytes().to_vec()))
+                };
+                vals.push((c.name.clone(), plain));
             }
-            let vals = cols_spec
-                .iter()
-                .zip(values)
-                .map(|(c, v)| {
-                    (
-                        c.name.clone(),
-                        v.map(|d| Plain::from_canonical(c.value_type, d.as_bytes().to_vec())),
-                    )
-                })
-                .collect();
             prepared.push((row, vals));
         }
         let (p, cols) = self.columns(py)?;
@@ -443,6 +449,76 @@ pub fn canonical_json<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, P
     let b = coffer_postgres::value::canonical_json(text)
         .map_err(|e| errors::config(format!("json value: {}", e.0)))?;
     Ok(PyBytes::new(py, &b))
+}
+
+/// canonical_json_of(value) -> bytes | None: the RFC 8785 (JCS) form of a Python value built
+/// of dict (str keys), list, tuple, str, int (64-bit), finite float, bool and None — the bytes
+/// `canonical_json(json.dumps(value))` gives, without the JSON text in between. None for
+/// anything else (the caller then takes the json.dumps path, which also reports errors).
+#[pyfunction]
+pub fn canonical_json_of<'py>(
+    py: Python<'py>,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    use coffer_postgres::value::ToPlain;
+    let Some(v) = json_value(value, 0) else {
+        return Ok(None);
+    };
+    let b = v
+        .to_plain()
+        .map_err(|e| errors::config(format!("json value: {}", e.0)))?;
+    Ok(Some(PyBytes::new(py, &b)))
+}
+
+/// A Python value as JSON, or None where json.dumps would do something this does not
+/// (non-str keys, big ints, NaN, other types, very deep nesting).
+fn json_value(v: &Bound<'_, PyAny>, depth: usize) -> Option<serde_json::Value> {
+    use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
+    use serde_json::Value;
+    if depth > 64 {
+        return None;
+    }
+    if v.is_none() {
+        return Some(Value::Null);
+    }
+    if let Ok(b) = v.cast::<PyBool>() {
+        return Some(Value::Bool(b.is_true()));
+    }
+    if let Ok(s) = v.cast::<PyString>() {
+        return s.to_str().ok().map(|s| Value::String(s.to_owned()));
+    }
+    if v.is_instance_of::<PyInt>() {
+        if let Ok(i) = v.extract::<i64>() {
+            return Some(Value::from(i));
+        }
+        return v.extract::<u64>().ok().map(Value::from);
+    }
+    if let Ok(f) = v.cast::<PyFloat>() {
+        return serde_json::Number::from_f64(f.value()).map(Value::Number);
+    }
+    if let Ok(d) = v.cast::<PyDict>() {
+        let mut m = serde_json::Map::new();
+        for (k, x) in d.iter() {
+            let k = k.cast::<PyString>().ok()?.to_str().ok()?.to_owned();
+            m.insert(k, json_value(&x, depth + 1)?);
+        }
+        return Some(Value::Object(m));
+    }
+    if let Ok(l) = v.cast::<PyList>() {
+        return l
+            .iter()
+            .map(|x| json_value(&x, depth + 1))
+            .collect::<Option<Vec<_>>>()
+            .map(Value::Array);
+    }
+    if let Ok(t) = v.cast::<PyTuple>() {
+        return t
+            .iter()
+            .map(|x| json_value(&x, depth + 1))
+            .collect::<Option<Vec<_>>>()
+            .map(Value::Array);
+    }
+    None
 }
 
 /// The text form of a binary ciphertext (`cf1:` + base64url), as the CLI prints it.

@@ -92,6 +92,34 @@ def test_canonical_encodings_match_the_format_table() -> None:
         values.encode("int", "12")
 
 
+def test_json_fast_path_gives_the_json_dumps_bytes() -> None:
+    import json
+
+    from coffer._native import canonical_json, canonical_json_of
+
+    samples = [
+        {"codes": ["E11.9", "I10"], "n": 3, "ok": True, "none": None},
+        {"b": 1, "a": {"z": [1, 2.5, -0.0, 1e21, 1e-7], "é": "ünï\u2028\"\\"}},
+        [1, 18446744073709551615, -9223372036854775808, 0.1, 100.0, (1, 2)],
+        "text",
+        12,
+        3.14159,
+        False,
+        None,
+        {"\U0001f600": "emoji", "\u00e9": "é", "e": "plain"},
+    ]
+    for v in samples:
+        want = canonical_json(json.dumps(v, ensure_ascii=False, allow_nan=False))
+        assert canonical_json_of(v) == want, v
+        assert values.encode("json", v) == want
+    # What it does not take goes through json.dumps (and its errors).
+    for v in ({1: "int key"}, 2**70, float("nan"), {"x": object()}, {1.5}):
+        assert canonical_json_of(v) is None, v
+    assert values.encode("json", {1: "a"}) == canonical_json('{"1": "a"}')
+    with pytest.raises(coffer.ConfigError):
+        values.encode("json", {"x": float("inf")})
+
+
 def test_batches_match_single_calls(keyring: coffer.Keyring, scope: str) -> None:
     n = 3000
     pts = [f"value-{i}".encode() for i in range(n)]

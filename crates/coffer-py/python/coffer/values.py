@@ -24,7 +24,7 @@ import json as _json
 import uuid as _uuid
 from typing import Any
 
-from coffer._native import ConfigError, canonical_json
+from coffer._native import ConfigError, canonical_json, canonical_json_of
 
 VALUE_TYPES = ("text", "bytes", "int", "bool", "date", "timestamp", "json", "uuid")
 
@@ -70,6 +70,9 @@ def encode(value_type: str, value: Any) -> bytes:
             raise ConfigError("a timestamp value must be timezone-aware (e.g. tzinfo=UTC)")
         return ((value - _EPOCH) // _US).to_bytes(8, "big", signed=True)
     if value_type == "json":
+        fast = canonical_json_of(value)  # the same bytes, without json.dumps, for plain data
+        if fast is not None:
+            return fast
         try:
             text = _json.dumps(value, ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as e:

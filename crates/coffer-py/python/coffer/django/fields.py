@@ -174,16 +174,16 @@ def _encoder(f: "EncryptedField") -> Any:
     return slow
 
 
-def _plains(mt: _ModelTable, instance: models.Model) -> list[bytes | None]:
-    """The row's canonical values, in the table's column order."""
+def _plains(mt: _ModelTable, instance: models.Model, out: list[Any]) -> None:
+    """Appends the row id and the row's canonical values (in the table's column order) to
+    `out`, the flat input of Table.seal_many."""
+    out.append(mt.row(instance))
     d = instance.__dict__
-    out = []
     for attname, encode in mt.encoders:
         v = d.get(attname, _MISSING)
         if v is _MISSING or type(v) is Stored:
             v = getattr(instance, attname)  # loads a deferred value, opens a stored one
         out.append(None if v is None else encode(v))
-    return out
 
 
 def _sealed(instance: models.Model) -> tuple[Any, ...]:
@@ -194,7 +194,9 @@ def _sealed(instance: models.Model) -> tuple[Any, ...]:
         return cached
     mt = table_for(type(instance))
     mt.ensure_scope()
-    out = mt.table.seal_many([(mt.row(instance), _plains(mt, instance))], Sealed)[0]
+    flat: list[Any] = []
+    _plains(mt, instance, flat)
+    out = mt.table.seal_many(flat, Sealed)[0]
     instance.__dict__[_CACHE] = out
     return out
 
@@ -209,8 +211,10 @@ def seal_instances(instances: Sequence[models.Model]) -> None:
         return
     mt = table_for(type(instances[0]))
     mt.ensure_scope()
-    rows = [(mt.row(i), _plains(mt, i)) for i in instances]
-    for inst, o in zip(instances, mt.table.seal_many(rows, Sealed)):
+    flat: list[Any] = []
+    for i in instances:
+        _plains(mt, i, flat)
+    for inst, o in zip(instances, mt.table.seal_many(flat, Sealed)):
         inst.__dict__[_CACHE] = o
 
 
