@@ -660,10 +660,7 @@ fn encrypt_many<'py>(
         let units = n.div_ceil(UNIT);
         let mut failed = None;
         for u in 0..units {
-            let range = u * UNIT..n.min((u + 1) * UNIT);
-            let gathered = Gathered::values(&values, range.clone(), "plaintexts")
-                .and_then(|v| Ok((v, Gathered::rows(rows.as_ref(), range)?)));
-            let (v, r) = match gathered {
+            let (v, r) = match unit_inputs(&values, rows.as_ref(), u, n, "plaintexts") {
                 Ok(x) => x,
                 Err(e) => {
                     failed = Some(e);
@@ -717,10 +714,7 @@ fn decrypt_many<'py>(
         let units = n.div_ceil(UNIT);
         let mut failed = None;
         for u in 0..units {
-            let range = u * UNIT..n.min((u + 1) * UNIT);
-            let gathered = Gathered::values(&values, range.clone(), "ciphertexts")
-                .and_then(|v| Ok((v, Gathered::rows(rows.as_ref(), range)?)));
-            let (v, r) = match gathered {
+            let (v, r) = match unit_inputs(&values, rows.as_ref(), u, n, "ciphertexts") {
                 Ok(x) => x,
                 Err(e) => {
                     failed = Some(e);
@@ -777,6 +771,21 @@ fn decrypt_many<'py>(
         })
     })?;
     Ok(out)
+}
+
+/// The values and contexts of work unit `u` of a batch of `n`, copied out under the GIL.
+fn unit_inputs(
+    values: &Bound<'_, PyList>,
+    rows: Option<&Bound<'_, PyList>>,
+    u: usize,
+    n: usize,
+    what: &str,
+) -> PyResult<(Gathered, Gathered)> {
+    let range = u * UNIT..n.min((u + 1) * UNIT);
+    Ok((
+        Gathered::values(values, range.clone(), what)?,
+        Gathered::rows(rows, range)?,
+    ))
 }
 
 /// The column keys of a batch decryption, by (version, suite).
