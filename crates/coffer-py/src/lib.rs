@@ -28,6 +28,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<keyring::Keyring>()?;
     m.add_class::<keyring::Column>()?;
     m.add_class::<table::Table>()?;
+    m.add_class::<table::Ciphertext>()?;
     m.add_class::<table::Search>()?;
     m.add_class::<rawkey::FieldKey>()?;
     stream::register(m)?;

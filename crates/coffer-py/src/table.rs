@@ -29,6 +29,40 @@ pub struct Table {
     table: coffer_postgres::Table,
 }
 
+/// A ciphertext made for one write: the only value an encrypted Django field binds (a
+/// plaintext given to `QuerySet.update()` is refused for not being one). Unlike a `bytes`
+/// subclass it is not tracked by the cyclic GC, which a bulk insert of many rows would
+/// otherwise wake again and again.
+#[pyclass(name = "Ciphertext", module = "coffer._native", frozen)]
+pub struct Ciphertext {
+    data: Py<PyBytes>,
+}
+
+#[pymethods]
+impl Ciphertext {
+    #[new]
+    fn new(data: Py<PyBytes>) -> Self {
+        Ciphertext { data }
+    }
+
+    /// The ciphertext's bytes.
+    #[getter]
+    fn data(&self, py: Python<'_>) -> Py<PyBytes> {
+        self.data.clone_ref(py)
+    }
+
+    fn __len__(&self, py: Python<'_>) -> usize {
+        self.data.bind(py).as_bytes().len()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "<coffer ciphertext, {} bytes>",
+            self.data.bind(py).as_bytes().len()
+        )
+    }
+}
+
 /// Blind-index search terms and the check that confirms a decrypted candidate.
 #[pyclass(name = "Search", module = "coffer._native", frozen)]
 pub struct Search {
@@ -170,14 +204,15 @@ impl Table {
         Ok(list)
     }
 
-    /// seal_many(flat, wrap) -> list of tuples
+    /// seal_many(flat, wrap) -> list
     ///
     /// `seal_rows` for integrations that keep columns by position, with no container per row
-    /// on the way in: `flat` holds, for each row, its row id (str) and then one canonical value
-    /// (bytes, or None) per encrypted column in the order of `column_names`. Each result is
-    /// one flat tuple: the ciphertexts in that order (each passed through `wrap`, None for SQL
-    /// NULL), then the indexes in the order of `index_names` (bytes, a list of bytes for prefix
-    /// indexes, or None), then the version.
+    /// either way (a bulk insert of many rows otherwise wakes Python's cyclic GC again and
+    /// again): `flat` holds, for each row, its row id (str) and then one canonical value
+    /// (bytes, or None) per encrypted column in the order of `column_names`. The result holds,
+    /// for each row in turn, the ciphertexts in that order (each passed through `wrap`, None
+    /// for SQL NULL), then the indexes in the order of `index_names` (bytes, a list of bytes
+    /// for prefix indexes, or None), then the version.
     fn seal_many<'py>(
         &self,
         py: Python<'py>,
@@ -214,31 +249,29 @@ impl Table {
         let (p, cols) = self.columns(py)?;
         let sealed = py.detach(|| p.install(|| p.block_on(cols.seal_rows(&prepared))));
         let sealed = sealed.map_err(errors::columns)?;
-        let list = PyList::empty(py);
-        let width = cols_spec.len() + self.table.indexes().len() + 1;
+        // One list for the batch, no container per row (see the method's docs).
+        let out = PyList::empty(py);
         for row in &sealed {
-            let mut out: Vec<Bound<'py, PyAny>> = Vec::with_capacity(width);
             for c in cols_spec {
                 let s = row.value(&c.name).map_err(errors::columns)?;
-                out.push(match s.ciphertext() {
+                out.append(match s.ciphertext() {
                     None => py.None().into_bound(py),
                     Some(e) if e.storage() == Storage::Text => wrap.call1((e.to_text(),))?,
                     Some(e) => wrap.call1((PyBytes::new(py, e.as_bytes()),))?,
-                });
+                })?;
             }
             for ix in self.table.indexes() {
-                out.push(match row.index(&ix.name).map_err(errors::columns)? {
+                out.append(match row.index(&ix.name).map_err(errors::columns)? {
                     IndexValue::Single(Some(b)) => PyBytes::new(py, b).into_any(),
                     IndexValue::Tokens(Some(t)) => {
                         PyList::new(py, t.iter().map(|b| PyBytes::new(py, b)))?.into_any()
                     }
                     _ => py.None().into_bound(py),
-                });
+                })?;
             }
-            out.push(row.version().into_pyobject(py)?.into_any());
-            list.append(PyTuple::new(py, out)?)?;
+            out.append(row.version())?;
         }
-        Ok(list)
+        Ok(out)
     }
 
     /// The encrypted columns' SQL names, in definition order (the order of `seal_many`).

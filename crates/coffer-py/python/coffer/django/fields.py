@@ -25,8 +25,8 @@ from django.db.models.lookups import Lookup
 
 import coffer
 from coffer import values as _values
-from coffer._native import CofferError, ConfigError, DecryptionError, Keyring, Table
-from coffer._table import ColumnDef, IndexDef, Sealed, Stored, TableDef, row_context
+from coffer._native import Ciphertext, CofferError, ConfigError, DecryptionError, Keyring, Table
+from coffer._table import ColumnDef, IndexDef, Stored, TableDef, row_context
 
 _lock = threading.Lock()
 _keyring: Keyring | None = None
@@ -111,6 +111,8 @@ class _ModelTable:
             by_column[name]._coffer_slot = i
         for j, name in enumerate(self.table.index_names):
             next(f for f in idx if f.column == name)._coffer_slot = len(names) + j
+        ver[0]._coffer_slot = len(names) + len(self.table.index_names)
+        self.width = len(names) + len(self.table.index_names) + 1
         # (attname, encoder) per encrypted column, in that order.
         self.encoders = [(by_column[n].attname, _encoder(by_column[n])) for n in names]
 
@@ -147,9 +149,12 @@ def table_for(model: type[models.Model]) -> _ModelTable:
 # A row is sealed once per write: the first Coffer field Django prepares seals every value,
 # index and the version, and the row's other Coffer fields take their part. The result lives
 # on the instance only for that write: the pre_save signal (save) and CofferQuerySet.bulk_create
-# clear it before, post_save and bulk_create after.
+# clear it before, post_save and bulk_create after. A batch shares one flat result list
+# (Table.seal_many): each instance keeps the list and where its row starts, so a bulk insert
+# allocates no container per row (those made the cyclic GC run again and again).
 
 _CACHE = "_coffer_sealed"
+_AT = "_coffer_at"
 
 
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
@@ -186,23 +191,24 @@ def _plains(mt: _ModelTable, instance: models.Model, out: list[Any]) -> None:
         out.append(None if v is None else encode(v))
 
 
-def _sealed(instance: models.Model) -> tuple[Any, ...]:
-    """The row's ciphertexts, indexes and version for the write under way (one flat tuple,
-    see _ModelTable)."""
-    cached = instance.__dict__.get(_CACHE)
-    if cached is not None:
-        return cached
-    mt = table_for(type(instance))
-    mt.ensure_scope()
-    flat: list[Any] = []
-    _plains(mt, instance, flat)
-    out = mt.table.seal_many(flat, Sealed)[0]
-    instance.__dict__[_CACHE] = out
-    return out
+def _sealed(instance: models.Model, field: models.Field) -> Any:
+    """The item of `field` in the row's sealed part for the write under way (ciphertexts, indexes,
+    version: see _ModelTable), sealing the row first if no batch did."""
+    d = instance.__dict__
+    res = d.get(_CACHE)
+    if res is None:
+        mt = table_for(type(instance))
+        mt.ensure_scope()
+        flat: list[Any] = []
+        _plains(mt, instance, flat)
+        res = d[_CACHE] = mt.table.seal_many(flat, Ciphertext)
+        d[_AT] = 0
+    return res[d[_AT] + field._coffer_slot]
 
 
 def _forget(sender: Any, instance: models.Model, **kwargs: Any) -> None:
     instance.__dict__.pop(_CACHE, None)
+    instance.__dict__.pop(_AT, None)
 
 
 def seal_instances(instances: Sequence[models.Model]) -> None:
@@ -214,8 +220,12 @@ def seal_instances(instances: Sequence[models.Model]) -> None:
     flat: list[Any] = []
     for i in instances:
         _plains(mt, i, flat)
-    for inst, o in zip(instances, mt.table.seal_many(flat, Sealed)):
-        inst.__dict__[_CACHE] = o
+    res = mt.table.seal_many(flat, Ciphertext)
+    width = mt.width
+    for k, inst in enumerate(instances):
+        d = inst.__dict__
+        d[_CACHE] = res
+        d[_AT] = k * width
 
 
 class CofferQuerySet(models.QuerySet):
@@ -345,14 +355,13 @@ class EncryptedField(models.Field):
 
     # Writing: the row is sealed once, each field binds its ciphertext.
     def pre_save(self, model_instance: models.Model, add: bool) -> Any:
-        return _sealed(model_instance)[self._coffer_slot]
+        return _sealed(model_instance, self)
 
     def get_db_prep_value(self, value: Any, connection: Any, prepared: bool = False) -> Any:
         if value is None:
             return None
-        if type(value) is Sealed:
-            # psycopg binds the bytes subclass as bytea; other drivers get plain bytes.
-            return value if connection.vendor == "postgresql" else bytes(value)
+        if type(value) is Ciphertext:
+            return value.data
         raise CofferError(
             f"{self.model._meta.label}.{self.name} is encrypted: a plaintext cannot be written "
             "by QuerySet.update() or a raw expression; assign it on the instance and save()"
@@ -533,7 +542,7 @@ class _IndexField(models.Field):
         return name, path, args, kwargs
 
     def pre_save(self, model_instance: models.Model, add: bool) -> Any:
-        return _sealed(model_instance)[self._coffer_slot]
+        return _sealed(model_instance, self)
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
         return value
@@ -594,7 +603,7 @@ class KeyVersionField(models.IntegerField):
         return name, path, args, kwargs
 
     def pre_save(self, model_instance: models.Model, add: bool) -> Any:
-        return _sealed(model_instance)[-1]
+        return _sealed(model_instance, self)
 
 
 # ---- lookups -------------------------------------------------------------------------------
