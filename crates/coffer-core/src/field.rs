@@ -187,18 +187,6 @@ impl FieldKey {
         self.seal(ctx, false, plaintext, None)
     }
 
-    /// Seals a value and appends the sealed bytes to `out` (batch callers seal many values
-    /// into one buffer this way, without an allocation each).
-    pub fn encrypt_append(
-        &self,
-        ctx: &FieldContext<'_>,
-        plaintext: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
-        self.counter.reserve(1)?;
-        self.seal_append(ctx, false, plaintext, None, out)
-    }
-
     /// The length of the sealed form of a `len`-byte value.
     pub fn sealed_len(&self, len: usize) -> usize {
         self.header(false).len() + len + self.suite.body_overhead()

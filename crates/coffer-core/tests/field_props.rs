@@ -299,6 +299,47 @@ fn batches_match_single_calls_and_count() {
 }
 
 #[test]
+fn packed_seals_and_appended_opens_match_single_calls() {
+    let dek = Dek::generate().unwrap();
+    let k = key(&dek, Suite::Gcm96, 1, "s", "c");
+    let rows: Vec<[u8; 8]> = (0..300u64).map(u64::to_be_bytes).collect();
+    let row_refs: Vec<[&[u8]; 1]> = rows.iter().map(|r| [&r[..]]).collect();
+    let values: Vec<Vec<u8>> = (0..300).map(|i| vec![b'v'; i % 70]).collect();
+    let items: Vec<(FieldContext<'_>, &[u8])> = row_refs
+        .iter()
+        .zip(&values)
+        .map(|(r, v)| (FieldContext::row(r), v.as_slice()))
+        .collect();
+    let packed = k.encrypt_packed(&items).unwrap();
+    assert_eq!(packed.len(), 300);
+    assert_eq!(k.counter().count(), 300);
+    let mut opened = Vec::new();
+    let mut ends = Vec::new();
+    for (i, ((ctx, v), ct)) in items.iter().zip(packed.iter()).enumerate() {
+        assert_eq!(ct.len(), k.sealed_len(v.len()), "length {i}");
+        assert_eq!(
+            k.decrypt(ctx, ct).unwrap().as_deref(),
+            Some(*v),
+            "value {i}"
+        );
+        assert!(k.decrypt_append(ctx, ct, &mut opened).unwrap());
+        ends.push(opened.len());
+    }
+    let mut start = 0;
+    for (v, end) in values.iter().zip(ends) {
+        assert_eq!(&opened[start..end], v.as_slice());
+        start = end;
+    }
+    // A failure appends nothing; an authenticated NULL appends nothing and says so.
+    let before = opened.len();
+    let first = packed.iter().next().unwrap();
+    assert!(k.decrypt_append(&items[1].0, first, &mut opened).is_err());
+    let null = k.encrypt_null(&items[0].0).unwrap();
+    assert!(!k.decrypt_append(&items[0].0, &null, &mut opened).unwrap());
+    assert_eq!(opened.len(), before);
+}
+
+#[test]
 fn encryption_limit_is_enforced() {
     use std::sync::Arc;
     let dek = Dek::generate().unwrap();

@@ -677,8 +677,7 @@ fn encrypt_many<'py>(
         if let Some(e) = failed {
             return Err(e);
         }
-        let mut rx = Some(rx);
-        in_order(py, &mut rx, units, |packed: coffer_core::Result<Packed>| {
+        in_order(py, rx, units, |packed: coffer_core::Result<Packed>| {
             for c in packed.map_err(errors::core)?.iter() {
                 out.append(bytes(py, c))?;
             }
@@ -747,9 +746,8 @@ fn decrypt_many<'py>(
         if let Some(e) = failed {
             return Err(e);
         }
-        let mut rx = Some(rx);
         let mut i = 0usize;
-        in_order(py, &mut rx, units, |unit: Opened| {
+        in_order(py, rx, units, |unit: Opened| {
             let mut start = 0usize;
             for o in &unit.items {
                 match *o {
@@ -795,18 +793,16 @@ type Keys = Vec<((KeyVersion, Suite), Arc<FieldKey>)>;
 /// hands them to `each` in unit order. The GIL is released while it waits.
 fn in_order<T: Send>(
     py: Python<'_>,
-    rx: &mut Option<std::sync::mpsc::Receiver<(usize, T)>>,
+    mut rx: std::sync::mpsc::Receiver<(usize, T)>,
     units: usize,
     mut each: impl FnMut(T) -> PyResult<()>,
 ) -> PyResult<()> {
     let mut ready: Vec<Option<T>> = (0..units).map(|_| None).collect();
     for next in 0..units {
         while ready[next].is_none() {
-            let Some(r) = rx.take() else {
-                return Err(errors::CofferError::new_err("batch worker lost"));
-            };
-            let (got, r) = py.detach(move || (r.recv(), r));
-            *rx = Some(r);
+            // The receiver moves into the GIL-free wait and back (it is Send, not Sync).
+            let (got, r) = py.detach(move || (rx.recv(), rx));
+            rx = r;
             let (u, v) =
                 got.map_err(|_| errors::CofferError::new_err("a batch worker stopped early"))?;
             ready[u] = Some(v);

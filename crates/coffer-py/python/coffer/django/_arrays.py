@@ -2,10 +2,10 @@
 
 Django 5.2 inserts ``bulk_create`` batches on PostgreSQL as ``UNNEST(%s::bytea[], …)``, one
 array per column, and psycopg renders each array in text form element by element: it escapes
-every element through a regular expression, about 3.5 µs per 80-byte ciphertext here, which
+every element through a regular expression: 37 ms per 10 000 80-byte ciphertexts here, which
 made the encrypted columns cost more than everything else in a bulk insert. The dumper below
-writes the same array text (``{"\\\\x…","\\\\x…",NULL}``) with ``bytes.hex()``, about 30 times
-faster. It only takes flat lists whose items are ``bytes`` or ``None``; anything else (nested
+writes the same array text (``{"\\\\x…","\\\\x…",NULL}``) with ``bytes.hex()``: 4 ms for the same
+list. It only takes flat lists whose items are ``bytes`` or ``None``; anything else (nested
 lists, ``bytearray``, other types) goes through psycopg's own dumper unchanged.
 
 The app registers it on each new PostgreSQL connection (``COFFER = {"FAST_BYTEA_ARRAYS":
