@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::Hinted;
 use crate::cli::{BlindIndexArgs, CipherOpts, DecryptArgs, EncryptArgs, Mode, TagBits, ValueKind};
 use crate::input::{self, Newline};
-use crate::keys;
+use crate::keygen;
 
 /// A decrypted authenticated NULL when `--null-ok` was not given: an input error (exit 2).
 #[derive(Debug)]
@@ -81,7 +81,7 @@ pub fn decrypt(args: &DecryptArgs) -> Result<()> {
 /// `coffer field blind-index`.
 pub fn blind_index(args: &BlindIndexArgs) -> Result<()> {
     let column = ColumnId::new(args.column.as_str())?;
-    let dek = keys::load(&args.key.key)?;
+    let dek = keygen::load(&args.key.key)?;
     let index = BlindIndexKey::new(&dek, &column, &args.name, args.bits)?
         .with_normalizers(args.normalize.clone());
     let domain = components(&args.domain);
@@ -114,7 +114,7 @@ fn field_key(opts: &CipherOpts) -> Result<FieldKey> {
     let suite = suite(opts.mode, opts.tag_bits)?;
     let scope = ScopeId::new(opts.scope.as_str())?;
     let column = ColumnId::new(opts.column.as_str())?;
-    let dek = keys::load(&opts.key.key)?;
+    let dek = keygen::load(&opts.key.key)?;
     FieldKey::new(&dek, KeyVersion(opts.key_version), suite, &scope, &column).map_err(explain)
 }
 

@@ -5,7 +5,6 @@
 //! cryptography of its own. Exit status: 0 success, 1 decryption or authentication failure, 2
 //! usage or input error (`coffer --help` has the details).
 
-mod admin;
 mod backup;
 mod cli;
 mod field;
@@ -13,6 +12,7 @@ mod file;
 mod filekeys;
 mod index;
 mod input;
+mod keygen;
 mod keys;
 mod open;
 mod reencrypt;
@@ -43,12 +43,12 @@ fn main() -> ExitCode {
 /// Runs one parsed command.
 fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
-        Command::Keygen(args) => keys::keygen(args.out.as_deref()),
+        Command::Keygen(args) => keygen::keygen(args.out.as_deref()),
         Command::Field(FieldCommand::Encrypt(args)) => field::encrypt(args),
         Command::Field(FieldCommand::Decrypt(args)) => field::decrypt(args),
         Command::Field(FieldCommand::BlindIndex(args)) => field::blind_index(args),
         Command::FipsStatus(args) => fips_status(args.json),
-        Command::Keys(cmd) => admin::run(cmd),
+        Command::Keys(cmd) => keys::run(cmd),
         Command::File(cmd) => file::run(cmd),
         Command::S3(cmd) => s3::run(cmd),
         Command::Backup(args) => backup::backup(args),

@@ -64,7 +64,7 @@ fn keys_exit_code(k: &KeysError) -> u8 {
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err
         .chain()
-        .any(|c| c.is::<crate::admin::AuditBroken>() || c.is::<crate::backup::Refused>())
+        .any(|c| c.is::<crate::keys::AuditBroken>() || c.is::<crate::backup::Refused>())
     {
         return EXIT_DECRYPT;
     }
