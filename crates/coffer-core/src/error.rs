@@ -69,6 +69,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// What kind of failure this is (docs: [`ErrorKind`](crate::ErrorKind)).
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            Error::Decrypt | Error::UnauthenticatedNull => K::Decrypt,
+            Error::Unwrap => K::WrongKek,
+            Error::Format(_) => K::Decrypt,
+            Error::NotFipsApproved { .. } | Error::RowContextInDeterministic => K::InvalidInput,
+            Error::Invalid { .. } => K::InvalidInput,
+            Error::EncryptionLimit { .. } => K::Conflict,
+            Error::Module(_) => K::Internal,
+        }
+    }
+
     pub(crate) fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
         Error::Invalid {
             what,

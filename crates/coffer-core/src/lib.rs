@@ -40,6 +40,7 @@ compile_error!("coffer-core: enable either the `non-fips` (default) or the `fips
 
 pub mod blind_index;
 pub mod counter;
+pub mod digest;
 pub mod encoding;
 mod error;
 pub mod field;
@@ -47,6 +48,7 @@ pub mod fips;
 pub mod hazmat;
 mod ids;
 pub mod kdf;
+mod kind;
 pub mod passphrase;
 pub mod planner;
 mod secret;
@@ -59,6 +61,7 @@ pub use counter::{DEFAULT_ENCRYPTION_LIMIT, EncryptionCounter};
 pub use error::{Error, Result};
 pub use field::{FieldContext, FieldKey, Header, Nulls, Packed, Suite};
 pub use ids::{ColumnId, KeyVersion, ScopeId};
+pub use kind::ErrorKind;
 pub use passphrase::{KdfParams, PassphraseKdf};
 pub use secret::{Dek, KEY_LEN, Kek, SubKey};
 pub use value::ValueType;
