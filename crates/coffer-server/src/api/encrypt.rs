@@ -1,0 +1,178 @@
+//! `POST /v1/scopes/{scope}/encrypt`, and the load-benchmark echo that mimics it.
+
+use axum::Json;
+use axum::extract::State;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use coffer_core::FieldContext;
+use coffer_core::field::text;
+use coffer_keys::BatchItem;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    Components, DataErrors, Encoding, Mode, Sensitive, TypeName, audit, check_batch, column,
+    decode_value,
+};
+use crate::app::{App, JsonBody, Owned};
+use crate::error::{ApiError, ErrorBody};
+
+/// One value to encrypt.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptItem {
+    /// The column's stable id, e.g. `patients.ssn`.
+    pub column: String,
+    /// Row context (randomized modes only), e.g. the row's primary key: bound into the value.
+    #[serde(default)]
+    pub context: Option<Components>,
+    /// Search domain (e.g. a sub-tenant): the same for every row that must compare equal.
+    #[serde(default)]
+    pub domain: Option<Components>,
+    /// Value type (default `bytes`), bound into the value.
+    #[serde(default, rename = "type")]
+    pub value_type: TypeName,
+    /// The value (see `encoding`); omit it and set `null` for an authenticated NULL.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub plaintext: Option<Sensitive>,
+    /// Seal an authenticated NULL (distinct from every value, including the empty one).
+    #[serde(default)]
+    pub null: bool,
+    /// Mode (default `randomized`).
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// Encrypt request.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptRequest {
+    /// The values, at most `[service] max_batch`.
+    pub items: Vec<EncryptItem>,
+    /// How `plaintext` is written (default `base64`).
+    #[serde(default)]
+    pub encoding: Encoding,
+}
+
+/// One ciphertext.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Sealed {
+    /// The ciphertext in text form (`cf1:…`); it names its key version.
+    pub ciphertext: String,
+}
+
+/// Encrypt response.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct EncryptResponse {
+    /// The key version used.
+    pub version: u32,
+    /// One per item, in order.
+    pub items: Vec<Sealed>,
+}
+
+/// Encrypt a batch of field values under the scope's active key version.
+#[utoipa::path(post, path = "/v1/scopes/{scope}/encrypt", tag = "data",
+    params(("scope" = String, Path, description = "A scope the token's tenant owns")),
+    request_body = EncryptRequest,
+    responses(
+        (status = 200, description = "Ciphertexts, in order", body = EncryptResponse),
+        (status = 400, description = "Malformed request or item", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        DataErrors,
+    ),
+    security(("token" = [])))]
+pub async fn encrypt(
+    State(app): State<App>,
+    Owned { caller, scope }: Owned,
+    JsonBody(req): JsonBody<EncryptRequest>,
+) -> Result<Json<EncryptResponse>, ApiError> {
+    check_batch(&app, req.items.len())?;
+    let mut columns = Vec::with_capacity(req.items.len());
+    let mut values = Vec::with_capacity(req.items.len());
+    for (i, item) in req.items.iter().enumerate() {
+        columns.push(column(&item.column).map_err(|e| e.at(i))?);
+        if matches!(item.mode, Mode::Deterministic) && item.context.is_some() {
+            return Err(ApiError::bad_request(
+                "invalid",
+                "deterministic values take no row context (equal values must compare equal \
+                 across rows); use domain for a search domain, or a randomized mode",
+            )
+            .at(i));
+        }
+        let v = match (&item.plaintext, item.null) {
+            (Some(p), false) => Some(decode_value(req.encoding, p.expose()).map_err(|e| e.at(i))?),
+            (None, true) => None,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "bad_item",
+                    "give either plaintext or \"null\": true",
+                )
+                .at(i));
+            }
+        };
+        values.push(v);
+    }
+    // Each item's row-context and domain components, borrowed from the request.
+    type Parts<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>);
+    let contexts: Vec<Parts<'_>> = req
+        .items
+        .iter()
+        .map(|i| (Components::parts(&i.context), Components::parts(&i.domain)))
+        .collect();
+    let batch: Vec<BatchItem<'_>> = req
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| BatchItem {
+            column: &columns[i],
+            suite: item.mode.suite(),
+            ctx: FieldContext::new()
+                .with_row(&contexts[i].0)
+                .with_domain(&contexts[i].1)
+                .with_type(item.value_type.value_type()),
+            plaintext: values[i].as_deref().map(|v| v.as_slice()),
+        })
+        .collect();
+    let (version, sealed) = app.keyring().encrypt_batch(&scope, &batch).await?;
+    audit(&app, &caller, &scope, "encrypt", sealed.len() as u64, 0);
+    Ok(Json(EncryptResponse {
+        version: version.0,
+        items: sealed
+            .iter()
+            .map(|c| Sealed {
+                ciphertext: text::encode(c),
+            })
+            .collect(),
+    }))
+}
+
+/// Load-benchmark endpoint (only with `[service] bench_endpoints = true`): everything encrypt
+/// does — token, tenant check, JSON, base64 — except the cryptography; it returns each
+/// plaintext, re-encoded, as its "ciphertext".
+#[utoipa::path(post, path = "/v1/bench/echo/{scope}", tag = "bench",
+    params(("scope" = String, Path, description = "A scope the token's tenant owns")),
+    request_body = EncryptRequest,
+    responses((status = 200, description = "The plaintexts back", body = EncryptResponse)),
+    security(("token" = [])))]
+pub async fn bench_echo(
+    State(app): State<App>,
+    Owned { caller, scope }: Owned,
+    JsonBody(req): JsonBody<EncryptRequest>,
+) -> Result<Json<EncryptResponse>, ApiError> {
+    check_batch(&app, req.items.len())?;
+    let mut items = Vec::with_capacity(req.items.len());
+    for (i, item) in req.items.iter().enumerate() {
+        column(&item.column).map_err(|e| e.at(i))?;
+        let v = decode_value(
+            req.encoding,
+            item.plaintext.as_ref().map_or("", |p| p.expose()),
+        )
+        .map_err(|e| e.at(i))?;
+        items.push(Sealed {
+            ciphertext: STANDARD.encode(&*v),
+        });
+    }
+    audit(&app, &caller, &scope, "bench_echo", items.len() as u64, 0);
+    Ok(Json(EncryptResponse { version: 0, items }))
+}
