@@ -1,0 +1,384 @@
+//! The service in process for the endpoint tests: a SQLite key store and a local KEK in a
+//! temporary directory (optionally a private Redis as L2), the router of `coffer serve` on
+//! 127.0.0.1:0 inside the test's runtime, tokens created through `coffer_server::tokens`, and an
+//! HTTP client.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use coffer_keys::config::{Config, local_provider};
+use coffer_keys::{AuditFilter, AuditRecord, KekRing, KeyStore};
+use coffer_server::tokens::{Role, TokenStore};
+use coffer_server::{App, ServiceConfig};
+use coffer_store::SqlStore;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::Value;
+
+/// The mode of the "nid" item: deterministic, except in FIPS builds, which refuse AES-SIV.
+pub const DETERMINISTIC: &str = if cfg!(feature = "fips") {
+    "randomized"
+} else {
+    "deterministic"
+};
+
+// Plaintexts that must never reach a log line or /metrics: shapes the redactor knows (SSN,
+// e-mail, national id, card) and one it cannot recognise, which only never-logging keeps out.
+pub const SSN: &str = "123-45-6789";
+pub const EMAIL: &str = "ann.lee@example.org";
+pub const NATIONAL_ID: &str = "987654321";
+pub const CARD: &str = "4111 1111 1111 1111";
+pub const MARKER: &str = "Zebra-Quartz-Plaintext-7731";
+
+/// The plaintexts above and their base64 forms (a body logged as sent would show those).
+pub fn secrets() -> Vec<String> {
+    let plain = [SSN, EMAIL, NATIONAL_ID, CARD, MARKER];
+    let mut v: Vec<String> = plain.iter().map(|s| (*s).to_owned()).collect();
+    v.extend(plain.iter().map(|s| STANDARD.encode(s)));
+    v
+}
+
+/// The Prometheus recorder is global: one per test process, shared by its services.
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| coffer_server::telemetry::init_metrics().unwrap())
+        .clone()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A redis-server of the test's own, so killing it touches nothing else.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, port }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A key store, its configuration and (once started) the service's router serving on
+/// 127.0.0.1:0 in the test's runtime.
+pub struct Service {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub store: Arc<SqlStore>,
+    pub tokens: TokenStore,
+    pub app: App,
+    pub base: String,
+    pub redis: Option<Redis>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    /// A fresh key store with `service` as the `[service]` table, serving.
+    pub async fn start(service: &str) -> Service {
+        Self::start_with(service, false).await
+    }
+
+    /// The same with a private Redis as L2 (1 s lifetimes) when `with_redis`.
+    pub async fn start_with(service: &str, with_redis: bool) -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        let redis = with_redis.then(Redis::start);
+        Self::open(dir, service, redis).await
+    }
+
+    /// Opens the key store in `dir` (a new one, or the one a stopped service left) and serves.
+    pub async fn open(dir: tempfile::TempDir, service: &str, redis: Option<Redis>) -> Service {
+        let config = config(dir.path(), service, redis.as_ref().map(|r| r.port));
+        let store = Arc::new(SqlStore::connect(&config.store.url).await.unwrap());
+        let mut keks = Vec::new();
+        for k in &config.keks {
+            keks.push((k.id().unwrap(), local_provider(k).unwrap().unwrap()));
+        }
+        let ring = KekRing::new(keks, config.primary().unwrap().id().unwrap()).unwrap();
+        let dyn_store: Arc<dyn KeyStore> = store.clone();
+        let keyring =
+            coffer_redis::keyring_on(&config, dyn_store, ring, config.keyring_config().unwrap())
+                .await
+                .unwrap();
+        keyring.register_keks().await.unwrap();
+        let service_config = ServiceConfig::from_table(config.service.as_ref()).unwrap();
+        let tokens = TokenStore::new(store.as_ref().clone());
+        let app = App::new(
+            keyring,
+            tokens.clone(),
+            service_config,
+            Some(metrics_handle()),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (router, _) = coffer_server::router(app.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Service {
+            dir,
+            config,
+            store,
+            tokens,
+            app,
+            base,
+            redis,
+            server,
+        }
+    }
+
+    /// Stops serving and writes the pending audit records (as `coffer serve` does on
+    /// shutdown); gives back the directory, to open the key store again.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.server.abort();
+        let _ = self.server.await;
+        self.app.flush_audit(true).await;
+        let Service { dir, .. } = self;
+        dir
+    }
+
+    /// A client for this service.
+    pub fn client(&self) -> Client {
+        Client::new(&self.base)
+    }
+
+    /// A new tenant token.
+    pub async fn tenant_token(&self, tenant: &str, label: &str) -> String {
+        self.token(Role::Tenant(tenant.to_owned()), label, None)
+            .await
+    }
+
+    /// A new admin token.
+    pub async fn admin_token(&self) -> String {
+        self.token(Role::Admin, "ops", None).await
+    }
+
+    /// A new token.
+    pub async fn token(&self, role: Role, label: &str, ttl: Option<Duration>) -> String {
+        let (_, secret) = self.tokens.create(&role, label, ttl).await.unwrap();
+        secret.expose().to_owned()
+    }
+
+    /// The audit records of `scope`, oldest first.
+    pub async fn audit(&self, scope: &str) -> Vec<AuditRecord> {
+        self.store
+            .audit(&AuditFilter {
+                scope: Some(scope.to_owned()),
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Counts of DEKs, scopes and scope owners: what a failed request must not change.
+    pub async fn state(&self) -> (usize, usize, usize) {
+        let scopes = self.store.scopes().await.unwrap();
+        let mut deks = 0;
+        for s in &scopes {
+            deks += self.store.deks(&s.scope).await.unwrap().len();
+        }
+        let owners = self.tokens.owners().await.unwrap().len();
+        (deks, scopes.len(), owners)
+    }
+
+    /// Creates `scope` for `tenant` through the admin endpoint.
+    pub async fn create_scope(&self, admin: &str, scope: &str, tenant: &str) {
+        let r = self
+            .client()
+            .post(
+                "/v1/admin/scopes",
+                admin,
+                serde_json::json!({"scope": scope, "tenant": tenant}),
+            )
+            .await;
+        assert_eq!(r.0, 201, "{}", r.1);
+    }
+}
+
+/// The configuration of a key store in `dir`: SQLite, one local KEK (a key file made once),
+/// and L2 on the Redis at `redis_port` if any.
+fn config(dir: &Path, service: &str, redis_port: Option<u16>) -> Config {
+    let kek = dir.join("kek.key");
+    coffer_keys::source::create_key_file(&kek).unwrap();
+    let cache = match redis_port {
+        Some(port) => {
+            let cache_key = dir.join("cache.key");
+            coffer_keys::source::create_key_file(&cache_key).unwrap();
+            format!(
+                "[cache]\nredis_url = \"redis://127.0.0.1:{port}\"\ncache_key = \"file:{}\"\n\
+                 l1_ttl = \"1s\"\nactive_ttl = \"1s\"\n",
+                cache_key.display()
+            )
+        }
+        None => String::new(),
+    };
+    let toml = format!(
+        "[store]\nurl = \"sqlite:{}\"\n\n[[kek]]\nname = \"main\"\nversion = 1\n\
+         source = \"file:{}\"\nprimary = true\n\n{cache}\n[service]\nlisten = \"127.0.0.1:0\"\n\
+         {service}\n",
+        dir.join("keys.db").display(),
+        kek.display()
+    );
+    Config::from_toml(&toml).unwrap()
+}
+
+/// JSON over HTTP to the service: every answer as (status, body), the body as a string when it
+/// is not JSON.
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: base.to_owned(),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        answer(r.send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(token), Some(body))
+            .await
+    }
+
+    /// POSTs `body` as sent, with `Content-Type: application/json`.
+    pub async fn post_raw(&self, path: &str, token: &str, body: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        answer(resp).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, token, None).await
+    }
+
+    /// /metrics as text.
+    pub async fn metrics(&self) -> String {
+        let (s, m) = self.get("/metrics", None).await;
+        assert_eq!(s, 200, "{m}");
+        m.as_str().unwrap().to_owned()
+    }
+}
+
+async fn answer(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, v)
+}
+
+/// The answer is an error with this status and code, and a message that says something.
+#[track_caller]
+pub fn expect_error(r: &(u16, Value), status: u16, code: &str) {
+    assert_eq!(r.0, status, "{}", r.1);
+    assert_eq!(r.1["error"]["code"], code, "{}", r.1);
+    assert!(
+        r.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.len() > 10),
+        "no useful message: {}",
+        r.1
+    );
+}
+
+/// The sum of the samples of the metric lines that start with `prefix`.
+pub fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The service's log as `coffer serve` writes it (JSON lines through the redactor), into
+/// memory. The subscriber is global: install it once, in a test file of its own.
+#[derive(Clone, Default)]
+pub struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    /// Installs the logging pipeline writing here.
+    pub fn install() -> LogBuffer {
+        let buf = LogBuffer::default();
+        let out = buf.clone();
+        let redactor = Arc::new(coffer_server::telemetry::Redactor::new(&[], &[]).unwrap());
+        coffer_server::telemetry::init_logging_to("info", redactor, move || out.clone()).unwrap();
+        buf
+    }
+
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
