@@ -3,6 +3,43 @@
 //! The programs run with a cleared environment (`PATH`, `HOME`, the locale and the `PG*`
 //! variables only), so a KEK held in an environment variable never reaches them; connection
 //! strings carrying a password are refused (they would show in the process list).
+//!
+//! ```no_run
+//! use coffer_backup::postgres::{self, PgDump, PgRestore};
+//! use coffer_backup::{BackupOptions, BackupReader, Format, NoProgress, RestoreOptions};
+//! use coffer_core::Kek;
+//! use coffer_core::stream::RawAesKeyring;
+//! use coffer_keys::files::{FileKeyring, NAMESPACE};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let kek = RawAesKeyring::new(NAMESPACE, "default/v1", Kek::generate()?)?;
+//! let keyrings: [&dyn FileKeyring; 1] = [&kek];
+//! let dump = PgDump {
+//!     dbname: "app".into(),
+//!     format: Format::Custom,
+//!     jobs: 1,
+//!     args: vec!["--exclude-table=audit_log".into()],
+//! };
+//! let done = postgres::dump(
+//!     &dump,
+//!     "/backups".as_ref(),
+//!     &keyrings,
+//!     &BackupOptions::default(),
+//!     &NoProgress,
+//! )?;
+//!
+//! let reader = BackupReader::open(&done.summary.path, &keyrings, &RestoreOptions::default())?;
+//! let into = PgRestore {
+//!     dbname: "app_restored".into(),
+//!     jobs: 1,
+//!     single_transaction: true,
+//!     args: Vec::new(),
+//!     tmp_dir: None,
+//! };
+//! postgres::restore_into(&reader, &into, &NoProgress)?;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Write};
