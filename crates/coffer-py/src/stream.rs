@@ -175,8 +175,8 @@ impl EncryptingWriter {
         frame_size: u32,
     ) -> PyResult<Self> {
         key_choice(&keyring, &scope, &kek)?;
-        let ctx = EncryptionContext::user_context(context.unwrap_or_default())
-            .map_err(errors::core)?;
+        let ctx =
+            EncryptionContext::user_context(context.unwrap_or_default()).map_err(errors::core)?;
         let (data_key, edks) = match (&keyring, &scope, &kek) {
             (Some(k), Some(s), _) => {
                 let p = k.get().process(py)?;
