@@ -141,16 +141,15 @@ pub(crate) fn progress(len: Option<u64>, what: &str) -> Option<indicatif::Progre
 }
 
 fn encrypt(a: &FileEncryptArgs) -> Result<()> {
-    let mut context = EncryptionContext::new();
-    for kv in &a.context {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--context takes KEY=VALUE, got '{kv}'"))?;
-        if k.starts_with("coffer:") {
-            bail!("--context: keys starting with coffer: are reserved for coffer's own entries");
-        }
-        context.insert(k, v)?;
-    }
+    let pairs = a
+        .context
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .ok_or_else(|| anyhow!("--context takes KEY=VALUE, got '{kv}'"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut context = EncryptionContext::user_context(pairs).context("--context")?;
     if a.compress == Some(Compression::Zstd) {
         context.insert(COMPRESSION, "zstd")?;
     }

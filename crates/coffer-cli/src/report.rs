@@ -61,10 +61,19 @@ fn keys_exit_code(k: &KeysError) -> u8 {
     }
 }
 
+/// A backup that does not authenticate or does not match its manifest (tampered, missing or
+/// foreign parts, wrong key): exit status 1. Other coffer-backup errors keep the status of
+/// their cause (a KEK provider's 3) or 2.
+fn backup_refused(c: &(dyn std::error::Error + 'static)) -> bool {
+    use coffer_core::ErrorKind as K;
+    c.downcast_ref::<coffer_backup::Error>()
+        .is_some_and(|e| matches!(e.kind(), K::Decrypt | K::NotFound))
+}
+
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err
         .chain()
-        .any(|c| c.is::<crate::keys::AuditBroken>() || c.is::<crate::backup::Refused>())
+        .any(|c| c.is::<crate::keys::AuditBroken>() || backup_refused(c))
     {
         return EXIT_DECRYPT;
     }

@@ -175,15 +175,8 @@ impl EncryptingWriter {
         frame_size: u32,
     ) -> PyResult<Self> {
         key_choice(&keyring, &scope, &kek)?;
-        let mut ctx = EncryptionContext::new();
-        for (k, v) in context.unwrap_or_default() {
-            if k.starts_with("coffer:") {
-                return Err(errors::config(
-                    "context keys starting with coffer: are reserved",
-                ));
-            }
-            ctx.insert(&k, &v).map_err(errors::core)?;
-        }
+        let ctx =
+            EncryptionContext::user_context(context.unwrap_or_default()).map_err(errors::core)?;
         let (data_key, edks) = match (&keyring, &scope, &kek) {
             (Some(k), Some(s), _) => {
                 let p = k.get().process(py)?;

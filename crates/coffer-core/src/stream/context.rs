@@ -14,6 +14,10 @@ const RESERVED_PREFIX: &str = "aws-crypto-";
 pub struct EncryptionContext(BTreeMap<String, String>);
 
 impl EncryptionContext {
+    /// Key prefix Coffer reserves for its own entries (`coffer:compression`,
+    /// `coffer:backup-id`…): [`user_context`](Self::user_context) refuses it in pairs a user gives.
+    pub const COFFER_PREFIX: &'static str = "coffer:";
+
     /// An empty context.
     pub fn new() -> Self {
         Self::default()
@@ -46,6 +50,32 @@ impl EncryptionContext {
         }
         self.0.insert(key, value);
         Ok(())
+    }
+
+    /// A context of pairs a user gave (`--context KEY=VALUE`, a Python `context=` argument):
+    /// as [`insert`](Self::insert) checks them, and refusing keys that start with `coffer:`,
+    /// which are Coffer's own (compression, backup parts), so a user's pair can never pass for one.
+    pub fn user_context<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Result<Self>
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let mut context = Self::new();
+        for (k, v) in pairs {
+            let k = k.into();
+            if k.starts_with(Self::COFFER_PREFIX) {
+                return Err(Error::invalid(
+                    "encryption context key",
+                    format!(
+                        "'{k}': keys starting with {} are reserved for Coffer's own \
+                         entries; choose another name",
+                        Self::COFFER_PREFIX
+                    ),
+                ));
+            }
+            context.insert(k, v)?;
+        }
+        Ok(context)
     }
 
     /// A value.
@@ -160,5 +190,28 @@ mod tests {
         ] {
             assert!(EncryptionContext::parse(bad).is_err());
         }
+    }
+
+    #[test]
+    fn user_contexts_refuse_coffer_keys() {
+        let c =
+            EncryptionContext::user_context([("tenant", "acme"), ("purpose", "export")]).unwrap();
+        assert_eq!(c.get("tenant"), Some("acme"));
+        assert_eq!(c.iter().count(), 2);
+        assert!(
+            EncryptionContext::user_context(Vec::<(String, String)>::new())
+                .unwrap()
+                .is_empty()
+        );
+        let err = EncryptionContext::user_context([("a", "1"), ("coffer:compression", "zstd")])
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("reserved"), "{err}");
+        // The rules of insert still apply.
+        assert!(EncryptionContext::user_context([("a", "1"), ("a", "2")]).is_err());
+        assert!(EncryptionContext::user_context([("aws-crypto-public-key", "x")]).is_err());
+        assert!(EncryptionContext::user_context([("", "x")]).is_err());
+        // Only the prefix is reserved: a key merely containing it is the user's.
+        assert!(EncryptionContext::user_context([("my-coffer:x", "1")]).is_ok());
     }
 }

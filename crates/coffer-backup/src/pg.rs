@@ -7,7 +7,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use crate::error::{Error, Result};
 
 /// How much of a child's stderr is kept for the error message (its end).
 const STDERR_TAIL: usize = 16 * 1024;
@@ -16,7 +16,7 @@ const STDERR_TAIL: usize = 16 * 1024;
 /// the locale, `HOME` (where libpq finds `~/.pgpass`, `~/.pg_service.conf` and client
 /// certificates) and every `PG*` variable the user set (`PGPASSWORD`, `PGHOST`, `PGSSLMODE`…).
 /// Nothing else is inherited: above all not the variable holding a KEK (`--kek env:VAR`).
-pub(crate) fn command(program: &str) -> Command {
+pub fn command(program: &str) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_clear();
     for (name, value) in std::env::vars_os() {
@@ -36,7 +36,11 @@ fn passes(name: &OsStr) -> bool {
 
 /// Refuses a connection string carrying a password: it would be passed to `pg_dump` or
 /// `pg_restore` on their command line, which every user of the machine can read.
-pub(crate) fn check_conninfo(conninfo: &str) -> Result<()> {
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] naming the safe places for a password.
+pub fn check_conninfo(conninfo: &str) -> Result<()> {
     let lower = conninfo.to_ascii_lowercase();
     let uri = ["postgresql://", "postgres://"]
         .iter()
@@ -56,25 +60,36 @@ pub(crate) fn check_conninfo(conninfo: &str) -> Result<()> {
         }),
     };
     if has_password {
-        bail!(
+        return Err(Error::InvalidInput(
             "--dbname carries a password, which would show in the process list of pg_dump or \
              pg_restore; put it in PGPASSWORD or ~/.pgpass instead"
-        );
+                .into(),
+        ));
     }
     Ok(())
 }
 
 /// `program --version`, e.g. "pg_dump (PostgreSQL) 15.20"; also proves the program runs.
-pub(crate) fn version(program: &str) -> Result<String> {
+///
+/// # Errors
+///
+/// [`Error::Tool`] when it cannot be started or fails.
+pub fn version(program: &'static str) -> Result<String> {
     let out = command(program)
         .arg("--version")
         .stdin(Stdio::null())
         .output()
-        .with_context(|| {
-            format!("cannot run {program}: is the PostgreSQL client installed and on PATH?")
+        .map_err(|e| Error::Tool {
+            program,
+            status: format!("cannot run it: {e}; is the PostgreSQL client installed and on PATH?"),
+            stderr: String::new(),
         })?;
     if !out.status.success() {
-        bail!("{program} --version failed ({})", out.status);
+        return Err(Error::Tool {
+            program,
+            status: format!("--version: {}", out.status),
+            stderr: String::from_utf8_lossy(&out.stderr).trim_end().to_owned(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
@@ -95,7 +110,11 @@ impl Running {
         let mut child = cmd
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("cannot start {program}"))?;
+            .map_err(|e| Error::Tool {
+                program,
+                status: format!("cannot start it: {e}"),
+                stderr: String::new(),
+            })?;
         let stderr = child.stderr.take().map(|mut pipe| {
             std::thread::spawn(move || {
                 let mut tail = Vec::new();
@@ -125,7 +144,7 @@ impl Running {
         self.child
             .stdout
             .take()
-            .ok_or_else(|| anyhow!("{} has no stdout pipe", self.program))
+            .ok_or_else(|| Error::InvalidInput(format!("{} has no stdout pipe", self.program)))
     }
 
     /// The child's stdin, when it was piped.
@@ -133,7 +152,7 @@ impl Running {
         self.child
             .stdin
             .take()
-            .ok_or_else(|| anyhow!("{} has no stdin pipe", self.program))
+            .ok_or_else(|| Error::InvalidInput(format!("{} has no stdin pipe", self.program)))
     }
 
     /// Waits for the child; an error with the end of its stderr unless it exited with 0. On
@@ -143,7 +162,7 @@ impl Running {
         let status = self
             .child
             .wait()
-            .with_context(|| format!("waiting for {}", self.program))?;
+            .map_err(Error::io(format!("waiting for {}", self.program)))?;
         let stderr = self
             .stderr
             .take()
@@ -151,10 +170,11 @@ impl Running {
             .unwrap_or_default();
         let stderr = String::from_utf8_lossy(&stderr).trim_end().to_owned();
         if !status.success() {
-            if stderr.is_empty() {
-                bail!("{} failed ({status})", self.program);
-            }
-            bail!("{} failed ({status}):\n{stderr}", self.program);
+            return Err(Error::Tool {
+                program: self.program,
+                status: status.to_string(),
+                stderr,
+            });
         }
         Ok(stderr)
     }

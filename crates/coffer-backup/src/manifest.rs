@@ -9,11 +9,10 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Result, anyhow};
 use coffer_core::stream::EncryptionContext;
 use serde_json::{Value, json};
 
-use super::Refused;
+use crate::error::{Error, Result};
 
 /// The manifest's file name.
 pub(crate) const MANIFEST: &str = "manifest.cfr";
@@ -31,18 +30,18 @@ pub(crate) const CTX_FORMAT: &str = "coffer:format";
 pub(crate) const CTX_PARTS: &str = "coffer:parts";
 pub(crate) const CTX_TOTAL: &str = "coffer:total-length";
 
-/// The pg_dump archive format of a backup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// The layout of a backup's plaintext.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
-    /// `pg_dump -Fc`, streamed: one dump cut into parts
+    /// One stream (`pg_dump -Fc`, or any bytes) cut into parts.
     Custom,
-    /// `pg_dump -Fd -j N` into a private temporary directory, each file its own part(s); allows
-    /// `pg_restore -j N`
+    /// A directory of files (`pg_dump -Fd`), each file its own part(s); allows `pg_restore -j N`.
     Directory,
 }
 
 impl Format {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// `custom` or `directory`, as the manifest and the encryption contexts name it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Format::Custom => "custom",
             Format::Directory => "directory",
@@ -52,7 +51,8 @@ impl Format {
 
 /// One part as the manifest lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Part {
+#[non_exhaustive]
+pub struct Part {
     /// 1, 2, 3…: the order the plaintext is concatenated in.
     pub index: u32,
     /// The dump file it belongs to (directory format only).
@@ -67,7 +67,7 @@ pub(crate) struct Part {
 
 impl Part {
     /// The part's file name in the backup directory.
-    pub(crate) fn name(&self) -> String {
+    pub fn name(&self) -> String {
         part_name(self.index)
     }
 }
@@ -77,18 +77,30 @@ pub(crate) fn part_name(index: u32) -> String {
     format!("part-{index:06}.cfr")
 }
 
-/// What the manifest message holds.
+/// What the manifest message holds: authenticated, and checked against the parts, before a
+/// restore uses it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Manifest {
+#[non_exhaustive]
+pub struct Manifest {
+    /// `20261123T020000Z-3f9a1c2b5d7e9f01`: the UTC time it was started and 64 random bits.
     pub backup_id: String,
+    /// The layout of the plaintext.
     pub format: Format,
+    /// What was backed up (the database name or connection string; a label).
     pub database: String,
+    /// The program that produced the dump (`pg_dump (PostgreSQL) 15.20`; a label).
     pub pg_dump_version: String,
+    /// When the backup started (RFC 3339, UTC).
     pub started_at: String,
+    /// When the backup finished (RFC 3339, UTC).
     pub finished_at: String,
+    /// Plaintext bytes per part (at most).
     pub part_size: u64,
+    /// Plaintext bytes per frame.
     pub frame_size: u32,
+    /// Plaintext bytes in all.
     pub total_len: u64,
+    /// Every part, in order.
     pub parts: Vec<Part>,
 }
 
@@ -243,8 +255,8 @@ impl Manifest {
         Ok(())
     }
 
-    /// A one-paragraph description for `--verify-only` and the restore summary.
-    pub(crate) fn describe(&self) -> String {
+    /// A one-line description, for a summary after a restore or a verification.
+    pub fn describe(&self) -> String {
         let mut s = String::new();
         let _ = write!(
             s,
@@ -269,30 +281,39 @@ pub(crate) fn part_context(
     index: u32,
     file: Option<&str>,
 ) -> Result<EncryptionContext> {
-    let mut c = EncryptionContext::new();
-    c.insert(CTX_BACKUP_ID, id)?;
-    c.insert(CTX_KIND, "part")?;
-    c.insert(CTX_FORMAT, format.as_str())?;
-    c.insert(CTX_PART, index.to_string())?;
-    if let Some(f) = file {
-        c.insert(CTX_FILE, f)?;
-    }
-    Ok(c)
+    let build = || -> coffer_core::Result<EncryptionContext> {
+        let mut c = EncryptionContext::new();
+        c.insert(CTX_BACKUP_ID, id)?;
+        c.insert(CTX_KIND, "part")?;
+        c.insert(CTX_FORMAT, format.as_str())?;
+        c.insert(CTX_PART, index.to_string())?;
+        if let Some(f) = file {
+            c.insert(CTX_FILE, f)?;
+        }
+        Ok(c)
+    };
+    build().map_err(Error::crypto(format!(
+        "the context of {}",
+        part_name(index)
+    )))
 }
 
 /// The context of the manifest of backup `id`.
 pub(crate) fn manifest_context(m: &Manifest) -> Result<EncryptionContext> {
-    let mut c = EncryptionContext::new();
-    c.insert(CTX_BACKUP_ID, m.backup_id.as_str())?;
-    c.insert(CTX_KIND, "manifest")?;
-    c.insert(CTX_FORMAT, m.format.as_str())?;
-    c.insert(CTX_PARTS, m.parts.len().to_string())?;
-    c.insert(CTX_TOTAL, m.total_len.to_string())?;
-    Ok(c)
+    let build = || -> coffer_core::Result<EncryptionContext> {
+        let mut c = EncryptionContext::new();
+        c.insert(CTX_BACKUP_ID, m.backup_id.as_str())?;
+        c.insert(CTX_KIND, "manifest")?;
+        c.insert(CTX_FORMAT, m.format.as_str())?;
+        c.insert(CTX_PARTS, m.parts.len().to_string())?;
+        c.insert(CTX_TOTAL, m.total_len.to_string())?;
+        Ok(c)
+    };
+    build().map_err(Error::crypto("the context of manifest.cfr"))
 }
 
-/// Backup ids are `YYYYMMDDTHHMMSSZ-` and 16 hex digits (see `new_id`).
-pub(crate) fn valid_id(id: &str) -> bool {
+/// Whether `id` has the shape of a backup id: `YYYYMMDDTHHMMSSZ-` and 16 lower-case hex digits.
+pub fn valid_id(id: &str) -> bool {
     id.len() == 33
         && id.is_char_boundary(16)
         && id.as_bytes()[16] == b'-'
@@ -314,20 +335,20 @@ pub(crate) fn safe_file_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-fn refused(msg: String) -> anyhow::Error {
-    Refused(msg).into()
+fn refused(msg: String) -> Error {
+    Error::Refused(msg)
 }
 
 fn u64_of(v: &Value, key: &str) -> Result<u64> {
     v.get(key)
         .and_then(Value::as_u64)
-        .ok_or_else(|| anyhow!(Refused(format!("the manifest lacks a number '{key}'"))))
+        .ok_or_else(|| refused(format!("the manifest lacks a number '{key}'")))
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> Result<&'a str> {
     v.get(key)
         .and_then(Value::as_str)
-        .ok_or_else(|| anyhow!(Refused(format!("the manifest lacks a string '{key}'"))))
+        .ok_or_else(|| refused(format!("the manifest lacks a string '{key}'")))
 }
 
 #[cfg(test)]
