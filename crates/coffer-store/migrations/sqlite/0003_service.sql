@@ -1,5 +1,5 @@
 -- Schema 3. The service (`coffer serve`, docs/SERVICE.md): API tokens, stored as hashes only, and
--- the tenant that owns each service scope (docs/DESIGN.md §S1: ownership is this explicit column,
+-- the tenant that owns each service scope (DESIGN §9 F30: ownership is this explicit column,
 -- compared for equality, never a prefix of the scope name).
 CREATE TABLE coffer_service_tokens (
     id             TEXT    PRIMARY KEY,
