@@ -43,7 +43,7 @@ fi
 : >serve.out
 "$coffer" serve --dev --listen "127.0.0.1:$port" >serve.out 2>serve.log &
 pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; echo; echo "run-dev: stopped" >&2; exit 0' INT TERM
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; echo "run-dev: stopped" >&2; exit 0' INT TERM
 trap 'kill "$pid" 2>/dev/null || true' EXIT
 
 until grep -q '^listening on ' serve.out; do
