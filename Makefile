@@ -1,7 +1,9 @@
 # Coffer — one entry point for building, testing and benchmarking.
 #   make test    everything CI runs: format, lints, layering, docs, tests (default and FIPS builds, Python), fuzz smoke
 #   make bench   criterion benchmarks with same-run baselines (raw aws-lc-rs, openssl speed)
-#   make run     the coffer CLI (ARGS="--help")
+#   make run     the encryption service on the embedded defaults (`coffer serve --dev` in ./.coffer-dev/),
+#                printing a curl that encrypts and one that decrypts (scripts/run-dev.sh); Ctrl-C stops it
+#   make run ARGS="…"   any coffer CLI command instead, e.g. make run ARGS="keygen"
 
 CARGO ?= cargo
 FIPS_FLAGS := --no-default-features --features fips,coffer-cli/pkcs11
@@ -56,7 +58,11 @@ bench:
 	scripts/bench.sh
 
 run:
+ifeq ($(strip $(ARGS)),)
+	CARGO="$(CARGO)" scripts/run-dev.sh
+else
 	$(CARGO) run --quiet -p coffer-cli -- $(ARGS)
+endif
 
 verify-format:
 	scripts/verify-format.sh

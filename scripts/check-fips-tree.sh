@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The FIPS profile must link the certified AWS-LC-FIPS 3.x module (aws-lc-fips-sys 0.13.*, certificate
-# #5314) and nothing else that implements cryptography in C: no aws-lc-sys, no ring (DESIGN §9, F22).
+# #5314) and nothing else that implements cryptography in C: no aws-lc-sys, no ring (docs/DESIGN.md §C9).
 set -euo pipefail
 tree=$(cargo tree -p coffer-cli --no-default-features --features fips,pkcs11 -e normal,build --prefix none --format '{p}' | awk '{print $1" "$2}' | sort -u)
 if ! grep -qE '^aws-lc-fips-sys v0\.13\.' <<<"$tree"; then

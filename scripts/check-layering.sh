@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# coffer-core must stay free of async runtimes, databases and network stacks (DESIGN §2).
+# coffer-core must stay free of async runtimes, databases and network stacks (docs/DESIGN.md §L2).
 set -euo pipefail
 forbidden='^(tokio|sqlx|sqlx-[a-z-]+|redis|aws-sdk-[a-z0-9-]+|reqwest|hyper|hyper-[a-z-]+)$'
 for profile in "" "--no-default-features --features fips"; do

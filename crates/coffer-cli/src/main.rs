@@ -1,9 +1,23 @@
-//! `coffer`: Coffer from the shell — new keys, field encryption and decryption, blind indexes and
-//! the FIPS status of the linked module.
+//! `coffer`: Coffer from the shell. Its commands:
 //!
-//! The binary parses arguments, calls coffer-core and renders the result; it holds no
+//! - `keygen`: a new random 256-bit key;
+//! - `field encrypt | decrypt | blind-index`: one field value;
+//! - `fips-status`: the linked cryptographic module and whether it runs in FIPS mode;
+//! - `file encrypt | decrypt | inspect | rewrap`: whole files and streams (AWS Encryption SDK format);
+//! - `keys init | create-scope | rotate | add-kek | rotate-kek | destroy | compromise | restored |
+//!   list | audit | check`: the key store (scopes, DEK versions, KEKs, crypto-shredding, audit);
+//! - `s3 put | get`: S3 objects encrypted on this machine;
+//! - `backup`, `restore`: encrypted PostgreSQL backups, checked against their manifest on restore;
+//! - `reencrypt`: encrypted PostgreSQL columns moved to the active key version, or plaintext
+//!   columns into encrypted ones;
+//! - `index plan`: blind-index widths, what an index leaks against what a query costs;
+//! - `serve`: the encryption service (coffer-server);
+//! - `tokens create | list | revoke`: the service's API tokens.
+//!
+//! The binary parses arguments, calls the library crates and renders the result; it holds no
 //! cryptography of its own. Exit status: 0 success, 1 decryption or authentication failure, 2
-//! usage or input error (`coffer --help` has the details).
+//! usage, input or configuration error, 3 a key store, KEK provider or object store is
+//! unreachable (each command's `--help` has the details).
 
 mod backup;
 mod cli;
