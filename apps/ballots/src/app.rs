@@ -5,9 +5,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::digest;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{mpsc, oneshot};
 
@@ -69,16 +66,23 @@ pub fn now() -> i64 {
 
 /// `n` random bytes as unpadded base64url.
 pub fn random_id(n: usize) -> Result<String, AppError> {
-    let mut b = vec![0u8; n];
-    aws_lc_rs::rand::fill(&mut b).map_err(|_| AppError::internal("random generator"))?;
-    Ok(URL_SAFE_NO_PAD.encode(b))
+    coffer_core::token::random_token(n)
+        .map(|t| t.as_str().to_owned())
+        .map_err(|_| AppError::internal("random generator"))
 }
+
+/// The hash domain of admin tokens: none, as the hashes stored since the first release are plain
+/// SHA-256 of the token.
+const ADMIN_TOKEN_DOMAIN: &[u8] = b"";
 
 /// SHA-256 of an admin token.
 pub fn token_hash(token: &str) -> Vec<u8> {
-    digest::digest(&digest::SHA256, token.as_bytes())
-        .as_ref()
-        .to_vec()
+    coffer_core::token::hash_token(ADMIN_TOKEN_DOMAIN, token).to_vec()
+}
+
+/// Whether `token` is the admin token `stored` is the hash of (constant time).
+pub fn token_matches(token: &str, stored: &[u8]) -> bool {
+    coffer_core::token::verify_token(ADMIN_TOKEN_DOMAIN, token, stored)
 }
 
 impl App {

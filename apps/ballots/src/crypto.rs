@@ -14,7 +14,8 @@
 use std::sync::Arc;
 
 use coffer_core::{
-    BlindIndexKey, ColumnId, FieldContext, FieldKey, KeyVersion, ScopeId, Suite, ValueType,
+    BlindIndexKey, ColumnId, ErrorKind, FieldContext, FieldKey, KeyVersion, ScopeId, Suite,
+    ValueType,
 };
 use coffer_keys::Keyring;
 use unicode_normalization::UnicodeNormalization as _;
@@ -235,10 +236,7 @@ impl Keys {
         let data_key = keyring
             .open_data_key(&scope, blob)
             .await
-            .map_err(|e| match e {
-                coffer_keys::Error::Destroyed { .. } => AppError::Shredded,
-                e => AppError::internal(e),
-            })?;
+            .map_err(|e| AppError::of_kind(e.kind(), &e))?;
         Ok(Cipher::Sealed(Arc::new(BallotKeys::derive(
             &data_key, &scope,
         )?)))
@@ -251,9 +249,8 @@ impl Keys {
             return Ok(());
         };
         match keyring.destroy(&scope_of(ballot)?).await {
-            Ok(_)
-            | Err(coffer_keys::Error::Destroyed { .. })
-            | Err(coffer_keys::Error::UnknownScope(_)) => Ok(()),
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.kind(), ErrorKind::Destroyed | ErrorKind::NotFound) => Ok(()),
             Err(e) => Err(AppError::internal(e)),
         }
     }

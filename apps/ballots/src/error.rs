@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use coffer_core::ErrorKind;
 use serde_json::json;
 
 /// What went wrong with a request.
@@ -54,6 +55,36 @@ impl AppError {
         AppError::Internal(e.to_string())
     }
 
+    /// The answer to a Coffer library error of `kind` about a ballot's key: a destroyed key is a
+    /// shredded ballot; anything else is ours (logged, generic answer), since a request carries
+    /// no key material or ciphertext of its own.
+    pub fn of_kind(kind: ErrorKind, error: &dyn std::fmt::Display) -> AppError {
+        match kind {
+            ErrorKind::Destroyed => AppError::Shredded,
+            ErrorKind::Decrypt
+            | ErrorKind::NotFound
+            | ErrorKind::Denied
+            | ErrorKind::Conflict
+            | ErrorKind::InvalidInput
+            | ErrorKind::Unavailable
+            | ErrorKind::WrongKek
+            | ErrorKind::Internal => AppError::internal(error),
+            _ => AppError::internal(error),
+        }
+    }
+
+    /// What kind of failure this is, in Coffer's one taxonomy.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            AppError::BadRequest { .. } => ErrorKind::InvalidInput,
+            AppError::NotFound(_) => ErrorKind::NotFound,
+            AppError::Closed | AppError::AlreadyVoted => ErrorKind::Conflict,
+            AppError::Shredded => ErrorKind::Destroyed,
+            AppError::Unauthorized => ErrorKind::Denied,
+            AppError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
     /// The HTTP status and code.
     pub fn status(&self) -> (StatusCode, &'static str) {
         match self {
@@ -82,5 +113,41 @@ impl IntoResponse for AppError {
         }
         let body = json!({"error": {"code": code, "message": self.to_string()}});
         (status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_classify_every_variant() {
+        let table = [
+            (AppError::bad("bad_json", "x"), ErrorKind::InvalidInput),
+            (AppError::NotFound("no such ballot"), ErrorKind::NotFound),
+            (AppError::Closed, ErrorKind::Conflict),
+            (AppError::AlreadyVoted, ErrorKind::Conflict),
+            (AppError::Shredded, ErrorKind::Destroyed),
+            (AppError::Unauthorized, ErrorKind::Denied),
+            (AppError::internal("x"), ErrorKind::Internal),
+        ];
+        for (e, kind) in table {
+            assert_eq!(e.kind(), kind, "{e}");
+        }
+    }
+
+    #[test]
+    fn every_library_kind_has_an_answer() {
+        for kind in ErrorKind::ALL {
+            let e = AppError::of_kind(kind, &"detail");
+            let (status, _) = e.status();
+            if kind == ErrorKind::Destroyed {
+                assert_eq!(status, StatusCode::GONE);
+            } else {
+                // Logged, never sent: the answer is generic.
+                assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{kind}");
+                assert_eq!(e.to_string(), "internal error");
+            }
+        }
     }
 }

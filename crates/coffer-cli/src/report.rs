@@ -7,12 +7,14 @@
 //! | 2 | usage or input error (clap's own errors also exit with 2) |
 //! | 3 | the key store or a KEK provider is unreachable |
 //!
-//! Messages come from coffer-core's errors and this crate's; none of them carries key bytes or
-//! plaintext.
+//! The status follows the error's [`ErrorKind`] (every library error has `kind()`): decryption
+//! failures and a wrong KEK give 1, an unreachable dependency 3, everything else 2. Messages come
+//! from the libraries' errors and this crate's; none of them carries key bytes or plaintext.
 
 use std::fmt;
 
 use coffer_core::Error as CoreError;
+use coffer_core::ErrorKind;
 use coffer_keys::Error as KeysError;
 
 /// Exit status for a decryption or authentication failure.
@@ -38,6 +40,11 @@ impl Hinted {
     pub fn new(error: CoreError, hint: String) -> Self {
         Hinted { error, hint }
     }
+
+    /// The wrapped error's kind.
+    pub fn kind(&self) -> ErrorKind {
+        self.error.kind()
+    }
 }
 
 impl fmt::Display for Hinted {
@@ -49,14 +56,18 @@ impl fmt::Display for Hinted {
 // No `source`: the wrapped error is displayed in place, not as a cause after it.
 impl std::error::Error for Hinted {}
 
-/// The exit status for `err`: decided by the first coffer-core error in its chain, and 2 for
-/// every error that is not coffer-core's (key references, files, options, I/O, a NULL).
-fn keys_exit_code(k: &KeysError) -> u8 {
-    match k {
-        KeysError::Crypto(CoreError::Decrypt | CoreError::Unwrap | CoreError::Format(_))
-        | KeysError::WrongKek { .. }
-        | KeysError::NoMatchingKey { .. } => EXIT_DECRYPT,
-        KeysError::Store(_) | KeysError::Provider { .. } => EXIT_UNAVAILABLE,
+/// The exit status of an error kind.
+fn exit_for(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Decrypt | ErrorKind::WrongKek => EXIT_DECRYPT,
+        ErrorKind::Unavailable => EXIT_UNAVAILABLE,
+        ErrorKind::NotFound
+        | ErrorKind::Destroyed
+        | ErrorKind::Denied
+        | ErrorKind::Conflict
+        | ErrorKind::InvalidInput
+        | ErrorKind::Internal => EXIT_USAGE,
+        // A kind added later: the usage status until it is given its own.
         _ => EXIT_USAGE,
     }
 }
@@ -70,54 +81,46 @@ fn backup_refused(c: &(dyn std::error::Error + 'static)) -> bool {
         .is_some_and(|e| matches!(e.kind(), K::Decrypt | K::NotFound))
 }
 
-pub fn exit_code(err: &anyhow::Error) -> u8 {
+/// The kind of `err`: that of the first Coffer error in its chain, looked for from the outer
+/// layers in (a broken audit chain or a refused backup, S3, the column layer, the keyring, then
+/// coffer-core's own errors), or `None` for an error that is no library's (key references,
+/// files, options, I/O).
+fn kind_of(err: &anyhow::Error) -> Option<ErrorKind> {
     if err
         .chain()
         .any(|c| c.is::<crate::keys::AuditBroken>() || backup_refused(c))
     {
-        return EXIT_DECRYPT;
+        // Tampered evidence: the audit chain or a backup did not authenticate.
+        return Some(ErrorKind::Decrypt);
     }
     #[cfg(feature = "s3")]
     if let Some(e) = err
         .chain()
         .find_map(|c| c.downcast_ref::<coffer_s3::Error>())
     {
-        use coffer_s3::Error as S3;
-        return match e {
-            S3::Store { .. } | S3::Changed { .. } => EXIT_UNAVAILABLE,
-            S3::Crypto(CoreError::Decrypt | CoreError::Unwrap | CoreError::Format(_))
-            | S3::Keys(KeysError::NoMatchingKey { .. } | KeysError::WrongKek { .. }) => {
-                EXIT_DECRYPT
-            }
-            S3::Keys(KeysError::Store(_) | KeysError::Provider { .. }) => EXIT_UNAVAILABLE,
-            _ => EXIT_USAGE,
-        };
+        return Some(e.kind());
     }
     if let Some(e) = err
         .chain()
         .find_map(|c| c.downcast_ref::<coffer_postgres::Error>())
     {
-        use coffer_postgres::Error as Pg;
-        return match e {
-            Pg::Db(_) | Pg::Busy { .. } => EXIT_UNAVAILABLE,
-            Pg::Row { .. } => EXIT_DECRYPT,
-            Pg::Keys(k) => keys_exit_code(k),
-            _ => EXIT_USAGE,
-        };
+        return Some(e.kind());
     }
     if let Some(k) = err.chain().find_map(|c| c.downcast_ref::<KeysError>()) {
-        return keys_exit_code(k);
+        return Some(k.kind());
     }
-    let core = err.chain().find_map(|cause| {
+    err.chain().find_map(|cause| {
         cause
             .downcast_ref::<Hinted>()
-            .map(|h| &h.error)
-            .or_else(|| cause.downcast_ref::<CoreError>())
-    });
-    match core {
-        Some(CoreError::Decrypt | CoreError::Unwrap | CoreError::Format(_)) => EXIT_DECRYPT,
-        _ => EXIT_USAGE,
-    }
+            .map(Hinted::kind)
+            .or_else(|| cause.downcast_ref::<CoreError>().map(CoreError::kind))
+    })
+}
+
+/// The exit status for `err`: by the kind of the first Coffer error in its chain, and 2 for an
+/// error that is no library's.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    kind_of(err).map_or(EXIT_USAGE, exit_for)
 }
 
 /// Prints `err` to stderr as `coffer: message: cause…`, then its hint if it has one.
@@ -148,6 +151,56 @@ mod tests {
         );
         assert_eq!(code(CoreError::RowContextInDeterministic.into()), 2);
         assert_eq!(code(anyhow::anyhow!("bad key reference")), 2);
+    }
+
+    #[test]
+    fn every_kind_has_a_status() {
+        for kind in ErrorKind::ALL {
+            let status = exit_for(kind);
+            assert!((1..=3).contains(&status), "{kind}");
+        }
+        assert_eq!(exit_for(ErrorKind::Decrypt), EXIT_DECRYPT);
+        assert_eq!(exit_for(ErrorKind::WrongKek), EXIT_DECRYPT);
+        assert_eq!(exit_for(ErrorKind::Unavailable), EXIT_UNAVAILABLE);
+        assert_eq!(exit_for(ErrorKind::Destroyed), EXIT_USAGE);
+    }
+
+    #[test]
+    fn statuses_of_the_library_errors_and_local_ones() {
+        let code = |e: anyhow::Error| exit_code(&e);
+        assert_eq!(code(KeysError::WrongKek { kek: "k".into() }.into()), 1);
+        assert_eq!(
+            code(
+                KeysError::NoMatchingKey {
+                    names: "a".into(),
+                    tried: "b".into()
+                }
+                .into()
+            ),
+            1
+        );
+        assert_eq!(code(KeysError::store("down").into()), 3);
+        assert_eq!(code(KeysError::provider("k", "timeout").into()), 3);
+        assert_eq!(code(KeysError::UnknownScope("s".into()).into()), 2);
+        assert_eq!(code(KeysError::config("bad").into()), 2);
+        assert_eq!(
+            code(coffer_postgres::Error::Db(sqlx::Error::PoolTimedOut).into()),
+            3
+        );
+        assert_eq!(
+            code(
+                coffer_postgres::Error::Row {
+                    table: "t".into(),
+                    row: "1".into(),
+                    reason: "x".into()
+                }
+                .into()
+            ),
+            1
+        );
+        assert_eq!(code(coffer_postgres::Error::Schema("x".into()).into()), 2);
+        assert_eq!(code(crate::keys::AuditBroken("row 3".into()).into()), 1);
+        assert_eq!(code(coffer_backup::Error::Refused("manifest".into()).into()), 1);
     }
 
     #[test]

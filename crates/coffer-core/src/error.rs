@@ -93,3 +93,33 @@ impl Error {
 
 /// coffer-core's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind as K;
+
+    #[test]
+    fn kinds_classify_every_variant() {
+        let table = [
+            (Error::Decrypt, K::Decrypt),
+            (Error::Unwrap, K::WrongKek),
+            (Error::Format("x"), K::Decrypt),
+            (
+                Error::NotFipsApproved {
+                    algorithm: "AES-SIV",
+                    instead: "use GCM",
+                },
+                K::InvalidInput,
+            ),
+            (Error::EncryptionLimit { limit: 1 }, K::Conflict),
+            (Error::RowContextInDeterministic, K::InvalidInput),
+            (Error::UnauthenticatedNull, K::Decrypt),
+            (Error::invalid("suite", "unknown"), K::InvalidInput),
+            (Error::Module("rng"), K::Internal),
+        ];
+        for (e, kind) in table {
+            assert_eq!(e.kind(), kind, "{e}");
+        }
+    }
+}

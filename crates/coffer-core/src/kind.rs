@@ -31,6 +31,19 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for tests that a frontend's mapping covers them all.
+    pub const ALL: [ErrorKind; 9] = [
+        ErrorKind::Decrypt,
+        ErrorKind::NotFound,
+        ErrorKind::Destroyed,
+        ErrorKind::Denied,
+        ErrorKind::Conflict,
+        ErrorKind::InvalidInput,
+        ErrorKind::Unavailable,
+        ErrorKind::WrongKek,
+        ErrorKind::Internal,
+    ];
+
     /// A stable lower-case name, for logs, metrics labels and JSON error codes.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -50,5 +63,31 @@ impl ErrorKind {
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_kind_once_with_distinct_names() {
+        // Adding a variant breaks this match until ALL (and this test) lists it.
+        for k in ErrorKind::ALL {
+            match k {
+                ErrorKind::Decrypt
+                | ErrorKind::NotFound
+                | ErrorKind::Destroyed
+                | ErrorKind::Denied
+                | ErrorKind::Conflict
+                | ErrorKind::InvalidInput
+                | ErrorKind::Unavailable
+                | ErrorKind::WrongKek
+                | ErrorKind::Internal => {}
+            }
+        }
+        let names: std::collections::HashSet<_> =
+            ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), ErrorKind::ALL.len());
     }
 }

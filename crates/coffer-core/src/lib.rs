@@ -39,7 +39,9 @@ compile_error!(
 compile_error!("coffer-core: enable either the `non-fips` (default) or the `fips` feature");
 
 pub mod blind_index;
+pub mod cache_entry;
 pub mod counter;
+pub mod datakey;
 pub mod digest;
 pub mod encoding;
 mod error;
@@ -53,6 +55,7 @@ pub mod passphrase;
 pub mod planner;
 mod secret;
 pub mod stream;
+pub mod token;
 mod value;
 pub mod wrap;
 

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use aws_lc_rs::digest;
+use coffer_core::digest::Sha256;
 use coffer_core::encoding;
 
 use crate::error::{Error, Result};
@@ -221,12 +221,10 @@ pub fn chain_hash(
         (0x30 | kek_tag, &kek),
         (0x06, event.detail.as_bytes()),
     ])?;
-    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut ctx = Sha256::new();
     ctx.update(prev);
     ctx.update(&body);
-    let mut out = [0u8; HASH_LEN];
-    out.copy_from_slice(ctx.finish().as_ref());
-    Ok(out)
+    Ok(ctx.finish())
 }
 
 /// Where a chain breaks.

@@ -98,6 +98,23 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// What kind of failure this is (docs: [`coffer_core::ErrorKind`]); frontends map kinds.
+    pub fn kind(&self) -> coffer_core::ErrorKind {
+        use coffer_core::ErrorKind as K;
+        match self {
+            Error::UnknownScope(_) | Error::UnknownVersion { .. } => K::NotFound,
+            Error::Destroyed { .. } => K::Destroyed,
+            Error::ScopeExists(_) | Error::State(_) => K::Conflict,
+            // A KEK version missing from this process's configuration: fix coffer.toml.
+            Error::UnknownKek { .. } | Error::Config(_) => K::InvalidInput,
+            Error::WrongKek { .. } => K::WrongKek,
+            Error::Provider { .. } | Error::Store(_) => K::Unavailable,
+            // None of the caller's keys authenticates the message: a failed decryption.
+            Error::NoMatchingKey { .. } => K::Decrypt,
+            Error::Crypto(e) => e.kind(),
+        }
+    }
+
     /// Builds a [`Error::Store`] from any displayable store error.
     pub fn store(e: impl std::fmt::Display) -> Self {
         Error::Store(e.to_string())
@@ -113,6 +130,57 @@ impl Error {
         Error::Provider {
             kek: kek.to_string(),
             reason: reason.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coffer_core::ErrorKind as K;
+
+    #[test]
+    fn kinds_classify_every_variant() {
+        let v = KeyVersion(2);
+        let table: Vec<(Error, K)> = vec![
+            (Error::UnknownScope("s".into()), K::NotFound),
+            (
+                Error::UnknownVersion {
+                    scope: "s".into(),
+                    version: v,
+                },
+                K::NotFound,
+            ),
+            (
+                Error::Destroyed {
+                    scope: "s".into(),
+                    version: None,
+                },
+                K::Destroyed,
+            ),
+            (Error::ScopeExists("s".into()), K::Conflict),
+            (Error::UnknownKek { kek: "k/v1".into() }, K::InvalidInput),
+            (Error::WrongKek { kek: "k/v1".into() }, K::WrongKek),
+            (Error::provider("k/v1", "timeout"), K::Unavailable),
+            (
+                Error::NoMatchingKey {
+                    names: "a".into(),
+                    tried: "b".into(),
+                },
+                K::Decrypt,
+            ),
+            (Error::store("down"), K::Unavailable),
+            (Error::config("bad"), K::InvalidInput),
+            (Error::State("retired".into()), K::Conflict),
+            (Error::Crypto(coffer_core::Error::Decrypt), K::Decrypt),
+            (Error::Crypto(coffer_core::Error::Unwrap), K::WrongKek),
+            (
+                Error::Crypto(coffer_core::Error::Module("rng")),
+                K::Internal,
+            ),
+        ];
+        for (e, kind) in table {
+            assert_eq!(e.kind(), kind, "{e}");
         }
     }
 }

@@ -691,10 +691,7 @@ impl Pkcs11Kek {
 }
 
 fn random_iv() -> Result<[u8; IV_LEN], OpError> {
-    let mut iv = [0u8; IV_LEN];
-    aws_lc_rs::rand::fill(&mut iv)
-        .map_err(|_| OpError::Core(coffer_core::Error::Module("random generator")))?;
-    Ok(iv)
+    coffer_core::digest::random_array().map_err(OpError::Core)
 }
 
 /// The GCM tag length in bits (`TAG_LEN * 8`).

@@ -57,6 +57,18 @@ impl From<coffer_core::Error> for Error {
 }
 
 impl Error {
+    /// What kind of failure this is (docs: [`coffer_core::ErrorKind`]); frontends map kinds.
+    pub fn kind(&self) -> coffer_core::ErrorKind {
+        use coffer_core::ErrorKind as K;
+        match self {
+            Error::Keys(k) => k.kind(),
+            Error::Db(_) | Error::Busy { .. } => K::Unavailable,
+            Error::Schema(_) | Error::Value { .. } => K::InvalidInput,
+            // A stored value that did not open: tampered, moved, or under another key.
+            Error::Row { .. } => K::Decrypt,
+        }
+    }
+
     pub(crate) fn value(table: &str, column: &str, reason: impl Into<String>) -> Self {
         Error::Value {
             table: table.to_owned(),
@@ -77,3 +89,42 @@ impl Error {
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coffer_core::ErrorKind as K;
+
+    #[test]
+    fn kinds_classify_every_variant() {
+        let table: Vec<(Error, K)> = vec![
+            (
+                Error::Keys(coffer_keys::Error::store("down")),
+                K::Unavailable,
+            ),
+            (coffer_core::Error::Decrypt.into(), K::Decrypt),
+            (Error::Db(sqlx::Error::PoolTimedOut), K::Unavailable),
+            (Error::Schema("no such column".into()), K::InvalidInput),
+            (Error::value("t", "c", "a plaintext"), K::InvalidInput),
+            (
+                Error::Busy {
+                    table: "t".into(),
+                    rows: 3,
+                    waited: std::time::Duration::from_secs(1),
+                },
+                K::Unavailable,
+            ),
+            (
+                Error::Row {
+                    table: "t".into(),
+                    row: "1".into(),
+                    reason: "decryption failed".into(),
+                },
+                K::Decrypt,
+            ),
+        ];
+        for (e, kind) in table {
+            assert_eq!(e.kind(), kind, "{e}");
+        }
+    }
+}

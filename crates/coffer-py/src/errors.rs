@@ -8,6 +8,8 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
+use coffer_core::ErrorKind;
+
 create_exception!(
     coffer,
     CofferError,
@@ -65,63 +67,111 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
+/// The exception classes, as plain values (so the mapping is testable without an interpreter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Decryption,
+    Destroyed,
+    UnknownKey,
+    Config,
+    KeyStore,
+    KeyState,
+    Base,
+}
+
+/// The exception class of an error kind.
+fn class_of(kind: ErrorKind) -> Class {
+    match kind {
+        ErrorKind::Decrypt => Class::Decryption,
+        ErrorKind::Destroyed => Class::Destroyed,
+        ErrorKind::NotFound => Class::UnknownKey,
+        ErrorKind::InvalidInput => Class::Config,
+        ErrorKind::Unavailable => Class::KeyStore,
+        ErrorKind::Conflict | ErrorKind::WrongKek => Class::KeyState,
+        ErrorKind::Denied | ErrorKind::Internal => Class::Base,
+        // A kind added later: the base class until it is given its own.
+        _ => Class::Base,
+    }
+}
+
+/// An exception of the class of `kind`.
+fn raise(kind: ErrorKind, msg: String) -> PyErr {
+    match class_of(kind) {
+        Class::Decryption => DecryptionError::new_err(msg),
+        Class::Destroyed => KeyDestroyed::new_err(msg),
+        Class::UnknownKey => UnknownKey::new_err(msg),
+        Class::Config => ConfigError::new_err(msg),
+        Class::KeyStore => KeyStoreError::new_err(msg),
+        Class::KeyState => KeyStateError::new_err(msg),
+        Class::Base => CofferError::new_err(msg),
+    }
+}
+
 /// A coffer-core error as a Python exception.
 pub fn core(e: coffer_core::Error) -> PyErr {
-    use coffer_core::Error as E;
-    let msg = e.to_string();
-    match e {
-        E::Decrypt | E::Format(_) => DecryptionError::new_err(msg),
-        E::Unwrap => KeyStateError::new_err(msg),
-        E::EncryptionLimit { .. } => KeyStateError::new_err(msg),
-        E::Invalid { .. } | E::RowContextInDeterministic | E::NotFipsApproved { .. } => {
-            ConfigError::new_err(msg)
-        }
-        _ => CofferError::new_err(msg),
-    }
+    raise(e.kind(), e.to_string())
 }
 
 /// A coffer-keys error as a Python exception.
 pub fn keys(e: coffer_keys::Error) -> PyErr {
-    use coffer_keys::Error as E;
-    let msg = e.to_string();
-    match e {
-        E::Crypto(c) => core(c),
-        E::Destroyed { .. } => KeyDestroyed::new_err(msg),
-        E::UnknownScope(_) | E::UnknownVersion { .. } => UnknownKey::new_err(msg),
-        E::Config(_) => ConfigError::new_err(msg),
-        E::Store(_) | E::Provider { .. } => KeyStoreError::new_err(msg),
-        E::NoMatchingKey { .. } => DecryptionError::new_err(msg),
-        E::ScopeExists(_) | E::State(_) | E::UnknownKek { .. } | E::WrongKek { .. } => {
-            KeyStateError::new_err(msg)
-        }
-        _ => CofferError::new_err(msg),
-    }
+    raise(e.kind(), e.to_string())
 }
 
 /// A coffer-keys error from opening a value: a suite or version read from a tampered header
-/// that does not fit the call is a failed decryption, not the caller's mistake.
+/// that does not fit the call (coffer-core's invalid input) is a failed decryption, not the
+/// caller's mistake.
 pub fn keys_open(e: coffer_keys::Error) -> PyErr {
     match e {
-        coffer_keys::Error::Crypto(
-            coffer_core::Error::RowContextInDeterministic | coffer_core::Error::Invalid { .. },
-        ) => DecryptionError::new_err(coffer_core::Error::Decrypt.to_string()),
+        coffer_keys::Error::Crypto(c) if c.kind() == ErrorKind::InvalidInput => {
+            DecryptionError::new_err(coffer_core::Error::Decrypt.to_string())
+        }
         other => keys(other),
     }
 }
 
 /// A coffer-postgres error as a Python exception.
 pub fn columns(e: coffer_postgres::Error) -> PyErr {
-    use coffer_postgres::Error as E;
     match e {
-        E::Keys(k) => keys_open(k),
-        E::Db(db) => KeyStoreError::new_err(format!("database error: {db}")),
-        E::Schema(_) | E::Value { .. } => ConfigError::new_err(e.to_string()),
-        E::Row { .. } => DecryptionError::new_err(e.to_string()),
-        _ => CofferError::new_err(e.to_string()),
+        coffer_postgres::Error::Keys(k) => keys_open(k),
+        other => raise(other.kind(), other.to_string()),
     }
 }
 
 /// An argument that is wrong.
 pub fn config(msg: impl Into<String>) -> PyErr {
     ConfigError::new_err(msg.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_an_exception_class() {
+        let classes: Vec<Class> = ErrorKind::ALL.iter().map(|&k| class_of(k)).collect();
+        assert_eq!(classes.len(), ErrorKind::ALL.len());
+        assert_eq!(class_of(ErrorKind::Decrypt), Class::Decryption);
+        assert_eq!(class_of(ErrorKind::Destroyed), Class::Destroyed);
+        assert_eq!(class_of(ErrorKind::NotFound), Class::UnknownKey);
+        assert_eq!(class_of(ErrorKind::InvalidInput), Class::Config);
+        assert_eq!(class_of(ErrorKind::Unavailable), Class::KeyStore);
+        assert_eq!(class_of(ErrorKind::Conflict), Class::KeyState);
+        assert_eq!(class_of(ErrorKind::WrongKek), Class::KeyState);
+        assert_eq!(class_of(ErrorKind::Internal), Class::Base);
+        // The keyring's errors keep the classes they had before kinds.
+        let keys = |e: coffer_keys::Error| class_of(e.kind());
+        assert_eq!(
+            keys(coffer_keys::Error::UnknownScope("s".into())),
+            Class::UnknownKey
+        );
+        assert_eq!(keys(coffer_keys::Error::store("down")), Class::KeyStore);
+        assert_eq!(
+            keys(coffer_keys::Error::WrongKek { kek: "k".into() }),
+            Class::KeyState
+        );
+        assert_eq!(
+            keys(coffer_keys::Error::Crypto(coffer_core::Error::Unwrap)),
+            Class::KeyState
+        );
+    }
 }

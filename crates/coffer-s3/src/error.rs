@@ -96,6 +96,22 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// What kind of failure this is (docs: [`coffer_core::ErrorKind`]); frontends map kinds.
+    pub fn kind(&self) -> coffer_core::ErrorKind {
+        use coffer_core::ErrorKind as K;
+        match self {
+            Error::NotFound { .. } | Error::NoSuchBucket { .. } => K::NotFound,
+            // Replaced mid-read: transient, reading again succeeds.
+            Error::Changed { .. } | Error::Store { .. } => K::Unavailable,
+            Error::Keys(k) => k.kind(),
+            Error::Crypto(c) => c.kind(),
+            Error::Source(_) | Error::Output(_) | Error::Range { .. } | Error::Invalid { .. } => {
+                K::InvalidInput
+            }
+            Error::Internal(_) => K::Internal,
+        }
+    }
+
     pub(crate) fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
         Error::Invalid {
             what,
@@ -131,6 +147,62 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use coffer_core::ErrorKind as K;
+
+    #[test]
+    fn kinds_classify_every_variant() {
+        let table: Vec<(Error, K)> = vec![
+            (
+                Error::NotFound {
+                    bucket: "b".into(),
+                    key: "k".into(),
+                },
+                K::NotFound,
+            ),
+            (Error::NoSuchBucket { bucket: "b".into() }, K::NotFound),
+            (
+                Error::Changed {
+                    bucket: "b".into(),
+                    key: "k".into(),
+                },
+                K::Unavailable,
+            ),
+            (
+                Error::Store {
+                    bucket: "b".into(),
+                    key: "k".into(),
+                    error: object_store::Error::Generic {
+                        store: "S3",
+                        source: "timeout".into(),
+                    },
+                },
+                K::Unavailable,
+            ),
+            (
+                Error::Keys(coffer_keys::Error::NoMatchingKey {
+                    names: "a".into(),
+                    tried: "b".into(),
+                }),
+                K::Decrypt,
+            ),
+            (Error::Crypto(coffer_core::Error::Format("x")), K::Decrypt),
+            (Error::Source(io::Error::other("read")), K::InvalidInput),
+            (Error::Output(io::Error::other("write")), K::InvalidInput),
+            (
+                Error::Range {
+                    start: 5,
+                    end: 9,
+                    len: 4,
+                },
+                K::InvalidInput,
+            ),
+            (Error::invalid("part size", "too small"), K::InvalidInput),
+            (Error::Internal("task".into()), K::Internal),
+        ];
+        for (e, kind) in table {
+            assert_eq!(e.kind(), kind, "{e}");
+        }
+    }
 
     #[test]
     fn stream_errors_give_back_what_they_carry() {

@@ -6,6 +6,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use coffer_core::ErrorKind;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -13,6 +14,13 @@ use utoipa::ToSchema;
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
 pub struct ConfigError(pub String);
+
+impl ConfigError {
+    /// Always [`ErrorKind::InvalidInput`]: fix the setting and start again.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+}
 
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
@@ -86,8 +94,7 @@ impl ApiError {
 
     /// A 503 whose detail goes to the log only, under a reference the client sees.
     pub fn unavailable(detail: &dyn std::fmt::Display) -> Self {
-        let mut r = [0u8; 6];
-        let _ = aws_lc_rs::rand::fill(&mut r);
+        let r: [u8; 6] = coffer_core::digest::random_array().unwrap_or_default();
         let reference = hex::encode(r);
         tracing::error!(reference = %reference, error = %detail, "request failed in a dependency");
         Self::new(
@@ -112,7 +119,45 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The response to an error of `kind` with no code of its own: a 4xx for what the client can
+    /// change, and a 503 whose detail goes to the log only for the service's own dependencies,
+    /// configuration and KEK (the client can change none of them).
+    pub fn of_kind(kind: ErrorKind, error: &dyn std::fmt::Display) -> Self {
+        match kind {
+            ErrorKind::Decrypt => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "decryption_failed",
+                DECRYPTION_FAILED,
+            ),
+            ErrorKind::NotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", error.to_string())
+            }
+            ErrorKind::Destroyed => {
+                ApiError::new(StatusCode::GONE, "key_destroyed", error.to_string())
+            }
+            ErrorKind::Denied => ApiError::forbidden("forbidden", error.to_string()),
+            ErrorKind::Conflict => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string())
+            }
+            // Invalid input that reaches here is the service's configuration (coffer.toml, a
+            // KEK missing from it), not the request: request input is checked before the keyring.
+            ErrorKind::InvalidInput
+            | ErrorKind::Unavailable
+            | ErrorKind::WrongKek
+            | ErrorKind::Internal => ApiError::unavailable(error),
+            _ => ApiError::unavailable(error),
+        }
+    }
+}
+
+/// The one message of every failed decryption.
+const DECRYPTION_FAILED: &str = "the value did not decrypt: wrong scope, column, context, domain \
+                                 or type, or the value was altered";
+
 impl From<coffer_keys::Error> for ApiError {
+    /// By kind ([`ApiError::of_kind`]), except the errors that have a code of their own in the
+    /// API (documented per route in the OpenAPI description).
     fn from(e: coffer_keys::Error) -> Self {
         use coffer_core::Error as C;
         use coffer_keys::Error as K;
@@ -124,6 +169,7 @@ impl From<coffer_keys::Error> for ApiError {
                     "scope '{s}' does not exist; an admin creates it with POST /v1/admin/scopes"
                 ),
             ),
+            // A version named by a value, not by the client: the value is not this store's.
             K::UnknownVersion { scope, version } => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "unknown_key_version",
@@ -131,31 +177,27 @@ impl From<coffer_keys::Error> for ApiError {
                     "scope '{scope}' has no key {version}: the value was not written by this key store"
                 ),
             ),
-            e @ K::Destroyed { .. } => {
-                ApiError::new(StatusCode::GONE, "key_destroyed", e.to_string())
-            }
             K::ScopeExists(s) => ApiError::new(
                 StatusCode::CONFLICT,
                 "scope_exists",
                 format!("scope '{s}' already exists (or was destroyed, which is final)"),
             ),
             K::State(m) => ApiError::new(StatusCode::CONFLICT, "key_state", m),
-            K::Crypto(C::Decrypt | C::Unwrap) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "decryption_failed",
-                "the value did not decrypt: wrong scope, column, context, domain or type, or the \
-                 value was altered",
-            ),
+            // A DEK of the value's header that does not unwrap: the value is not this store's.
+            K::Crypto(C::Unwrap) => ApiError::of_kind(ErrorKind::Decrypt, &e),
             K::Crypto(C::Format(what)) => {
                 ApiError::bad_request("bad_ciphertext", format!("not a Coffer value: {what}"))
             }
             K::Crypto(e @ C::UnauthenticatedNull) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "null", e.to_string())
             }
-            K::Crypto(
-                e @ (C::NotFipsApproved { .. } | C::RowContextInDeterministic | C::Invalid { .. }),
-            ) => ApiError::bad_request("invalid", e.to_string()),
-            other => ApiError::unavailable(&other),
+            // Core's invalid input comes from the request's parameters (suite, domain, context).
+            K::Crypto(e) if e.kind() == ErrorKind::InvalidInput => {
+                ApiError::bad_request("invalid", e.to_string())
+            }
+            // Encryption limits stay a 503 the operator sees (rotate the key).
+            K::Crypto(e @ C::EncryptionLimit { .. }) => ApiError::unavailable(&e),
+            other => ApiError::of_kind(other.kind(), &other),
         }
     }
 }
@@ -189,5 +231,81 @@ impl IntoResponse for ApiError {
             );
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_status() {
+        for kind in ErrorKind::ALL {
+            let e = ApiError::of_kind(kind, &"detail");
+            assert!(
+                e.status.is_client_error() || e.status == StatusCode::SERVICE_UNAVAILABLE,
+                "{kind}"
+            );
+            // A 503 never shows the detail; a 4xx never shows it for a failed decryption.
+            if e.status == StatusCode::SERVICE_UNAVAILABLE || kind == ErrorKind::Decrypt {
+                assert!(!e.message.contains("detail"), "{kind}");
+            }
+        }
+        assert_eq!(
+            ApiError::of_kind(ErrorKind::Decrypt, &"x").status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            ApiError::of_kind(ErrorKind::Destroyed, &"x").status,
+            StatusCode::GONE
+        );
+    }
+
+    #[test]
+    fn keyring_errors_keep_their_statuses_and_codes() {
+        use coffer_core::Error as C;
+        use coffer_keys::Error as K;
+        let table: Vec<(K, u16, &str)> = vec![
+            (K::UnknownScope("s".into()), 404, "unknown_scope"),
+            (
+                K::UnknownVersion {
+                    scope: "s".into(),
+                    version: coffer_core::KeyVersion(3),
+                },
+                422,
+                "unknown_key_version",
+            ),
+            (
+                K::Destroyed {
+                    scope: "s".into(),
+                    version: None,
+                },
+                410,
+                "key_destroyed",
+            ),
+            (K::ScopeExists("s".into()), 409, "scope_exists"),
+            (K::State("retired".into()), 409, "key_state"),
+            (K::Crypto(C::Decrypt), 422, "decryption_failed"),
+            (K::Crypto(C::Unwrap), 422, "decryption_failed"),
+            (K::Crypto(C::Format("prefix")), 400, "bad_ciphertext"),
+            (K::Crypto(C::UnauthenticatedNull), 422, "null"),
+            (K::Crypto(C::RowContextInDeterministic), 400, "invalid"),
+            (
+                K::Crypto(C::EncryptionLimit { limit: 1 }),
+                503,
+                "unavailable",
+            ),
+            (K::Crypto(C::Module("rng")), 503, "unavailable"),
+            (K::WrongKek { kek: "k".into() }, 503, "unavailable"),
+            (K::UnknownKek { kek: "k".into() }, 503, "unavailable"),
+            (K::config("bad"), 503, "unavailable"),
+            (K::store("down"), 503, "unavailable"),
+            (K::provider("k", "timeout"), 503, "unavailable"),
+        ];
+        for (e, status, code) in table {
+            let shown = e.to_string();
+            let api = ApiError::from(e);
+            assert_eq!((api.status.as_u16(), api.code), (status, code), "{shown}");
+        }
     }
 }

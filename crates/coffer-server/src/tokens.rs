@@ -8,8 +8,6 @@
 
 use std::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use coffer_store::SqlStore;
 use serde::Serialize;
 use sqlx::Row as _;
@@ -88,10 +86,7 @@ impl fmt::Debug for TokenSecret {
 
 /// The stored hash of a token text.
 pub fn hash(token: &str) -> Vec<u8> {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(b"coffer/token/v1");
-    ctx.update(token.as_bytes());
-    ctx.finish().as_ref().to_vec()
+    coffer_core::token::hash_token(coffer_core::token::SERVICE_DOMAIN, token).to_vec()
 }
 
 /// The id part of a token text, if it has the token shape.
@@ -109,7 +104,11 @@ pub fn parse_id(token: &str) -> Option<&str> {
 
 /// Whether `token` is the one `record` was made for (constant time).
 pub fn verify(record: &TokenRecord, token: &str) -> bool {
-    aws_lc_rs::constant_time::verify_slices_are_equal(&hash(token), &record.secret_hash).is_ok()
+    coffer_core::token::verify_token(
+        coffer_core::token::SERVICE_DOMAIN,
+        token,
+        &record.secret_hash,
+    )
 }
 
 fn db(e: sqlx::Error) -> coffer_keys::Error {
@@ -140,16 +139,9 @@ impl TokenStore {
         label: &str,
         ttl: Option<std::time::Duration>,
     ) -> coffer_keys::Result<(TokenInfo, TokenSecret)> {
-        let mut id = [0u8; 8];
-        let mut secret = Zeroizing::new([0u8; 32]);
-        aws_lc_rs::rand::fill(&mut id)
-            .and_then(|()| aws_lc_rs::rand::fill(&mut secret[..]))
-            .map_err(|_| coffer_core::Error::Module("random generator"))?;
-        let id = hex::encode(id);
-        let text = Zeroizing::new(format!(
-            "{PREFIX}{id}_{}",
-            URL_SAFE_NO_PAD.encode(&secret[..])
-        ));
+        let id = hex::encode(coffer_core::digest::random_array::<8>()?);
+        let secret = coffer_core::token::random_token(32)?;
+        let text = Zeroizing::new(format!("{PREFIX}{id}_{}", secret.as_str()));
         let now = self.now_us().await?;
         let expires =
             ttl.map(|t| now.saturating_add(i64::try_from(t.as_micros()).unwrap_or(i64::MAX)));
@@ -309,6 +301,8 @@ fn record(r: &sqlx::any::AnyRow) -> coffer_keys::Result<TokenRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     #[test]
     fn token_shape() {

@@ -57,8 +57,7 @@ async fn run(n: usize) {
     for i in 0..n {
         let scope = ScopeId::new(format!("bench:{i}")).unwrap();
         let dek = Dek::generate().unwrap();
-        let mut key_id = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut key_id).unwrap();
+        let key_id: [u8; 16] = coffer_core::digest::random_array().unwrap();
         let meta = coffer_core::KeyMetadata {
             store_id: &info.store_id,
             scope: &scope,

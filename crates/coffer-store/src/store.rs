@@ -153,9 +153,7 @@ impl SqlStore {
                 Err(e) => return Err(Error::store(format!("migrating the key store: {e}"))),
             }
         }
-        let mut id = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut id)
-            .map_err(|_| coffer_core::Error::Module("random generator"))?;
+        let id: [u8; 16] = coffer_core::digest::random_array()?;
         let sql = format!(
             "INSERT INTO coffer_meta (singleton, store_id, created_at_us) VALUES (1, $1, {}) \
              ON CONFLICT (singleton) DO NOTHING",

@@ -39,8 +39,7 @@ pub fn free_port() -> u16 {
 }
 
 pub fn random_key() -> String {
-    let mut k = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut k).unwrap();
+    let k: [u8; 32] = coffer_core::digest::random_array().unwrap();
     base64::engine::general_purpose::STANDARD.encode(k)
 }
 

@@ -42,8 +42,7 @@ pub async fn postgres() -> TestDb {
         .unwrap_or_else(|e| {
             panic!("PostgreSQL at {admin} is not reachable ({e}); `make test` starts it")
         });
-    let mut rnd = [0u8; 6];
-    aws_lc_rs::rand::fill(&mut rnd).unwrap();
+    let rnd: [u8; 6] = coffer_core::digest::random_array().unwrap();
     let name = format!("coffer_test_{}", hex::encode(rnd));
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
