@@ -89,6 +89,11 @@ async fn age_rotates_once_and_metrics_count() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leased_field_keys_keep_to_their_lease() {
+    support::writes::leased_field_keys_keep_to_their_lease(&Memory::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn data_keys_in_rows() {
     support::scoped_keys::data_keys_in_rows(&Memory::default()).await;
 }

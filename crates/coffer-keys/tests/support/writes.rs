@@ -197,3 +197,40 @@ pub async fn age_rotates_once_and_metrics_count<E: Env>(env: &E) {
     let trail = kr.store().audit(&AuditFilter::default()).await.unwrap();
     assert!(trail.iter().any(|r| r.event.detail.contains("age limit")));
 }
+
+/// A leased column key seals what was leased and no more, counts in the store, and stops being
+/// current when the keyring drops its keys.
+pub async fn leased_field_keys_keep_to_their_lease<E: Env>(env: &E) {
+    let kek = Kek::generate().unwrap();
+    let config = KeyringConfig {
+        lease_block: 4,
+        ..KeyringConfig::default()
+    };
+    let kr = keyring(env, ring(&[("main", 1, &kek)], ("main", 1)), config).await;
+    let s = scope("tenant:leased");
+    let c = col("email");
+    kr.create_scope(&s).await.unwrap();
+    let key = kr.leased_field_key(&s, &c, Suite::Gcm96, 10).await.unwrap();
+    assert_eq!((key.version(), key.remaining()), (KeyVersion(1), 10));
+    assert!(key.is_current(&kr));
+    let ctx = FieldContext::new();
+    let items: Vec<(FieldContext<'_>, &[u8])> = (0..9).map(|_| (ctx, &b"v"[..])).collect();
+    let cts = key.encrypt_batch(&items).unwrap();
+    let last = key.encrypt(&ctx, b"last").unwrap();
+    assert!(key.encrypt(&ctx, b"one too many").is_err());
+    assert!(!key.is_current(&kr), "a used-up lease is not current");
+    // The store counted at least what was sealed, and the keyring opens it all.
+    let dek = kr.store().dek(&s, KeyVersion(1)).await.unwrap().unwrap();
+    assert!(dek.encryptions >= 10, "{dek:?}");
+    for ct in cts.iter().chain([&last]) {
+        assert!(kr.decrypt(&s, &c, &ctx, ct).await.unwrap().is_some());
+    }
+    // A rotation changes the generation: a lease taken before it is no longer current.
+    let fresh = kr.leased_field_key(&s, &c, Suite::Gcm96, 0).await.unwrap();
+    assert_eq!(fresh.remaining(), 1, "at least one encryption is leased");
+    kr.rotate(&s).await.unwrap();
+    assert!(!fresh.is_current(&kr));
+    let next = kr.leased_field_key(&s, &c, Suite::Gcm96, 2).await.unwrap();
+    assert_eq!(next.version(), KeyVersion(2));
+    assert!(next.is_current(&kr));
+}
