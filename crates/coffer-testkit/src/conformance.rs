@@ -163,7 +163,10 @@ pub async fn create_and_read(store: Arc<dyn KeyStore>) {
     assert_eq!(rec.wrap_algorithm, "aes256-kwp");
     assert_eq!(rec.check, vec![7; 32]);
     assert_eq!(rec.encryptions, 0);
-    assert!(rec.created_at_us >= before, "created_at_us is the store clock");
+    assert!(
+        rec.created_at_us >= before,
+        "created_at_us is the store clock"
+    );
     assert!(rec.state_changed_at_us >= rec.created_at_us);
 
     let sc = store.scope(&s).await.unwrap().expect("the scope exists");
