@@ -24,7 +24,9 @@ pub use cache::{CacheKey, InvalidationHandler, L2Backend, L2Error};
 pub use error::{Error, Result};
 pub use files::FileKeyring;
 pub use kek::{KekId, KekProvider, KekRing, LocalKek, WrapContext};
-pub use keyring::{BatchItem, BlindIndexSpec, Keyring, KeyringConfig, RewrapReport, StatsSnapshot};
+pub use keyring::{
+    BatchItem, BlindIndexSpec, Keyring, KeyringConfig, LeasedFieldKey, RewrapReport, StatsSnapshot,
+};
 pub use source::{KekSource, SecretRef};
 pub use store::{
     CreateOutcome, DekRecord, DekState, KekRecord, KeyStore, NewDek, Rewrap, RotateOutcome,

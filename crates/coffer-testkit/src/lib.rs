@@ -5,3 +5,6 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod conformance;
+pub mod memory;

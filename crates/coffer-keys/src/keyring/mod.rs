@@ -1,0 +1,226 @@
+//! The keyring: what applications (and the service, the file and column layers) call to encrypt
+//! and decrypt with scoped, versioned DEKs.
+//!
+//! Writes use the scope's active version; reads use the version named in the ciphertext header.
+//! Keys come through two cache tiers: L1 in process (moka: TTL, size bound, single-flight, keys
+//! zeroized when the last handle drops) and an optional shared L2 ([`crate::cache`]). A miss in
+//! both reaches the KEK provider. Encryptions are counted in blocks leased from the key store;
+//! passing the configured limit or age rotates the scope automatically.
+//!
+//! The module is split along its seams: [`KeyringConfig`] and the counters (`config`), the
+//! unwrapped keys and their leases (`live`), scope and version lifecycle (`lifecycle`), KEK
+//! rotation (`kek_rotation`), key resolution through the cache tiers (`resolve`), the write path
+//! that leases encryptions (`write`), field operations (`fields`) and [`LeasedFieldKey`]
+//! (`leased`).
+
+mod config;
+mod fields;
+mod kek_rotation;
+mod leased;
+mod lifecycle;
+mod live;
+mod resolve;
+mod write;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use coffer_core::{KeyVersion, ScopeId};
+use moka::future::Cache;
+
+use crate::audit::{AuditEvent, Operation};
+use crate::cache::{CacheKey, L2Backend};
+use crate::error::{Error, Result};
+use crate::kek::KekRing;
+use crate::store::KeyStore;
+
+pub use config::{KeyringConfig, Stats, StatsSnapshot};
+pub use fields::{BatchItem, BlindIndexSpec};
+pub use kek_rotation::RewrapReport;
+pub use leased::LeasedFieldKey;
+pub(crate) use live::{ActivePointer, LiveDek};
+
+/// The algorithm label bound into every DEK's metadata tag: a Coffer v1 DEK, used only through
+/// HKDF subkeys (docs/FORMAT.md §4).
+pub const DEK_ALGORITHM: &str = "coffer-dek-v1";
+
+fn bump(a: &AtomicU64, name: &'static str) {
+    a.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!(name).increment(1);
+}
+
+struct L2 {
+    backend: Arc<dyn L2Backend>,
+    key: CacheKey,
+    degraded: AtomicBool,
+}
+
+struct Inner {
+    store: Arc<dyn KeyStore>,
+    keks: KekRing,
+    store_id: [u8; 16],
+    epoch: u32,
+    l1: Cache<(ScopeId, KeyVersion), Arc<LiveDek>>,
+    active: moka::sync::Cache<ScopeId, ActivePointer>,
+    l2: Option<L2>,
+    config: KeyringConfig,
+    stats: Stats,
+    /// Bumped whenever an active pointer or a key is dropped from this process's caches
+    /// (rotation, destroy, compromise, restore, retire, another process's invalidation,
+    /// `clear_l1`): see [`Keyring::generation`].
+    generation: AtomicU64,
+}
+
+impl Inner {
+    fn invalidate_pointer(&self, scope: &ScopeId) {
+        self.generation.fetch_add(1, Ordering::Release);
+        self.active.invalidate(scope);
+    }
+}
+
+/// Resolves scoped, versioned DEKs and encrypts with them. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Keyring {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field("store_id", &hex::encode(self.inner.store_id))
+            .field("keks", &self.inner.keks)
+            .field("l2", &self.inner.l2.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keyring {
+    /// A keyring over `store` with the KEKs in `keks`, without an L2 cache.
+    pub async fn new(
+        store: Arc<dyn KeyStore>,
+        keks: KekRing,
+        config: KeyringConfig,
+    ) -> Result<Self> {
+        Self::build(store, keks, config, None).await
+    }
+
+    /// A keyring with an L2 cache sealed under `cache_key`.
+    pub async fn with_l2(
+        store: Arc<dyn KeyStore>,
+        keks: KekRing,
+        config: KeyringConfig,
+        backend: Arc<dyn L2Backend>,
+        cache_key: CacheKey,
+    ) -> Result<Self> {
+        let l2 = L2 {
+            backend,
+            key: cache_key,
+            degraded: AtomicBool::new(false),
+        };
+        Self::build(store, keks, config, Some(l2)).await
+    }
+
+    async fn build(
+        store: Arc<dyn KeyStore>,
+        keks: KekRing,
+        config: KeyringConfig,
+        l2: Option<L2>,
+    ) -> Result<Self> {
+        if config.lease_block == 0 || config.max_encryptions == 0 {
+            return Err(Error::config(
+                "lease_block and max_encryptions must be at least 1",
+            ));
+        }
+        let info = store.info().await?;
+        let l1 = Cache::builder()
+            .max_capacity(config.l1_capacity)
+            .time_to_live(config.l1_ttl)
+            .build();
+        let active = moka::sync::Cache::builder()
+            .max_capacity(config.l1_capacity)
+            .time_to_live(config.active_ttl)
+            .build();
+        let keyring = Keyring {
+            inner: Arc::new(Inner {
+                store,
+                keks,
+                store_id: info.store_id,
+                epoch: info.epoch,
+                l1,
+                active,
+                l2,
+                config,
+                stats: Stats::default(),
+                generation: AtomicU64::new(0),
+            }),
+        };
+        if let Some(l2) = &keyring.inner.l2 {
+            let weak = Arc::downgrade(&keyring.inner);
+            l2.backend.subscribe(Arc::new(move |names: Vec<String>| {
+                let Some(inner) = weak.upgrade() else {
+                    return false;
+                };
+                if !names.is_empty() {
+                    Self::apply_invalidation(&inner, &names);
+                }
+                true
+            }));
+        }
+        Ok(keyring)
+    }
+
+    /// The key store.
+    pub fn store(&self) -> &Arc<dyn KeyStore> {
+        &self.inner.store
+    }
+
+    /// The configured KEKs.
+    pub fn keks(&self) -> &KekRing {
+        &self.inner.keks
+    }
+
+    /// The store id bound into every wrap.
+    pub fn store_id(&self) -> &[u8; 16] {
+        &self.inner.store_id
+    }
+
+    /// Cache and KEK counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &KeyringConfig {
+        &self.inner.config
+    }
+
+    fn event(&self, op: Operation) -> AuditEvent {
+        AuditEvent::new(self.inner.config.actor.clone(), op)
+    }
+
+    /// A counter that changes whenever this process drops a cached active pointer or key:
+    /// rotation, destroy, compromise, restore, retirement, an invalidation published by another
+    /// process, [`clear_l1`](Self::clear_l1). A caller that keeps a key from
+    /// [`lease_field_key`](Self::lease_field_key) or [`field_key_at`](Self::field_key_at)
+    /// drops it when this changes.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
+    /// Drops every cached key of this process (L1 only; other processes keep theirs until
+    /// their TTLs pass).
+    pub fn clear_l1(&self) {
+        self.inner.generation.fetch_add(1, Ordering::Release);
+        self.inner.l1.invalidate_all();
+        self.inner.active.invalidate_all();
+    }
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
