@@ -32,11 +32,9 @@ fi
 # Only coffer-core and coffer-aead call the crypto module: no other crate names aws-lc-rs as a
 # direct [dependencies] entry (TLS through rustls's aws-lc-rs provider is reached through rustls;
 # dev-dependencies, e.g. a benchmark's bare-primitive baseline, are not shipped).
-# TODO: coffer-keys is tolerated until keyring.rs draws its random key ids through
-# coffer_core::digest; then drop it from this list and its Cargo.toml line.
 found=$(cargo metadata --no-deps --format-version 1 2>/dev/null | python3 -c '
 import json, sys
-allowed = {"coffer-core", "coffer-aead", "coffer-keys"}
+allowed = {"coffer-core", "coffer-aead"}
 for p in json.load(sys.stdin)["packages"]:
     if p["name"] in allowed:
         continue
@@ -49,4 +47,11 @@ if [ -n "$found" ]; then
   echo "$found" >&2
   exit 1
 fi
-echo "layering: coffer-core has no tokio, sqlx, redis, aws-sdk, reqwest or hyper; coffer-keys no database, cache, HSM or cloud client; apps/ballots only the library crates; aws-lc-rs only under coffer-core and coffer-aead"
+# No source file grows past 1 000 lines: a file that does is doing several jobs (docs/DESIGN.md §L12).
+long=$(find crates/*/src apps/*/src -name '*.rs' -exec awk 'END { if (NR > 1000) print FILENAME " (" NR " lines)" }' {} \;)
+if [ -n "$long" ]; then
+  echo "layering check failed: split these files along their seams (at most 1 000 lines each):" >&2
+  echo "$long" >&2
+  exit 1
+fi
+echo "layering: coffer-core has no tokio, sqlx, redis, aws-sdk, reqwest or hyper; coffer-keys no database, cache, HSM or cloud client; apps/ballots only the library crates; aws-lc-rs only under coffer-core and coffer-aead; no source file over 1 000 lines"
