@@ -200,7 +200,10 @@ mod tests {
         );
         assert_eq!(code(coffer_postgres::Error::Schema("x".into()).into()), 2);
         assert_eq!(code(crate::keys::AuditBroken("row 3".into()).into()), 1);
-        assert_eq!(code(coffer_backup::Error::Refused("manifest".into()).into()), 1);
+        assert_eq!(
+            code(coffer_backup::Error::Refused("manifest".into()).into()),
+            1
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Instant;
 use coffer_core::{
     ColumnId, FieldContext, FieldKey, Header, KeyVersion, Packed, ScopeId, Suite, ValueType,
 };
-use coffer_keys::BlindIndexSpec;
+use coffer_keys::{BlindIndexSpec, LeasedFieldKey};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
@@ -392,7 +392,7 @@ pub struct Column {
     column: ColumnId,
     value_type: ValueType,
     suite: Suite,
-    write: Mutex<Option<Held>>,
+    write: Mutex<Option<(Shared, Arc<LeasedFieldKey>)>>,
     read: Mutex<Vec<(KeyVersion, Suite, Held)>>,
 }
 
@@ -401,7 +401,6 @@ struct Held {
     process: Shared,
     generation: u64,
     until: Instant,
-    left: u64,
     key: Arc<FieldKey>,
 }
 
@@ -414,34 +413,30 @@ impl Held {
 }
 
 impl Column {
-    fn write_key(&self, py: Python<'_>) -> PyResult<Arc<FieldKey>> {
+    /// The column key of the active version with encryptions leased for it: the one held while
+    /// it is current (same process, same keyring generation, `active_ttl` not passed, lease not
+    /// used up), else a new lease of [`COLUMN_LEASE`]. The key itself refuses to seal past it.
+    fn write_key(&self, py: Python<'_>) -> PyResult<Arc<LeasedFieldKey>> {
         {
-            let mut g = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(h) = g.as_mut()
-                && h.left > 0
-                && h.valid()
+            let g = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((process, key)) = g.as_ref()
+                && process.is_current()
+                && key.is_current(process.keyring())
             {
-                h.left -= 1;
-                return Ok(Arc::clone(&h.key));
+                return Ok(Arc::clone(key));
             }
         }
         let p = self.keyring.get().process(py)?;
         let kr = p.keyring();
-        let generation = kr.generation();
-        let (_, key) = p
-            .run(
+        let key = Arc::new(
+            p.run(
                 py,
-                kr.lease_field_key(&self.scope, &self.column, self.suite, COLUMN_LEASE),
+                kr.leased_field_key(&self.scope, &self.column, self.suite, COLUMN_LEASE),
             )
-            .map_err(errors::keys)?;
-        let held = Held {
-            until: Instant::now() + kr.config().active_ttl,
-            process: Arc::clone(&p),
-            generation,
-            left: COLUMN_LEASE - 1,
-            key: Arc::clone(&key),
-        };
-        *self.write.lock().unwrap_or_else(PoisonError::into_inner) = Some(held);
+            .map_err(errors::keys)?,
+        );
+        *self.write.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((Arc::clone(&p), Arc::clone(&key)));
         Ok(key)
     }
 
@@ -474,7 +469,6 @@ impl Column {
                 until: Instant::now() + kr.config().l1_ttl,
                 process: Arc::clone(&p),
                 generation,
-                left: 0,
                 key: Arc::clone(&key),
             },
         ));
@@ -501,7 +495,7 @@ impl Column {
             Some(v) => key.encrypt(&ctx, v.as_bytes()),
             None => key.encrypt_null(&ctx),
         }
-        .map_err(errors::core)?;
+        .map_err(errors::keys)?;
         Ok(bytes(py, &out))
     }
 
@@ -650,11 +644,12 @@ fn encrypt_many<'py>(
     let dom = args::parts(&domain);
     let n = values.len();
     let kr = p.keyring();
-    let (_, key) = p
-        .run(py, kr.lease_field_key(scope, column, suite, n as u64))
-        .map_err(errors::keys)?;
+    let key = Arc::new(
+        p.run(py, kr.leased_field_key(scope, column, suite, n as u64))
+            .map_err(errors::keys)?,
+    );
     let out = PyList::empty(py);
-    let (tx, rx) = std::sync::mpsc::channel::<(usize, coffer_core::Result<Packed>)>();
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, coffer_keys::Result<Packed>)>();
     let dom = &dom;
     p.in_place_scope(|s| -> PyResult<()> {
         let units = n.div_ceil(UNIT);
@@ -677,8 +672,8 @@ fn encrypt_many<'py>(
         if let Some(e) = failed {
             return Err(e);
         }
-        in_order(py, rx, units, |packed: coffer_core::Result<Packed>| {
-            for c in packed.map_err(errors::core)?.iter() {
+        in_order(py, rx, units, |packed: coffer_keys::Result<Packed>| {
+            for c in packed.map_err(errors::keys)?.iter() {
                 out.append(bytes(py, c))?;
             }
             Ok(())

@@ -139,26 +139,8 @@ impl Keyring {
             .collect())
     }
 
-    /// Leases `n` encryptions under the scope's active version and returns that version and
-    /// the column key, for a binding that seals single values at a high rate without a cache
-    /// lookup per value (coffer-py's `Column`). The caller seals at most `n` values with it,
-    /// and stops using it once [`generation`](Self::generation) changes or `active_ttl` has
-    /// passed: the rules this keyring's own write path follows.
-    /// [`leased_field_key`](Self::leased_field_key) returns a [`super::LeasedFieldKey`] that
-    /// enforces the count; prefer it.
-    pub async fn lease_field_key(
-        &self,
-        scope: &ScopeId,
-        column: &ColumnId,
-        suite: Suite,
-        n: u64,
-    ) -> Result<(KeyVersion, Arc<FieldKey>)> {
-        let live = self.for_write(scope, n.max(1)).await?;
-        Ok((live.version, live.field_key(scope, column, suite)?))
-    }
-
     /// The column key of one version (for opening values it sealed), under the same rules as
-    /// [`lease_field_key`](Self::lease_field_key) for keeping it (with `l1_ttl`).
+    /// [`leased_field_key`](Self::leased_field_key) for keeping it (with `l1_ttl`).
     pub async fn field_key_at(
         &self,
         scope: &ScopeId,

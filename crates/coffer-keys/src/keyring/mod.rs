@@ -203,7 +203,7 @@ impl Keyring {
     /// A counter that changes whenever this process drops a cached active pointer or key:
     /// rotation, destroy, compromise, restore, retirement, an invalidation published by another
     /// process, [`clear_l1`](Self::clear_l1). A caller that keeps a key from
-    /// [`lease_field_key`](Self::lease_field_key) or [`field_key_at`](Self::field_key_at)
+    /// [`leased_field_key`](Self::leased_field_key) or [`field_key_at`](Self::field_key_at)
     /// drops it when this changes.
     pub fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::Acquire)
