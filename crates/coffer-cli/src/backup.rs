@@ -269,7 +269,7 @@ impl Sealer<'_> {
     ) -> Result<(u64, [u8; 32], u64)> {
         let (data_key, edks) = self
             .rt
-            .block_on(files::seal(&filekeys::refs(&self.keyrings), context))?;
+            .block_on(files::seal(&coffer_assembly::refs(&self.keyrings), context))?;
         let path = self.dir.join(name);
         let file = OpenOptions::new()
             .write(true)

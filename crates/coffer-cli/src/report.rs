@@ -96,6 +96,12 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             _ => EXIT_USAGE,
         };
     }
+    if let Some(a) = err
+        .chain()
+        .find_map(|c| c.downcast_ref::<coffer_assembly::Error>())
+    {
+        return a.as_keys().map_or(EXIT_USAGE, keys_exit_code);
+    }
     if let Some(k) = err.chain().find_map(|c| c.downcast_ref::<KeysError>()) {
         return keys_exit_code(k);
     }

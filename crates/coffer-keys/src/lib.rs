@@ -25,7 +25,7 @@ pub use error::{Error, Result};
 pub use files::FileKeyring;
 pub use kek::{KekId, KekProvider, KekRing, LocalKek, WrapContext};
 pub use keyring::{BatchItem, BlindIndexSpec, Keyring, KeyringConfig, RewrapReport, StatsSnapshot};
-pub use source::{KekSource, SecretRef};
+pub use source::{KekScheme, KekSource, SecretRef};
 pub use store::{
     CreateOutcome, DekRecord, DekState, KekRecord, KeyStore, NewDek, Rewrap, RotateOutcome,
     ScopeRecord, StoreInfo,

@@ -91,7 +91,7 @@ impl Opener {
         let header = MessageHeader::read_from(r, &Limits::default()).map_err(stream_error)?;
         let data_key = self
             .rt
-            .block_on(files::open(&header, &filekeys::refs(&self.keyrings)))
+            .block_on(files::open(&header, &coffer_assembly::refs(&self.keyrings)))
             .map_err(key_error)?;
         Ok((header, data_key))
     }
@@ -316,7 +316,9 @@ pub fn restore(a: &RestoreArgs) -> Result<()> {
         pg::version("pg_restore")?;
     }
     let rt = filekeys::runtime()?;
-    let keyrings = rt.block_on(filekeys::for_decrypt(&[a.kek.as_str()]))?;
+    let keyrings = rt.block_on(coffer_assembly::file_keyrings_for_decrypt(&[a
+        .kek
+        .as_str()]))?;
     let opener = Opener {
         rt,
         keyrings,
