@@ -152,7 +152,7 @@ impl Registry {
                 what: format!("kek {reference}"),
             }),
             KekSource::External { scheme, reference } => {
-                let provider = self.scheme(&scheme, "kek")?;
+                let provider = self.scheme(&scheme, "KEK reference")?;
                 Ok(provider.open_file_keyring(&reference, key_name).await?)
             }
         }

@@ -87,9 +87,7 @@ async fn init(a: &InitArgs) -> Result<()> {
     create_kek(&cfg.keks[0]).await?;
     let kr = coffer_assembly::open_keyring(&cfg).await?;
     // A store that exists already must accept this KEK (its canary must open).
-    let added = coffer_assembly::prove_keks(&kr)
-        .await
-        .context("the key store exists already and does not accept this KEK")?;
+    let added = coffer_assembly::prove_keks(&kr).await?;
     kr.record(
         AuditEvent::new(kr.config().actor.clone(), Operation::Init)
             .kek(kr.keks().primary_id().to_string())
