@@ -12,8 +12,7 @@ use anyhow::{Context as _, Result};
 use axum::Router;
 use axum::routing::{get, post};
 use clap::{Parser, Subcommand};
-use coffer_keys::{KekRing, KeyStore, Keyring};
-use coffer_store::SqlStore;
+use coffer_keys::Keyring;
 
 use coffer_ballots::app::App;
 use coffer_ballots::config::{self, Settings, Source};
@@ -116,24 +115,15 @@ fn serve(a: ServeArgs) -> Result<ExitCode> {
     runtime()?.block_on(serve_async(settings))
 }
 
+/// The keyring of the `[store]`/`[[kek]]`/`[cache]` sections (every KEK source coffer-assembly
+/// has in this build), its KEKs proved against the key store and new ones registered.
 async fn keyring(settings: &Settings) -> Result<Keyring> {
     let cfg = &settings.coffer;
-    let store: Arc<dyn KeyStore> = Arc::new(SqlStore::connect(&cfg.store.url).await?);
-    let mut keks = Vec::new();
-    for k in &cfg.keks {
-        let provider = coffer_keys::config::local_provider(k)?.with_context(|| {
-            format!(
-                "[[kek]] {}/v{}: Ballots opens env:, file: and passphrase KEKs; for an HSM or \
-                 KMS, run it behind `coffer serve` or add the provider crate",
-                k.name, k.version
-            )
-        })?;
-        keks.push((k.id()?, provider));
-    }
-    let ring = KekRing::new(keks, cfg.primary()?.id()?)?;
     let mut kc = cfg.keyring_config()?;
     kc.actor = "ballots".to_owned();
-    Ok(coffer_redis::keyring_on(cfg, store, ring, kc).await?)
+    coffer_assembly::start_with(cfg, kc)
+        .await
+        .context("the configured KEK does not match the key store, or cannot be opened")
 }
 
 async fn serve_async(settings: Settings) -> Result<ExitCode> {
@@ -152,10 +142,6 @@ async fn serve_async(settings: Settings) -> Result<ExitCode> {
         .install_recorder()?;
     let keys = if settings.app.encryption {
         let keyring = keyring(&settings).await?;
-        keyring
-            .register_keks()
-            .await
-            .context("the configured KEK does not match the key store")?;
         Keys::new(Some(Arc::new(keyring)))
     } else {
         tracing::warn!(

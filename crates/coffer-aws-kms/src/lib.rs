@@ -6,7 +6,8 @@
 //! which would land in CloudTrail). KMS authenticates that context; the key store's metadata tag
 //! (docs/FORMAT.md §6) still binds the scope and is checked after every unwrap.
 //!
-//! A KEK is named by a reference, `aws-kms:KEY[;region=REGION][;endpoint=URL]` (see
+//! [`Scheme`] registers `aws-kms:` references with coffer-assembly (cargo feature `aws-kms` of
+//! the frontends). A KEK is named by a reference, `aws-kms:KEY[;region=REGION][;endpoint=URL]` (see
 //! [`AwsKmsReference`]). Credentials, and anything the reference leaves out, come from the usual
 //! AWS configuration (environment, shared config and credentials files, web identity, ECS,
 //! instance metadata); `AWS_ENDPOINT_URL_KMS` / `AWS_ENDPOINT_URL` are honoured when the
@@ -29,6 +30,7 @@ compile_error!(
 );
 
 mod reference;
+mod scheme;
 
 use std::fmt;
 use std::time::Duration;
@@ -49,6 +51,7 @@ use coffer_keys::{Error, KekId, KekProvider, Result, WrapContext};
 use zeroize::Zeroizing;
 
 pub use reference::{AwsKmsReference, SCHEME};
+pub use scheme::Scheme;
 
 /// Time allowed to open a TCP + TLS connection to KMS.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

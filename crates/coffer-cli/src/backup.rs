@@ -248,7 +248,13 @@ pub fn backup(a: &BackupArgs) -> Result<()> {
         args: a.pg_dump_args.clone(),
     };
     let bar = Bar(spinner("pg_dump → encrypted parts"));
-    let done = postgres::dump(&pg, &a.output, &filekeys::refs(&keyrings), &options, &bar)?;
+    let done = postgres::dump(
+        &pg,
+        &a.output,
+        &coffer_assembly::refs(&keyrings),
+        &options,
+        &bar,
+    )?;
     bar.finish();
     if !done.warnings.is_empty() {
         eprintln!("{}", done.warnings);
@@ -289,8 +295,10 @@ pub fn restore(a: &RestoreArgs) -> Result<()> {
         postgres::check_restore(pg)?;
     }
     let rt = filekeys::runtime()?;
-    let keyrings = rt.block_on(filekeys::for_decrypt(&[a.kek.as_str()]))?;
-    let refs = filekeys::refs(&keyrings);
+    let keyrings = rt.block_on(coffer_assembly::file_keyrings_for_decrypt(&[a
+        .kek
+        .as_str()]))?;
+    let refs = coffer_assembly::refs(&keyrings);
     let options = RestoreOptions {
         runtime: Some(rt.handle().clone()),
         ..RestoreOptions::default()

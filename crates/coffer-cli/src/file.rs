@@ -157,7 +157,7 @@ fn encrypt(a: &FileEncryptArgs) -> Result<()> {
     let (data_key, edks) = rt.block_on(async {
         let keyrings = match (&a.kek, &a.scope) {
             (Some(kek), _) => {
-                filekeys::for_encrypt(
+                coffer_assembly::file_keyrings_for_encrypt(
                     kek,
                     &a.key_name,
                     a.recovery_kek.as_deref(),
@@ -165,10 +165,12 @@ fn encrypt(a: &FileEncryptArgs) -> Result<()> {
                 )
                 .await?
             }
-            (None, Some(scope)) => vec![filekeys::for_scope(&a.config, scope).await?],
+            (None, Some(scope)) => {
+                vec![coffer_assembly::scope_file_keyring(&a.config, scope).await?]
+            }
             (None, None) => bail!("give --kek REF or --scope SCOPE"),
         };
-        anyhow::Ok(files::seal(&filekeys::refs(&keyrings), &context).await?)
+        anyhow::Ok(files::seal(&coffer_assembly::refs(&keyrings), &context).await?)
     })?;
     // A regular file, not compressed: every worker reads its own frames (positional reads).
     if let (Some(path), None) = (a.input.as_deref(), a.compress) {
@@ -266,8 +268,8 @@ fn open_message<R: Read>(src: &mut R, kek: &str) -> Result<(MessageHeader, coffe
     let header = MessageHeader::read_from(src, &Limits::default()).map_err(stream_error)?;
     let rt = filekeys::runtime()?;
     let data_key = rt.block_on(async {
-        let keyrings = filekeys::for_decrypt(&[kek]).await?;
-        files::open(&header, &filekeys::refs(&keyrings))
+        let keyrings = coffer_assembly::file_keyrings_for_decrypt(&[kek]).await?;
+        files::open(&header, &coffer_assembly::refs(&keyrings))
             .await
             .map_err(key_error)
     })?;
@@ -286,7 +288,9 @@ fn open_with(
         (None, Some(scope)) => {
             let header = MessageHeader::read_from(src, &Limits::default()).map_err(stream_error)?;
             let rt = filekeys::runtime()?;
-            let data_key = rt.block_on(filekeys::open_scope(config, scope, &header))?;
+            let data_key = rt
+                .block_on(coffer_assembly::open_scope_file(config, scope, &header))
+                .map_err(assembly_key_error)?;
             Ok((header, data_key))
         }
         (None, None) => bail!("give --kek REF or --scope SCOPE"),
@@ -299,6 +303,14 @@ pub(crate) fn key_error(e: coffer_keys::Error) -> anyhow::Error {
         coffer_keys::Error::NoMatchingKey { .. } | coffer_keys::Error::WrongKek { .. } => {
             Hinted::new(CoreError::Decrypt, e.to_string()).into()
         }
+        other => anyhow!(other),
+    }
+}
+
+/// [`key_error`] for an error of coffer-assembly.
+fn assembly_key_error(e: coffer_assembly::Error) -> anyhow::Error {
+    match e {
+        coffer_assembly::Error::Keys(k) => key_error(k),
         other => anyhow!(other),
     }
 }
@@ -481,14 +493,21 @@ fn rewrap(a: &FileRewrapArgs) -> Result<()> {
     let (header, data_key) = open_message(&mut f, &a.kek)?;
     let rt = filekeys::runtime()?;
     let edks = rt.block_on(async {
-        let keyrings = filekeys::for_encrypt(
+        let keyrings = coffer_assembly::file_keyrings_for_encrypt(
             &a.new_kek,
             &a.key_name,
             a.recovery_kek.as_deref(),
             &a.recovery_name,
         )
         .await?;
-        anyhow::Ok(files::wrap(&data_key, &filekeys::refs(&keyrings), &header.context).await?)
+        anyhow::Ok(
+            files::wrap(
+                &data_key,
+                &coffer_assembly::refs(&keyrings),
+                &header.context,
+            )
+            .await?,
+        )
     })?;
     let new_header = rewrap_header(&header, &data_key, &edks)?;
     drop(data_key);

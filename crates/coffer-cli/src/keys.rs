@@ -18,7 +18,6 @@ use crate::cli::{
     RestoredArgs, RotateKekArgs, ScopesArgs,
 };
 use crate::input;
-use crate::open;
 
 /// Runs one `coffer keys` subcommand on a fresh Tokio runtime.
 pub fn run(cmd: &KeysCommand) -> Result<()> {
@@ -85,15 +84,10 @@ async fn init(a: &InitArgs) -> Result<()> {
         ..Config::default()
     };
     cfg.check()?;
-    if let KekSource::Pkcs11(reference) = &source {
-        create_pkcs11_key(&cfg.keks[0], reference).await?;
-    }
-    let kr = open::keyring(&cfg).await?;
+    create_kek(&cfg.keks[0]).await?;
+    let kr = coffer_assembly::open_keyring(&cfg).await?;
     // A store that exists already must accept this KEK (its canary must open).
-    for (id, result) in kr.check_keks().await? {
-        result.with_context(|| format!("the key store already has KEK {id}"))?;
-    }
-    let added = kr.register_keks().await?;
+    let added = coffer_assembly::prove_keks(&kr).await?;
     kr.record(
         AuditEvent::new(kr.config().actor.clone(), Operation::Init)
             .kek(kr.keks().primary_id().to_string())
@@ -118,20 +112,21 @@ async fn init(a: &InitArgs) -> Result<()> {
     ))
 }
 
-#[cfg(feature = "pkcs11")]
-async fn create_pkcs11_key(kek: &KekConfig, reference: &str) -> Result<()> {
+/// Makes the KEK of a new `[[kek]]` entry if its provider can and it does not exist yet (a key
+/// generated on an HSM token).
+async fn create_kek(kek: &KekConfig) -> Result<()> {
     let id = kek.id()?;
-    let (_, created) = coffer_pkcs11::Pkcs11Kek::open_or_generate(reference)
+    let created = coffer_assembly::Registry::global()
+        .create_kek(kek)
+        .await
         .map_err(|e| anyhow!("KEK {id}: {e}"))?;
     if created {
-        eprintln!("coffer: generated a non-extractable AES-256 KEK on the token");
+        eprintln!(
+            "coffer: generated KEK {id} in its provider ({})",
+            kek.source()?.kind()
+        );
     }
     Ok(())
-}
-
-#[cfg(not(feature = "pkcs11"))]
-async fn create_pkcs11_key(_kek: &KekConfig, _reference: &str) -> Result<()> {
-    bail!("this coffer was built without PKCS#11 support (rebuild with --features pkcs11)")
 }
 
 /// Hides a password in a store URL.
@@ -150,7 +145,7 @@ fn redact_url(url: &str) -> String {
 
 async fn create_scopes(a: &ScopesArgs) -> Result<()> {
     let cfg = load(&a.config.config)?;
-    let kr = open::keyring(&cfg).await?;
+    let kr = coffer_assembly::open_keyring(&cfg).await?;
     for s in scopes(&a.scopes)? {
         let rec = kr.create_scope(&s).await?;
         out(&format!("created {s} {} (KEK {})\n", rec.version, rec.kek))?;
@@ -160,7 +155,7 @@ async fn create_scopes(a: &ScopesArgs) -> Result<()> {
 
 async fn rotate(a: &ScopesArgs) -> Result<()> {
     let cfg = load(&a.config.config)?;
-    let kr = open::keyring(&cfg).await?;
+    let kr = coffer_assembly::open_keyring(&cfg).await?;
     for s in scopes(&a.scopes)? {
         let rec = kr.rotate(&s).await?;
         out(&format!(
@@ -217,14 +212,8 @@ async fn add_kek(a: &AddKekArgs) -> Result<()> {
     }
     cfg.keks.push(entry.clone());
     cfg.check()?;
-    if let KekSource::Pkcs11(reference) = &source {
-        create_pkcs11_key(&entry, reference).await?;
-    }
-    let kr = open::keyring(&cfg).await?;
-    for (id, result) in kr.check_keks().await? {
-        result.with_context(|| format!("KEK {id} does not match the key store"))?;
-    }
-    kr.register_keks().await?;
+    create_kek(&entry).await?;
+    coffer_assembly::start(&cfg).await?;
     // Replace the file atomically: write beside it, then rename over it.
     let tmp = path.with_extension("toml.new");
     let _ = std::fs::remove_file(&tmp);
@@ -246,11 +235,7 @@ async fn add_kek(a: &AddKekArgs) -> Result<()> {
 
 async fn rotate_kek(a: &RotateKekArgs) -> Result<()> {
     let cfg = load(&a.config.config)?;
-    let kr = open::keyring(&cfg).await?;
-    for (id, result) in kr.check_keks().await? {
-        result.with_context(|| format!("KEK {id} does not match the key store"))?;
-    }
-    kr.register_keks().await?;
+    let kr = coffer_assembly::start(&cfg).await?;
     let target = kr.keks().primary_id().clone();
     let total = kr.store().count_deks_not_under(&target).await?;
     let bar = if std::io::stderr().is_terminal() && total > 0 {
@@ -285,7 +270,7 @@ async fn rotate_kek(a: &RotateKekArgs) -> Result<()> {
 async fn destroy(a: &DestroyArgs) -> Result<()> {
     let cfg = load(&a.config.config)?;
     let list = scopes(&a.scopes)?;
-    let kr = open::keyring(&cfg).await?;
+    let kr = coffer_assembly::open_keyring(&cfg).await?;
     for s in &list {
         if kr.store().scope(s).await?.is_none() {
             return Err(coffer_keys::Error::UnknownScope(s.as_str().to_owned()).into());
@@ -305,7 +290,7 @@ async fn destroy(a: &DestroyArgs) -> Result<()> {
 
 async fn compromise(a: &CompromiseArgs) -> Result<()> {
     let cfg = load(&a.config.config)?;
-    let kr = open::keyring(&cfg).await?;
+    let kr = coffer_assembly::open_keyring(&cfg).await?;
     for s in scopes(&a.scopes)? {
         let rec = kr.compromise(&s, &a.reason).await?;
         out(&format!(
@@ -334,7 +319,7 @@ async fn restored(a: &RestoredArgs) -> Result<()> {
             bail!("not confirmed; nothing changed");
         }
     }
-    let kr = open::keyring(&cfg).await?;
+    let kr = coffer_assembly::open_keyring(&cfg).await?;
     let epoch = kr.mark_restored(a.gap).await?;
     out(&format!(
         "store epoch is now {epoch}; new versions skip {} numbers; restart every process, then \
@@ -374,7 +359,7 @@ fn when(us: i64) -> String {
 
 async fn list(a: &ListArgs) -> Result<()> {
     let cfg = load(&a.config.config)?;
-    let store = open::store(&cfg).await?;
+    let store = coffer_assembly::open_store(&cfg).await?;
     let wanted = scopes(&a.scopes)?;
     let mut rows = Vec::new();
     for s in store.scopes().await? {
@@ -449,7 +434,7 @@ fn since(text: &str, now_us: i64) -> Result<i64> {
 
 async fn audit(a: &AuditArgs) -> Result<()> {
     let cfg = load(&a.config.config)?;
-    let store = open::store(&cfg).await?;
+    let store = coffer_assembly::open_store(&cfg).await?;
     if a.verify {
         let all = store.audit(&AuditFilter::default()).await?;
         if let Some(b) = verify_chain(&all)? {
@@ -523,7 +508,7 @@ impl std::error::Error for AuditBroken {}
 
 async fn check(c: &crate::cli::ConfigArg) -> Result<()> {
     let cfg = load(&c.config)?;
-    let kr: Keyring = open::keyring(&cfg).await?;
+    let kr: Keyring = coffer_assembly::open_keyring(&cfg).await?;
     let mut bad = 0;
     let mut unreachable = None;
     let results = kr.check_keks().await?;

@@ -28,7 +28,6 @@ mod index;
 mod input;
 mod keygen;
 mod keys;
-mod open;
 mod reencrypt;
 mod report;
 mod s3;

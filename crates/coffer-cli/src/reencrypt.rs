@@ -15,7 +15,6 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::cli::ConfigArg;
 use crate::input;
-use crate::open;
 
 pub const REENCRYPT_AFTER_HELP: &str = "\
 The job works table by table in batches: each batch locks up to --batch-size rows that are
@@ -100,7 +99,7 @@ pub fn run(a: &ReencryptArgs) -> Result<()> {
     };
     let rt = crate::filekeys::runtime()?;
     rt.block_on(async {
-        let keyring = open::keyring(&config).await?;
+        let keyring = coffer_assembly::open_keyring(&config).await?;
         let pool = PgPoolOptions::new()
             .max_connections(u32::from(a.workers) + 2)
             .acquire_timeout(Duration::from_secs(10))

@@ -106,6 +106,12 @@ fn kind_of(err: &anyhow::Error) -> Option<ErrorKind> {
     {
         return Some(e.kind());
     }
+    if let Some(a) = err
+        .chain()
+        .find_map(|c| c.downcast_ref::<coffer_assembly::Error>())
+    {
+        return Some(a.kind());
+    }
     if let Some(k) = err.chain().find_map(|c| c.downcast_ref::<KeysError>()) {
         return Some(k.kind());
     }

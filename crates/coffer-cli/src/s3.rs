@@ -217,7 +217,7 @@ mod imp {
         let rt = filekeys::runtime()?;
         rt.block_on(async {
             let keyrings = filekeys::for_keys(&a.keys).await?;
-            let refs = filekeys::refs(&keyrings);
+            let refs = coffer_assembly::refs(&keyrings);
             bucket
                 .put(&key, src, &refs, &context, &opts)
                 .await
@@ -233,8 +233,10 @@ mod imp {
         let (name, key) = target(&a.target)?;
         let bucket = connect(&name, &a.s3)?;
         let rt = filekeys::runtime()?;
-        let keyrings = rt.block_on(filekeys::for_decrypt(&[a.kek.as_str()]))?;
-        let refs = filekeys::refs(&keyrings);
+        let keyrings = rt.block_on(coffer_assembly::file_keyrings_for_decrypt(&[a
+            .kek
+            .as_str()]))?;
+        let refs = coffer_assembly::refs(&keyrings);
         if let Some(range) = &a.range {
             let (start, end) = parse_range(range)?;
             let out = rt

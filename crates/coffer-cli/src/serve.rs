@@ -16,7 +16,6 @@ use coffer_server::tokens::{Role, TokenStore};
 use coffer_server::{App, ServiceConfig};
 
 use crate::input;
-use crate::open;
 
 /// The embedded default key store.
 pub const DEFAULT_STORE: &str = "sqlite:coffer-keys.db";
@@ -176,7 +175,7 @@ pub fn resolve(args: &ServiceConfigArgs, need_kek: bool) -> Result<Config> {
 
 async fn token_store(args: &ServiceConfigArgs) -> Result<TokenStore> {
     let cfg = resolve(args, false)?;
-    let store = open::store(&cfg).await?;
+    let store = coffer_assembly::open_store(&cfg).await?;
     Ok(TokenStore::new(store.as_ref().clone()))
 }
 
@@ -209,14 +208,12 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let store = open::store(&cfg).await?;
-        let ring = open::ring(&cfg).await?;
+        let store = coffer_assembly::open_store(&cfg).await?;
+        let ring = coffer_assembly::kek_ring(&cfg).await?;
         let dyn_store: Arc<dyn KeyStore> = store.clone();
-        let keyring: Keyring = open::keyring_on(&cfg, dyn_store, ring).await?;
-        keyring.register_keks().await?;
-        for (id, r) in keyring.check_keks().await? {
-            r.with_context(|| format!("KEK {id}"))?;
-        }
+        let keyring: Keyring =
+            coffer_assembly::keyring_on(&cfg, dyn_store, ring, cfg.keyring_config()?).await?;
+        coffer_assembly::prove_keks(&keyring).await?;
         let tokens = TokenStore::new(store.as_ref().clone());
         let app = App::new(keyring, tokens, service, Some(metrics));
         coffer_server::serve(app, a.insecure_no_tls, |l| {

@@ -80,7 +80,7 @@ pub struct KekConfig {
     pub name: String,
     /// Version (1, 2, …).
     pub version: u32,
-    /// `env:VAR`, `file:PATH`, `passphrase:env:VAR`, `pkcs11:…`, `aws-kms:…`.
+    /// `env:VAR`, `file:PATH`, `passphrase:env:VAR`, or `SCHEME:…` of a registered KEK provider.
     pub source: String,
     /// KDF parameters for `passphrase:` sources (`$pbkdf2-sha256$…` or `$argon2id$…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -396,8 +396,8 @@ pub fn duration(what: &str, text: &str) -> Result<Duration> {
     Ok(Duration::from_secs(secs))
 }
 
-/// Builds the provider for a local source (`env:`, `file:`, `passphrase:`); `None` for remote
-/// sources (`pkcs11:`, `aws-kms:`), which their crates build.
+/// Builds the provider for a local source (`env:`, `file:`, `passphrase:`); `None` for external
+/// sources (`SCHEME:…`), which the crate registered for the scheme builds (coffer-assembly).
 pub fn local_provider(kek: &KekConfig) -> Result<Option<Arc<dyn KekProvider>>> {
     let id = kek.id()?;
     let key = match kek.source()? {
@@ -414,7 +414,7 @@ pub fn local_provider(kek: &KekConfig) -> Result<Option<Arc<dyn KekProvider>>> {
             }
             params.derive_kek(pass.as_bytes())?
         }
-        KekSource::Pkcs11(_) | KekSource::AwsKms(_) => return Ok(None),
+        KekSource::External { .. } => return Ok(None),
     };
     Ok(Some(Arc::new(LocalKek::new(id, key))))
 }

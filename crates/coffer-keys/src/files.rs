@@ -126,13 +126,19 @@ pub fn describe_edk(edk: &EncryptedDataKey) -> String {
     format!("{}/{}", edk.provider_id, key_name(edk).unwrap_or("?"))
 }
 
-/// The name an EDK is filed under: the key name of a raw AES EDK, the key ARN of a KMS one.
+/// The name an EDK is filed under: the key name of a raw AES EDK, the whole provider info of a
+/// provider that files its EDKs under a printable key id (a KMS key ARN). A raw AES EDK's info
+/// ends in the binary tag length and IV, so it never reads as printable text.
 pub fn key_name(edk: &EncryptedDataKey) -> Option<&str> {
-    if edk.provider_id == "aws-kms" {
-        std::str::from_utf8(&edk.provider_info).ok()
-    } else {
-        edk.key_name()
+    if edk.provider_id != NAMESPACE {
+        if let Some(id) = std::str::from_utf8(&edk.provider_info)
+            .ok()
+            .filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
+        {
+            return Some(id);
+        }
     }
+    edk.key_name()
 }
 
 /// Files keyed by a key-store scope: the wrapping key is a subkey of the scope's DEK (purpose

@@ -27,7 +27,7 @@ pub use kek::{KekId, KekProvider, KekRing, LocalKek, WrapContext};
 pub use keyring::{
     BatchItem, BlindIndexSpec, Keyring, KeyringConfig, LeasedFieldKey, RewrapReport, StatsSnapshot,
 };
-pub use source::{KekSource, SecretRef};
+pub use source::{KekScheme, KekSource, SecretRef};
 pub use store::{
     CreateOutcome, DekRecord, DekState, KekRecord, KeyStore, NewDek, Rewrap, RotateOutcome,
     ScopeRecord, StoreInfo,

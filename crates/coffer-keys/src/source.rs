@@ -1,6 +1,6 @@
-//! Where secrets come from: `env:VAR` and `file:PATH` references, and the KEK sources built on
-//! them (`passphrase:`), next to the remote ones (`pkcs11:`, `aws-kms:`) whose providers live in
-//! their own crates.
+//! Where secrets come from: `env:VAR` and `file:PATH` references, the KEK sources built on them
+//! (`passphrase:`), and external sources (`SCHEME:…`) whose providers live in their own crates and
+//! implement [`KekScheme`] (an HSM, a cloud KMS; coffer-assembly holds the registry of them).
 //!
 //! A reference names where a secret is; it never is the secret. Messages name the reference,
 //! never the value, and a malformed reference is not echoed whole (it may be a pasted key).
@@ -10,10 +10,14 @@ use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use coffer_core::{Dek, Kek};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+use crate::files::FileKeyring;
+use crate::kek::{KekId, KekProvider};
 
 /// Permission bits a secret file must not have: any access by group or others.
 const GROUP_OTHER_BITS: u32 = 0o077;
@@ -175,44 +179,96 @@ pub enum KekSource {
     /// A passphrase (from an environment variable or a file) stretched with the KDF parameters
     /// stored beside it (`kdf` in coffer.toml).
     Passphrase(SecretRef),
-    /// A key generated on a PKCS#11 token (the reference is parsed by `coffer-pkcs11`).
-    Pkcs11(String),
-    /// An AWS KMS key (the reference is parsed by `coffer-aws-kms`).
-    AwsKms(String),
+    /// A key held by an external provider, named `SCHEME:…`; the [`KekScheme`] registered for
+    /// `scheme` parses `reference` (the whole string, scheme included) and opens the key.
+    External {
+        /// The scheme, e.g. `vault` for `vault:transit/keys/main`.
+        scheme: String,
+        /// The whole reference, scheme included.
+        reference: String,
+    },
 }
 
+/// Longest scheme name accepted in `SCHEME:…`.
+const MAX_SCHEME_LEN: usize = 32;
+
 impl KekSource {
-    /// Parses `env:VAR`, `file:PATH`, `passphrase:env:VAR`, `passphrase:file:PATH`,
-    /// `pkcs11:…` or `aws-kms:…`.
+    /// Parses `env:VAR`, `file:PATH`, `passphrase:env:VAR`, `passphrase:file:PATH` or an external
+    /// `SCHEME:…` (a lower-case word of letters, digits and `-` before the first `:`). Whether
+    /// a provider for the scheme is available is the registry's business, not the parser's.
     pub fn parse(reference: &str) -> Result<Self> {
         if let Some(rest) = reference.strip_prefix("passphrase:") {
             return Ok(KekSource::Passphrase(SecretRef::parse(rest).map_err(|_| {
                 Error::config("passphrase: takes env:VAR or file:PATH, e.g. passphrase:env:COFFER_PASSPHRASE")
             })?));
         }
-        if reference.starts_with("pkcs11:") {
-            return Ok(KekSource::Pkcs11(reference.to_owned()));
-        }
-        if reference.starts_with("aws-kms:") {
-            return Ok(KekSource::AwsKms(reference.to_owned()));
+        if let Some(scheme) = external_scheme(reference) {
+            return Ok(KekSource::External {
+                scheme: scheme.to_owned(),
+                reference: reference.to_owned(),
+            });
         }
         SecretRef::parse(reference)
             .map(KekSource::Key)
             .map_err(|e| match e {
                 Error::Config(m) => Error::Config(format!(
-                    "{m} (KEK sources: env:VAR, file:PATH, passphrase:env:VAR, pkcs11:…, aws-kms:…)"
+                    "{m} (KEK sources: env:VAR, file:PATH, passphrase:env:VAR, or SCHEME:… of \
+                     a KEK provider)"
                 )),
                 other => other,
             })
     }
 
-    /// The provider kind this source makes.
-    pub fn kind(&self) -> &'static str {
+    /// The provider kind this source makes: `local`, or the external scheme.
+    pub fn kind(&self) -> &str {
         match self {
             KekSource::Key(_) | KekSource::Passphrase(_) => "local",
-            KekSource::Pkcs11(_) => "pkcs11",
-            KekSource::AwsKms(_) => "aws-kms",
+            KekSource::External { scheme, .. } => scheme,
         }
+    }
+}
+
+/// The scheme of an external reference: the word before the first `:` when it is not one of the
+/// local kinds and looks like a scheme name. Base64 has no `:`, so a pasted key never is one.
+fn external_scheme(reference: &str) -> Option<&str> {
+    let (scheme, _) = reference.split_once(':')?;
+    let well_formed = !scheme.is_empty()
+        && scheme.len() <= MAX_SCHEME_LEN
+        && scheme.starts_with(|c: char| c.is_ascii_lowercase())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    (well_formed && !matches!(scheme, "env" | "file" | "passphrase")).then_some(scheme)
+}
+
+/// A family of external KEKs (an HSM, a cloud KMS, a secrets manager), implemented by the crate
+/// that talks to it and registered with coffer-assembly's registry under [`KekScheme::scheme`].
+/// Every method takes the whole reference (`SCHEME:…`, scheme included).
+#[async_trait::async_trait]
+pub trait KekScheme: Send + Sync {
+    /// The scheme this provider answers to, the word before the `:` of its references.
+    fn scheme(&self) -> &'static str;
+
+    /// Checks a reference's syntax without contacting the provider.
+    fn check_reference(&self, reference: &str) -> Result<()>;
+
+    /// Opens the KEK a reference names, reporting errors under `id`.
+    async fn open_kek(&self, reference: &str, id: &KekId) -> Result<Arc<dyn KekProvider>>;
+
+    /// A keyring for streamed messages wrapped by the KEK a reference names: filed under
+    /// `key_name` when given (it can wrap), any name otherwise (decryption only) where the
+    /// provider's layout has names.
+    async fn open_file_keyring(
+        &self,
+        reference: &str,
+        key_name: Option<&str>,
+    ) -> Result<Box<dyn FileKeyring>>;
+
+    /// Makes the key a reference names if the provider can and it does not exist yet (e.g.
+    /// generates it on a token); `true` when it was made. The default makes nothing.
+    async fn create_kek(&self, reference: &str) -> Result<bool> {
+        self.check_reference(reference)?;
+        Ok(false)
     }
 }
 
@@ -238,11 +294,27 @@ mod tests {
             KekSource::Passphrase(SecretRef::Env("P".into()))
         );
         assert_eq!(
-            KekSource::parse("aws-kms:alias/x").unwrap().kind(),
-            "aws-kms"
+            KekSource::parse("cloud-hsm:alias/x").unwrap(),
+            KekSource::External {
+                scheme: "cloud-hsm".into(),
+                reference: "cloud-hsm:alias/x".into()
+            }
         );
-        assert_eq!(KekSource::parse("pkcs11:token=a").unwrap().kind(), "pkcs11");
+        assert_eq!(KekSource::parse("vault2:a;b=c").unwrap().kind(), "vault2");
+        assert_eq!(KekSource::parse("env:K").unwrap().kind(), "local");
         assert!(KekSource::parse("passphrase:hunter2").is_err());
+        // Not scheme names: upper case, too long, leading digit, a local kind misspelt.
+        for bad in [
+            "Vault:x",
+            "1hsm:x",
+            &format!("{}:x", "a".repeat(33)),
+            "file",
+        ] {
+            assert!(
+                !matches!(KekSource::parse(bad), Ok(KekSource::External { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Coffer's PKCS#11 KEK provider: DEKs wrapped by an AES-256 key that lives on an HSM token.
 //!
-//! [`Pkcs11Kek`] implements [`coffer_keys::KekProvider`] (kind `pkcs11`, algorithm
+//! [`Scheme`] registers the `pkcs11:` references with coffer-assembly (cargo feature `pkcs11`
+//! of the frontends). [`Pkcs11Kek`] implements [`coffer_keys::KekProvider`] (kind `pkcs11`, algorithm
 //! `pkcs11-aes256-gcm`). The KEK is generated on the token with `CKM_AES_KEY_GEN` as a private,
 //! sensitive (`CKA_SENSITIVE=true`), non-extractable (`CKA_EXTRACTABLE=false`) token object with a
 //! `CKA_LABEL`; its value never leaves the token. DEKs are wrapped with `C_Encrypt` and unwrapped
@@ -69,7 +70,9 @@ mod files;
 mod kek;
 mod module;
 pub mod reference;
+mod scheme;
 
 pub use files::Pkcs11FileKeyring;
 pub use kek::{ALGORITHM, IV_LEN, KIND, KeyAttributes, KeyMode, Pkcs11Kek, TAG_LEN, WRAPPED_LEN};
 pub use reference::{PinSource, Pkcs11Ref, TokenSelector};
+pub use scheme::Scheme;

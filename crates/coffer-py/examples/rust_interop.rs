@@ -28,14 +28,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     rt.block_on(async {
         let config = Config::load(Path::new(config))?;
-        let store = std::sync::Arc::new(coffer_store::SqlStore::connect(&config.store.url).await?);
-        let mut keks = Vec::new();
-        for k in &config.keks {
-            let p = coffer_keys::config::local_provider(k)?.ok_or("only local KEKs here")?;
-            keks.push((k.id()?, p));
-        }
-        let ring = coffer_keys::KekRing::new(keks, config.primary()?.id()?)?;
-        let keyring = coffer_keys::Keyring::new(store, ring, config.keyring_config()?).await?;
+        let keyring = coffer_assembly::open_keyring(&config).await?;
         let cols = Columns::new(keyring, Schema::load(Path::new(schema))?.table(table)?);
         match op.as_str() {
             "seal" => {

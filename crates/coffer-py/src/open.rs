@@ -1,12 +1,10 @@
-//! Opens a keyring from coffer.toml exactly as the `coffer` CLI does (crates/coffer-cli's
-//! open.rs): the key store, every `[[kek]]` provider, and the Redis L2 when configured.
+//! Opens a keyring from coffer.toml through coffer-assembly, exactly as the `coffer` CLI does:
+//! the key store, every `[[kek]]` provider this build has, and the Redis L2 when configured.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use coffer_keys::config::{Config, KekConfig, local_provider};
-use coffer_keys::{KekProvider, KekRing, KekSource, KeyStore, Keyring};
-use coffer_store::SqlStore;
+use coffer_keys::Keyring;
+use coffer_keys::config::Config;
 use pyo3::PyResult;
 
 use crate::errors;
@@ -52,56 +50,19 @@ fn resolve(p: &Option<PathBuf>) -> PathBuf {
     })
 }
 
-async fn provider(kek: &KekConfig) -> PyResult<Arc<dyn KekProvider>> {
-    if let Some(p) = local_provider(kek).map_err(errors::keys)? {
-        return Ok(p);
-    }
-    match kek.source().map_err(errors::keys)? {
-        KekSource::Pkcs11(reference) => pkcs11(kek, &reference),
-        _ => Err(errors::config(format!(
-            "[[kek]] {}/v{}: this source needs a provider the Python package is not built \
-             with (it has env:, file:, passphrase: and pkcs11:); use the `coffer` CLI built \
-             with --features aws-kms for AWS KMS keys",
-            kek.name, kek.version
-        ))),
+/// A coffer-assembly error as a Python exception: key errors as [`errors::keys`], a source this
+/// build cannot open as a `ConfigError`.
+pub fn assembly_err(e: coffer_assembly::Error) -> pyo3::PyErr {
+    match e {
+        coffer_assembly::Error::Keys(k) => errors::keys(k),
+        other => errors::config(other.to_string()),
     }
 }
 
-#[cfg(feature = "pkcs11")]
-fn pkcs11(kek: &KekConfig, reference: &str) -> PyResult<Arc<dyn KekProvider>> {
-    let id = kek.id().map_err(errors::keys)?;
-    let p = coffer_pkcs11::Pkcs11Kek::open(reference)
-        .map_err(|e| errors::config(format!("[[kek]] {}/v{}: {e}", kek.name, kek.version)))?
-        .with_id(&id);
-    Ok(Arc::new(p))
-}
-
-#[cfg(not(feature = "pkcs11"))]
-fn pkcs11(kek: &KekConfig, _reference: &str) -> PyResult<Arc<dyn KekProvider>> {
-    Err(errors::config(format!(
-        "[[kek]] {}/v{} is a pkcs11: source, but this package was built without PKCS#11",
-        kek.name, kek.version
-    )))
-}
-
-/// The keyring of the configuration.
+/// The keyring of the configuration (coffer-assembly: store, every `[[kek]]` provider this
+/// build has, the Redis L2 when configured).
 pub async fn keyring(config: Config) -> PyResult<Keyring> {
-    let store: Arc<dyn KeyStore> = Arc::new(
-        SqlStore::connect(&config.store.url)
-            .await
-            .map_err(errors::keys)?,
-    );
-    let mut keks = Vec::new();
-    for k in &config.keks {
-        keks.push((k.id().map_err(errors::keys)?, provider(k).await?));
-    }
-    let primary = config
-        .primary()
-        .and_then(|p| p.id())
-        .map_err(errors::keys)?;
-    let ring = KekRing::new(keks, primary).map_err(errors::keys)?;
-    let kc = config.keyring_config().map_err(errors::keys)?;
-    coffer_redis::keyring_on(&config, store, ring, kc)
+    coffer_assembly::open_keyring(&config)
         .await
-        .map_err(errors::keys)
+        .map_err(assembly_err)
 }

@@ -6,17 +6,15 @@
 //! `DecryptingReader(source, ...)` is a readable stream over `source` (any object with
 //! `read`); a frame is released only once it has authenticated, and a truncated or altered
 //! message raises `DecryptionError`. Keys: a key-store scope (`keyring` + `scope`, as
-//! `coffer file --scope`) or a KEK reference (`kek="env:VAR"` / `"file:PATH"`, as `--kek`).
+//! `coffer file --scope`) or a KEK reference (`kek="env:VAR"`, `"file:PATH"` or any provider's
+//! reference this build has, as `--kek`).
 
 use std::io::{self, Read, Write};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use coffer_core::Dek;
-use coffer_core::stream::{
-    Decryptor, EncryptionContext, Encryptor, Limits, MessageHeader, RawAesKeyring,
-};
-use coffer_keys::KekSource;
-use coffer_keys::files::{self, FileKeyring, NAMESPACE};
+use coffer_core::stream::{Decryptor, EncryptionContext, Encryptor, Limits, MessageHeader};
+use coffer_keys::files::{self, FileKeyring};
 use pyo3::exceptions::{PyIOError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -99,25 +97,37 @@ fn stream_err(e: io::Error) -> PyErr {
     }
 }
 
-fn local_kek(reference: &str, name: Option<&str>) -> PyResult<RawAesKeyring> {
-    let kek = match KekSource::parse(reference).map_err(errors::keys)? {
-        KekSource::Key(secret) => secret.load_kek().map_err(errors::keys)?,
-        _ => {
-            return Err(errors::config(format!(
-                "kek {reference:?}: file streams from Python take env:VAR or file:PATH keys \
-                 (HSM and KMS keys: use the coffer CLI, or a key-store scope)"
-            )));
-        }
-    };
-    let r = match name {
-        Some(n) => RawAesKeyring::new(NAMESPACE, n, kek),
-        None => RawAesKeyring::any_name(NAMESPACE, kek),
-    };
-    r.map_err(errors::core)
+/// Seals a fresh data key for `ctx` with the KEK a reference names (any source this build has).
+fn seal_with_kek(
+    reference: &str,
+    key_name: &str,
+    ctx: &EncryptionContext,
+) -> PyResult<(Dek, Vec<coffer_core::stream::EncryptedDataKey>)> {
+    tiny_runtime()?.block_on(async {
+        let fk = coffer_assembly::Registry::global()
+            .file_keyring(reference, Some(key_name))
+            .await
+            .map_err(crate::open::assembly_err)?;
+        let rings: [&dyn FileKeyring; 1] = [fk.as_ref()];
+        files::seal(&rings, ctx).await.map_err(errors::keys)
+    })
+}
+
+/// Opens a message's data key with the KEK a reference names (any key name in the header).
+fn open_with_kek(reference: &str, header: &MessageHeader) -> PyResult<Dek> {
+    tiny_runtime()?.block_on(async {
+        let fk = coffer_assembly::Registry::global()
+            .file_keyring(reference, None)
+            .await
+            .map_err(crate::open::assembly_err)?;
+        let rings: [&dyn FileKeyring; 1] = [fk.as_ref()];
+        files::open(header, &rings).await.map_err(open_err)
+    })
 }
 
 fn tiny_runtime() -> PyResult<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .map_err(|e| errors::config(format!("cannot start a runtime: {e}")))
 }
@@ -188,13 +198,7 @@ impl EncryptingWriter {
                 })
                 .map_err(errors::keys)?
             }
-            (_, _, Some(r)) => {
-                let fk = local_kek(r, Some(key_name))?;
-                let rings: [&dyn FileKeyring; 1] = [&fk];
-                tiny_runtime()?
-                    .block_on(files::seal(&rings, &ctx))
-                    .map_err(errors::keys)?
-            }
+            (_, _, Some(r)) => seal_with_kek(r, key_name, &ctx)?,
             _ => return Err(errors::config("no key given")),
         };
         let enc = Encryptor::with_data_key(PyWriter(target), &data_key, edks, &ctx, frame_size)
@@ -307,13 +311,7 @@ impl DecryptingReader {
                 p.run(py, p.keyring().open_scope_file(&scope, &header))
                     .map_err(open_err)?
             }
-            (_, _, Some(r)) => {
-                let fk = local_kek(r, None)?;
-                let rings: [&dyn FileKeyring; 1] = [&fk];
-                tiny_runtime()?
-                    .block_on(files::open(&header, &rings))
-                    .map_err(open_err)?
-            }
+            (_, _, Some(r)) => open_with_kek(r, &header)?,
             _ => return Err(errors::config("no key given")),
         };
         let dec = Decryptor::with_data_key(src, header, &data_key).map_err(stream_err)?;

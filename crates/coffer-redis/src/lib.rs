@@ -225,27 +225,6 @@ impl L2Backend for RedisL2 {
 /// The pub/sub channel invalidations travel on.
 pub const INVALIDATION_CHANNEL: &str = "coffer:invalidate";
 
-/// The keyring a coffer.toml describes, on a store and KEK ring already opened: with this L2
-/// when `[cache] redis_url` and `cache_key` are set, in-process only otherwise.
-pub async fn keyring_on(
-    config: &coffer_keys::config::Config,
-    store: std::sync::Arc<dyn coffer_keys::KeyStore>,
-    ring: coffer_keys::KekRing,
-    keyring_config: coffer_keys::KeyringConfig,
-) -> coffer_keys::Result<coffer_keys::Keyring> {
-    match (&config.cache.redis_url, &config.cache.cache_key) {
-        (Some(url), Some(ck)) => {
-            let secret = coffer_keys::SecretRef::parse(ck)?
-                .load_key()
-                .map_err(|e| Error::config(format!("[cache] cache_key: {e}")))?;
-            let key = coffer_keys::CacheKey::new(&secret, config.cache.cache_key_version)?;
-            let l2 = std::sync::Arc::new(RedisL2::new(url, RedisOptions::default())?);
-            coffer_keys::Keyring::with_l2(store, ring, keyring_config, l2, key).await
-        }
-        _ => coffer_keys::Keyring::new(store, ring, keyring_config).await,
-    }
-}
-
 /// Runs a subscription until the handler says stop, reconnecting after failures.
 async fn listen(client: redis::Client, options: RedisOptions, handler: InvalidationHandler) {
     let mut warned = false;

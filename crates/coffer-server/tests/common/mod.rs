@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use coffer_keys::config::{Config, local_provider};
-use coffer_keys::{AuditFilter, AuditRecord, KekRing, KeyStore};
+use coffer_keys::config::Config;
+use coffer_keys::{AuditFilter, AuditRecord, KeyStore};
 use coffer_server::tokens::{Role, TokenStore};
 use coffer_server::{App, ServiceConfig};
 use coffer_store::SqlStore;
@@ -127,14 +127,11 @@ impl Service {
     pub async fn open(dir: tempfile::TempDir, service: &str, redis: Option<Redis>) -> Service {
         let config = config(dir.path(), service, redis.as_ref().map(|r| r.port));
         let store = Arc::new(SqlStore::connect(&config.store.url).await.unwrap());
-        let mut keks = Vec::new();
-        for k in &config.keks {
-            keks.push((k.id().unwrap(), local_provider(k).unwrap().unwrap()));
-        }
-        let ring = KekRing::new(keks, config.primary().unwrap().id().unwrap()).unwrap();
+        // The keyring as `coffer serve` assembles it (coffer-assembly, the one composition root).
+        let ring = coffer_assembly::kek_ring(&config).await.unwrap();
         let dyn_store: Arc<dyn KeyStore> = store.clone();
         let keyring =
-            coffer_redis::keyring_on(&config, dyn_store, ring, config.keyring_config().unwrap())
+            coffer_assembly::keyring_on(&config, dyn_store, ring, config.keyring_config().unwrap())
                 .await
                 .unwrap();
         keyring.register_keks().await.unwrap();

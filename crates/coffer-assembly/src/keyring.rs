@@ -1,0 +1,86 @@
+//! coffer.toml → key store, KEK ring, L2 cache → a [`Keyring`], and the start-up proof of the KEKs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use coffer_keys::config::Config;
+use coffer_keys::{CacheKey, KekId, KekRing, KeyStore, Keyring, KeyringConfig, SecretRef};
+use coffer_redis::{RedisL2, RedisOptions};
+use coffer_store::SqlStore;
+
+use crate::error::Result;
+use crate::registry::Registry;
+
+/// Opens the key store `[store] url` names (SQLite or PostgreSQL; migrations applied).
+pub async fn open_store(config: &Config) -> Result<Arc<SqlStore>> {
+    Ok(Arc::new(SqlStore::connect(&config.store.url).await?))
+}
+
+/// The ring of every `[[kek]]` provider of this build ([`Registry::global`]).
+pub async fn kek_ring(config: &Config) -> Result<KekRing> {
+    Registry::global().kek_ring(config).await
+}
+
+/// The keyring `config` describes on a store and KEK ring already opened: with the Redis L2 when
+/// `[cache] redis_url` and `cache_key` are set, in-process caching only otherwise.
+pub async fn keyring_on(
+    config: &Config,
+    store: Arc<dyn KeyStore>,
+    ring: KekRing,
+    keyring_config: KeyringConfig,
+) -> Result<Keyring> {
+    match (&config.cache.redis_url, &config.cache.cache_key) {
+        (Some(url), Some(ck)) => {
+            let secret = SecretRef::parse(ck)?
+                .load_key()
+                .map_err(|e| coffer_keys::Error::config(format!("[cache] cache_key: {e}")))?;
+            let key = CacheKey::new(&secret, config.cache.cache_key_version)?;
+            let l2 = Arc::new(RedisL2::new(url, RedisOptions::default())?);
+            Ok(Keyring::with_l2(store, ring, keyring_config, l2, key).await?)
+        }
+        _ => Ok(Keyring::new(store, ring, keyring_config).await?),
+    }
+}
+
+/// The keyring of `config` with its own [`KeyringConfig`] (e.g. another audit actor): store,
+/// KEK ring and L2 opened. Nothing is checked or written; see [`start_with`].
+pub async fn open_keyring_with(config: &Config, keyring_config: KeyringConfig) -> Result<Keyring> {
+    let store: Arc<dyn KeyStore> = open_store(config).await?;
+    let ring = kek_ring(config).await?;
+    keyring_on(config, store, ring, keyring_config).await
+}
+
+/// The keyring of `config`: store, KEK ring and L2 opened. Nothing is checked or written; see
+/// [`start`] for a service or an application starting up.
+pub async fn open_keyring(config: &Config) -> Result<Keyring> {
+    open_keyring_with(config, config.keyring_config()?).await
+}
+
+/// The start-up proof: every KEK the store knows must open its canary (a wrong key stops here,
+/// before anything is written), then KEKs new to the store are registered. Returns the ids
+/// registered now.
+pub async fn prove_keks(keyring: &Keyring) -> Result<Vec<KekId>> {
+    for (_, result) in keyring.check_keks().await? {
+        result?;
+    }
+    Ok(keyring.register_keks().await?)
+}
+
+/// [`open_keyring_with`], then [`prove_keks`].
+pub async fn start_with(config: &Config, keyring_config: KeyringConfig) -> Result<Keyring> {
+    let keyring = open_keyring_with(config, keyring_config).await?;
+    prove_keks(&keyring).await?;
+    Ok(keyring)
+}
+
+/// [`open_keyring`], then [`prove_keks`]: the keyring a service or an application starts with.
+pub async fn start(config: &Config) -> Result<Keyring> {
+    start_with(config, config.keyring_config()?).await
+}
+
+/// The one call for a Rust application: reads `path` (a coffer.toml; `COFFER_STORE_URL` and
+/// `COFFER_REDIS_URL` override it), opens the store, every KEK and the L2 cache, proves the KEKs
+/// and registers new ones ([`start`]).
+pub async fn keyring_from_file(path: impl AsRef<Path>) -> Result<Keyring> {
+    start(&Config::load(path.as_ref())?).await
+}
