@@ -3,8 +3,9 @@
 //!
 //! Services: [`pg`] (a throw-away PostgreSQL database), [`psql`] (SQL through the `psql`
 //! client), [`redis`] (a private `redis-server`), [`moto`] (the AWS mock for S3 and KMS tests),
-//! [`softhsm`] (a SoftHSM2 token), [`ports`] (free loopback ports). Small helpers: [`random`]
-//! (random keys and names), [`hex`] and [`fixtures`] (fixed values for KEK provider tests).
+//! [`softhsm`] (a SoftHSM2 token), [`ports`] (free loopback ports), [`process`] (run a command,
+//! wait for a listener). Small helpers: [`random`] (random keys and names), [`hex`] and
+//! [`fixtures`] (fixed values for KEK provider tests).
 //!
 //! Everything here panics with a message that says what to start or install: these are test
 //! helpers, and a panic is how a test reports a missing service.
@@ -18,6 +19,7 @@ pub mod hex;
 pub mod moto;
 pub mod pg;
 pub mod ports;
+pub mod process;
 pub mod psql;
 pub mod random;
 pub mod redis;

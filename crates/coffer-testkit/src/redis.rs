@@ -1,9 +1,8 @@
 //! A private `redis-server` on a free loopback port, for tests that stop, restart or kill it
 //! without disturbing anything else. Killed on `Drop`. No persistence (`--save ""`).
 
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a starting server may take before the test fails.
 const START_WITHIN: Duration = Duration::from_secs(10);
@@ -53,28 +52,23 @@ impl RedisServer {
                     "cannot run redis-server ({e}); install Redis (apt-get install redis-server)"
                 )
             })?;
-        let deadline = Instant::now() + START_WITHIN;
-        loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                self.child = Some(child);
-                return Ok(());
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!(
-                    "redis-server exited ({status}) before listening on port {}",
-                    self.port
-                ));
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "redis-server did not listen on port {} within {START_WITHIN:?}",
-                    self.port
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if crate::process::wait_for_listener(self.port, START_WITHIN) {
+            self.child = Some(child);
+            return Ok(());
         }
+        let exited = child.try_wait().ok().flatten();
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(match exited {
+            Some(status) => format!(
+                "redis-server exited ({status}) before listening on port {}",
+                self.port
+            ),
+            None => format!(
+                "redis-server did not listen on port {} within {START_WITHIN:?}",
+                self.port
+            ),
+        })
     }
 
     /// Its port.
@@ -130,6 +124,7 @@ impl Drop for RedisServer {
 #[cfg(test)]
 mod tests {
     use std::io::{Read as _, Write as _};
+    use std::net::TcpStream;
 
     use super::*;
 
