@@ -8,7 +8,6 @@
 mod common;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,34 +16,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
+use coffer_testkit::pg::TestDb;
+use coffer_testkit::psql::psql;
+use coffer_testkit::redis::RedisServer as Redis;
 use common::coffer;
-
-fn admin_url() -> String {
-    std::env::var("COFFER_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .arg(url)
-        .args(["-qAtc", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn keygen() -> String {
     let out = coffer().arg("keygen").output().unwrap();
@@ -52,46 +27,10 @@ fn keygen() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-/// A redis-server of the test's own, so killing it touches nothing else.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { child, port }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// A fresh database, a config, and (once started) a running `coffer serve`.
 struct Service {
     dir: tempfile::TempDir,
-    db: String,
+    _db: Option<TestDb>,
     url: String,
     kek: String,
     cache_key: String,
@@ -110,20 +49,14 @@ impl Service {
 
     /// The same with another key store URL (a SQLite file) when `store` is given.
     fn with_store(service: &str, with_redis: bool, store: Option<&str>) -> Service {
-        let db = format!("coffer_svc_{}", hex::encode(rand_bytes()));
-        let url = match store {
-            Some(s) => s.to_owned(),
-            None => {
-                psql(&admin_url(), &format!("CREATE DATABASE {db}"));
-                format!("postgres://postgres@127.0.0.1:5432/{db}")
-            }
-        };
+        let db = store.is_none().then(|| TestDb::new("coffer_svc"));
+        let url = store.map_or_else(|| db.as_ref().unwrap().url().to_owned(), str::to_owned);
         let dir = tempfile::tempdir().unwrap();
         let redis = with_redis.then(Redis::start);
         let cache = match &redis {
             Some(r) => format!(
                 "[cache]\nredis_url = \"redis://127.0.0.1:{}\"\ncache_key = \"env:SVC_CACHE_KEY\"\nl1_ttl = \"1s\"\nactive_ttl = \"1s\"\n",
-                r.port
+                r.port()
             ),
             None => String::new(),
         };
@@ -134,7 +67,7 @@ impl Service {
         let log = dir.path().join("serve.log");
         Service {
             dir,
-            db,
+            _db: db,
             url,
             kek: keygen(),
             cache_key: keygen(),
@@ -228,23 +161,7 @@ impl Drop for Service {
         if let Some(r) = &mut self.redis {
             r.kill();
         }
-        let _ = Command::new("psql")
-            .arg(admin_url())
-            .args([
-                "-qAtc",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db),
-            ])
-            .output();
     }
-}
-
-fn rand_bytes() -> [u8; 6] {
-    let mut b = [0u8; 6];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut b)
-        .unwrap();
-    b
 }
 
 fn nix_kill(pid: u32, sig: &str) {
