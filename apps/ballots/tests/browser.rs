@@ -27,11 +27,10 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver must be installed (apt-get install chromium-driver)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(
+            coffer_testkit::process::wait_for_listener(port, Duration::from_secs(20)),
+            "chromedriver did not start"
+        );
         Driver { child, port }
     }
 

@@ -11,8 +11,9 @@ mod common;
 
 use std::hint::black_box;
 
-use coffer_core::{Dek, KeyVersion, ScopeId};
-use coffer_keys::{KekProvider, WrapContext};
+use coffer_core::Dek;
+use coffer_keys::KekProvider;
+use coffer_testkit::fixtures::DekSlot;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn unwrap(c: &mut Criterion) {
@@ -26,31 +27,18 @@ fn unwrap(c: &mut Criterion) {
         "note: aws-kms/unwrap runs against moto at {endpoint} (loopback); moto latency is not \
          AWS KMS latency, which adds network round trips and KMS's own processing time"
     );
+    let slot = DekSlot::in_scope("tenant:bench");
     let (kek, wrapped) = rt.block_on(async {
         let admin = common::admin().await;
         let (key_id, _) = common::create_key(&admin).await;
         let kek = common::kek(&key_id).await;
-        let store = [7u8; 16];
-        let scope = ScopeId::new("tenant:bench").unwrap();
-        let key_id = [9u8; 16];
-        let ctx = WrapContext {
-            store_id: &store,
-            scope: &scope,
-            version: KeyVersion(1),
-            key_id: &key_id,
-        };
-        let wrapped = kek.wrap(&Dek::generate().unwrap(), &ctx).await.unwrap();
+        let wrapped = kek
+            .wrap(&Dek::generate().unwrap(), &slot.wrap_context())
+            .await
+            .unwrap();
         (kek, wrapped)
     });
-    let store = [7u8; 16];
-    let scope = ScopeId::new("tenant:bench").unwrap();
-    let key_id = [9u8; 16];
-    let ctx = WrapContext {
-        store_id: &store,
-        scope: &scope,
-        version: KeyVersion(1),
-        key_id: &key_id,
-    };
+    let ctx = slot.wrap_context();
     c.bench_function("aws-kms/unwrap (moto, loopback)", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(kek.unwrap(black_box(&wrapped), &ctx).await.unwrap()) })

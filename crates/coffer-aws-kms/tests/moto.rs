@@ -13,46 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coffer_aws_kms::{AwsKmsKek, AwsKmsReference};
-use coffer_core::wrap::{KeyMetadata, metadata_tag, verify_metadata_tag};
+use coffer_core::wrap::{metadata_tag, verify_metadata_tag};
 use coffer_core::{Dek, KeyVersion, ScopeId};
-use coffer_keys::{Error, KekId, KekProvider, WrapContext};
+use coffer_keys::{Error, KekId, KekProvider};
 
-struct Ctx {
-    store: Vec<u8>,
-    scope: ScopeId,
-    version: KeyVersion,
-    key_id: [u8; 16],
-}
-
-impl Ctx {
-    fn new() -> Self {
-        Ctx {
-            store: vec![7; 16],
-            scope: ScopeId::new("tenant:acme").unwrap(),
-            version: KeyVersion(1),
-            key_id: [9; 16],
-        }
-    }
-
-    fn wrap_context(&self) -> WrapContext<'_> {
-        WrapContext {
-            store_id: &self.store,
-            scope: &self.scope,
-            version: self.version,
-            key_id: &self.key_id,
-        }
-    }
-
-    fn metadata(&self) -> KeyMetadata<'_> {
-        KeyMetadata {
-            store_id: &self.store,
-            scope: &self.scope,
-            version: self.version,
-            key_id: &self.key_id,
-            algorithm: "aes256-gcm",
-        }
-    }
-}
+/// The slot the test DEKs are wrapped for.
+use coffer_testkit::fixtures::DekSlot as Ctx;
 
 #[tokio::test]
 async fn wrap_and_unwrap_round_trip() {
@@ -247,10 +213,7 @@ async fn missing_and_disabled_keys_are_provider_errors() {
 #[tokio::test]
 async fn an_unreachable_endpoint_fails_fast_with_a_clear_error() {
     // A loopback port with nothing listening: connection refused, retried MAX_ATTEMPTS times.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = coffer_testkit::ports::free_port();
     let reference = AwsKmsReference::parse(&format!(
         "aws-kms:alias/x;region=us-east-1;endpoint=http://127.0.0.1:{port}"
     ))

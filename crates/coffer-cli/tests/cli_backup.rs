@@ -9,8 +9,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
+use coffer_testkit::pg;
 use common::{Out, coffer};
 
 const KEK_VAR: &str = "COFFER_BACKUP_TEST_KEK";
@@ -19,54 +19,27 @@ const RECOVERY_VAR: &str = "COFFER_BACKUP_TEST_RECOVERY";
 /// libpq settings for coffer's children and for the helpers here.
 const PG_ENV: [(&str, &str); 2] = [("PGHOST", "127.0.0.1"), ("PGUSER", "postgres")];
 
+/// Runs `sql` in database `db` of the test server.
 fn psql(db: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .envs(PG_ENV)
-        .args([
-            "-X",
-            "-q",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            db,
-            "-c",
-            sql,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    coffer_testkit::psql::psql(&pg::with_database(&pg::admin_url(), db), sql)
 }
 
 /// A database of its own, dropped when the test ends.
-struct Db(String);
+struct Db(pg::TestDb);
 
 impl Db {
     fn new(tag: &str) -> Db {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "coffer_bk_{}_{}_{tag}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        psql("postgres", &format!("DROP DATABASE IF EXISTS {name}"));
-        psql("postgres", &format!("CREATE DATABASE {name}"));
-        Db(name)
+        Db(pg::TestDb::new(&format!("coffer_bk_{tag}")))
     }
 
     fn name(&self) -> &str {
-        &self.0
+        self.0.name()
     }
 
     /// The tables of the public schema.
     fn tables(&self) -> Vec<String> {
         let list = psql(
-            &self.0,
+            self.name(),
             "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables \
              WHERE schemaname = 'public'",
         );
@@ -82,7 +55,7 @@ impl Db {
             .into_iter()
             .map(|t| {
                 let sum = psql(
-                    &self.0,
+                    self.name(),
                     &format!(
                         "SELECT count(*) || ':' || md5(string_agg(md5(x::text), '' ORDER BY id)) \
                          FROM {t} x"
@@ -91,16 +64,6 @@ impl Db {
                 (t, sum)
             })
             .collect()
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .envs(PG_ENV)
-            .args(["-X", "-q", "-d", "postgres", "-c"])
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0))
-            .output();
     }
 }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -243,10 +243,7 @@ fn kek_rotation_from_a_local_key_to_an_hsm() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let kek = new_key();
-    let label = format!(
-        "coffer-cli-{}",
-        hex::encode(&Kek::generate().unwrap().expose_secret()[..6])
-    );
+    let label = coffer_testkit::random::name_with("coffer-cli", '-');
     let mut env: Vec<(&str, &str)> = vec![
         ("COFFER_KEK", kek.as_str()),
         ("HSM_PIN", pin.trim()),
@@ -302,36 +299,10 @@ fn kek_rotation_from_a_local_key_to_an_hsm() {
     assert_eq!(list.matches("main/v2").count(), 6, "{list}");
 }
 
-fn psql(sql: &str) {
-    let url = std::env::var("COFFER_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let out = Command::new("psql")
-        .arg(&url)
-        .args(["-qAtc", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn pg_db() -> (String, String) {
-    let name = format!(
-        "coffer_cli_{}",
-        hex::encode(&Kek::generate().unwrap().expose_secret()[..5])
-    );
-    psql(&format!("CREATE DATABASE {name}"));
-    let base = std::env::var("COFFER_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let base = base.rsplit_once('/').unwrap().0.to_owned();
-    (format!("{base}/{name}"), name)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_kek_survives_kill_9_and_resumes() {
-    let (url, name) = pg_db();
+    let db = coffer_testkit::pg::TestDb::new("coffer_cli");
+    let url = db.url().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let k1 = new_key();
@@ -459,5 +430,4 @@ async fn rotate_kek_survives_kill_9_and_resumes() {
     }
     assert_eq!(versions, total as usize);
     drop(store);
-    psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
 }

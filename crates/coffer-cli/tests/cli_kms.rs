@@ -17,16 +17,7 @@ fn boto3_kms(endpoint: &str, expr: &str) -> String {
         "import boto3; c = boto3.client('kms', endpoint_url='{endpoint}', region_name='us-east-1', \
          aws_access_key_id='test', aws_secret_access_key='test'); print({expr})"
     );
-    let out = Command::new("python3")
-        .args(["-c", &code])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    coffer_testkit::process::stdout_of(Command::new("python3").args(["-c", &code]))
 }
 
 /// Creates a symmetric key in moto with boto3 (moto's own dependency) and returns its id.

@@ -16,6 +16,8 @@ use coffer_keys::{KekId, KekRing, Keyring, KeyringConfig, LocalKek};
 use coffer_postgres::{Columns, Encrypted, Schema};
 use coffer_store::SqlStore;
 
+use coffer_testkit::pg::TestDb;
+use coffer_testkit::psql::psql;
 use common::{coffer, keys, ok, output};
 
 const ROWS: i64 = 30_000;
@@ -36,25 +38,6 @@ columns = ["ssn"]
 bits = 20
 normalize = ["digits"]
 "#;
-
-fn admin_url() -> String {
-    std::env::var("COFFER_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .arg(url)
-        .args(["-qAtc", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 fn count(url: &str, sql: &str) -> i64 {
     psql(url, sql).parse().unwrap()
@@ -82,12 +65,8 @@ fn moved(stderr: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migration_survives_kill_9_then_two_processes_reencrypt_and_v1_retires() {
-    let name = format!(
-        "coffer_reenc_{}",
-        hex::encode(&Kek::generate().unwrap().expose_secret()[..5])
-    );
-    psql(&admin_url(), &format!("CREATE DATABASE {name}"));
-    let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
+    let db = TestDb::new("coffer_reenc");
+    let url = db.url().to_owned();
     psql(
         &url,
         &format!(
@@ -324,8 +303,4 @@ async fn migration_survives_kill_9_then_two_processes_reencrypt_and_v1_retires()
     out.fails(2, "missing field `scope`");
 
     pool.close().await;
-    psql(
-        &admin_url(),
-        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-    );
 }

@@ -14,26 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use coffer_testkit::pg::TestDb;
+use coffer_testkit::psql::psql;
 use common::coffer;
-
-fn admin_url() -> String {
-    std::env::var("COFFER_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .arg(url)
-        .args(["-qAtc", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 fn keygen() -> String {
     let out = coffer().arg("keygen").output().unwrap();
@@ -44,7 +27,7 @@ fn keygen() -> String {
 /// A fresh database, a config, and (once started) a running `coffer serve`.
 struct Service {
     dir: tempfile::TempDir,
-    db: String,
+    _db: TestDb,
     url: String,
     kek: String,
     child: Option<Child>,
@@ -56,9 +39,8 @@ impl Service {
     /// Writes coffer.toml with `service` as its `[service]` table, on a fresh PostgreSQL
     /// database.
     fn new(service: &str) -> Service {
-        let db = format!("coffer_svc_{}", hex::encode(rand_bytes()));
-        psql(&admin_url(), &format!("CREATE DATABASE {db}"));
-        let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+        let db = TestDb::new("coffer_svc");
+        let url = db.url().to_owned();
         let dir = tempfile::tempdir().unwrap();
         let toml = format!(
             "[store]\nurl = \"{url}\"\n\n[[kek]]\nname = \"main\"\nversion = 1\nsource = \"env:SVC_KEK\"\nprimary = true\n\n[service]\nlisten = \"127.0.0.1:0\"\n{service}\n"
@@ -67,7 +49,7 @@ impl Service {
         let log = dir.path().join("serve.log");
         Service {
             dir,
-            db,
+            _db: db,
             url,
             kek: keygen(),
             child: None,
@@ -155,23 +137,7 @@ impl Drop for Service {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new("psql")
-            .arg(admin_url())
-            .args([
-                "-qAtc",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db),
-            ])
-            .output();
     }
-}
-
-fn rand_bytes() -> [u8; 6] {
-    let mut b = [0u8; 6];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut b)
-        .unwrap();
-    b
 }
 
 fn nix_kill(pid: u32, sig: &str) {

@@ -8,9 +8,10 @@ mod support;
 
 use std::hint::black_box;
 
-use coffer_core::{Dek, KeyVersion, ScopeId};
-use coffer_keys::{KekProvider, WrapContext};
+use coffer_core::Dek;
+use coffer_keys::KekProvider;
 use coffer_pkcs11::Pkcs11Kek;
+use coffer_testkit::fixtures::DekSlot;
 use criterion::Criterion;
 
 fn main() {
@@ -31,15 +32,8 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let store = [7u8; 16];
-    let scope = ScopeId::new("tenant:acme").unwrap();
-    let key_id = [9u8; 16];
-    let ctx = WrapContext {
-        store_id: &store,
-        scope: &scope,
-        version: KeyVersion(1),
-        key_id: &key_id,
-    };
+    let slot = DekSlot::new();
+    let ctx = slot.wrap_context();
     let dek = Dek::generate().unwrap();
     let wrapped = rt.block_on(kek.wrap(&dek, &ctx)).unwrap();
 

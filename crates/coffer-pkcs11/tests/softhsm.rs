@@ -37,32 +37,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-struct Ctx {
-    store: Vec<u8>,
-    scope: ScopeId,
-    version: KeyVersion,
-    key_id: [u8; 16],
-}
-
-impl Ctx {
-    fn new() -> Self {
-        Ctx {
-            store: vec![7; 16],
-            scope: ScopeId::new("tenant:acme").unwrap(),
-            version: KeyVersion(1),
-            key_id: [9; 16],
-        }
-    }
-
-    fn wrap_context(&self) -> WrapContext<'_> {
-        WrapContext {
-            store_id: &self.store,
-            scope: &self.scope,
-            version: self.version,
-            key_id: &self.key_id,
-        }
-    }
-}
+/// The slot the test DEKs are wrapped for.
+use coffer_testkit::fixtures::DekSlot as Ctx;
 
 fn new_kek(hsm: &Hsm, prefix: &str) -> Pkcs11Kek {
     Pkcs11Kek::generate(&hsm.reference(&support::unique_label(prefix))).unwrap()

@@ -34,9 +34,9 @@ use coffer_core::Kek;
 use coffer_keys::{KekId, KekRing, Keyring, KeyringConfig, LocalKek};
 use coffer_postgres::{Columns, Encrypted, ReencryptOptions, Reencryptor, Schema};
 use coffer_store::SqlStore;
-use rand::{Rng as _, RngCore as _, SeedableRng as _};
+use rand::{Rng as _, SeedableRng as _};
+use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection as _, PgPool};
 use uuid::Uuid;
 
 /// How long the keyring trusts its cached active version: a rotation is seen after this.
@@ -182,49 +182,6 @@ impl Config {
 
 // ---------------------------------------------------------------------------------------------
 // Database and keyring (as in tests/common/mod.rs).
-
-fn pg_admin_url() -> String {
-    std::env::var("COFFER_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-struct BenchDb {
-    url: String,
-    name: String,
-}
-
-async fn create_database() -> Result<BenchDb> {
-    let admin = pg_admin_url();
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .with_context(|| format!("PostgreSQL at {admin} is not reachable"))?;
-    let mut rnd = [0u8; 6];
-    rand::rng().fill_bytes(&mut rnd);
-    let name = format!("coffer_bench_{}", hex(&rnd));
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await?;
-    let base = admin
-        .rsplit_once('/')
-        .context("COFFER_TEST_PG_URL has no database part")?
-        .0;
-    Ok(BenchDb {
-        url: format!("{base}/{name}"),
-        name,
-    })
-}
-
-async fn drop_database(db: &BenchDb) -> Result<()> {
-    let mut conn = sqlx::PgConnection::connect(&pg_admin_url()).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db.name))
-        .execute(&mut conn)
-        .await?;
-    Ok(())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// A keyring whose key store lives in the bench database, under a fresh local KEK.
 async fn keyring(url: &str) -> Result<Keyring> {
@@ -1112,10 +1069,8 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let db = create_database().await?;
-        let result = run(&cfg, &db.url).await;
-        let dropped = drop_database(&db).await;
-        result?;
-        dropped
+        // Dropped (with the database) when the run ends, however it ends.
+        let db = coffer_testkit::pg::TestDb::try_new("coffer_bench").map_err(anyhow::Error::msg)?;
+        run(&cfg, db.url()).await
     })
 }

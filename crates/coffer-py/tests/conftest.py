@@ -9,6 +9,7 @@ CARGO_TARGET_DIR), COFFER_TEST_PG (default postgres://postgres@127.0.0.1:5432/te
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 import shutil
@@ -52,10 +53,13 @@ def _url_with_db(url: str, db: str) -> str:
     return url.rsplit("/", 1)[0] + "/" + db
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A PostgreSQL database of this test session: its URL."""
-    name = f"coffer_py_{os.getpid()}_{secrets.token_hex(4)}"
+@contextlib.contextmanager
+def throwaway_database(prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database (`prefix`, the pid and random hex), dropped on exit: its URL.
+
+    The only copy of this helper on the Python side (coffer-testkit's `pg` is the Rust one).
+    """
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
     with psycopg.connect(PG, autocommit=True) as c:
         c.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -63,6 +67,13 @@ def pg_database() -> Iterator[str]:
     finally:
         with psycopg.connect(PG, autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A PostgreSQL database of this test session: its URL."""
+    with throwaway_database("coffer_py") as url:
+        yield url
 
 
 def make_store(cli: Path, directory: Path, store_url: str) -> tuple[Path, dict[str, str]]:
@@ -108,16 +119,10 @@ def sqlite_store(cli: Path, tmp_path_factory: pytest.TempPathFactory) -> Store:
 @pytest.fixture(scope="session")
 def pg_store(cli: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """A key store in a PostgreSQL database of its own."""
-    name = f"coffer_py_keys_{os.getpid()}_{secrets.token_hex(4)}"
-    with psycopg.connect(PG, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with throwaway_database("coffer_py_keys") as url:
         d = tmp_path_factory.mktemp("pg-store")
-        config, env = make_store(cli, d, _url_with_db(PG, name))
+        config, env = make_store(cli, d, url)
         yield Store(config, env)
-    finally:
-        with psycopg.connect(PG, autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

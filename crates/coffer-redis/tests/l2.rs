@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,63 +12,8 @@ use coffer_keys::{
 };
 use coffer_redis::{RedisL2, RedisOptions};
 use coffer_store::SqlStore;
-
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start_on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (it runs on this machine; see README)");
-        let r = Redis {
-            port,
-            child: Some(child),
-        };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return r;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server did not start on port {port}");
-    }
-
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).unwrap()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use coffer_testkit::ports::free_port;
+use coffer_testkit::redis::RedisServer;
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -121,7 +64,7 @@ fn cache_key(version: u32) -> CacheKey {
     CacheKey::new(&[0x5a; 32], version).unwrap()
 }
 
-async fn process(e: &Env, redis: &Redis, config: KeyringConfig, ck: CacheKey) -> Keyring {
+async fn process(e: &Env, redis: &RedisServer, config: KeyringConfig, ck: CacheKey) -> Keyring {
     let l2 = Arc::new(RedisL2::new(&redis.url(), fast()).unwrap());
     Keyring::with_l2(e.store.clone(), ring(&e.kek), config, l2, ck)
         .await
@@ -146,7 +89,7 @@ async fn read(kr: &Keyring, e: &Env) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn l2_is_shared_sealed_and_named_opaquely() {
     let e = env().await;
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     let a = process(&e, &redis, KeyringConfig::default(), cache_key(1)).await;
     assert_eq!(read(&a, &e).await, b"J45.909");
     assert_eq!(a.stats().kek_unwraps, 1);
@@ -158,8 +101,8 @@ async fn l2_is_shared_sealed_and_named_opaquely() {
     assert_eq!((b.stats().kek_unwraps, b.stats().l2_hits), (0, 1));
 
     // What Redis holds: opaque names, sealed values, a TTL; never the DEK or the scope.
-    let mut conn = redis
-        .client()
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
@@ -221,7 +164,7 @@ async fn l2_is_shared_sealed_and_named_opaquely() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cold_requests_across_processes_make_one_kek_call() {
     let e = env().await;
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     // Waiters give the lock holder up to 5 s (default 1 s) so that a loaded CI machine, where one
     // unwrap plus its audit row can take a while, does not turn a waiter into a second unwrapper.
     let patient = KeyringConfig {
@@ -255,14 +198,13 @@ async fn cold_requests_across_processes_make_one_kek_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_down_then_back() {
     let e = env().await;
-    let mut redis = Redis::start();
-    let port = redis.port;
+    let mut redis = RedisServer::start();
     let kr = process(&e, &redis, KeyringConfig::default(), cache_key(1)).await;
     assert_eq!(read(&kr, &e).await, b"J45.909");
     assert_eq!(kr.stats().kek_unwraps, 1);
 
     // Redis stops in the middle of a run: every request still succeeds (through the KEK).
-    redis.stop();
+    redis.kill();
     for i in 0..50 {
         kr.clear_l1();
         assert_eq!(read(&kr, &e).await, b"J45.909", "request {i}");
@@ -289,7 +231,7 @@ async fn redis_down_then_back() {
     assert!(down.kek_unwraps >= 50);
 
     // Redis comes back: the keyring uses it again by itself.
-    let _back = Redis::start_on(port);
+    redis.restart();
     let mut recovered = false;
     for _ in 0..100 {
         kr.clear_l1();
@@ -311,11 +253,7 @@ async fn redis_down_then_back() {
 #[tokio::test]
 async fn redis_down_at_start_is_not_an_error() {
     let e = env().await;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let l2 = Arc::new(RedisL2::new(&format!("redis://127.0.0.1:{port}"), fast()).unwrap());
     let kr = Keyring::with_l2(
         e.store.clone(),
@@ -335,7 +273,7 @@ async fn redis_down_at_start_is_not_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn destroy_reaches_other_processes_l1_at_once() {
     let e = env().await;
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     let a = process(&e, &redis, KeyringConfig::default(), cache_key(1)).await;
     let b = process(&e, &redis, KeyringConfig::default(), cache_key(1)).await;
     assert_eq!(read(&a, &e).await, b"J45.909");

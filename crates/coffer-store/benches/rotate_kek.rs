@@ -12,7 +12,6 @@ use coffer_core::{Dek, Kek, KeyVersion, ScopeId, WrapAlgorithm};
 use coffer_keys::keyring::DEK_ALGORITHM;
 use coffer_keys::{KekId, KekProvider, KekRing, KeyStore, Keyring, KeyringConfig, LocalKek};
 use coffer_store::SqlStore;
-use sqlx::Connection as _;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -30,19 +29,14 @@ fn main() {
 }
 
 async fn run(n: usize) {
-    sqlx::any::install_default_drivers();
-    let admin = std::env::var("COFFER_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let Ok(mut conn) = sqlx::AnyConnection::connect(&admin).await else {
-        eprintln!("skipping rotate-kek benchmark: no PostgreSQL at {admin}");
-        return;
+    let db = match coffer_testkit::pg::TestDb::try_new("coffer_bench") {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("skipping rotate-kek benchmark: {e}");
+            return;
+        }
     };
-    let name = format!("coffer_bench_{}", std::process::id());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let url = db.url().to_owned();
     let store = Arc::new(SqlStore::connect(&url).await.unwrap());
     let info = store.info().await.unwrap();
 
@@ -57,7 +51,7 @@ async fn run(n: usize) {
     for i in 0..n {
         let scope = ScopeId::new(format!("bench:{i}")).unwrap();
         let dek = Dek::generate().unwrap();
-        let key_id: [u8; 16] = coffer_core::digest::random_array().unwrap();
+        let key_id = coffer_testkit::random::bytes::<16>();
         let meta = coffer_core::KeyMetadata {
             store_id: &info.store_id,
             scope: &scope,
@@ -114,9 +108,7 @@ async fn run(n: usize) {
     );
     drop(kr);
     drop(store);
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await;
+    drop(db);
 }
 
 /// scope, key id, wrap, metadata tag.

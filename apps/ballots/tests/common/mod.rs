@@ -1,138 +1,24 @@
-//! Test harness: a fresh PostgreSQL database per test, the real `ballots` binary, a redis-server
-//! of the test's own when it is to be killed.
+//! Test harness: the real `ballots` binary and a client for it; a fresh PostgreSQL database per
+//! test and a redis-server of the test's own come from coffer-testkit.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde_json::Value;
 
-pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
+pub use coffer_testkit::pg::TestDb as Database;
+pub use coffer_testkit::ports::free_port;
+#[allow(unused_imports)]
+pub use coffer_testkit::psql::psql;
+pub use coffer_testkit::random::key_base64 as random_key;
+/// A redis-server of the test's own, so killing it touches nothing else.
+#[allow(unused_imports)]
+pub use coffer_testkit::redis::RedisServer as Redis;
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ballots")
-}
-
-pub fn psql(url: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .arg(url)
-        .args(["-qAtc", sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn random_key() -> String {
-    let k: [u8; 32] = coffer_core::digest::random_array().unwrap();
-    base64::engine::general_purpose::STANDARD.encode(k)
-}
-
-/// A fresh database, dropped at the end.
-pub struct Database {
-    pub name: String,
-    pub url: String,
-}
-
-impl Database {
-    pub fn new(tag: &str) -> Database {
-        let name = format!("ballots_{tag}_{}", std::process::id());
-        let admin = format!("{PG}/postgres");
-        psql(
-            &admin,
-            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        );
-        psql(&admin, &format!("CREATE DATABASE {name}"));
-        Database {
-            url: format!("{PG}/{name}"),
-            name,
-        }
-    }
-
-    pub fn sql(&self, sql: &str) -> String {
-        psql(&self.url, sql)
-    }
-
-    /// `pg_dump` of the whole database (data and schema), as text.
-    pub fn dump(&self) -> String {
-        let out = Command::new("pg_dump")
-            .args(["--no-owner", "-d", &self.url])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .arg(format!("{PG}/postgres"))
-            .args([
-                "-qAtc",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            ])
-            .output();
-    }
-}
-
-/// A redis-server of the test's own, so killing it touches nothing else.
-pub struct Redis {
-    child: Child,
-    pub port: u16,
-}
-
-impl Redis {
-    pub fn start() -> Redis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { child, port }
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// A ballots.toml and the environment it reads its secrets from.
@@ -155,7 +41,7 @@ impl Setup {
             "[store]\nurl = \"{}\"\n\n[[kek]]\nname = \"main\"\nversion = 1\n\
              source = \"env:COFFER_MASTER_KEY\"\nprimary = true\n\n[cache]\n{redis}{cache}\n\
              [app]\nlisten = \"127.0.0.1:{port}\"\n{app}\n",
-            db.url
+            db.url()
         );
         let config = dir.path().join("ballots.toml");
         std::fs::write(&config, text).unwrap();

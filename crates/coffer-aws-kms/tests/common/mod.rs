@@ -1,9 +1,5 @@
-//! Shared by the moto tests and the bench: finds (or starts) a moto server and builds clients
+//! Shared by the moto tests and the bench: builds clients for moto (coffer-testkit's `moto`)
 //! with dummy credentials set on the SDK configuration, never in the process environment.
-
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use aws_sdk_kms::config::Credentials;
 use coffer_aws_kms::{AwsKmsKek, AwsKmsReference};
@@ -11,41 +7,7 @@ use coffer_aws_kms::{AwsKmsKek, AwsKmsReference};
 /// The region every test uses.
 pub const REGION: &str = "us-east-1";
 
-/// The moto endpoint: `COFFER_TEST_MOTO_ENDPOINT`, or else what `scripts/moto-up.sh` prints
-/// (it starts moto_server on a free loopback port, or reuses the one it started before, and
-/// installs moto[server] with pip if needed).
-pub fn moto_endpoint() -> String {
-    static ENDPOINT: OnceLock<String> = OnceLock::new();
-    ENDPOINT
-        .get_or_init(|| {
-            if let Ok(endpoint) = std::env::var("COFFER_TEST_MOTO_ENDPOINT") {
-                if !endpoint.trim().is_empty() {
-                    return endpoint.trim().to_owned();
-                }
-            }
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/moto-up.sh");
-            let out = Command::new("bash")
-                .arg(&script)
-                .stdin(Stdio::null())
-                .stderr(Stdio::inherit())
-                .output()
-                .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success(),
-                "{} failed ({}): {stdout}",
-                script.display(),
-                out.status
-            );
-            stdout
-                .lines()
-                .find_map(|l| l.strip_prefix("export COFFER_TEST_MOTO_ENDPOINT="))
-                .unwrap_or_else(|| panic!("no endpoint in the output of moto-up.sh: {stdout}"))
-                .trim()
-                .to_owned()
-        })
-        .clone()
-}
+pub use coffer_testkit::moto::endpoint as moto_endpoint;
 
 /// `aws-kms:KEY;region=us-east-1;endpoint=MOTO`.
 pub fn reference(key: &str) -> String {

@@ -231,51 +231,14 @@ pub fn python(
     (out.stdout, out.stderr)
 }
 
-/// The moto server's endpoint: `COFFER_TEST_MOTO_ENDPOINT`, or one scripts/moto-up.sh starts
-/// (shared by every test binary).
-pub fn moto() -> String {
-    static ENDPOINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ENDPOINT
-        .get_or_init(|| {
-            if let Some(e) = std::env::var("COFFER_TEST_MOTO_ENDPOINT")
-                .ok()
-                .filter(|e| !e.trim().is_empty())
-            {
-                return e.trim().to_owned();
-            }
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/moto-up.sh");
-            let out = Command::new("bash").arg(script).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .trim()
-                .strip_prefix("export COFFER_TEST_MOTO_ENDPOINT=")
-                .unwrap()
-                .to_owned()
-        })
-        .clone()
-}
+#[allow(unused_imports)]
+pub use coffer_testkit::moto::endpoint as moto;
 
-/// A SoftHSM2 token for this test binary (scripts/softhsm-setup.sh): its `export` lines as
-/// (name, value) pairs.
+/// A SoftHSM2 token for this test binary (coffer-testkit's `softhsm`, in a directory named
+/// `name` under the target directory): the variables that find it, as (name, value) pairs.
 pub fn softhsm(name: &str) -> Vec<(String, String)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/softhsm-setup.sh");
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let out = Command::new("bash").arg(script).arg(&dir).output().unwrap();
-    assert!(
-        out.status.success(),
-        "SoftHSM2 setup failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim_matches(['\'', '"']).to_owned()))
-        .collect()
+    coffer_testkit::softhsm::Token::find_or_setup(&dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .env()
 }

@@ -1,6 +1,5 @@
 //! Test databases and keyrings: a fresh PostgreSQL database per test on the local server
-//! (`COFFER_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`; `make test`
-//! starts the server if it is down). The database holds both the key store and the data.
+//! (coffer-testkit's `pg`; `make test` starts the server if it is down). The database holds both the key store and the data.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code)]
@@ -11,65 +10,37 @@ use std::time::Duration;
 use coffer_core::Kek;
 use coffer_keys::{KekId, KekRing, Keyring, KeyringConfig, LocalKek};
 use coffer_store::SqlStore;
+use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection as _, PgPool};
 
-pub fn pg_admin_url() -> String {
-    std::env::var("COFFER_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// A fresh database, dropped by [`TestDb::drop`].
+/// A fresh database (coffer-testkit's `pg`) with a pool on it, dropped by [`TestDb::drop`].
 pub struct TestDb {
     pub url: String,
     pub name: String,
     pub pool: PgPool,
+    db: coffer_testkit::pg::TestDb,
 }
 
 pub async fn database() -> TestDb {
-    let admin = pg_admin_url();
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("PostgreSQL at {admin} is not reachable ({e}); `make test` starts it")
-        });
-    let mut rnd = [0u8; 6];
-    aws_lc_rs_fill(&mut rnd);
-    let name = format!("coffer_cols_{}", hex(&rnd));
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let base = admin.rsplit_once('/').unwrap().0;
-    let url = format!("{base}/{name}");
+    let db = coffer_testkit::pg::TestDb::create("coffer_cols").await;
     let pool = PgPoolOptions::new()
         .max_connections(16)
-        .connect(&url)
+        .connect(db.url())
         .await
         .unwrap();
-    TestDb { url, name, pool }
-}
-
-fn aws_lc_rs_fill(buf: &mut [u8]) {
-    use rand::RngCore as _;
-    rand::rng().fill_bytes(buf);
-}
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    TestDb {
+        url: db.url().to_owned(),
+        name: db.name().to_owned(),
+        pool,
+        db,
+    }
 }
 
 impl TestDb {
+    /// Closes the pool, then drops the database.
     pub async fn drop(self) {
         self.pool.close().await;
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut conn)
-            .await;
-        }
+        drop(self.db);
     }
 
     /// A keyring whose key store lives in this database, under a fresh local KEK.

@@ -1,5 +1,5 @@
-//! Shared by the moto tests and the bench: finds (or starts) moto, makes buckets, and wraps the
-//! S3 store in a counter of the GETs it serves.
+//! Shared by the moto tests and the bench: buckets on moto (coffer-testkit's `moto`), and the
+//! S3 store wrapped in a counter of the GETs it serves.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -7,10 +7,8 @@ use std::fmt;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::ops::Range;
-use std::path::Path as FsPath;
-use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use coffer_core::Kek;
@@ -24,41 +22,12 @@ use coffer_s3::object_store::{
 };
 use futures_util::stream::BoxStream;
 
-/// The moto endpoint: `COFFER_TEST_MOTO_ENDPOINT`, or what `scripts/moto-up.sh` prints (it
-/// starts moto_server on a free loopback port or reuses the one it started before).
-pub fn moto_endpoint() -> String {
-    static ENDPOINT: OnceLock<String> = OnceLock::new();
-    ENDPOINT
-        .get_or_init(|| {
-            if let Some(e) = std::env::var("COFFER_TEST_MOTO_ENDPOINT")
-                .ok()
-                .filter(|e| !e.trim().is_empty())
-            {
-                return e.trim().to_owned();
-            }
-            let script = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/moto-up.sh");
-            let out = Command::new("bash")
-                .arg(&script)
-                .stdin(Stdio::null())
-                .stderr(Stdio::inherit())
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success(), "moto-up.sh failed: {text}");
-            text.lines()
-                .find_map(|l| l.strip_prefix("export COFFER_TEST_MOTO_ENDPOINT="))
-                .unwrap_or_else(|| panic!("moto-up.sh printed no endpoint: {text}"))
-                .trim()
-                .to_owned()
-        })
-        .clone()
-}
+pub use coffer_testkit::moto::endpoint as moto_endpoint;
 
 /// One plain HTTP/1.1 request to moto (which does not check signatures); status and body.
 pub fn http(method: &str, target: &str) -> (u16, String) {
-    let endpoint = moto_endpoint();
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = TcpStream::connect(host).unwrap();
+    let host = coffer_testkit::moto::host();
+    let mut s = TcpStream::connect(&host).unwrap();
     write!(
         s,
         "{method} {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
