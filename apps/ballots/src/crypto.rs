@@ -8,7 +8,7 @@
 //! makes the row's data key, and so every text of the ballot, unrecoverable (also from old
 //! database backups, which hold the sealed data key but never the scope's DEK).
 //!
-//! Texts are padded to length buckets before encryption (DESIGN §9 F27), so a ciphertext's length
+//! Texts are padded to length buckets before encryption (docs/DESIGN.md §A1), so a ciphertext's length
 //! tells only the bucket.
 
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The database: ballots, their options, votes and the has-voted table, on PostgreSQL or SQLite
 //! through one code path (sqlx's Any driver; only the DDL and the locking clause differ).
 //!
-//! Privacy by schema (DESIGN §9 F27): a vote is `(ballot_id, option_id)` and nothing else — no
+//! Privacy by schema (docs/DESIGN.md §A1): a vote is `(ballot_id, option_id)` and nothing else — no
 //! voter, no time, no id; whether someone voted lives in `has_voted` as a keyed tag, written in
 //! the same transaction; votes are written in batches, each sorted, so neither table's order
 //! links a vote to a voter beyond the batch.

@@ -1,6 +1,6 @@
 //! Ballots, Coffer's private-voting reference application, as a library: the binary
 //! (`src/main.rs`) wires it to a listener, and the benchmark measures its encryption work.
-//! README.md explains the design; DESIGN §9 "Ballots privacy" the reasons.
+//! README.md explains the design; docs/DESIGN.md §A1 the reasons.
 
 pub mod api;
 pub mod app;

@@ -41,7 +41,7 @@ use crate::secret::{Dek, SubKey};
 /// The format identifier that opens every field AAD.
 pub const FORMAT_ID: &[u8] = b"coffer/field/v1";
 
-/// How a column treats SQL NULL (DESIGN §9, "Errors").
+/// How a column treats SQL NULL (docs/DESIGN.md §E2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Nulls {
     /// SQL NULL is stored as SQL NULL, unencrypted. Someone with write access to the table can

@@ -177,7 +177,7 @@ fn nullable_policies() {
 }
 
 #[test]
-fn overhead_bounds_of_design_section_9() {
+fn overhead_bounds_of_design_c6() {
     let dek = Dek::generate().unwrap();
     let ctx = FieldContext::new();
     for (suite, overhead) in [(Suite::Gcm96, 25), (Suite::Gcm128, 29)] {

@@ -4,7 +4,7 @@
 //! (`coffer-redis` implements it on Redis). Every entry is a DEK sealed with AES-256-GCM under a
 //! subkey of the cache key, bound through the AAD to the store, scope, version, key id, cache-key
 //! version and unwrap time; entry names are HMACs, so Redis holds neither a raw DEK nor a scope
-//! string (DESIGN §9 F7/F19, docs/FORMAT.md §7). The bytes and their crypto are coffer-core's
+//! string (docs/DESIGN.md §K5, docs/FORMAT.md §7). The bytes and their crypto are coffer-core's
 //! [`coffer_core::cache_entry`].
 
 use std::time::Duration;

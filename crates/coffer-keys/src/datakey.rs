@@ -1,4 +1,4 @@
-//! Data keys kept in the application's own rows (per-row or per-ballot DEKs, DESIGN §9 F18).
+//! Data keys kept in the application's own rows (per-row or per-ballot DEKs, docs/DESIGN.md §K6).
 //!
 //! [`Keyring::generate_data_key`] makes a fresh 256-bit key and seals it into a 93-byte blob the
 //! application stores beside the row (e.g. `ballots.encrypted_dek`); [`Keyring::open_data_key`]

@@ -145,7 +145,7 @@ pub fn key_name(edk: &EncryptedDataKey) -> Option<&str> {
 /// `file-wrap`), so tenant isolation, rotation and crypto-shredding apply to files as to fields.
 /// The EDK is a raw AES one in namespace `coffer`, named `<store-id>/<check>/v<N>`: the store id,
 /// an 8-byte check value of the wrapping key (opaque: it names neither scope nor tenant) and the
-/// DEK version. Such files carry no offline-recovery EDK by design (DESIGN §9): destroying the
+/// DEK version. Such files carry no offline-recovery EDK by design (docs/DESIGN.md §K7): destroying the
 /// scope destroys them.
 impl crate::Keyring {
     /// The keyring that wraps new files of `scope` (its active version).

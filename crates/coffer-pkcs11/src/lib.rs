@@ -5,8 +5,8 @@
 //! `pkcs11-aes256-gcm`). The KEK is generated on the token with `CKM_AES_KEY_GEN` as a private,
 //! sensitive (`CKA_SENSITIVE=true`), non-extractable (`CKA_EXTRACTABLE=false`) token object with a
 //! `CKA_LABEL`; its value never leaves the token. DEKs are wrapped with `C_Encrypt` and unwrapped
-//! with `C_Decrypt` under `CKM_AES_GCM`, binding the wrap to where the DEK belongs (DESIGN §9,
-//! F32). `C_WrapKey` is not used: real Level-3 HSMs refuse to import plaintext DEKs for it, and
+//! with `C_Decrypt` under `CKM_AES_GCM`, binding the wrap to where the DEK belongs (docs/DESIGN.md
+//! §K2). `C_WrapKey` is not used: real Level-3 HSMs refuse to import plaintext DEKs for it, and
 //! SoftHSM2 does not offer the key-wrap mechanisms through `C_Encrypt`.
 //!
 //! # KEK references

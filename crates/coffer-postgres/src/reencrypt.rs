@@ -650,7 +650,7 @@ impl Reencryptor {
 }
 
 /// Versions of `scope` that are decrypt-only and seal no value in any of `jobs`' tables,
-/// checked by two header censuses (DESIGN §9: two empty scans). Retires them when `retire`
+/// checked by two header censuses (docs/DESIGN.md §K3: two empty scans). Retires them when `retire`
 /// is set (refused per version while its grace period runs). Every table that uses the
 /// scope must be among `jobs`.
 pub async fn retirable(jobs: &[Reencryptor], retire: bool) -> Result<Vec<KeyVersion>> {

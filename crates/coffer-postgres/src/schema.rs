@@ -429,7 +429,7 @@ impl Table {
             };
             // The key name binds the index name and, for compound indexes, every column id.
             // Index names are SQL identifiers; column ids here may not hold the separators, so
-            // the name splits back into its parts one way only (DESIGN §9: no ambiguous
+            // the name splits back into its parts one way only (docs/DESIGN.md §C4: no ambiguous
             // concatenation).
             if let Some(c) = pos
                 .iter()

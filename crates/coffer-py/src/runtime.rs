@@ -2,7 +2,7 @@
 //! providers), a rayon pool (batches) and the opened [`coffer_keys::Keyring`].
 //!
 //! Nothing is created until the first call that needs it, and everything is tied to the
-//! process id that created it (DESIGN §9, Python): a pre-fork server (gunicorn, uWSGI,
+//! process id that created it (docs/DESIGN.md §A2): a pre-fork server (gunicorn, uWSGI,
 //! multiprocessing) that imports the application and then forks gets, in each child, a fresh
 //! runtime, fresh connections and a fresh L1 cache on first use. The parent's copies are
 //! leaked in the child, never dropped there: their threads do not exist after `fork()`, and

@@ -190,7 +190,7 @@ impl App {
     }
 
     /// Checks that the caller's tenant owns `scope` (an explicit owner column compared for
-    /// equality, DESIGN §9 F30). Another tenant's scope is a 403 and an audit record; a scope
+    /// equality, docs/DESIGN.md §S1). Another tenant's scope is a 403 and an audit record; a scope
     /// nobody owns is a 403 too, and one that does not exist a 404.
     pub async fn authorize(&self, caller: &Caller, scope: &str) -> Result<ScopeId, ApiError> {
         let tenant = caller.tenant()?;

@@ -1,4 +1,4 @@
-//! Data-access audit (DESIGN §9, seed 002): one hash-chained record per token, scope and
+//! Data-access audit (docs/DESIGN.md §S5, seed 002): one hash-chained record per token, scope and
 //! operation per interval (a minute by default), with how many items succeeded and failed.
 //! Failed decryptions are always counted, never sampled away. Denied requests are recorded
 //! at once by [`crate::app::App::authorize`].

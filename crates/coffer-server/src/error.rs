@@ -1,7 +1,7 @@
 //! Errors as the service reports them: a status, a stable code and a message that says what to
 //! fix. Bad input is a 4xx naming the problem (and the batch item); a value that does not
 //! authenticate is one opaque 422; a failure of the key store or KEK provider is a 503 whose
-//! body carries only a reference to the server log line with the detail (DESIGN §7).
+//! body carries only a reference to the server log line with the detail (docs/DESIGN.md §E3).
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};

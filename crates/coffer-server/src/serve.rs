@@ -21,7 +21,7 @@ pub struct Listening {
 
 /// Turns core dumps off (RLIMIT_CORE = 0) and makes the process non-dumpable, so keys in
 /// memory do not end up in a core file or readable through /proc by other processes of the
-/// same user (DESIGN §9 F31).
+/// same user (docs/DESIGN.md §S3).
 pub fn disable_core_dumps() -> Result<()> {
     use nix::sys::resource::{Resource, setrlimit};
     setrlimit(Resource::RLIMIT_CORE, 0, 0).context("setrlimit(RLIMIT_CORE, 0)")?;
@@ -109,8 +109,8 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// Serves until SIGTERM or SIGINT, then stops accepting connections, lets requests in flight
 /// finish (up to `[service] shutdown_timeout`), writes the pending audit records and returns.
 ///
-/// Without TLS the service binds only a loopback address unless `insecure_no_tls` (DESIGN §9
-/// F30): tokens and plaintexts must not cross a network in the clear.
+/// Without TLS the service binds only a loopback address unless `insecure_no_tls` (docs/DESIGN.md
+/// §S2): tokens and plaintexts must not cross a network in the clear.
 pub async fn serve(
     app: App,
     insecure_no_tls: bool,

@@ -184,7 +184,7 @@ fn kek_unwrap(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    g.bench_function("metadata-tag-check (HKDF + HMAC, DESIGN F5)", |b| {
+    g.bench_function("metadata-tag-check (HKDF + HMAC, DESIGN.md §K1)", |b| {
         b.iter(|| wrap::verify_metadata_tag(black_box(&dek), &meta, &tag).unwrap())
     });
     g.bench_function("local-kek-unwrap-and-tag-check", |b| {
