@@ -2,8 +2,9 @@
 //!
 //! aws-lc-rs's safe `aead` API only offers 128-bit tags. AWS-LC's C `EVP_AEAD` interface takes a
 //! tag length, and `EVP_aead_aes_256_gcm_randnonce()` draws the 96-bit IV inside the module (the
-//! FIPS-approved way, SP 800-38D §8.2.2). This crate wraps exactly those calls and is the only place
-//! in the Coffer workspace with `unsafe` code; every block carries its safety argument.
+//! FIPS-approved way, SP 800-38D §8.2.2). This crate wraps exactly those calls; with coffer-py's one
+//! `pthread_atfork` registration it is the only `unsafe` code in the workspace (docs/DESIGN.md
+//! §L4), and every block carries its safety argument.
 //!
 //! A sealed value is laid out as AWS-LC produces it: `ciphertext ‖ tag ‖ iv`. Coffer's field format
 //! (docs/FORMAT.md §2) keeps that order so sealing and opening never copy.

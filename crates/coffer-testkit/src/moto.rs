@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 /// moto's endpoint (`http://127.0.0.1:PORT`): `COFFER_TEST_MOTO_ENDPOINT` when set, else what
 /// `scripts/moto-up.sh` prints (it starts moto_server on a free loopback port, or reuses the one
-/// it started before, installing moto[server] with pip if needed). Asked once per process.
+/// it started before, installing `moto[server]` with pip if needed). Asked once per process.
 pub fn endpoint() -> String {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
     ENDPOINT.get_or_init(find_or_start).clone()
