@@ -751,10 +751,20 @@ impl KeyStore for SqlStore {
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord> {
         let now = self.backend.now();
+        let serialize = self.backend == Backend::Postgres;
         let record = self
             .retry(|tx| {
                 let event = event.clone();
                 Box::pin(async move {
+                    // Appends take turns: each reads the last record to chain onto it. SQLite's
+                    // BEGIN IMMEDIATE already serializes writers; on PostgreSQL a lock that
+                    // conflicts only with itself does (reads go on). Without it, concurrent
+                    // appends collide on the next id and exhaust their retries under load.
+                    if serialize {
+                        sqlx::query("LOCK TABLE coffer_audit IN SHARE ROW EXCLUSIVE MODE")
+                            .execute(&mut **tx)
+                            .await?;
+                    }
                     let sql = format!(
                         "SELECT {now} AS now_us, \
                          (SELECT id FROM coffer_audit ORDER BY id DESC LIMIT 1) AS last_id, \
