@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, IsTerminal as _, Read, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -97,9 +98,11 @@ pub(crate) fn output(path: Option<&Path>) -> Result<(Box<dyn Write>, Partial)> {
         .file_name()
         .ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
     let tmp = path.with_file_name(format!(".{}.coffer-partial", name.to_string_lossy()));
+    // Owner-only, like `coffer keygen -o`: a decrypted file or restored dump is plaintext.
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("cannot create {}", tmp.display()))?;
     Ok((
