@@ -8,6 +8,10 @@ AES-256-GCM, IV 12, tag 16. With COFFER_ESDK_LEGACY=1 the SDK's older RawMasterK
 instead (same bytes on the wire). Suite 0x0478 (AES_256_GCM_HKDF_SHA512_COMMIT_KEY), key
 commitment required on encrypt and decrypt. On decrypt the encryption context is printed to
 stderr as `context k=v` lines.
+
+Messages Coffer must recognise and refuse are written with COFFER_ESDK_SUITE=signed (v2, suite
+0x0578, ECDSA P-384) or COFFER_ESDK_SUITE=v1 (format v1, suite 0x0178, no key commitment); a
+FRAME_LEN of 0 writes non-framed content.
 """
 import os
 import sys
@@ -49,14 +53,20 @@ def main():
         keys = {"key_provider": legacy_master_key(key, namespace, name)}
     else:
         keys = {"keyring": mpl_keyring(key, namespace, name)}
-    client = aws_encryption_sdk.EncryptionSDKClient(
-        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+    suite = os.environ.get("COFFER_ESDK_SUITE", "")
+    algorithm = {
+        "": Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
+        "signed": Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384,
+        "v1": Algorithm.AES_256_GCM_IV12_TAG16_HKDF_SHA256,
+    }[suite]
+    policy = (CommitmentPolicy.FORBID_ENCRYPT_ALLOW_DECRYPT if suite == "v1"
+              else CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+    client = aws_encryption_sdk.EncryptionSDKClient(commitment_policy=policy)
     data = sys.stdin.buffer.read()
     if op == "encrypt":
         frame = int(sys.argv[5])
         context = dict(kv.split("=", 1) for kv in sys.argv[6:])
-        out, _ = client.encrypt(source=data, frame_length=frame,
-                                algorithm=Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
+        out, _ = client.encrypt(source=data, frame_length=frame, algorithm=algorithm,
                                 encryption_context=context, **keys)
     elif op == "decrypt":
         out, header = client.decrypt(source=data, **keys)

@@ -19,6 +19,27 @@ pub enum Error {
     #[error("not a Coffer ciphertext: {0}")]
     Format(&'static str),
 
+    /// A well-formed message of a kind Coffer does not read (another format version, a signed or
+    /// non-committing suite, non-framed content) or one over the configured limits. The message
+    /// says what the input is and what to do; nothing was decrypted.
+    #[error("{0}")]
+    Unsupported(&'static str),
+
+    /// A message whose final frame ends before its input does: data was appended to it (or the
+    /// copy was padded). Nothing was decrypted.
+    #[error(
+        "the input has {extra} bytes after the end of the message (its final frame ends at byte \
+         {message_len}): the file holds more than one message or was appended to; nothing was \
+         decrypted. If the extra bytes are known padding, keep only the first {message_len} bytes \
+         (e.g. `head -c {message_len}`) and decrypt again"
+    )]
+    TrailingBytes {
+        /// Bytes after the final frame.
+        extra: u64,
+        /// Where the message ends.
+        message_len: u64,
+    },
+
     /// An algorithm outside the FIPS boundary was asked for in the `fips` build.
     #[error(
         "{algorithm} is not a FIPS-approved algorithm and is disabled in this FIPS build; {instead}"
@@ -76,6 +97,8 @@ impl Error {
             Error::Decrypt | Error::UnauthenticatedNull => K::Decrypt,
             Error::Unwrap => K::WrongKek,
             Error::Format(_) => K::Decrypt,
+            Error::Unsupported(_) => K::InvalidInput,
+            Error::TrailingBytes { .. } => K::Decrypt,
             Error::NotFipsApproved { .. } | Error::RowContextInDeterministic => K::InvalidInput,
             Error::Invalid { .. } => K::InvalidInput,
             Error::EncryptionLimit { .. } => K::Conflict,
@@ -105,6 +128,14 @@ mod tests {
             (Error::Decrypt, K::Decrypt),
             (Error::Unwrap, K::WrongKek),
             (Error::Format("x"), K::Decrypt),
+            (Error::Unsupported("x"), K::InvalidInput),
+            (
+                Error::TrailingBytes {
+                    extra: 1,
+                    message_len: 2,
+                },
+                K::Decrypt,
+            ),
             (
                 Error::NotFipsApproved {
                     algorithm: "AES-SIV",

@@ -11,6 +11,13 @@ use crate::error::Error;
 /// Content type "framed" (the only one Coffer writes or reads).
 const FRAMED: u8 = 0x02;
 
+/// The v2 suite with an ECDSA P-384 signature, which Coffer recognises but does not read.
+const SIGNED_SUITE_ID: u16 = 0x0578;
+
+/// A format v1 message starts with version 0x01 and message type 0x80.
+const V1_VERSION: u8 = 0x01;
+const V1_TYPE: u8 = 0x80;
+
 /// One encrypted data key: who can open it (provider id and info) and the wrapped key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncryptedDataKey {
@@ -116,23 +123,47 @@ impl MessageHeader {
             body.extend_from_slice(&buf);
             Ok(buf)
         };
+        let unsupported = |why: &'static str| invalid(Error::Unsupported(why));
         let head = take(r, 3, &mut body)?;
-        if head[0] != MESSAGE_VERSION {
-            return Err(fmt(
-                "not an AWS Encryption SDK v2 message (Coffer writes and reads only v2)",
-            ));
-        }
-        if u16::from_be_bytes([head[1], head[2]]) != SUITE_ID {
-            return Err(fmt(
-                "unsupported algorithm suite (Coffer reads only 0x0478, committing, unsigned)",
-            ));
+        let suite = u16::from_be_bytes([head[1], head[2]]);
+        match (head[0], suite) {
+            (MESSAGE_VERSION, SUITE_ID) => {}
+            (MESSAGE_VERSION, SIGNED_SUITE_ID) => {
+                return Err(unsupported(
+                    "this is an AWS Encryption SDK message with the signed suite 0x0578 (ECDSA \
+                     P-384); Coffer reads only the unsigned committing suite 0x0478: decrypt it \
+                     with the AWS Encryption SDK, or have the writer use suite 0x0478",
+                ));
+            }
+            (MESSAGE_VERSION, _) => {
+                return Err(unsupported(
+                    "this is an AWS Encryption SDK v2 message with an algorithm suite Coffer does \
+                     not read (only 0x0478, committing and unsigned): decrypt it with the AWS \
+                     Encryption SDK",
+                ));
+            }
+            (V1_VERSION, _) if head[1] == V1_TYPE => {
+                return Err(unsupported(
+                    "this is an AWS Encryption SDK format v1 message (a non-committing suite); \
+                     Coffer reads only v2 messages with the committing suite 0x0478: decrypt it \
+                     with the AWS Encryption SDK, then re-encrypt it with `coffer file encrypt`",
+                ));
+            }
+            _ => {
+                return Err(fmt(
+                    "the input does not start like an AWS Encryption SDK message (version byte \
+                     0x02 and suite 0x0478 expected)",
+                ));
+            }
         }
         let mut message_id = [0u8; 32];
         message_id.copy_from_slice(&take(r, 32, &mut body)?);
         let u16_of = |b: Vec<u8>| usize::from(u16::from_be_bytes([b[0], b[1]]));
         let aad_len = u16_of(take(r, 2, &mut body)?);
         if aad_len > limits.max_context_len {
-            return Err(fmt("encryption context larger than the configured limit"));
+            return Err(unsupported(
+                "the encryption context is larger than the configured limit (Limits::max_context_len)",
+            ));
         }
         let context = EncryptionContext::parse(&take(r, aad_len, &mut body)?).map_err(invalid)?;
         let count = u16_of(take(r, 2, &mut body)?);
@@ -140,7 +171,9 @@ impl MessageHeader {
             return Err(fmt("message has no encrypted data key"));
         }
         if count > limits.max_edks {
-            return Err(fmt("more encrypted data keys than the configured limit"));
+            return Err(unsupported(
+                "the message has more encrypted data keys than the configured limit (Limits::max_edks)",
+            ));
         }
         let mut edks = Vec::with_capacity(count);
         for _ in 0..count {
@@ -158,14 +191,21 @@ impl MessageHeader {
             });
         }
         if take(r, 1, &mut body)?[0] != FRAMED {
-            return Err(fmt(
-                "non-framed content (Coffer reads framed messages only)",
+            return Err(unsupported(
+                "this AWS Encryption SDK message has non-framed content; Coffer reads framed \
+                 messages only: decrypt it with the AWS Encryption SDK (its writers frame by \
+                 default)",
             ));
         }
         let fl = take(r, 4, &mut body)?;
         let frame_len = u32::from_be_bytes([fl[0], fl[1], fl[2], fl[3]]);
-        if frame_len == 0 || frame_len > limits.max_frame_len {
-            return Err(fmt("frame length zero or above the configured limit"));
+        if frame_len == 0 {
+            return Err(fmt("frame length zero"));
+        }
+        if frame_len > limits.max_frame_len {
+            return Err(unsupported(
+                "the message's frame length is above the configured limit (Limits::max_frame_len)",
+            ));
         }
         let mut commitment = [0u8; 32];
         commitment.copy_from_slice(&take(r, 32, &mut body)?);
@@ -181,5 +221,44 @@ impl MessageHeader {
             tag,
             body,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(bytes: &[u8]) -> Error {
+        let err = MessageHeader::read_from(&mut &bytes[..], &Limits::default()).unwrap_err();
+        err.into_inner()
+            .and_then(|e| e.downcast::<Error>().ok())
+            .map(|e| *e)
+            .expect("a coffer-core error")
+    }
+
+    #[test]
+    fn sdk_messages_coffer_does_not_read_are_named_not_called_garbage() {
+        let tail = vec![0u8; 64];
+        for (head, says) in [
+            (&[0x01, 0x80, 0x01, 0x78][..], "format v1"),
+            (&[0x01, 0x80, 0x00, 0x14][..], "format v1"),
+            (&[0x02, 0x05, 0x78][..], "signed suite 0x0578"),
+            (
+                &[0x02, 0x01, 0x78][..],
+                "v2 message with an algorithm suite",
+            ),
+        ] {
+            let mut msg = head.to_vec();
+            msg.append(&mut tail.clone());
+            let err = refusal(&msg);
+            assert!(matches!(err, Error::Unsupported(_)), "{head:02x?}: {err:?}");
+            assert!(err.to_string().contains(says), "{err}");
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
+        }
+        for junk in [&b"PK\x03\x04"[..], b"\x00\x00\x00", b"cf1:AQ"] {
+            let err = refusal(junk);
+            assert!(matches!(err, Error::Format(_)), "{junk:02x?}: {err:?}");
+            assert_eq!(err.kind(), crate::ErrorKind::Decrypt);
+        }
     }
 }

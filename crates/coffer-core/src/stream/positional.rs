@@ -94,6 +94,53 @@ fn truncated() -> io::Error {
     ))
 }
 
+/// The big-endian word at `at`, or `None` past the end of `src`.
+fn word_at<R: ReadAt + ?Sized>(src: &R, at: u64) -> io::Result<Option<u32>> {
+    let mut word = [0u8; 4];
+    match src.read_exact_at(&mut word, at) {
+        Ok(()) => Ok(Some(u32::from_be_bytes(word))),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Why a message's length does not fit its frames: finds the final frame by its position
+/// (regular frame `i` starts with sequence number `i + 1`, so a binary search over frame starts
+/// finds the first one that is not regular, in O(log frames) reads) and reports the bytes after
+/// it, or truncation when there is no final frame. Only the error path reads this way.
+fn diagnose_length<R: ReadAt + ?Sized>(src: &R, header: &MessageHeader, total: u64) -> io::Error {
+    let header_len = header.len() as u64;
+    let stride = u64::from(header.frame_len) + (4 + IV_LEN + TAG_LEN) as u64;
+    let regular = |i: u64| -> bool {
+        let at = header_len + i * stride;
+        at < total && matches!(word_at(src, at), Ok(Some(w)) if u64::from(w) == i + 1)
+    };
+    // Frames 0..lo are regular, frame hi is not (hi bounded by the input length).
+    let (mut lo, mut hi) = (0u64, total.saturating_sub(header_len) / stride + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if regular(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    let at = header_len + lo * stride;
+    if let Ok(Some(FINAL_MARKER)) = word_at(src, at) {
+        let len_at = at + 4 + 4 + IV_LEN as u64;
+        if let Ok(Some(n)) = word_at(src, len_at) {
+            let end = len_at + 4 + u64::from(n) + TAG_LEN as u64;
+            if n <= header.frame_len && end < total {
+                return invalid(Error::TrailingBytes {
+                    extra: total - end,
+                    message_len: end,
+                });
+            }
+        }
+    }
+    truncated()
+}
+
 /// Decrypts the whole message in `src` (`total` bytes, starting with `header`, which the caller
 /// read) into `out`, with `threads` workers each reading, checking and opening its own batch of
 /// frames; returns the plaintext length. The length must match the final frame exactly, every
@@ -110,14 +157,24 @@ pub fn decrypt_at<R: ReadAt + ?Sized, W: Write>(
     let keys = authenticate(header, data_key)?;
     let frame_len = header.frame_len as usize;
     let layout = FrameLayout::from_total(header.len() as u64, u64::from(header.frame_len), total)
-        .ok_or_else(truncated)?;
+        .ok_or_else(|| diagnose_length(src, header, total))?;
+    // The final frame must sit where the length puts it and record the length the input leaves
+    // for it; if not, say why before any frame is opened (a cut message, or data after a
+    // complete one).
+    let stride = (4 + IV_LEN + frame_len + TAG_LEN) as u64;
+    let final_at = layout.header_len + layout.regular_frames * stride;
+    let final_len_at = final_at + 4 + 4 + IV_LEN as u64;
+    if word_at(src, final_at)? != Some(FINAL_MARKER)
+        || word_at(src, final_len_at)?.map(u64::from) != Some(layout.final_len)
+    {
+        return Err(diagnose_length(src, header, total));
+    }
     let frames = layout.regular_frames + 1;
     if frames >= u64::from(FINAL_MARKER) {
         return Err(invalid(Error::Format("too many frames")));
     }
     let per = pool::frames_per_batch(frame_len) as u64;
     let count = frames.div_ceil(per);
-    let stride = (4 + IV_LEN + frame_len + TAG_LEN) as u64;
     let bound = pool::in_flight_bound(threads, per as usize * frame_len);
     let work = |index: u64, mut buf: Vec<u8>| -> io::Result<Vec<u8>> {
         let first = index * per;
