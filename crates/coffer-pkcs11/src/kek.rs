@@ -343,6 +343,7 @@ impl Pkcs11Kek {
 
         let attrs = read_attributes(&login, key).map_err(|e| match e {
             OpError::Ck(e) => provider(describe(&e)),
+            OpError::Other(reason) => provider(reason),
             _ => provider("cannot read the key's attributes".to_owned()),
         })?;
         check_attributes(&attrs, reference)?;
@@ -475,7 +476,36 @@ fn key_template(label: &str) -> Vec<Attribute> {
     ]
 }
 
+/// Reads the key object's attributes. A secret key always has `CKA_KEY_TYPE` and an AES key
+/// `CKA_VALUE_LEN`; a token that answers without them (SoftHSM2's file store can, for an object
+/// another thread of this process is re-reading from disk at that moment: it clears the cached
+/// attributes before loading them again) has not said what the key is, so the read is repeated a
+/// few times and then reported as such, never taken for a key of another type.
 fn read_attributes(session: &Session, key: ObjectHandle) -> Result<KeyAttributes, OpError> {
+    const READS: u32 = 4;
+    let mut read = 0;
+    loop {
+        read += 1;
+        match read_attributes_once(session, key)? {
+            Some(attrs) => return Ok(attrs),
+            None if read < READS => std::thread::sleep(std::time::Duration::from_millis(5)),
+            None => {
+                return Err(OpError::Other(format!(
+                    "the token answered {READS} reads of the key's attributes without \
+                     CKA_KEY_TYPE and CKA_VALUE_LEN; it may be reloading the object, or the \
+                     object is damaged: check it with the token's own tools (e.g. pkcs11-tool \
+                     --list-objects)"
+                )));
+            }
+        }
+    }
+}
+
+/// One `C_GetAttributeValue`; `None` when the answer lacks the key type or length.
+fn read_attributes_once(
+    session: &Session,
+    key: ObjectHandle,
+) -> Result<Option<KeyAttributes>, OpError> {
     let attrs = session.get_attributes(
         key,
         &[
@@ -493,10 +523,11 @@ fn read_attributes(session: &Session, key: ObjectHandle) -> Result<KeyAttributes
         ],
     )?;
     let mut out = KeyAttributes::default();
+    let mut key_type = None;
     for attr in attrs {
         match attr {
             Attribute::Label(l) => out.label = String::from_utf8_lossy(&l).into_owned(),
-            Attribute::KeyType(t) => out.aes = t == KeyType::AES,
+            Attribute::KeyType(t) => key_type = Some(t),
             Attribute::ValueLen(n) => out.value_len = Some(usize::from(n) as u64),
             Attribute::Token(b) => out.token = b,
             Attribute::Private(b) => out.private = b,
@@ -509,7 +540,15 @@ fn read_attributes(session: &Session, key: ObjectHandle) -> Result<KeyAttributes
             _ => {}
         }
     }
-    Ok(out)
+    let Some(key_type) = key_type else {
+        return Ok(None);
+    };
+    out.aes = key_type == KeyType::AES;
+    // Only AES keys must report a length; another key type is refused by `check_attributes`.
+    if out.aes && out.value_len.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(out))
 }
 
 fn check_attributes(attrs: &KeyAttributes, reference: &Pkcs11Ref) -> Result<()> {

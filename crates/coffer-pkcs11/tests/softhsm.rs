@@ -440,3 +440,55 @@ fn debug_shows_no_pin() {
         "names the variable: {debug}"
     );
 }
+
+/// A key under the KEK's label that is not AES-256 (an AES-128 key, a generic secret) is refused
+/// by what it is; the reading of its attributes tells such a key from one the token answered for
+/// without attributes.
+#[test]
+fn keys_of_another_type_or_length_are_refused_by_what_they_are() {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::KeyType;
+    use cryptoki::types::Ulong;
+    let (hsm, _g) = hsm();
+    let anchor = new_kek(hsm, "anchor");
+    let session = {
+        let ctx = Pkcs11::new(&hsm.module).unwrap();
+        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => panic!("C_Initialize: {e}"),
+        }
+        let slot = ctx
+            .get_slots_with_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.id() == anchor.slot_id())
+            .unwrap();
+        ctx.open_rw_session(slot).unwrap()
+    };
+    let cases = [
+        ("aes128", Mechanism::AesKeyGen, Some(KeyType::AES), 16),
+        ("generic", Mechanism::GenericSecretKeyGen, None, 32),
+    ];
+    for (prefix, mechanism, key_type, len) in cases {
+        let label = support::unique_label(prefix);
+        let mut template = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::ValueLen(Ulong::new(len)),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Sensitive(true),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+        ];
+        if let Some(t) = key_type {
+            template.push(Attribute::KeyType(t));
+        }
+        session.generate_key(&mechanism, &template).unwrap();
+        let err = Pkcs11Kek::open(&hsm.reference(&label)).unwrap_err();
+        assert!(
+            err.to_string().contains("is not an AES-256 key"),
+            "{prefix}: {err}"
+        );
+    }
+}
