@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod bus;
 pub mod cache;
 pub mod config;
 pub mod datakey;
@@ -20,6 +21,7 @@ pub mod source;
 pub mod store;
 
 pub use audit::{AuditEvent, AuditFilter, AuditRecord, Operation};
+pub use bus::{BusEvent, BusHandler, Invalidation, InvalidationBus};
 pub use cache::{CacheKey, InvalidationHandler, L2Backend, L2Error};
 pub use error::{Error, Result};
 pub use files::FileKeyring;

@@ -286,4 +286,11 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Reads the audit trail, oldest first.
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+
+    /// A channel through which the processes sharing this store tell each other which cached
+    /// keys to drop, if the store has one (PostgreSQL: `LISTEN`/`NOTIFY`). A keyring subscribes
+    /// to it when it is built and publishes every destroy, compromise, retirement and rotation.
+    fn invalidation_bus(&self) -> Option<std::sync::Arc<dyn crate::bus::InvalidationBus>> {
+        None
+    }
 }

@@ -13,6 +13,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod notify;
 mod store;
 
+pub use notify::CHANNEL as INVALIDATION_CHANNEL;
 pub use store::{Backend, SCHEMA_VERSION, SqlStore};

@@ -4,6 +4,7 @@
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -65,6 +66,8 @@ type TxFuture<'c, T> =
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// PostgreSQL only: the LISTEN/NOTIFY invalidation bus.
+    bus: Option<Arc<crate::notify::PgBus>>,
 }
 
 fn db(e: sqlx::Error) -> Error {
@@ -112,7 +115,13 @@ impl SqlStore {
             .connect(&url)
             .await
             .map_err(|e| Error::store(format!("cannot open the key store: {e}")))?;
-        let store = SqlStore { pool, backend };
+        let bus = (backend == Backend::Postgres).then(|| {
+            Arc::new(crate::notify::PgBus {
+                pool: pool.clone(),
+                url: crate::notify::Url(Arc::from(url.as_str())),
+            })
+        });
+        let store = SqlStore { pool, backend, bus };
         store.migrate().await?;
         Ok(store)
     }
@@ -828,5 +837,11 @@ impl KeyStore for SqlStore {
             .map(decode_audit)
             .collect::<Result<_, _>>()
             .map_err(db)
+    }
+
+    fn invalidation_bus(&self) -> Option<Arc<dyn coffer_keys::InvalidationBus>> {
+        self.bus
+            .clone()
+            .map(|b| b as Arc<dyn coffer_keys::InvalidationBus>)
     }
 }

@@ -249,6 +249,7 @@ impl Keyring {
             RotateOutcome::Lost(rec) => rec,
         };
         self.inner.invalidate_pointer(scope);
+        self.announce(scope, &[]).await;
         Ok(rec)
     }
 
@@ -359,6 +360,7 @@ impl Keyring {
                 self.l2_failed(l2, &e.0);
             }
         }
+        self.announce(scope, versions).await;
     }
 
     /// Drops from L1 every entry whose L2 name is in `names` (an invalidation published by
@@ -461,6 +463,7 @@ impl Keyring {
             )));
         }
         self.inner.invalidate_pointer(scope);
+        self.announce(scope, &[version]).await;
         self.audit(
             self.event(Operation::StateChange)
                 .scope(scope.as_str())

@@ -19,6 +19,7 @@ mod kek_rotation;
 mod leased;
 mod lifecycle;
 mod live;
+mod notify;
 mod resolve;
 mod write;
 
@@ -65,6 +66,8 @@ struct Inner {
     l1: Cache<(ScopeId, KeyVersion), Arc<LiveDek>>,
     active: moka::sync::Cache<ScopeId, ActivePointer>,
     l2: Option<L2>,
+    /// The key store's invalidation bus, if it has one (PostgreSQL LISTEN/NOTIFY).
+    bus: Option<Arc<dyn crate::bus::InvalidationBus>>,
     config: KeyringConfig,
     stats: Stats,
     /// Bumped whenever an active pointer or a key is dropped from this process's caches
@@ -134,6 +137,7 @@ impl Keyring {
             ));
         }
         let info = store.info().await?;
+        let bus = store.invalidation_bus();
         let l1 = Cache::builder()
             .max_capacity(config.l1_capacity)
             .time_to_live(config.l1_ttl)
@@ -151,6 +155,7 @@ impl Keyring {
                 l1,
                 active,
                 l2,
+                bus,
                 config,
                 stats: Stats::default(),
                 generation: AtomicU64::new(0),
@@ -167,6 +172,9 @@ impl Keyring {
                 }
                 true
             }));
+        }
+        if let Some(bus) = &keyring.inner.bus {
+            Self::listen(&keyring.inner, bus);
         }
         Ok(keyring)
     }
