@@ -103,7 +103,9 @@ pub struct TallyLine {
     pub votes: i64,
 }
 
-/// A tally.
+/// A tally. While the ballot is open it holds only the number of votes cast: per-option counts
+/// (and the write-ins) would let whoever knows when someone voted read their choice from the
+/// change, so they are published only once the ballot is closed.
 #[derive(Debug, Serialize)]
 pub struct Tally {
     /// Id.
@@ -114,7 +116,9 @@ pub struct Tally {
     pub measure: Option<String>,
     /// Votes in all.
     pub total: i64,
-    /// Listed options first, in order, then write-ins by votes.
+    /// Whether the per-option counts are withheld (the ballot is open).
+    pub results_hidden: bool,
+    /// Once closed: listed options first, in order, then write-ins by votes. Empty while open.
     pub options: Vec<TallyLine>,
 }
 
@@ -307,15 +311,34 @@ fn listed_option(info: &BallotInfo, index: &[u8]) -> Option<i64> {
         .map(|o| o.id)
 }
 
-/// Counts votes per option (integer group-by on option ids) and opens only the option texts.
+/// The tally: while the ballot is open, the number of votes cast and nothing per option; once it
+/// is closed, the counts per option (integer group-by on option ids), opening only the texts.
 pub async fn tally(app: &App, id: &str) -> Result<Tally, AppError> {
     let started = Instant::now();
     let info = app.ballot(id).await?;
+    // The state straight from the database: once it says closed, no vote can commit any more
+    // (a batch holds the ballot's row lock until its commit, and closing waits for it).
     let status = app
         .db
         .status(id)
         .await?
         .ok_or(AppError::NotFound("no such ballot"))?;
+    let measure = match &info.cipher {
+        Some(c) => Some(c.open_measure(id, &info.measure)?),
+        None => None,
+    };
+    if status == Status::Open {
+        let total = app.db.total(id).await?;
+        metrics::histogram!("ballots_tally_seconds").record(started.elapsed().as_secs_f64());
+        return Ok(Tally {
+            id: info.id.clone(),
+            status: status.as_str(),
+            measure,
+            total,
+            results_hidden: true,
+            options: Vec::new(),
+        });
+    }
     let counts = app.db.counts(id).await?;
     let options = app.db.options(id, true).await?;
     let mut lines = Vec::with_capacity(options.len());
@@ -333,16 +356,13 @@ pub async fn tally(app: &App, id: &str) -> Result<Tally, AppError> {
     }
     // Listed options keep their order; write-ins follow, most votes first.
     lines.sort_by_key(|l| (l.write_in, if l.write_in { -l.votes } else { 0 }));
-    let measure = match &info.cipher {
-        Some(c) => Some(c.open_measure(id, &info.measure)?),
-        None => None,
-    };
     metrics::histogram!("ballots_tally_seconds").record(started.elapsed().as_secs_f64());
     Ok(Tally {
         id: info.id.clone(),
         status: status.as_str(),
         measure,
         total: counts.values().sum(),
+        results_hidden: false,
         options: lines,
     })
 }
@@ -411,20 +431,34 @@ pub async fn close_json(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(AppError::Unauthorized)?;
-    let shred_after = close(&app, &id, token.trim()).await?;
+    let token = bearer(&headers).ok_or(AppError::Unauthorized)?;
+    let shred_after = close(&app, &id, token).await?;
     Ok(Json(
         serde_json::json!({"id": id, "status": "closed", "shred_after": shred_after}),
     ))
 }
 
-/// `GET /metrics`.
-pub async fn metrics(State(app): Shared) -> String {
-    app.metrics.render()
+/// `GET /metrics` with `Authorization: Bearer <metrics token>`. Without a configured token it
+/// refuses every request.
+pub async fn metrics(State(app): Shared, headers: HeaderMap) -> Result<String, AppError> {
+    let token = bearer(&headers).ok_or(AppError::MetricsUnauthorized)?;
+    let Some(stored) = &app.cfg.metrics_token_hash else {
+        return Err(AppError::MetricsUnauthorized);
+    };
+    if !coffer_core::token::verify_token(crate::config::METRICS_TOKEN_DOMAIN, token, stored) {
+        return Err(AppError::MetricsUnauthorized);
+    }
+    Ok(app.metrics.render())
+}
+
+/// The token of an `Authorization: Bearer …` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
 /// `GET /healthz`: the database answers.

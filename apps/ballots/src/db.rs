@@ -404,6 +404,15 @@ impl Db {
             .map_err(Into::into)
     }
 
+    /// Votes cast on a ballot.
+    pub async fn total(&self, id: &str) -> Result<i64, AppError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM votes WHERE ballot_id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
     /// Votes per option of a ballot.
     pub async fn counts(&self, id: &str) -> Result<HashMap<i64, i64>, AppError> {
         let rows = sqlx::query(

@@ -36,6 +36,12 @@ pub enum AppError {
     /// The admin token is missing or wrong.
     #[error("closing a ballot needs its admin token (Authorization: Bearer …)")]
     Unauthorized,
+    /// `/metrics` without its token (or with a wrong one).
+    #[error(
+        "GET /metrics needs Authorization: Bearer <metrics token>; the operator sets it with \
+         metrics_token in the [app] table"
+    )]
+    MetricsUnauthorized,
     /// A failure on our side, logged; the message is generic.
     #[error("internal error")]
     Internal(String),
@@ -80,7 +86,7 @@ impl AppError {
             AppError::NotFound(_) => ErrorKind::NotFound,
             AppError::Closed | AppError::AlreadyVoted => ErrorKind::Conflict,
             AppError::Shredded => ErrorKind::Destroyed,
-            AppError::Unauthorized => ErrorKind::Denied,
+            AppError::Unauthorized | AppError::MetricsUnauthorized => ErrorKind::Denied,
             AppError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -93,7 +99,9 @@ impl AppError {
             AppError::Closed => (StatusCode::CONFLICT, "ballot_closed"),
             AppError::AlreadyVoted => (StatusCode::CONFLICT, "already_voted"),
             AppError::Shredded => (StatusCode::GONE, "ballot_shredded"),
-            AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AppError::Unauthorized | AppError::MetricsUnauthorized => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -129,6 +137,7 @@ mod tests {
             (AppError::AlreadyVoted, ErrorKind::Conflict),
             (AppError::Shredded, ErrorKind::Destroyed),
             (AppError::Unauthorized, ErrorKind::Denied),
+            (AppError::MetricsUnauthorized, ErrorKind::Denied),
             (AppError::internal("x"), ErrorKind::Internal),
         ];
         for (e, kind) in table {

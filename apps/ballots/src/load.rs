@@ -56,8 +56,9 @@ pub struct LoadArgs {
     /// Create the ballots (into --state) and stop
     #[arg(long, requires = "state")]
     create_only: bool,
-    /// Read every tally before and after, and check each option gained exactly the votes
-    /// acknowledged (nothing else may vote on these ballots meanwhile)
+    /// Read every tally before, close every ballot after the run (with the admin tokens of
+    /// --state), and check each option got exactly the votes acknowledged (an open ballot
+    /// publishes only its total; nothing else may vote on these ballots meanwhile)
     #[arg(long)]
     verify: bool,
     /// Print the summary as JSON on stdout
@@ -94,7 +95,17 @@ struct VotedBody {
 
 #[derive(Debug, Deserialize)]
 struct TallyBody {
+    total: i64,
+    #[serde(default)]
+    results_hidden: bool,
     options: Vec<TallyOption>,
+}
+
+/// A ballot's tally as read: the total, and the counts per option once they are published.
+#[derive(Debug, Default)]
+struct Counts {
+    total: i64,
+    per_option: Option<HashMap<i64, i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,9 +238,15 @@ pub fn run(a: LoadArgs) -> Result<ExitCode> {
         let (stats, seconds, peak) = drive(&target, &ballots, &a, duration, ramp, &prefix).await?;
         let mut summary = summarize(&stats, seconds, peak, a.connections, ballots.len());
         if let Some(before) = before {
+            close_all(&target, &ballots).await?;
             let after = tallies(&target, &ballots).await?;
             let mismatches = verify(&ballots, &before, &after, &stats.acked);
-            summary.verified_options = Some(after.values().map(HashMap::len).sum());
+            summary.verified_options = Some(
+                after
+                    .values()
+                    .map(|c| c.per_option.as_ref().map_or(0, HashMap::len))
+                    .sum(),
+            );
             summary.mismatches = Some(mismatches);
         }
         report(&summary, a.json)?;
@@ -325,7 +342,7 @@ async fn ballots(t: &Target, a: &LoadArgs) -> Result<Vec<BallotState>> {
     Ok(out)
 }
 
-async fn tallies(t: &Target, ballots: &[BallotState]) -> Result<HashMap<usize, HashMap<i64, i64>>> {
+async fn tallies(t: &Target, ballots: &[BallotState]) -> Result<HashMap<usize, Counts>> {
     let mut sender = t.connect().await?;
     let mut out = HashMap::new();
     for (i, b) in ballots.iter().enumerate() {
@@ -335,30 +352,90 @@ async fn tallies(t: &Target, ballots: &[BallotState]) -> Result<HashMap<usize, H
             bail!("{path}: HTTP {status}");
         }
         let tally: TallyBody = serde_json::from_slice(&bytes)?;
-        out.insert(i, tally.options.iter().map(|o| (o.id, o.votes)).collect());
+        out.insert(
+            i,
+            Counts {
+                total: tally.total,
+                per_option: (!tally.results_hidden)
+                    .then(|| tally.options.iter().map(|o| (o.id, o.votes)).collect()),
+            },
+        );
     }
     Ok(out)
 }
 
+/// Closes every ballot (an already closed one is fine), so that its counts are published.
+async fn close_all(t: &Target, ballots: &[BallotState]) -> Result<()> {
+    let mut sender = t.connect().await?;
+    for b in ballots {
+        let path = format!("/api/ballots/{}/close", b.id);
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(&path)
+            .header(hyper::header::HOST, &t.host)
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", b.admin_token),
+            )
+            .body(Full::new(Bytes::new()))?;
+        sender.ready().await?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if status != StatusCode::OK && status != StatusCode::CONFLICT {
+            bail!("{path}: HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the final tallies against the acknowledged votes. A ballot that had no votes before
+/// the run must hold exactly the acknowledged ones per option; one that had (its counts hidden
+/// while it was open) must have gained exactly as many in all, and at least the acknowledged
+/// ones per option.
 fn verify(
     ballots: &[BallotState],
-    before: &HashMap<usize, HashMap<i64, i64>>,
-    after: &HashMap<usize, HashMap<i64, i64>>,
+    before: &HashMap<usize, Counts>,
+    after: &HashMap<usize, Counts>,
     acked: &HashMap<(usize, i64), u64>,
 ) -> Vec<String> {
     let mut out = Vec::new();
+    let none = Counts::default();
     for (i, b) in ballots.iter().enumerate() {
+        let old = before.get(&i).unwrap_or(&none);
+        let new = after.get(&i).unwrap_or(&none);
+        let Some(final_counts) = &new.per_option else {
+            out.push(format!("ballot {}: its counts are still hidden", b.id));
+            continue;
+        };
+        let acked_total: i64 = acked
+            .iter()
+            .filter(|((bi, _), _)| *bi == i)
+            .map(|(_, n)| *n as i64)
+            .sum();
+        if new.total - old.total != acked_total {
+            out.push(format!(
+                "ballot {}: total gained {}, {acked_total} acknowledged",
+                b.id,
+                new.total - old.total
+            ));
+        }
         let empty = HashMap::new();
-        let old = before.get(&i).unwrap_or(&empty);
-        let new = after.get(&i).unwrap_or(&empty);
-        let mut ids: Vec<i64> = new.keys().chain(old.keys()).copied().collect();
+        let exact = old.total == 0 || old.per_option.is_some();
+        let old_counts = old.per_option.as_ref().unwrap_or(&empty);
+        let mut ids: Vec<i64> = final_counts
+            .keys()
+            .chain(old_counts.keys())
+            .copied()
+            .collect();
         ids.extend(acked.keys().filter(|(bi, _)| *bi == i).map(|(_, o)| *o));
         ids.sort_unstable();
         ids.dedup();
         for id in ids {
-            let gained = new.get(&id).copied().unwrap_or(0) - old.get(&id).copied().unwrap_or(0);
+            let gained = final_counts.get(&id).copied().unwrap_or(0)
+                - old_counts.get(&id).copied().unwrap_or(0);
             let expected = acked.get(&(i, id)).copied().unwrap_or(0) as i64;
-            if gained != expected {
+            if (exact && gained != expected) || (!exact && gained < expected) {
                 out.push(format!(
                     "ballot {} option {id}: tally gained {gained}, {expected} acknowledged",
                     b.id

@@ -38,10 +38,12 @@ padding:0 1rem;line-height:1.4}table{border-collapse:collapse;width:100%}td,th{p
 border-bottom:1px solid #ddd;text-align:left}.n{text-align:right}.err{color:#a00}\
 .note{color:#555;font-size:.9rem}textarea,input[type=text]{width:100%}";
 
-/// Polls the tally fragment every two seconds while the ballot is open.
+/// Polls the tally fragment every two seconds while the ballot is open (it then shows only the
+/// number of votes cast), and reloads the page once the fragment holds the final results.
 const TALLY_SCRIPT: &str = "const t=document.getElementById('tally');\
 if(t&&t.dataset.live==='1'){setInterval(async()=>{const r=await fetch(t.dataset.src);\
-if(r.ok){t.innerHTML=await r.text();}},2000);}";
+if(r.ok){const h=await r.text();if(h.includes('data-final')){location.reload();}\
+else{t.innerHTML=h;}}},2000);}";
 
 fn page(title: &str, body: Markup) -> Html<String> {
     Html(
@@ -166,8 +168,16 @@ pub struct BallotQuery {
 }
 
 fn tally_table(t: &api::Tally) -> Markup {
+    if t.results_hidden {
+        // While the ballot is open: the number of votes cast, nothing per option.
+        return html! {
+            p id="total" { "Votes cast so far: " strong { (t.total) } }
+            p.note { "The results per option are published when the ballot closes, so that \
+                      nobody can tell from a change in the counts how someone voted." }
+        };
+    }
     html! {
-        table {
+        table data-final="1" {
             tr { th { "Option" } th { "Votes" } }
             @for l in &t.options {
                 tr {
