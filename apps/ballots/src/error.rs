@@ -42,6 +42,10 @@ pub enum AppError {
          metrics_token in the [app] table"
     )]
     MetricsUnauthorized,
+    /// A state-changing request that did not come from the application's own page (cross-site,
+    /// or without the page's form token).
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// A failure on our side, logged; the message is generic.
     #[error("internal error")]
     Internal(String),
@@ -86,7 +90,9 @@ impl AppError {
             AppError::NotFound(_) => ErrorKind::NotFound,
             AppError::Closed | AppError::AlreadyVoted => ErrorKind::Conflict,
             AppError::Shredded => ErrorKind::Destroyed,
-            AppError::Unauthorized | AppError::MetricsUnauthorized => ErrorKind::Denied,
+            AppError::Unauthorized | AppError::MetricsUnauthorized | AppError::Forbidden(_) => {
+                ErrorKind::Denied
+            }
             AppError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -102,6 +108,7 @@ impl AppError {
             AppError::Unauthorized | AppError::MetricsUnauthorized => {
                 (StatusCode::UNAUTHORIZED, "unauthorized")
             }
+            AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -138,6 +145,7 @@ mod tests {
             (AppError::Shredded, ErrorKind::Destroyed),
             (AppError::Unauthorized, ErrorKind::Denied),
             (AppError::MetricsUnauthorized, ErrorKind::Denied),
+            (AppError::Forbidden("x"), ErrorKind::Denied),
             (AppError::internal("x"), ErrorKind::Internal),
         ];
         for (e, kind) in table {

@@ -206,6 +206,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/ballots/{id}/close", post(api::close_json))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
+        .layer(axum::middleware::from_fn(pages::same_origin))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(app)
 }

@@ -253,3 +253,72 @@ fn create_vote_and_watch_the_tally_in_chromium() {
         b.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_link_from_another_site_keeps_the_voters_identity() {
+    let db = Database::new("browser_lax");
+    let setup = Setup::postgres(&db, None, "", "");
+    let server = setup.start();
+    let driver = Driver::start();
+    let base = server.base.clone();
+    runtime().block_on(async {
+        let c = Client::new(&base);
+        let (s, created) = c
+            .post(
+                "/api/ballots",
+                json!({"measure": "Paint the bike shed green?", "options": ["Yes", "No"]}),
+            )
+            .await;
+        assert_eq!(s, 201, "{created}");
+        let id = created["id"].as_str().unwrap().to_owned();
+        let a = driver.browser().await;
+        a.goto(&format!("{base}/b/{id}")).await.unwrap();
+        click_choice(&a, "Yes").await;
+        a.find(Locator::Css("#vote"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert!(text(&a, "#voted").await.contains("counted"));
+        let identity = a
+            .get_named_cookie("ballots_voter")
+            .await
+            .unwrap()
+            .value()
+            .to_owned();
+
+        // The voter follows a link to the ballot from another site (as from a web mail): a
+        // cross-site top-level navigation.
+        let elsewhere =
+            format!("data:text/html,<p><a%20id='go'%20href='{base}/b/{id}'>the%20ballot</a></p>");
+        a.goto(&elsewhere).await.unwrap();
+        a.find(Locator::Css("#go"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(text(&a, "h1#measure").await, "Paint the bike shed green?");
+        let after = a
+            .get_named_cookie("ballots_voter")
+            .await
+            .unwrap()
+            .value()
+            .to_owned();
+        assert_eq!(after, identity, "the identity survived the link");
+
+        // So a second vote is still refused.
+        click_choice(&a, "No").await;
+        a.find(Locator::Css("#vote"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert!(text(&a, "#error").await.contains("already voted"));
+        let (_, t) = c.get(&format!("/api/ballots/{id}/tally")).await;
+        assert_eq!(t["total"], 1, "{t}");
+        a.close().await.unwrap();
+    });
+}
