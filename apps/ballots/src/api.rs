@@ -38,7 +38,7 @@ fn yes() -> bool {
 /// An option as shown.
 #[derive(Debug, Serialize)]
 pub struct OptionView {
-    /// Its id (what a vote names).
+    /// Its id within the ballot, 1..n (what a vote names).
     pub id: i64,
     /// Its text.
     pub text: String,
@@ -208,7 +208,7 @@ pub async fn view(app: &App, id: &str) -> Result<BallotView, AppError> {
             let mut options = Vec::with_capacity(info.options.len());
             for o in &info.options {
                 options.push(OptionView {
-                    id: o.id,
+                    id: o.number,
                     text: c.open_option(id, &o.text_index, &o.text)?,
                 });
             }
@@ -256,13 +256,14 @@ async fn vote_inner(app: &App, id: &str, req: VoteRequest) -> Result<Voted, AppE
     };
     let choice = match (req.option_id, req.write_in) {
         (Some(option), None) => {
-            if !info.option_ids.contains(&option) {
+            let Some(&id) = info.option_ids.get(&option) else {
                 return Err(AppError::bad(
                     "unknown_option",
-                    "option_id is not an option of this ballot",
+                    "option_id is not an option of this ballot: use an id its page or \
+                     GET /api/ballots/{id} lists",
                 ));
-            }
-            Choice::Option(option)
+            };
+            Choice::Option { id, number: option }
         }
         (None, Some(text)) => {
             if !info.allow_write_ins {
@@ -278,7 +279,7 @@ async fn vote_inner(app: &App, id: &str, req: VoteRequest) -> Result<Voted, AppE
             let index = cipher.choice_index(&text)?;
             // A write-in equal to a listed option is a vote for that option.
             match listed_option(&info, &index) {
-                Some(option) => Choice::Option(option),
+                Some((id, number)) => Choice::Option { id, number },
                 None => Choice::WriteIn {
                     text: cipher.seal_option(id, &index, text.trim())?,
                     index,
@@ -304,11 +305,12 @@ async fn vote_inner(app: &App, id: &str, req: VoteRequest) -> Result<Voted, AppE
     }
 }
 
-fn listed_option(info: &BallotInfo, index: &[u8]) -> Option<i64> {
+/// The listed option with this equality index: (row id, number).
+fn listed_option(info: &BallotInfo, index: &[u8]) -> Option<(i64, i64)> {
     info.options
         .iter()
         .find(|o| o.text_index == index)
-        .map(|o| o.id)
+        .map(|o| (o.id, o.number))
 }
 
 /// The tally: while the ballot is open, the number of votes cast and nothing per option; once it
@@ -348,7 +350,7 @@ pub async fn tally(app: &App, id: &str) -> Result<Tally, AppError> {
             None => None,
         };
         lines.push(TallyLine {
-            id: o.id,
+            id: o.number,
             text,
             write_in: o.is_write_in,
             votes: counts.get(&o.id).copied().unwrap_or(0),

@@ -1,7 +1,7 @@
 //! The application's state and its two background tasks: the vote writer (group commit) and the
 //! shredder (destroys ballot keys after the retention period).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,8 +24,8 @@ pub struct BallotInfo {
     pub measure: Vec<u8>,
     /// The listed options (sealed), in order.
     pub options: Vec<OptionRow>,
-    /// Their ids.
-    pub option_ids: HashSet<i64>,
+    /// Their numbers (what a vote names) and row ids.
+    pub option_ids: HashMap<i64, i64>,
     /// Write-ins allowed.
     pub allow_write_ins: bool,
     /// SHA-256 of the admin token.
@@ -142,7 +142,7 @@ impl App {
             id: row.id,
             cipher,
             measure: row.measure,
-            option_ids: options.iter().map(|o| o.id).collect(),
+            option_ids: options.iter().map(|o| (o.number, o.id)).collect(),
             options,
             allow_write_ins: row.allow_write_ins,
             admin_hash: row.admin_hash,

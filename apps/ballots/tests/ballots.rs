@@ -479,6 +479,8 @@ fn embedded_defaults_run_with_one_command() {
             (s, e["error"]["code"].as_str()),
             (409, Some("already_voted"))
         );
+        // Per-ballot option numbers on SQLite too: the write-in follows the listed options.
+        assert_eq!(a["option_id"], 4);
         let (s, _) = c
             .post_raw(
                 &format!("/api/ballots/{id}/close"),
