@@ -64,6 +64,24 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Longest ballot id looked up (ours are 16 characters).
+const MAX_ID: usize = 64;
+
+/// A ballot id can only be unpadded base64url: anything else (empty, too long, a NUL, a path
+/// trick) is no ballot, answered without a database query.
+pub fn check_id(id: &str) -> Result<(), AppError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::NotFound("no such ballot"))
+    }
+}
+
 /// `n` random bytes as unpadded base64url.
 pub fn random_id(n: usize) -> Result<String, AppError> {
     coffer_core::token::random_token(n)
@@ -111,6 +129,7 @@ impl App {
 
     /// A ballot, from the worker's cache or the database.
     pub async fn ballot(&self, id: &str) -> Result<Arc<BallotInfo>, AppError> {
+        check_id(id)?;
         if let Some(info) = self.ballots.get(id).await {
             metrics::counter!("ballots_key_cache_hits_total").increment(1);
             return Ok(info);
@@ -151,6 +170,7 @@ impl App {
 
     /// A ballot's state, trusted for `status_cache_ttl` (votes check it in their transaction).
     pub async fn status(&self, id: &str) -> Result<Status, AppError> {
+        check_id(id)?;
         if let Some(s) = self.statuses.get(id).await {
             return Ok(s);
         }
