@@ -151,12 +151,20 @@ fn form_error(e: &FormRejection) -> AppError {
     )
 }
 
+/// The one stylesheet of every page, inline (the pages load nothing from elsewhere).
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:42rem;margin:2rem auto;\
-padding:0 1rem;line-height:1.4}table{border-collapse:collapse;width:100%}td,th{padding:.3rem;\
-border-bottom:1px solid #ddd;text-align:left}.n{text-align:right}.err{color:#a00}\
-.note{color:#555;font-size:.9rem}textarea,input[type=text]{width:100%}";
+padding:0 1rem;line-height:1.4;color:#1b1b1b}table{border-collapse:collapse;width:100%}\
+td,th{padding:.3rem;border-bottom:1px solid #ddd;text-align:left;vertical-align:middle}\
+thead th{font-size:.9rem;color:#444}tbody th{font-weight:normal}tfoot th,tfoot td{font-weight:600;\
+border-bottom:none}caption{text-align:left;font-weight:600;padding:.3rem 0}\
+.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.err{color:#a00}\
+.note{color:#555;font-size:.9rem}textarea,input[type=text]{width:100%}\
+.share{display:flex;align-items:center;gap:.5rem}.bar{flex:1;min-width:4rem;height:.9rem;\
+background:#e6ecf7;border-radius:.2rem;overflow:hidden}.bar>span{display:block;height:100%;\
+background:#2f63c8}.pct{min-width:3.5rem;text-align:right;font-variant-numeric:tabular-nums}\
+.total{font-size:1.1rem}";
 
-/// Polls the tally fragment every two seconds while the ballot is open (it then shows only the
+/// Polls the tally part every two seconds while the ballot is open (it then shows only the
 /// number of votes cast), and reloads the page once the fragment holds the final results.
 const TALLY_SCRIPT: &str = "const t=document.getElementById('tally');\
 if(t&&t.dataset.live==='1'){setInterval(async()=>{const r=await fetch(t.dataset.src);\
@@ -300,28 +308,60 @@ pub struct BallotQuery {
     error: Option<String>,
 }
 
+/// A share of the votes, in percent with one decimal ("0.0%" when nobody voted).
+fn percent(votes: i64, total: i64) -> (f64, String) {
+    if total <= 0 {
+        return (0.0, "0.0%".to_owned());
+    }
+    let p = votes as f64 * 100.0 / total as f64;
+    (p, format!("{p:.1}%"))
+}
+
+/// The tally: while the ballot is open, the number of votes cast; once closed, a table of the
+/// options with their votes and a bar of each one's share (the bar is decoration: the share is
+/// also written out, and the bar hidden from screen readers).
 fn tally_table(t: &api::Tally) -> Markup {
     if t.results_hidden {
         // While the ballot is open: the number of votes cast, nothing per option.
         return html! {
-            p id="total" { "Votes cast so far: " strong { (t.total) } }
+            p.total id="total" { "Votes cast so far: " strong { (t.total) } }
             p.note { "The results per option are published when the ballot closes, so that \
                       nobody can tell from a change in the counts how someone voted." }
         };
     }
     html! {
         table data-final="1" {
-            tr { th { "Option" } th { "Votes" } }
-            @for l in &t.options {
+            caption { "Results" }
+            thead {
                 tr {
-                    td {
-                        (l.text.as_deref().unwrap_or("(text destroyed)"))
-                        @if l.write_in { " " span.note { "(write-in)" } }
-                    }
-                    td.n { (l.votes) }
+                    th scope="col" { "Option" }
+                    th.n scope="col" { "Votes" }
+                    th scope="col" { "Share" }
                 }
             }
-            tr { th { "Total" } th.n { (t.total) } }
+            tbody {
+                @for l in &t.options {
+                    @let (p, label) = percent(l.votes, t.total);
+                    tr {
+                        th scope="row" {
+                            (l.text.as_deref().unwrap_or("(text destroyed)"))
+                            @if l.write_in { " " span.note { "(write-in)" } }
+                        }
+                        td.n { (l.votes) }
+                        td {
+                            div.share {
+                                span.bar aria-hidden="true" {
+                                    span style={ "width:" (format!("{p:.1}")) "%" } {}
+                                }
+                                span.pct { (label) }
+                            }
+                        }
+                    }
+                }
+            }
+            tfoot {
+                tr { th scope="row" { "Total" } td.n { (t.total) } td {} }
+            }
         }
     }
 }
@@ -389,7 +429,8 @@ pub async fn ballot(
             }
         }
         h2 { "Tally" }
-        div id="tally" data-live=(if open { "1" } else { "0" }) data-src={ "/b/" (id) "/tally" } {
+        div id="tally" aria-live="polite" data-live=(if open { "1" } else { "0" })
+            data-src={ "/b/" (id) "/tally?part=1" } {
             (tally_table(&tally))
         }
         @if is_admin && open {
@@ -455,12 +496,33 @@ pub async fn vote(
     }
 }
 
-/// `GET /b/{id}/tally`: the tally table alone (what the page's script fetches).
-pub async fn tally_fragment(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    match api::tally(&app, &id).await {
-        Ok(t) => Html(tally_table(&t).into_string()).into_response(),
-        Err(e) => e.into_response(),
+/// Query of the tally page.
+#[derive(Debug, Deserialize)]
+pub struct TallyQuery {
+    part: Option<String>,
+}
+
+/// `GET /b/{id}/tally`: the tally on a page of its own; with `?part=1`, the tally alone (what
+/// the ballot page's script fetches).
+pub async fn tally_page(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(q): Query<TallyQuery>,
+) -> Response {
+    let t = match api::tally(&app, &id).await {
+        Ok(t) => t,
+        Err(e) if q.part.is_some() => return e.into_response(),
+        Err(e) => return error_page(&e),
+    };
+    if q.part.is_some() {
+        return Html(tally_table(&t).into_string()).into_response();
     }
+    let body = html! {
+        h1 id="measure" { (t.measure.as_deref().unwrap_or("(text destroyed after the retention period)")) }
+        p.note { "Status: " strong id="status" { (t.status) } " · " a href={ "/b/" (id) } { "the ballot" } }
+        div id="tally" { (tally_table(&t)) }
+    };
+    page("Tally", body).into_response()
 }
 
 /// The close form.

@@ -81,9 +81,9 @@ async fn text(b: &Browser, css: &str) -> String {
 async fn tally(b: &Browser) -> Vec<(String, String)> {
     let rows = b
         .execute(
-            "return [...document.querySelectorAll('#tally tr')]\
-               .map(r => [...r.querySelectorAll('td')].map(c => c.textContent.trim()))\
-               .filter(c => c.length === 2);",
+            "return [...document.querySelectorAll('#tally tbody tr')]\
+               .map(r => [r.querySelector('th').textContent.trim(),\
+                          r.querySelector('td.n').textContent.trim()]);",
             vec![],
         )
         .await
@@ -248,6 +248,57 @@ fn create_vote_and_watch_the_tally_in_chromium() {
             ("Bees first (write-in)", "1"),
         ] {
             assert!(t.contains(&(row.0.to_owned(), row.1.to_owned())), "{t:?}");
+        }
+
+        // The results page: the app's own stylesheet, a bar and a percentage per option, the
+        // bars as long as the shares.
+        a.goto(&format!("{base}/b/{id}/tally")).await.unwrap();
+        let shown = a
+            .execute(
+                "const rows = [...document.querySelectorAll('#tally tbody tr')];\
+                 return {font: getComputedStyle(document.body).fontFamily,\
+                         stylesheets: document.styleSheets.length,\
+                         external: document.querySelectorAll('link,script[src],img').length,\
+                         rows: rows.map(r => [r.querySelector('th').textContent.trim(),\
+                           r.querySelector('.pct').textContent.trim(),\
+                           r.querySelector('.bar>span').getBoundingClientRect().width,\
+                           r.querySelector('.bar').getBoundingClientRect().width,\
+                           r.querySelector('.bar').getAttribute('aria-hidden')])};",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(
+            shown["font"].as_str().unwrap().contains("system-ui"),
+            "{shown}"
+        );
+        assert_eq!(shown["stylesheets"], 1, "{shown}");
+        assert_eq!(
+            shown["external"], 0,
+            "nothing loaded from elsewhere: {shown}"
+        );
+        let rows = shown["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 4, "{shown}");
+        for r in rows {
+            let (label, pct) = (r[0].as_str().unwrap(), r[1].as_str().unwrap());
+            let (bar, track) = (r[2].as_f64().unwrap(), r[3].as_f64().unwrap());
+            let want = if label == "Only in summer" {
+                "0.0%"
+            } else {
+                "33.3%"
+            };
+            assert_eq!(pct, want, "{shown}");
+            let share = bar / track;
+            let expected = if label == "Only in summer" {
+                0.0
+            } else {
+                1.0 / 3.0
+            };
+            assert!(
+                (share - expected).abs() < 0.02,
+                "{label}: bar {bar} of {track}"
+            );
+            assert_eq!(r[4], "true", "the bar is hidden from screen readers");
         }
         a.close().await.unwrap();
         b.close().await.unwrap();

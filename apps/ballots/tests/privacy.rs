@@ -63,6 +63,7 @@ fn nothing_reveals_per_option_counts_before_close() {
             "/b/{id}",
             "/b/{id}?voted=1",
             "/b/{id}/tally",
+            "/b/{id}/tally?part=1",
             "/api/ballots/{id}",
             "/api/ballots/{id}/tally",
             "/healthz",
