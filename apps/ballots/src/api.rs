@@ -83,11 +83,18 @@ pub struct VoteRequest {
     pub write_in: Option<String>,
 }
 
-/// A stored vote.
+/// A stored vote. For a listed option, its id; for a write-in, only that it was counted: the id
+/// of a write-in's option would tell the voter whether someone else had written the same text
+/// in before (the same id) or not (the next free id), a count per option while the ballot is
+/// open.
 #[derive(Debug, Serialize)]
 pub struct Voted {
-    /// The option the vote counts for (a write-in's option, new or shared).
-    pub option_id: i64,
+    /// The listed option voted for (absent for a write-in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub option_id: Option<i64>,
+    /// Whether the vote was a write-in (absent when not).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub write_in: bool,
 }
 
 /// One line of a tally.
@@ -254,6 +261,7 @@ async fn vote_inner(app: &App, id: &str, req: VoteRequest) -> Result<Voted, AppE
         Err(AppError::Shredded) => return Err(AppError::Closed),
         Err(e) => return Err(e),
     };
+    let is_write_in = req.write_in.is_some();
     let choice = match (req.option_id, req.write_in) {
         (Some(option), None) => {
             let Some(&id) = info.option_ids.get(&option) else {
@@ -299,7 +307,17 @@ async fn vote_inner(app: &App, id: &str, req: VoteRequest) -> Result<Voted, AppE
         choice,
     };
     match app.cast(pending).await? {
-        VoteOutcome::Accepted(option_id) => Ok(Voted { option_id }),
+        VoteOutcome::Accepted(option_id) => Ok(if is_write_in {
+            Voted {
+                option_id: None,
+                write_in: true,
+            }
+        } else {
+            Voted {
+                option_id: Some(option_id),
+                write_in: false,
+            }
+        }),
         VoteOutcome::AlreadyVoted => Err(AppError::AlreadyVoted),
         VoteOutcome::Closed => Err(AppError::Closed),
     }

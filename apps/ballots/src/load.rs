@@ -88,9 +88,20 @@ struct CreatedOption {
     id: i64,
 }
 
+/// The answer to a vote: the listed option's id, or (for a write-in) none, since the id of a
+/// write-in would tell whether someone else had written it in.
 #[derive(Debug, Deserialize)]
 struct VotedBody {
-    option_id: i64,
+    option_id: Option<i64>,
+}
+
+/// What an acknowledged vote was for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Choice {
+    /// A listed option, by id.
+    Listed(i64),
+    /// A write-in, by its index in [`WRITE_INS`].
+    WriteIn(usize),
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,17 +112,20 @@ struct TallyBody {
     options: Vec<TallyOption>,
 }
 
-/// A ballot's tally as read: the total, and the counts per option once they are published.
+/// A ballot's tally as read: the total, and the options with their counts once they are
+/// published.
 #[derive(Debug, Default)]
 struct Counts {
     total: i64,
-    per_option: Option<HashMap<i64, i64>>,
+    per_option: Option<Vec<TallyOption>>,
 }
 
 #[derive(Debug, Deserialize)]
 struct TallyOption {
     id: i64,
     votes: i64,
+    #[serde(default)]
+    text: Option<String>,
 }
 
 /// The summary of a run.
@@ -141,7 +155,7 @@ struct Summary {
 struct Stats {
     votes: Vec<u32>,
     views: Vec<u32>,
-    acked: HashMap<(usize, i64), u64>,
+    acked: HashMap<(usize, Choice), u64>,
     errors: BTreeMap<String, u64>,
 }
 
@@ -149,7 +163,7 @@ struct Stats {
 struct Totals {
     votes: Histogram<u64>,
     views: Histogram<u64>,
-    acked: HashMap<(usize, i64), u64>,
+    acked: HashMap<(usize, Choice), u64>,
     errors: BTreeMap<String, u64>,
 }
 
@@ -244,7 +258,7 @@ pub fn run(a: LoadArgs) -> Result<ExitCode> {
             summary.verified_options = Some(
                 after
                     .values()
-                    .map(|c| c.per_option.as_ref().map_or(0, HashMap::len))
+                    .map(|c| c.per_option.as_ref().map_or(0, Vec::len))
                     .sum(),
             );
             summary.mismatches = Some(mismatches);
@@ -356,8 +370,7 @@ async fn tallies(t: &Target, ballots: &[BallotState]) -> Result<HashMap<usize, C
             i,
             Counts {
                 total: tally.total,
-                per_option: (!tally.results_hidden)
-                    .then(|| tally.options.iter().map(|o| (o.id, o.votes)).collect()),
+                per_option: (!tally.results_hidden).then_some(tally.options),
             },
         );
     }
@@ -397,22 +410,24 @@ fn verify(
     ballots: &[BallotState],
     before: &HashMap<usize, Counts>,
     after: &HashMap<usize, Counts>,
-    acked: &HashMap<(usize, i64), u64>,
+    acked: &HashMap<(usize, Choice), u64>,
 ) -> Vec<String> {
+    use crate::crypto::normalize_choice;
     let mut out = Vec::new();
     let none = Counts::default();
     for (i, b) in ballots.iter().enumerate() {
         let old = before.get(&i).unwrap_or(&none);
         let new = after.get(&i).unwrap_or(&none);
-        let Some(final_counts) = &new.per_option else {
+        let Some(lines) = &new.per_option else {
             out.push(format!("ballot {}: its counts are still hidden", b.id));
             continue;
         };
-        let acked_total: i64 = acked
+        let mine: HashMap<Choice, i64> = acked
             .iter()
             .filter(|((bi, _), _)| *bi == i)
-            .map(|(_, n)| *n as i64)
-            .sum();
+            .map(|((_, c), n)| (*c, *n as i64))
+            .collect();
+        let acked_total: i64 = mine.values().sum();
         if new.total - old.total != acked_total {
             out.push(format!(
                 "ballot {}: total gained {}, {acked_total} acknowledged",
@@ -420,27 +435,42 @@ fn verify(
                 new.total - old.total
             ));
         }
-        let empty = HashMap::new();
         let exact = old.total == 0 || old.per_option.is_some();
-        let old_counts = old.per_option.as_ref().unwrap_or(&empty);
-        let mut ids: Vec<i64> = final_counts
-            .keys()
-            .chain(old_counts.keys())
-            .copied()
+        let old_counts: HashMap<i64, i64> = old
+            .per_option
+            .iter()
+            .flatten()
+            .map(|o| (o.id, o.votes))
             .collect();
-        ids.extend(acked.keys().filter(|(bi, _)| *bi == i).map(|(_, o)| *o));
-        ids.sort_unstable();
-        ids.dedup();
-        for id in ids {
-            let gained = final_counts.get(&id).copied().unwrap_or(0)
-                - old_counts.get(&id).copied().unwrap_or(0);
-            let expected = acked.get(&(i, id)).copied().unwrap_or(0) as i64;
+        // Each line of the final tally: its listed id, and the write-ins equal to its text.
+        let mut counted = std::collections::HashSet::new();
+        for line in lines {
+            let norm = line.text.as_deref().map(normalize_choice);
+            let mut expected = mine.get(&Choice::Listed(line.id)).copied().unwrap_or(0);
+            if mine.contains_key(&Choice::Listed(line.id)) {
+                counted.insert(Choice::Listed(line.id));
+            }
+            for (w, text) in WRITE_INS.iter().enumerate() {
+                if norm.as_deref() == Some(normalize_choice(text).as_str())
+                    && let Some(n) = mine.get(&Choice::WriteIn(w))
+                {
+                    expected += n;
+                    counted.insert(Choice::WriteIn(w));
+                }
+            }
+            let gained = line.votes - old_counts.get(&line.id).copied().unwrap_or(0);
             if (exact && gained != expected) || (!exact && gained < expected) {
                 out.push(format!(
-                    "ballot {} option {id}: tally gained {gained}, {expected} acknowledged",
-                    b.id
+                    "ballot {} option {}: tally gained {gained}, {expected} acknowledged",
+                    b.id, line.id
                 ));
             }
+        }
+        for c in mine.keys().filter(|c| !counted.contains(*c)) {
+            out.push(format!(
+                "ballot {}: acknowledged votes for {c:?} are on no line of the tally",
+                b.id
+            ));
         }
     }
     out
@@ -563,11 +593,18 @@ async fn voter(c: VoterCtx) -> Result<Stats> {
         // Vote, as a new voter.
         seq += 1;
         let voter = format!("{}-{}-{seq}", c.prefix, c.conn);
-        let body = if rng.f64() < c.share {
-            serde_json::json!({"voter": voter, "write_in": WRITE_INS[rng.usize(..WRITE_INS.len())]})
+        let (body, choice) = if rng.f64() < c.share {
+            let w = rng.usize(..WRITE_INS.len());
+            (
+                serde_json::json!({"voter": voter, "write_in": WRITE_INS[w]}),
+                Choice::WriteIn(w),
+            )
         } else {
             let option = ballot.options[rng.usize(..ballot.options.len())];
-            serde_json::json!({"voter": voter, "option_id": option})
+            (
+                serde_json::json!({"voter": voter, "option_id": option}),
+                Choice::Listed(option),
+            )
         };
         let path = format!("/api/ballots/{}/votes", ballot.id);
         let t0 = Instant::now();
@@ -586,7 +623,10 @@ async fn voter(c: VoterCtx) -> Result<Stats> {
             Ok(Ok((StatusCode::CREATED, bytes))) => {
                 stats.votes.push(micros(t0));
                 match serde_json::from_slice::<VotedBody>(&bytes) {
-                    Ok(v) => *stats.acked.entry((bi, v.option_id)).or_default() += 1,
+                    Ok(v) if v.option_id.is_none_or(|o| Choice::Listed(o) == choice) => {
+                        *stats.acked.entry((bi, choice)).or_default() += 1;
+                    }
+                    Ok(_) => stats.error("vote: counted for another option"),
                     Err(_) => stats.error("vote: unreadable answer"),
                 }
             }

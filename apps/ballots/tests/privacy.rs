@@ -114,6 +114,20 @@ fn nothing_reveals_per_option_counts_before_close() {
             "{html}"
         );
 
+        // A write-in's answer does not tell whether someone wrote the same text in before.
+        let probe = format!("/api/ballots/{x}/votes");
+        let (_, same) = c
+            .post(
+                &probe,
+                json!({"voter": "p1", "write_in": "zebra  CROSSING"}),
+            )
+            .await;
+        let (_, new) = c
+            .post(&probe, json!({"voter": "p2", "write_in": "Aardvark"}))
+            .await;
+        assert_eq!(same, new);
+        assert_eq!(same, json!({"write_in": true}));
+
         // /metrics: only with its token; no series per ballot or option.
         let (s, b) = c.get("/metrics").await;
         assert_eq!(
@@ -160,7 +174,7 @@ fn nothing_reveals_per_option_counts_before_close() {
         let (_, t) = c.get(&format!("/api/ballots/{x}/tally")).await;
         assert_eq!(
             (&t["total"], &t["results_hidden"]),
-            (&json!(3), &json!(false))
+            (&json!(5), &json!(false))
         );
         let n = counts(&t);
         assert_eq!(
@@ -168,9 +182,10 @@ fn nothing_reveals_per_option_counts_before_close() {
                 n[OPTIONS[0]],
                 n[OPTIONS[1]],
                 n[OPTIONS[2]],
-                n["Zebra crossing"]
+                n["Zebra crossing"],
+                n["Aardvark"]
             ),
-            (2, 0, 0, 1),
+            (2, 0, 0, 2, 1),
             "{t}"
         );
         let (_, t) = c.get(&format!("/api/ballots/{y}/tally")).await;
