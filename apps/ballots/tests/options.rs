@@ -191,3 +191,108 @@ fn readme_api_examples_run_as_written() {
         );
     }
 }
+
+#[test]
+fn sqlite_databases_from_before_are_renumbered_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["serve", "--dev", "--listen", listen.as_str()];
+    let mut server = Server::start_in(dir.path(), &[], port, &args);
+    let rt = runtime();
+    let (first, second, admin) = rt.block_on(async {
+        let c = Client::new(&server.base);
+        let (first, _, _) = create(&c).await;
+        let (second, admin, _) = create(&c).await;
+        let path = format!("/api/ballots/{second}/votes");
+        for (voter, choice) in [
+            ("a", json!({"option_id": 2})),
+            ("b", json!({"write_in": "Bees"})),
+            ("c", json!({"write_in": "Ants"})),
+            ("d", json!({"write_in": "BEES"})),
+        ] {
+            let mut body = json!({"voter": voter});
+            body.as_object_mut()
+                .unwrap()
+                .extend(choice.as_object().unwrap().clone());
+            let (s, b) = c.post(&path, body).await;
+            assert_eq!(s, 201, "{b}");
+        }
+        (first, second, admin)
+    });
+    server.stop();
+
+    // The same file as an older version left it: no number column.
+    rt.block_on(async {
+        use sqlx::Connection as _;
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}", dir.path().join("ballots.db").display());
+        let mut db = sqlx::AnyConnection::connect(&url).await.unwrap();
+        for sql in [
+            "DROP INDEX ballot_options_number",
+            "ALTER TABLE ballot_options DROP COLUMN number",
+        ] {
+            sqlx::query(sql).execute(&mut db).await.unwrap();
+        }
+        db.close().await.unwrap();
+    });
+    let server = Server::start_in(dir.path(), &[], port, &args);
+    assert!(
+        server.log().contains("numbered the options"),
+        "{}",
+        server.log()
+    );
+    rt.block_on(async {
+        let c = Client::new(&server.base);
+        for id in [&first, &second] {
+            let (_, v) = c.get(&format!("/api/ballots/{id}")).await;
+            let ids: Vec<i64> = v["options"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["id"].as_i64().unwrap())
+                .collect();
+            assert_eq!(ids, vec![1, 2, 3], "{v}");
+        }
+        let (s, _) = c
+            .post(
+                &format!("/api/ballots/{second}/votes"),
+                json!({"voter": "e", "write_in": "Moths"}),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let (s, _) = c
+            .post_raw(
+                &format!("/api/ballots/{second}/close"),
+                String::new(),
+                Some(&admin),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let (_, t) = c.get(&format!("/api/ballots/{second}/tally")).await;
+        let lines: Vec<(i64, String, i64)> = t["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                (
+                    o["id"].as_i64().unwrap(),
+                    o["text"].as_str().unwrap().to_owned(),
+                    o["votes"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                (1, OPTIONS[0].to_owned(), 0),
+                (2, OPTIONS[1].to_owned(), 1),
+                (3, OPTIONS[2].to_owned(), 0),
+                (4, "Bees".to_owned(), 2),
+                (5, "Ants".to_owned(), 1),
+                (6, "Moths".to_owned(), 1),
+            ],
+            "{t}"
+        );
+    });
+}
