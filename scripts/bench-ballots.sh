@@ -28,7 +28,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-export COFFER_MASTER_KEY COFFER_CACHE_KEY
+export COFFER_MASTER_KEY COFFER_CACHE_KEY BALLOTS_METRICS_TOKEN
+BALLOTS_METRICS_TOKEN=$(head -c 32 /dev/urandom | base64)
 COFFER_MASTER_KEY=$(head -c 32 /dev/urandom | base64)
 COFFER_CACHE_KEY=$(head -c 32 /dev/urandom | base64)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -67,6 +68,7 @@ cache_key = "env:COFFER_CACHE_KEY"
 listen = "127.0.0.1:$port"
 environment = "development"
 encryption = $1
+metrics_token = "env:BALLOTS_METRICS_TOKEN"
 EOF
   rm -f "$work/state.json"
   start
@@ -81,9 +83,9 @@ EOF
   "$bin" load --url "http://127.0.0.1:$port" --state "$work/state.json" --connections "$voters" \
     --duration "${seconds}s" --ramp 5s --verify --json >"$work/summary.json"
   local kek rss
-  kek=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^coffer_keys_kek_unwraps_total /{print $2}')
+  kek=$(curl -s -H "Authorization: Bearer $BALLOTS_METRICS_TOKEN" "http://127.0.0.1:$port/metrics" | awk '/^coffer_keys_kek_unwraps_total /{print $2}')
   local l2err
-  l2err=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^coffer_keys_l2_errors_total /{print $2}')
+  l2err=$(curl -s -H "Authorization: Bearer $BALLOTS_METRICS_TOKEN" "http://127.0.0.1:$port/metrics" | awk '/^coffer_keys_l2_errors_total /{print $2}')
   rss=$(awk '/VmHWM/{print $2}' "/proc/$server/status")
   local cpu=$(( $(awk '{print $14+$15}' "/proc/$server/stat") - cpu0 ))
   local pg=$(( $(pgcpu) - pg0 ))

@@ -38,7 +38,7 @@ fn yes() -> bool {
 /// An option as shown.
 #[derive(Debug, Serialize)]
 pub struct OptionView {
-    /// Its id (what a vote names).
+    /// Its id within the ballot, 1..n (what a vote names).
     pub id: i64,
     /// Its text.
     pub text: String,
@@ -83,11 +83,18 @@ pub struct VoteRequest {
     pub write_in: Option<String>,
 }
 
-/// A stored vote.
+/// A stored vote. For a listed option, its id; for a write-in, only that it was counted: the id
+/// of a write-in's option would tell the voter whether someone else had written the same text
+/// in before (the same id) or not (the next free id), a count per option while the ballot is
+/// open.
 #[derive(Debug, Serialize)]
 pub struct Voted {
-    /// The option the vote counts for (a write-in's option, new or shared).
-    pub option_id: i64,
+    /// The listed option voted for (absent for a write-in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub option_id: Option<i64>,
+    /// Whether the vote was a write-in (absent when not).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub write_in: bool,
 }
 
 /// One line of a tally.
@@ -103,7 +110,9 @@ pub struct TallyLine {
     pub votes: i64,
 }
 
-/// A tally.
+/// A tally. While the ballot is open it holds only the number of votes cast: per-option counts
+/// (and the write-ins) would let whoever knows when someone voted read their choice from the
+/// change, so they are published only once the ballot is closed.
 #[derive(Debug, Serialize)]
 pub struct Tally {
     /// Id.
@@ -114,7 +123,9 @@ pub struct Tally {
     pub measure: Option<String>,
     /// Votes in all.
     pub total: i64,
-    /// Listed options first, in order, then write-ins by votes.
+    /// Whether the per-option counts are withheld (the ballot is open).
+    pub results_hidden: bool,
+    /// Once closed: listed options first, in order, then write-ins by votes. Empty while open.
     pub options: Vec<TallyLine>,
 }
 
@@ -204,7 +215,7 @@ pub async fn view(app: &App, id: &str) -> Result<BallotView, AppError> {
             let mut options = Vec::with_capacity(info.options.len());
             for o in &info.options {
                 options.push(OptionView {
-                    id: o.id,
+                    id: o.number,
                     text: c.open_option(id, &o.text_index, &o.text)?,
                 });
             }
@@ -250,15 +261,17 @@ async fn vote_inner(app: &App, id: &str, req: VoteRequest) -> Result<Voted, AppE
         Err(AppError::Shredded) => return Err(AppError::Closed),
         Err(e) => return Err(e),
     };
+    let is_write_in = req.write_in.is_some();
     let choice = match (req.option_id, req.write_in) {
         (Some(option), None) => {
-            if !info.option_ids.contains(&option) {
+            let Some(&id) = info.option_ids.get(&option) else {
                 return Err(AppError::bad(
                     "unknown_option",
-                    "option_id is not an option of this ballot",
+                    "option_id is not an option of this ballot: use an id its page or \
+                     GET /api/ballots/{id} lists",
                 ));
-            }
-            Choice::Option(option)
+            };
+            Choice::Option { id, number: option }
         }
         (None, Some(text)) => {
             if !info.allow_write_ins {
@@ -274,7 +287,7 @@ async fn vote_inner(app: &App, id: &str, req: VoteRequest) -> Result<Voted, AppE
             let index = cipher.choice_index(&text)?;
             // A write-in equal to a listed option is a vote for that option.
             match listed_option(&info, &index) {
-                Some(option) => Choice::Option(option),
+                Some((id, number)) => Choice::Option { id, number },
                 None => Choice::WriteIn {
                     text: cipher.seal_option(id, &index, text.trim())?,
                     index,
@@ -294,28 +307,58 @@ async fn vote_inner(app: &App, id: &str, req: VoteRequest) -> Result<Voted, AppE
         choice,
     };
     match app.cast(pending).await? {
-        VoteOutcome::Accepted(option_id) => Ok(Voted { option_id }),
+        VoteOutcome::Accepted(option_id) => Ok(if is_write_in {
+            Voted {
+                option_id: None,
+                write_in: true,
+            }
+        } else {
+            Voted {
+                option_id: Some(option_id),
+                write_in: false,
+            }
+        }),
         VoteOutcome::AlreadyVoted => Err(AppError::AlreadyVoted),
         VoteOutcome::Closed => Err(AppError::Closed),
     }
 }
 
-fn listed_option(info: &BallotInfo, index: &[u8]) -> Option<i64> {
+/// The listed option with this equality index: (row id, number).
+fn listed_option(info: &BallotInfo, index: &[u8]) -> Option<(i64, i64)> {
     info.options
         .iter()
         .find(|o| o.text_index == index)
-        .map(|o| o.id)
+        .map(|o| (o.id, o.number))
 }
 
-/// Counts votes per option (integer group-by on option ids) and opens only the option texts.
+/// The tally: while the ballot is open, the number of votes cast and nothing per option; once it
+/// is closed, the counts per option (integer group-by on option ids), opening only the texts.
 pub async fn tally(app: &App, id: &str) -> Result<Tally, AppError> {
     let started = Instant::now();
     let info = app.ballot(id).await?;
+    // The state straight from the database: once it says closed, no vote can commit any more
+    // (a batch holds the ballot's row lock until its commit, and closing waits for it).
     let status = app
         .db
         .status(id)
         .await?
         .ok_or(AppError::NotFound("no such ballot"))?;
+    let measure = match &info.cipher {
+        Some(c) => Some(c.open_measure(id, &info.measure)?),
+        None => None,
+    };
+    if status == Status::Open {
+        let total = app.db.total(id).await?;
+        metrics::histogram!("ballots_tally_seconds").record(started.elapsed().as_secs_f64());
+        return Ok(Tally {
+            id: info.id.clone(),
+            status: status.as_str(),
+            measure,
+            total,
+            results_hidden: true,
+            options: Vec::new(),
+        });
+    }
     let counts = app.db.counts(id).await?;
     let options = app.db.options(id, true).await?;
     let mut lines = Vec::with_capacity(options.len());
@@ -325,7 +368,7 @@ pub async fn tally(app: &App, id: &str) -> Result<Tally, AppError> {
             None => None,
         };
         lines.push(TallyLine {
-            id: o.id,
+            id: o.number,
             text,
             write_in: o.is_write_in,
             votes: counts.get(&o.id).copied().unwrap_or(0),
@@ -333,16 +376,13 @@ pub async fn tally(app: &App, id: &str) -> Result<Tally, AppError> {
     }
     // Listed options keep their order; write-ins follow, most votes first.
     lines.sort_by_key(|l| (l.write_in, if l.write_in { -l.votes } else { 0 }));
-    let measure = match &info.cipher {
-        Some(c) => Some(c.open_measure(id, &info.measure)?),
-        None => None,
-    };
     metrics::histogram!("ballots_tally_seconds").record(started.elapsed().as_secs_f64());
     Ok(Tally {
         id: info.id.clone(),
         status: status.as_str(),
         measure,
         total: counts.values().sum(),
+        results_hidden: false,
         options: lines,
     })
 }
@@ -411,20 +451,34 @@ pub async fn close_json(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(AppError::Unauthorized)?;
-    let shred_after = close(&app, &id, token.trim()).await?;
+    let token = bearer(&headers).ok_or(AppError::Unauthorized)?;
+    let shred_after = close(&app, &id, token).await?;
     Ok(Json(
         serde_json::json!({"id": id, "status": "closed", "shred_after": shred_after}),
     ))
 }
 
-/// `GET /metrics`.
-pub async fn metrics(State(app): Shared) -> String {
-    app.metrics.render()
+/// `GET /metrics` with `Authorization: Bearer <metrics token>`. Without a configured token it
+/// refuses every request.
+pub async fn metrics(State(app): Shared, headers: HeaderMap) -> Result<String, AppError> {
+    let token = bearer(&headers).ok_or(AppError::MetricsUnauthorized)?;
+    let Some(stored) = &app.cfg.metrics_token_hash else {
+        return Err(AppError::MetricsUnauthorized);
+    };
+    if !coffer_core::token::verify_token(crate::config::METRICS_TOKEN_DOMAIN, token, stored) {
+        return Err(AppError::MetricsUnauthorized);
+    }
+    Ok(app.metrics.render())
+}
+
+/// The token of an `Authorization: Bearer …` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
 /// `GET /healthz`: the database answers.

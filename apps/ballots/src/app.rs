@@ -1,7 +1,7 @@
 //! The application's state and its two background tasks: the vote writer (group commit) and the
 //! shredder (destroys ballot keys after the retention period).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,8 +24,8 @@ pub struct BallotInfo {
     pub measure: Vec<u8>,
     /// The listed options (sealed), in order.
     pub options: Vec<OptionRow>,
-    /// Their ids.
-    pub option_ids: HashSet<i64>,
+    /// Their numbers (what a vote names) and row ids.
+    pub option_ids: HashMap<i64, i64>,
     /// Write-ins allowed.
     pub allow_write_ins: bool,
     /// SHA-256 of the admin token.
@@ -62,6 +62,24 @@ pub fn now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Longest ballot id looked up (ours are 16 characters).
+const MAX_ID: usize = 64;
+
+/// A ballot id can only be unpadded base64url: anything else (empty, too long, a NUL, a path
+/// trick) is no ballot, answered without a database query.
+pub fn check_id(id: &str) -> Result<(), AppError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::NotFound("no such ballot"))
+    }
 }
 
 /// `n` random bytes as unpadded base64url.
@@ -111,6 +129,7 @@ impl App {
 
     /// A ballot, from the worker's cache or the database.
     pub async fn ballot(&self, id: &str) -> Result<Arc<BallotInfo>, AppError> {
+        check_id(id)?;
         if let Some(info) = self.ballots.get(id).await {
             metrics::counter!("ballots_key_cache_hits_total").increment(1);
             return Ok(info);
@@ -142,7 +161,7 @@ impl App {
             id: row.id,
             cipher,
             measure: row.measure,
-            option_ids: options.iter().map(|o| o.id).collect(),
+            option_ids: options.iter().map(|o| (o.number, o.id)).collect(),
             options,
             allow_write_ins: row.allow_write_ins,
             admin_hash: row.admin_hash,
@@ -151,6 +170,7 @@ impl App {
 
     /// A ballot's state, trusted for `status_cache_ttl` (votes check it in their transaction).
     pub async fn status(&self, id: &str) -> Result<Status, AppError> {
+        check_id(id)?;
         if let Some(s) = self.statuses.get(id).await {
             return Ok(s);
         }

@@ -42,6 +42,7 @@ struct AppTable {
     max_batch: Option<usize>,
     database_connections: Option<u32>,
     encryption: Option<bool>,
+    metrics_token: Option<String>,
 }
 
 /// The application's settings, checked.
@@ -69,7 +70,24 @@ pub struct AppConfig {
     /// `encryption` (default true). `false` stores texts in plaintext: it exists only to
     /// measure Coffer's overhead and is refused in production.
     pub encryption: bool,
+    /// `metrics_token`: where the bearer token of `GET /metrics` is (`env:VAR` or `file:PATH`),
+    /// kept only as its hash. Without it, `/metrics` refuses every request.
+    pub metrics_token_hash: Option<[u8; 32]>,
 }
+
+/// The environment variable the embedded defaults read the metrics token from, when it is set.
+pub const METRICS_TOKEN_ENV: &str = "BALLOTS_METRICS_TOKEN";
+
+/// Shortest metrics token accepted, in bytes (`coffer keygen` gives 44).
+pub const MIN_METRICS_TOKEN: usize = 16;
+
+/// The hash `GET /metrics` compares a presented token with (constant time).
+pub fn metrics_token_hash(token: &str) -> [u8; 32] {
+    coffer_core::token::hash_token(METRICS_TOKEN_DOMAIN, token)
+}
+
+/// The hash domain of the metrics token.
+pub const METRICS_TOKEN_DOMAIN: &[u8] = b"ballots/metrics/v1";
 
 /// Everything `ballots serve` needs: the keyring's configuration and the application's.
 #[derive(Debug)]
@@ -135,6 +153,12 @@ impl Settings {
         if dev {
             table.insert("environment".into(), "development".into());
         }
+        if std::env::var_os(METRICS_TOKEN_ENV).is_some() {
+            table.insert(
+                "metrics_token".into(),
+                format!("env:{METRICS_TOKEN_ENV}").into(),
+            );
+        }
         let app = AppConfig::from_table(Some(&table), &coffer.store.url)?;
         Ok(Settings { coffer, app })
     }
@@ -196,6 +220,24 @@ impl AppConfig {
         if database_connections < 2 {
             bail!("database_connections must be at least 2 (one is the vote writer's)");
         }
+        let metrics_token_hash = match &t.metrics_token {
+            None => None,
+            Some(reference) => {
+                let source = coffer_keys::source::SecretRef::parse(reference)
+                    .map_err(|e| anyhow::anyhow!("metrics_token: {e}"))?;
+                let token = source
+                    .read_text()
+                    .map_err(|e| anyhow::anyhow!("metrics_token: {e}"))?;
+                let token = token.trim();
+                if token.len() < MIN_METRICS_TOKEN {
+                    bail!(
+                        "metrics_token: the token is shorter than {MIN_METRICS_TOKEN} bytes; \
+                         use a random one, e.g. $(coffer keygen)"
+                    );
+                }
+                Some(metrics_token_hash(token))
+            }
+        };
         Ok(AppConfig {
             environment,
             listen,
@@ -211,6 +253,7 @@ impl AppConfig {
             max_batch,
             database_connections,
             encryption,
+            metrics_token_hash,
         })
     }
 }

@@ -74,8 +74,11 @@ pub struct BallotRow {
 /// A row of `ballot_options`.
 #[derive(Clone, Debug)]
 pub struct OptionRow {
-    /// The option's id (what a vote stores).
+    /// The row's id across all ballots (what a vote row stores; never shown).
     pub id: i64,
+    /// The option's number within its ballot, 1..n: its id in the API and the pages. The listed
+    /// options are 1..k in order; write-ins follow in the order they were first stored.
+    pub number: i64,
     /// Created by a voter's write-in.
     pub is_write_in: bool,
     /// The sealed text.
@@ -106,7 +109,12 @@ pub struct NewBallot<'a> {
 #[derive(Clone, Debug)]
 pub enum Choice {
     /// One of the ballot's options.
-    Option(i64),
+    Option {
+        /// Its row id.
+        id: i64,
+        /// Its number within the ballot.
+        number: i64,
+    },
     /// A write-in: its sealed text and equality index. An equal write-in (or option) already on
     /// the ballot is reused.
     WriteIn {
@@ -131,7 +139,7 @@ pub struct PendingVote {
 /// What became of a vote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VoteOutcome {
-    /// Stored for this option.
+    /// Stored for the option of this number (within the ballot).
     Accepted(i64),
     /// The voter had voted already.
     AlreadyVoted,
@@ -174,6 +182,7 @@ const DDL: &[(&str, &str)] = &[
             id BIGSERIAL PRIMARY KEY,
             ballot_id TEXT NOT NULL REFERENCES ballots (id),
             position BIGINT,
+            number BIGINT,
             is_write_in BIGINT NOT NULL,
             text BYTEA NOT NULL,
             text_index BYTEA NOT NULL,
@@ -183,6 +192,7 @@ const DDL: &[(&str, &str)] = &[
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             ballot_id TEXT NOT NULL REFERENCES ballots (id),
             position INTEGER,
+            number INTEGER,
             is_write_in INTEGER NOT NULL,
             text BLOB NOT NULL,
             text_index BLOB NOT NULL,
@@ -241,6 +251,7 @@ fn option_row(r: &AnyRow) -> Result<OptionRow, sqlx::Error> {
         is_write_in: r.try_get::<i64, _>(1)? != 0,
         text: r.try_get(2)?,
         text_index: r.try_get(3)?,
+        number: r.try_get(4)?,
     })
 }
 
@@ -306,7 +317,59 @@ impl Db {
             };
             sqlx::query(sql).execute(&mut *tx).await?;
         }
+        self.number_options(&mut tx).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Option numbers within each ballot (1..n). Databases from before they existed get the
+    /// column, and every option without a number gets one: the listed options 1..k in their
+    /// order, then the write-ins in the order they were stored (their row ids).
+    async fn number_options(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    ) -> Result<(), AppError> {
+        let has_column = match self.backend {
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = \
+                 current_schema() AND table_name = 'ballot_options' AND column_name = 'number'"
+            }
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM pragma_table_info('ballot_options') WHERE name = 'number'"
+            }
+        };
+        let n: i64 = sqlx::query(has_column)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get(0)?;
+        if n == 0 {
+            sqlx::query("ALTER TABLE ballot_options ADD COLUMN number BIGINT")
+                .execute(&mut **tx)
+                .await?;
+        }
+        let missing = sqlx::query("SELECT id FROM ballot_options WHERE number IS NULL LIMIT 1")
+            .fetch_optional(&mut **tx)
+            .await?;
+        if missing.is_some() {
+            let done = sqlx::query(
+                "UPDATE ballot_options SET number = n.num FROM (SELECT id, ROW_NUMBER() OVER \
+                 (PARTITION BY ballot_id ORDER BY is_write_in, position, id) AS num \
+                 FROM ballot_options) AS n WHERE ballot_options.id = n.id \
+                 AND ballot_options.number IS NULL",
+            )
+            .execute(&mut **tx)
+            .await?;
+            tracing::info!(
+                options = done.rows_affected(),
+                "numbered the options of existing ballots within each ballot"
+            );
+        }
+        sqlx::query(
+            "CREATE UNIQUE INDEX IF NOT EXISTS ballot_options_number \
+             ON ballot_options (ballot_id, number)",
+        )
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 
@@ -316,7 +379,7 @@ impl Db {
         Ok(())
     }
 
-    /// Stores a new ballot and its options; returns the option ids in order.
+    /// Stores a new ballot and its options; returns the option numbers in order (1..n).
     pub async fn insert_ballot(&self, b: NewBallot<'_>) -> Result<Vec<i64>, AppError> {
         let mut tx = self.pool.begin_with(self.begin()).await?;
         sqlx::query(
@@ -333,17 +396,19 @@ impl Db {
         .await?;
         let mut ids = Vec::with_capacity(b.options.len());
         for (position, (text, index)) in b.options.iter().enumerate() {
-            let row = sqlx::query(
-                "INSERT INTO ballot_options (ballot_id, position, is_write_in, text, text_index) \
-                 VALUES ($1, $2, 0, $3, $4) RETURNING id",
+            let number = position as i64 + 1;
+            sqlx::query(
+                "INSERT INTO ballot_options (ballot_id, position, number, is_write_in, text, \
+                 text_index) VALUES ($1, $2, $3, 0, $4, $5)",
             )
             .bind(b.id)
             .bind(position as i64)
+            .bind(number)
             .bind(text.as_slice())
             .bind(index.as_slice())
-            .fetch_one(&mut *tx)
+            .execute(&mut *tx)
             .await?;
-            ids.push(row.try_get(0)?);
+            ids.push(number);
         }
         tx.commit().await?;
         Ok(ids)
@@ -391,10 +456,10 @@ impl Db {
     /// A ballot's options: the listed ones, in order, then (with `write_ins`) the write-ins.
     pub async fn options(&self, id: &str, write_ins: bool) -> Result<Vec<OptionRow>, AppError> {
         let sql = if write_ins {
-            "SELECT id, is_write_in, text, text_index FROM ballot_options \
-             WHERE ballot_id = $1 ORDER BY is_write_in, position, id"
+            "SELECT id, is_write_in, text, text_index, number FROM ballot_options \
+             WHERE ballot_id = $1 ORDER BY is_write_in, position, number"
         } else {
-            "SELECT id, is_write_in, text, text_index FROM ballot_options \
+            "SELECT id, is_write_in, text, text_index, number FROM ballot_options \
              WHERE ballot_id = $1 AND is_write_in = 0 ORDER BY position"
         };
         let rows = sqlx::query(sql).bind(id).fetch_all(&self.pool).await?;
@@ -402,6 +467,15 @@ impl Db {
             .map(option_row)
             .collect::<Result<_, _>>()
             .map_err(Into::into)
+    }
+
+    /// Votes cast on a ballot.
+    pub async fn total(&self, id: &str) -> Result<i64, AppError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM votes WHERE ballot_id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
     }
 
     /// Votes per option of a ballot.
@@ -482,10 +556,16 @@ impl Db {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let lock = if self.backend == Backend::Postgres {
-            " ORDER BY id FOR SHARE"
-        } else {
-            ""
+        // A batch with write-ins numbers new options, so it takes its ballots' rows exclusively
+        // (a concurrent batch of another process must not hand out the same numbers); others
+        // share them. SQLite's BEGIN IMMEDIATE serializes every batch anyway.
+        let has_write_ins = votes
+            .iter()
+            .any(|v| matches!(v.choice, Choice::WriteIn { .. }));
+        let lock = match (self.backend, has_write_ins) {
+            (Backend::Postgres, true) => " ORDER BY id FOR UPDATE",
+            (Backend::Postgres, false) => " ORDER BY id FOR SHARE",
+            (Backend::Sqlite, _) => "",
         };
         let sql = format!(
             "SELECT id FROM ballots WHERE status = 'open' AND id IN ({}){lock}",
@@ -550,44 +630,71 @@ impl Db {
                     .or_insert(text.as_slice());
             }
         }
-        let mut write_in_ids: HashMap<(String, Vec<u8>), i64> = HashMap::new();
+        // (row id, number) of every write-in of the batch, by (ballot, equality index).
+        let mut write_in_ids: HashMap<(String, Vec<u8>), (i64, i64)> = HashMap::new();
         if !write_ins.is_empty() {
-            let sql = format!(
-                "INSERT INTO ballot_options (ballot_id, is_write_in, text, text_index) \
-                 SELECT column1, 1, column2, column3 FROM (VALUES {}) AS w WHERE true \
-                 ON CONFLICT (ballot_id, text_index) DO NOTHING",
-                values(write_ins.len(), 3)
-            );
-            let mut q = sqlx::query(&sql);
-            for ((ballot, index), text) in &write_ins {
-                q = q.bind(*ballot).bind(*text).bind(*index);
-            }
-            q.execute(&mut *tx).await?;
-            let sql = format!(
-                "SELECT id, ballot_id, text_index FROM ballot_options \
-                 WHERE (ballot_id, text_index) IN (VALUES {})",
-                values(write_ins.len(), 2)
-            );
-            let mut q = sqlx::query(&sql);
-            for (ballot, index) in write_ins.keys() {
-                q = q.bind(*ballot).bind(*index);
-            }
-            for r in q.fetch_all(&mut *tx).await? {
-                write_in_ids.insert((r.try_get(1)?, r.try_get(2)?), r.try_get(0)?);
+            self.find_write_ins(&mut tx, &write_ins, &mut write_in_ids)
+                .await?;
+            // The new ones, numbered after the ballot's last option, in index order (the
+            // indexes are keyed hashes: the order says nothing about who wrote what).
+            let new: Vec<(&str, &[u8], &[u8])> = write_ins
+                .iter()
+                .filter(|((b, i), _)| !write_in_ids.contains_key(&((*b).to_owned(), i.to_vec())))
+                .map(|((b, i), t)| (*b, *i, *t))
+                .collect();
+            if !new.is_empty() {
+                let ballots: Vec<&str> = new
+                    .iter()
+                    .map(|(b, _, _)| *b)
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let sql = format!(
+                    "SELECT ballot_id, MAX(number) FROM ballot_options WHERE ballot_id IN ({}) \
+                     GROUP BY ballot_id",
+                    values(ballots.len(), 1).replace(['(', ')'], "")
+                );
+                let mut q = sqlx::query(&sql);
+                for b in &ballots {
+                    q = q.bind(*b);
+                }
+                let mut last: HashMap<String, i64> = HashMap::new();
+                for r in q.fetch_all(&mut *tx).await? {
+                    last.insert(r.try_get(0)?, r.try_get::<Option<i64>, _>(1)?.unwrap_or(0));
+                }
+                let sql = format!(
+                    "INSERT INTO ballot_options (ballot_id, is_write_in, text, text_index, number) \
+                     VALUES {}",
+                    values(new.len(), 5)
+                );
+                let mut q = sqlx::query(&sql);
+                for (ballot, index, text) in &new {
+                    let n = last.entry((*ballot).to_owned()).or_insert(0);
+                    *n += 1;
+                    q = q
+                        .bind(*ballot)
+                        .bind(1_i64)
+                        .bind(*text)
+                        .bind(*index)
+                        .bind(*n);
+                }
+                q.execute(&mut *tx).await?;
+                self.find_write_ins(&mut tx, &write_ins, &mut write_in_ids)
+                    .await?;
             }
         }
 
         // 4. The votes themselves, sorted by ballot and option.
-        let mut rows: Vec<(&str, i64, usize)> = Vec::with_capacity(accepted.len());
+        let mut rows: Vec<(&str, i64, i64, usize)> = Vec::with_capacity(accepted.len());
         for &i in &accepted {
             let v = &votes[i];
-            let option = match &v.choice {
-                Choice::Option(id) => *id,
+            let (option, number) = match &v.choice {
+                Choice::Option { id, number } => (*id, *number),
                 Choice::WriteIn { index, .. } => *write_in_ids
                     .get(&(v.ballot.clone(), index.clone()))
                     .ok_or_else(|| AppError::internal("a write-in option was not stored"))?,
             };
-            rows.push((v.ballot.as_str(), option, i));
+            rows.push((v.ballot.as_str(), option, number, i));
         }
         rows.sort_unstable();
         if !rows.is_empty() {
@@ -596,16 +703,41 @@ impl Db {
                 values(rows.len(), 2)
             );
             let mut q = sqlx::query(&sql);
-            for (ballot, option, _) in &rows {
+            for (ballot, option, _, _) in &rows {
                 q = q.bind(*ballot).bind(*option);
             }
             q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        for (_, option, i) in rows {
-            outcomes[i] = VoteOutcome::Accepted(option);
+        for (_, _, number, i) in rows {
+            outcomes[i] = VoteOutcome::Accepted(number);
         }
         Ok(outcomes)
+    }
+
+    /// Adds to `found` the (row id, number) of each of `write_ins` already stored.
+    async fn find_write_ins(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        write_ins: &BTreeMap<(&str, &[u8]), &[u8]>,
+        found: &mut HashMap<(String, Vec<u8>), (i64, i64)>,
+    ) -> Result<(), AppError> {
+        let sql = format!(
+            "SELECT id, ballot_id, text_index, number FROM ballot_options \
+             WHERE (ballot_id, text_index) IN (VALUES {})",
+            values(write_ins.len(), 2)
+        );
+        let mut q = sqlx::query(&sql);
+        for (ballot, index) in write_ins.keys() {
+            q = q.bind(*ballot).bind(*index);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            found.insert(
+                (r.try_get(1)?, r.try_get(2)?),
+                (r.try_get(0)?, r.try_get(3)?),
+            );
+        }
+        Ok(())
     }
 }
 

@@ -36,6 +36,16 @@ pub enum AppError {
     /// The admin token is missing or wrong.
     #[error("closing a ballot needs its admin token (Authorization: Bearer …)")]
     Unauthorized,
+    /// `/metrics` without its token (or with a wrong one).
+    #[error(
+        "GET /metrics needs Authorization: Bearer <metrics token>; the operator sets it with \
+         metrics_token in the [app] table"
+    )]
+    MetricsUnauthorized,
+    /// A state-changing request that did not come from the application's own page (cross-site,
+    /// or without the page's form token).
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// A failure on our side, logged; the message is generic.
     #[error("internal error")]
     Internal(String),
@@ -80,7 +90,9 @@ impl AppError {
             AppError::NotFound(_) => ErrorKind::NotFound,
             AppError::Closed | AppError::AlreadyVoted => ErrorKind::Conflict,
             AppError::Shredded => ErrorKind::Destroyed,
-            AppError::Unauthorized => ErrorKind::Denied,
+            AppError::Unauthorized | AppError::MetricsUnauthorized | AppError::Forbidden(_) => {
+                ErrorKind::Denied
+            }
             AppError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -93,7 +105,10 @@ impl AppError {
             AppError::Closed => (StatusCode::CONFLICT, "ballot_closed"),
             AppError::AlreadyVoted => (StatusCode::CONFLICT, "already_voted"),
             AppError::Shredded => (StatusCode::GONE, "ballot_shredded"),
-            AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AppError::Unauthorized | AppError::MetricsUnauthorized => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
+            AppError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -129,6 +144,8 @@ mod tests {
             (AppError::AlreadyVoted, ErrorKind::Conflict),
             (AppError::Shredded, ErrorKind::Destroyed),
             (AppError::Unauthorized, ErrorKind::Denied),
+            (AppError::MetricsUnauthorized, ErrorKind::Denied),
+            (AppError::Forbidden("x"), ErrorKind::Denied),
             (AppError::internal("x"), ErrorKind::Internal),
         ];
         for (e, kind) in table {

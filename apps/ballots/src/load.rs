@@ -56,8 +56,9 @@ pub struct LoadArgs {
     /// Create the ballots (into --state) and stop
     #[arg(long, requires = "state")]
     create_only: bool,
-    /// Read every tally before and after, and check each option gained exactly the votes
-    /// acknowledged (nothing else may vote on these ballots meanwhile)
+    /// Read every tally before, close every ballot after the run (with the admin tokens of
+    /// --state), and check each option got exactly the votes acknowledged (an open ballot
+    /// publishes only its total; nothing else may vote on these ballots meanwhile)
     #[arg(long)]
     verify: bool,
     /// Print the summary as JSON on stdout
@@ -87,20 +88,44 @@ struct CreatedOption {
     id: i64,
 }
 
+/// The answer to a vote: the listed option's id, or (for a write-in) none, since the id of a
+/// write-in would tell whether someone else had written it in.
 #[derive(Debug, Deserialize)]
 struct VotedBody {
-    option_id: i64,
+    option_id: Option<i64>,
+}
+
+/// What an acknowledged vote was for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Choice {
+    /// A listed option, by id.
+    Listed(i64),
+    /// A write-in, by its index in [`WRITE_INS`].
+    WriteIn(usize),
 }
 
 #[derive(Debug, Deserialize)]
 struct TallyBody {
+    total: i64,
+    #[serde(default)]
+    results_hidden: bool,
     options: Vec<TallyOption>,
+}
+
+/// A ballot's tally as read: the total, and the options with their counts once they are
+/// published.
+#[derive(Debug, Default)]
+struct Counts {
+    total: i64,
+    per_option: Option<Vec<TallyOption>>,
 }
 
 #[derive(Debug, Deserialize)]
 struct TallyOption {
     id: i64,
     votes: i64,
+    #[serde(default)]
+    text: Option<String>,
 }
 
 /// The summary of a run.
@@ -130,7 +155,7 @@ struct Summary {
 struct Stats {
     votes: Vec<u32>,
     views: Vec<u32>,
-    acked: HashMap<(usize, i64), u64>,
+    acked: HashMap<(usize, Choice), u64>,
     errors: BTreeMap<String, u64>,
 }
 
@@ -138,7 +163,7 @@ struct Stats {
 struct Totals {
     votes: Histogram<u64>,
     views: Histogram<u64>,
-    acked: HashMap<(usize, i64), u64>,
+    acked: HashMap<(usize, Choice), u64>,
     errors: BTreeMap<String, u64>,
 }
 
@@ -227,9 +252,15 @@ pub fn run(a: LoadArgs) -> Result<ExitCode> {
         let (stats, seconds, peak) = drive(&target, &ballots, &a, duration, ramp, &prefix).await?;
         let mut summary = summarize(&stats, seconds, peak, a.connections, ballots.len());
         if let Some(before) = before {
+            close_all(&target, &ballots).await?;
             let after = tallies(&target, &ballots).await?;
             let mismatches = verify(&ballots, &before, &after, &stats.acked);
-            summary.verified_options = Some(after.values().map(HashMap::len).sum());
+            summary.verified_options = Some(
+                after
+                    .values()
+                    .map(|c| c.per_option.as_ref().map_or(0, Vec::len))
+                    .sum(),
+            );
             summary.mismatches = Some(mismatches);
         }
         report(&summary, a.json)?;
@@ -325,7 +356,7 @@ async fn ballots(t: &Target, a: &LoadArgs) -> Result<Vec<BallotState>> {
     Ok(out)
 }
 
-async fn tallies(t: &Target, ballots: &[BallotState]) -> Result<HashMap<usize, HashMap<i64, i64>>> {
+async fn tallies(t: &Target, ballots: &[BallotState]) -> Result<HashMap<usize, Counts>> {
     let mut sender = t.connect().await?;
     let mut out = HashMap::new();
     for (i, b) in ballots.iter().enumerate() {
@@ -335,35 +366,111 @@ async fn tallies(t: &Target, ballots: &[BallotState]) -> Result<HashMap<usize, H
             bail!("{path}: HTTP {status}");
         }
         let tally: TallyBody = serde_json::from_slice(&bytes)?;
-        out.insert(i, tally.options.iter().map(|o| (o.id, o.votes)).collect());
+        out.insert(
+            i,
+            Counts {
+                total: tally.total,
+                per_option: (!tally.results_hidden).then_some(tally.options),
+            },
+        );
     }
     Ok(out)
 }
 
+/// Closes every ballot (an already closed one is fine), so that its counts are published.
+async fn close_all(t: &Target, ballots: &[BallotState]) -> Result<()> {
+    let mut sender = t.connect().await?;
+    for b in ballots {
+        let path = format!("/api/ballots/{}/close", b.id);
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(&path)
+            .header(hyper::header::HOST, &t.host)
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", b.admin_token),
+            )
+            .body(Full::new(Bytes::new()))?;
+        sender.ready().await?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if status != StatusCode::OK && status != StatusCode::CONFLICT {
+            bail!("{path}: HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the final tallies against the acknowledged votes. A ballot that had no votes before
+/// the run must hold exactly the acknowledged ones per option; one that had (its counts hidden
+/// while it was open) must have gained exactly as many in all, and at least the acknowledged
+/// ones per option.
 fn verify(
     ballots: &[BallotState],
-    before: &HashMap<usize, HashMap<i64, i64>>,
-    after: &HashMap<usize, HashMap<i64, i64>>,
-    acked: &HashMap<(usize, i64), u64>,
+    before: &HashMap<usize, Counts>,
+    after: &HashMap<usize, Counts>,
+    acked: &HashMap<(usize, Choice), u64>,
 ) -> Vec<String> {
+    use crate::crypto::normalize_choice;
     let mut out = Vec::new();
+    let none = Counts::default();
     for (i, b) in ballots.iter().enumerate() {
-        let empty = HashMap::new();
-        let old = before.get(&i).unwrap_or(&empty);
-        let new = after.get(&i).unwrap_or(&empty);
-        let mut ids: Vec<i64> = new.keys().chain(old.keys()).copied().collect();
-        ids.extend(acked.keys().filter(|(bi, _)| *bi == i).map(|(_, o)| *o));
-        ids.sort_unstable();
-        ids.dedup();
-        for id in ids {
-            let gained = new.get(&id).copied().unwrap_or(0) - old.get(&id).copied().unwrap_or(0);
-            let expected = acked.get(&(i, id)).copied().unwrap_or(0) as i64;
-            if gained != expected {
+        let old = before.get(&i).unwrap_or(&none);
+        let new = after.get(&i).unwrap_or(&none);
+        let Some(lines) = &new.per_option else {
+            out.push(format!("ballot {}: its counts are still hidden", b.id));
+            continue;
+        };
+        let mine: HashMap<Choice, i64> = acked
+            .iter()
+            .filter(|((bi, _), _)| *bi == i)
+            .map(|((_, c), n)| (*c, *n as i64))
+            .collect();
+        let acked_total: i64 = mine.values().sum();
+        if new.total - old.total != acked_total {
+            out.push(format!(
+                "ballot {}: total gained {}, {acked_total} acknowledged",
+                b.id,
+                new.total - old.total
+            ));
+        }
+        let exact = old.total == 0 || old.per_option.is_some();
+        let old_counts: HashMap<i64, i64> = old
+            .per_option
+            .iter()
+            .flatten()
+            .map(|o| (o.id, o.votes))
+            .collect();
+        // Each line of the final tally: its listed id, and the write-ins equal to its text.
+        let mut counted = std::collections::HashSet::new();
+        for line in lines {
+            let norm = line.text.as_deref().map(normalize_choice);
+            let mut expected = mine.get(&Choice::Listed(line.id)).copied().unwrap_or(0);
+            if mine.contains_key(&Choice::Listed(line.id)) {
+                counted.insert(Choice::Listed(line.id));
+            }
+            for (w, text) in WRITE_INS.iter().enumerate() {
+                if norm.as_deref() == Some(normalize_choice(text).as_str())
+                    && let Some(n) = mine.get(&Choice::WriteIn(w))
+                {
+                    expected += n;
+                    counted.insert(Choice::WriteIn(w));
+                }
+            }
+            let gained = line.votes - old_counts.get(&line.id).copied().unwrap_or(0);
+            if (exact && gained != expected) || (!exact && gained < expected) {
                 out.push(format!(
-                    "ballot {} option {id}: tally gained {gained}, {expected} acknowledged",
-                    b.id
+                    "ballot {} option {}: tally gained {gained}, {expected} acknowledged",
+                    b.id, line.id
                 ));
             }
+        }
+        for c in mine.keys().filter(|c| !counted.contains(*c)) {
+            out.push(format!(
+                "ballot {}: acknowledged votes for {c:?} are on no line of the tally",
+                b.id
+            ));
         }
     }
     out
@@ -486,11 +593,18 @@ async fn voter(c: VoterCtx) -> Result<Stats> {
         // Vote, as a new voter.
         seq += 1;
         let voter = format!("{}-{}-{seq}", c.prefix, c.conn);
-        let body = if rng.f64() < c.share {
-            serde_json::json!({"voter": voter, "write_in": WRITE_INS[rng.usize(..WRITE_INS.len())]})
+        let (body, choice) = if rng.f64() < c.share {
+            let w = rng.usize(..WRITE_INS.len());
+            (
+                serde_json::json!({"voter": voter, "write_in": WRITE_INS[w]}),
+                Choice::WriteIn(w),
+            )
         } else {
             let option = ballot.options[rng.usize(..ballot.options.len())];
-            serde_json::json!({"voter": voter, "option_id": option})
+            (
+                serde_json::json!({"voter": voter, "option_id": option}),
+                Choice::Listed(option),
+            )
         };
         let path = format!("/api/ballots/{}/votes", ballot.id);
         let t0 = Instant::now();
@@ -509,7 +623,10 @@ async fn voter(c: VoterCtx) -> Result<Stats> {
             Ok(Ok((StatusCode::CREATED, bytes))) => {
                 stats.votes.push(micros(t0));
                 match serde_json::from_slice::<VotedBody>(&bytes) {
-                    Ok(v) => *stats.acked.entry((bi, v.option_id)).or_default() += 1,
+                    Ok(v) if v.option_id.is_none_or(|o| Choice::Listed(o) == choice) => {
+                        *stats.acked.entry((bi, choice)).or_default() += 1;
+                    }
+                    Ok(_) => stats.error("vote: counted for another option"),
                     Err(_) => stats.error("vote: unreadable answer"),
                 }
             }

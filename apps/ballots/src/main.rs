@@ -197,7 +197,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/ballots", post(pages::create))
         .route("/b/{id}", get(pages::ballot))
         .route("/b/{id}/vote", post(pages::vote))
-        .route("/b/{id}/tally", get(pages::tally_fragment))
+        .route("/b/{id}/tally", get(pages::tally_page))
         .route("/b/{id}/close", post(pages::close))
         .route("/api/ballots", post(api::create_json))
         .route("/api/ballots/{id}", get(api::view_json))
@@ -206,6 +206,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/ballots/{id}/close", post(api::close_json))
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
+        .layer(axum::middleware::from_fn(pages::same_origin))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(app)
 }

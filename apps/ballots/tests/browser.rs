@@ -81,14 +81,20 @@ async fn text(b: &Browser, css: &str) -> String {
 async fn tally(b: &Browser) -> Vec<(String, String)> {
     let rows = b
         .execute(
-            "return [...document.querySelectorAll('#tally tr')]\
-               .map(r => [...r.querySelectorAll('td')].map(c => c.textContent.trim()))\
-               .filter(c => c.length === 2);",
+            "return [...document.querySelectorAll('#tally tbody tr')]\
+               .map(r => [r.querySelector('th').textContent.trim(),\
+                          r.querySelector('td.n').textContent.trim()]);",
             vec![],
         )
         .await
         .unwrap();
     serde_json::from_value::<Vec<(String, String)>>(rows).unwrap()
+}
+
+/// The number of votes cast, as the open ballot's page shows it.
+async fn total(b: &Browser) -> String {
+    let t = text(b, "#total strong").await;
+    t.trim().to_owned()
 }
 
 async fn click_choice(b: &Browser, label: &str) {
@@ -151,11 +157,9 @@ fn create_vote_and_watch_the_tally_in_chromium() {
             .await
             .unwrap();
         assert!(text(&a, "#voted").await.contains("counted"));
-        assert!(
-            tally(&a)
-                .await
-                .contains(&("Yes".to_owned(), "1".to_owned()))
-        );
+        // Open: the number of votes cast, no count per option.
+        assert_eq!(total(&a).await, "1");
+        assert_eq!(tally(&a).await, vec![]);
 
         // Voter B (another browser, so another voter cookie) writes in.
         let b = driver.browser().await;
@@ -174,10 +178,11 @@ fn create_vote_and_watch_the_tally_in_chromium() {
             .await
             .unwrap();
         assert!(text(&b, "#voted").await.contains("counted"));
-        let t = tally(&b).await;
+        assert_eq!(total(&b).await, "2");
+        let page = b.source().await.unwrap();
         assert!(
-            t.contains(&("Bees first (write-in)".to_owned(), "1".to_owned())),
-            "{t:?}"
+            !page.contains("Bees first"),
+            "no write-in is shown while open"
         );
         // B is no admin: no close button.
         assert!(b.find(Locator::Css("#close")).await.is_err());
@@ -195,13 +200,9 @@ fn create_vote_and_watch_the_tally_in_chromium() {
         assert_eq!(s, 201);
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let t = tally(&a).await;
-            if t.contains(&("No".to_owned(), "1".to_owned())) {
-                assert!(t.contains(&("Yes".to_owned(), "1".to_owned())), "{t:?}");
-                assert!(
-                    t.contains(&("Bees first (write-in)".to_owned(), "1".to_owned())),
-                    "{t:?}"
-                );
+            let t = total(&a).await;
+            if t == "3" {
+                assert_eq!(tally(&a).await, vec![]);
                 break;
             }
             assert!(
@@ -238,7 +239,137 @@ fn create_vote_and_watch_the_tally_in_chromium() {
             a.find(Locator::Css("#vote")).await.is_err(),
             "no vote form once closed"
         );
+        // Closed: the results per option.
+        let t = tally(&a).await;
+        for row in [
+            ("Yes", "1"),
+            ("No", "1"),
+            ("Only in summer", "0"),
+            ("Bees first (write-in)", "1"),
+        ] {
+            assert!(t.contains(&(row.0.to_owned(), row.1.to_owned())), "{t:?}");
+        }
+
+        // The results page: the app's own stylesheet, a bar and a percentage per option, the
+        // bars as long as the shares.
+        a.goto(&format!("{base}/b/{id}/tally")).await.unwrap();
+        let shown = a
+            .execute(
+                "const rows = [...document.querySelectorAll('#tally tbody tr')];\
+                 return {font: getComputedStyle(document.body).fontFamily,\
+                         stylesheets: document.styleSheets.length,\
+                         external: document.querySelectorAll('link,script[src],img').length,\
+                         rows: rows.map(r => [r.querySelector('th').textContent.trim(),\
+                           r.querySelector('.pct').textContent.trim(),\
+                           r.querySelector('.bar>span').getBoundingClientRect().width,\
+                           r.querySelector('.bar').getBoundingClientRect().width,\
+                           r.querySelector('.bar').getAttribute('aria-hidden')])};",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(
+            shown["font"].as_str().unwrap().contains("system-ui"),
+            "{shown}"
+        );
+        assert_eq!(shown["stylesheets"], 1, "{shown}");
+        assert_eq!(
+            shown["external"], 0,
+            "nothing loaded from elsewhere: {shown}"
+        );
+        let rows = shown["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 4, "{shown}");
+        for r in rows {
+            let (label, pct) = (r[0].as_str().unwrap(), r[1].as_str().unwrap());
+            let (bar, track) = (r[2].as_f64().unwrap(), r[3].as_f64().unwrap());
+            let want = if label == "Only in summer" {
+                "0.0%"
+            } else {
+                "33.3%"
+            };
+            assert_eq!(pct, want, "{shown}");
+            let share = bar / track;
+            let expected = if label == "Only in summer" {
+                0.0
+            } else {
+                1.0 / 3.0
+            };
+            assert!(
+                (share - expected).abs() < 0.02,
+                "{label}: bar {bar} of {track}"
+            );
+            assert_eq!(r[4], "true", "the bar is hidden from screen readers");
+        }
         a.close().await.unwrap();
         b.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_link_from_another_site_keeps_the_voters_identity() {
+    let db = Database::new("browser_lax");
+    let setup = Setup::postgres(&db, None, "", "");
+    let server = setup.start();
+    let driver = Driver::start();
+    let base = server.base.clone();
+    runtime().block_on(async {
+        let c = Client::new(&base);
+        let (s, created) = c
+            .post(
+                "/api/ballots",
+                json!({"measure": "Paint the bike shed green?", "options": ["Yes", "No"]}),
+            )
+            .await;
+        assert_eq!(s, 201, "{created}");
+        let id = created["id"].as_str().unwrap().to_owned();
+        let a = driver.browser().await;
+        a.goto(&format!("{base}/b/{id}")).await.unwrap();
+        click_choice(&a, "Yes").await;
+        a.find(Locator::Css("#vote"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert!(text(&a, "#voted").await.contains("counted"));
+        let identity = a
+            .get_named_cookie("ballots_voter")
+            .await
+            .unwrap()
+            .value()
+            .to_owned();
+
+        // The voter follows a link to the ballot from another site (as from a web mail): a
+        // cross-site top-level navigation.
+        let elsewhere =
+            format!("data:text/html,<p><a%20id='go'%20href='{base}/b/{id}'>the%20ballot</a></p>");
+        a.goto(&elsewhere).await.unwrap();
+        a.find(Locator::Css("#go"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(text(&a, "h1#measure").await, "Paint the bike shed green?");
+        let after = a
+            .get_named_cookie("ballots_voter")
+            .await
+            .unwrap()
+            .value()
+            .to_owned();
+        assert_eq!(after, identity, "the identity survived the link");
+
+        // So a second vote is still refused.
+        click_choice(&a, "No").await;
+        a.find(Locator::Css("#vote"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert!(text(&a, "#error").await.contains("already voted"));
+        let (_, t) = c.get(&format!("/api/ballots/{id}/tally")).await;
+        assert_eq!(t["total"], 1, "{t}");
+        a.close().await.unwrap();
     });
 }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
 
 pub use coffer_testkit::pg::TestDb as Database;
 pub use coffer_testkit::ports::free_port;
@@ -16,6 +18,9 @@ pub use coffer_testkit::random::key_base64 as random_key;
 /// A redis-server of the test's own, so killing it touches nothing else.
 #[allow(unused_imports)]
 pub use coffer_testkit::redis::RedisServer as Redis;
+
+/// The bearer token of `/metrics` in the configurations `Setup` writes.
+pub const METRICS_TOKEN: &str = "metrics-token-for-the-tests-0123456789";
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ballots")
@@ -40,7 +45,8 @@ impl Setup {
         let text = format!(
             "[store]\nurl = \"{}\"\n\n[[kek]]\nname = \"main\"\nversion = 1\n\
              source = \"env:COFFER_MASTER_KEY\"\nprimary = true\n\n[cache]\n{redis}{cache}\n\
-             [app]\nlisten = \"127.0.0.1:{port}\"\n{app}\n",
+             [app]\nlisten = \"127.0.0.1:{port}\"\n\
+             metrics_token = \"env:BALLOTS_METRICS_TOKEN\"\n{app}\n",
             db.url()
         );
         let config = dir.path().join("ballots.toml");
@@ -52,6 +58,7 @@ impl Setup {
             env: vec![
                 ("COFFER_MASTER_KEY".into(), random_key()),
                 ("COFFER_CACHE_KEY".into(), random_key()),
+                ("BALLOTS_METRICS_TOKEN".into(), METRICS_TOKEN.into()),
             ],
         }
     }
@@ -196,7 +203,15 @@ impl Client {
 
     /// A Prometheus counter's value (summed over labels), 0 when absent.
     pub async fn metric(&self, name: &str) -> f64 {
-        let (_, text) = self.text("/metrics").await;
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "/metrics with its token");
+        let text = r.text().await.unwrap();
         text.lines()
             .filter(|l| {
                 l.strip_prefix(name)
@@ -224,4 +239,52 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+pub const MEASURE: &str = "Shall the Marsh Lane allotments become a wildflower meadow?";
+pub const OPTIONS: [&str; 3] = ["Yes, all of it", "Only the north half", "No"];
+
+pub async fn create(c: &Client) -> (String, String, Vec<i64>) {
+    let (s, b) = c
+        .post(
+            "/api/ballots",
+            json!({"measure": MEASURE, "options": OPTIONS}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let ids = b["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_i64().unwrap())
+        .collect();
+    (
+        b["id"].as_str().unwrap().to_owned(),
+        b["admin_token"].as_str().unwrap().to_owned(),
+        ids,
+    )
+}
+
+pub fn counts(tally: &Value) -> HashMap<String, i64> {
+    tally["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["text"].as_str().unwrap_or("(none)").to_owned(),
+                o["votes"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A GET with an optional Cookie header: status and body.
+pub async fn fetch(base: &str, path: &str, cookie: Option<&str>) -> (u16, String) {
+    let mut req = reqwest::Client::new().get(format!("{base}{path}"));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
 }
