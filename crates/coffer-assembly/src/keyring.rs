@@ -46,7 +46,16 @@ pub async fn keyring_on(
 /// KEK ring and L2 opened. Nothing is checked or written; see [`start_with`].
 pub async fn open_keyring_with(config: &Config, keyring_config: KeyringConfig) -> Result<Keyring> {
     let store: Arc<dyn KeyStore> = open_store(config).await?;
-    let ring = kek_ring(config).await?;
+    let ring = match kek_ring(config).await {
+        Ok(ring) => ring,
+        // A KEK's variable is missing: advise by what the store holds under that KEK.
+        Err(crate::Error::Keys(e)) => {
+            return Err(coffer_keys::config::missing_kek_secret(&*store, config, e)
+                .await
+                .into());
+        }
+        Err(e) => return Err(e),
+    };
     keyring_on(config, store, ring, keyring_config).await
 }
 

@@ -363,6 +363,10 @@ pub struct ConfigArg {
         default_value = "coffer.toml"
     )]
     pub config: PathBuf,
+    /// Who runs this, for the audit trail (default: the OS user, as user@host; `[audit] actor`
+    /// names the service, not the people who run commands beside it)
+    #[arg(long, value_name = "NAME", env = "COFFER_ACTOR")]
+    pub actor: Option<String>,
 }
 
 /// The `coffer keys` subcommands.
@@ -406,8 +410,21 @@ from it; then restart every process. See docs/KEYS.md §7.7 for the whole runboo
     List(ListArgs),
     /// Show (and verify) the audit trail
     Audit(AuditArgs),
-    /// Check that every configured KEK opens the key store's canaries
-    Check(ConfigArg),
+    /// Check that every configured KEK opens the key store's canaries and its active DEKs
+    Check(CheckArgs),
+}
+
+/// `coffer keys check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Unwrap the active DEK of every scope (by default, of at most --sample scopes drawn at random)
+    #[arg(long)]
+    pub all: bool,
+    /// How many scopes' active DEKs to unwrap without --all
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub sample: usize,
 }
 
 /// `coffer keys init`.

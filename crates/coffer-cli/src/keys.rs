@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::cli::{
-    AddKekArgs, AuditArgs, CompromiseArgs, DestroyArgs, InitArgs, KdfChoice, KeysCommand, ListArgs,
-    RestoredArgs, RotateKekArgs, ScopesArgs,
+    AddKekArgs, AuditArgs, CheckArgs, CompromiseArgs, ConfigArg, DestroyArgs, InitArgs, KdfChoice,
+    KeysCommand, ListArgs, RestoredArgs, RotateKekArgs, ScopesArgs,
 };
 use crate::input;
 
@@ -40,7 +40,52 @@ pub fn run(cmd: &KeysCommand) -> Result<()> {
 }
 
 fn load(path: &Path) -> Result<Config> {
+    if !path.exists() {
+        // Beside the embedded defaults of `coffer serve` there is a key store and no
+        // coffer.toml: a new store (`keys init` with another key) is the wrong advice there.
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let store = crate::serve::DEFAULT_STORE
+            .strip_prefix("sqlite:")
+            .unwrap_or(crate::serve::DEFAULT_STORE);
+        if dir.join(store).exists() {
+            bail!(
+                "{} does not exist, but {store} beside it is a key store already (the one `coffer \
+                 serve` keeps with its embedded defaults). Describe it in a coffer.toml with \
+                 `coffer keys init --store sqlite:{store} --kek env:{}` (with that variable set to \
+                 the key the service uses: init checks it against the store and creates no new \
+                 store), or pass --config FILE",
+                path.display(),
+                crate::serve::MASTER_KEY_ENV
+            );
+        }
+    }
     Ok(Config::load(path)?)
+}
+
+/// Who the audit trail records for this command: `--actor` / `COFFER_ACTOR`, else the OS user
+/// (`[audit] actor` is the service's identity, not the person's running a command).
+fn actor(c: &ConfigArg) -> String {
+    c.actor
+        .clone()
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or_else(config::default_actor)
+}
+
+/// The keyring of `cfg` (nothing checked or written), auditing as [`actor`].
+async fn open(cfg: &Config, c: &ConfigArg) -> Result<Keyring> {
+    let mut kc = cfg.keyring_config()?;
+    kc.actor = actor(c);
+    Ok(coffer_assembly::open_keyring_with(cfg, kc).await?)
+}
+
+/// [`open`], then the start-up proof of the KEKs (new ones registered).
+async fn start(cfg: &Config, c: &ConfigArg) -> Result<Keyring> {
+    let mut kc = cfg.keyring_config()?;
+    kc.actor = actor(c);
+    Ok(coffer_assembly::start_with(cfg, kc).await?)
 }
 
 fn scopes(names: &[String]) -> Result<Vec<ScopeId>> {
@@ -85,7 +130,7 @@ async fn init(a: &InitArgs) -> Result<()> {
     };
     cfg.check()?;
     create_kek(&cfg.keks[0]).await?;
-    let kr = coffer_assembly::open_keyring(&cfg).await?;
+    let kr = open(&cfg, &a.config).await?;
     // A store that exists already must accept this KEK (its canary must open).
     let added = coffer_assembly::prove_keks(&kr).await?;
     kr.record(
@@ -145,7 +190,7 @@ fn redact_url(url: &str) -> String {
 
 async fn create_scopes(a: &ScopesArgs) -> Result<()> {
     let cfg = load(&a.config.config)?;
-    let kr = coffer_assembly::open_keyring(&cfg).await?;
+    let kr = open(&cfg, &a.config).await?;
     for s in scopes(&a.scopes)? {
         let rec = kr.create_scope(&s).await?;
         out(&format!("created {s} {} (KEK {})\n", rec.version, rec.kek))?;
@@ -155,7 +200,7 @@ async fn create_scopes(a: &ScopesArgs) -> Result<()> {
 
 async fn rotate(a: &ScopesArgs) -> Result<()> {
     let cfg = load(&a.config.config)?;
-    let kr = coffer_assembly::open_keyring(&cfg).await?;
+    let kr = open(&cfg, &a.config).await?;
     for s in scopes(&a.scopes)? {
         let rec = kr.rotate(&s).await?;
         out(&format!(
@@ -213,7 +258,7 @@ async fn add_kek(a: &AddKekArgs) -> Result<()> {
     cfg.keks.push(entry.clone());
     cfg.check()?;
     create_kek(&entry).await?;
-    coffer_assembly::start(&cfg).await?;
+    start(&cfg, &a.config).await?;
     // Replace the file atomically: write beside it, then rename over it.
     let tmp = path.with_extension("toml.new");
     let _ = std::fs::remove_file(&tmp);
@@ -235,7 +280,7 @@ async fn add_kek(a: &AddKekArgs) -> Result<()> {
 
 async fn rotate_kek(a: &RotateKekArgs) -> Result<()> {
     let cfg = load(&a.config.config)?;
-    let kr = coffer_assembly::start(&cfg).await?;
+    let kr = start(&cfg, &a.config).await?;
     let target = kr.keks().primary_id().clone();
     let total = kr.store().count_deks_not_under(&target).await?;
     let bar = if std::io::stderr().is_terminal() && total > 0 {
@@ -270,7 +315,7 @@ async fn rotate_kek(a: &RotateKekArgs) -> Result<()> {
 async fn destroy(a: &DestroyArgs) -> Result<()> {
     let cfg = load(&a.config.config)?;
     let list = scopes(&a.scopes)?;
-    let kr = coffer_assembly::open_keyring(&cfg).await?;
+    let kr = open(&cfg, &a.config).await?;
     for s in &list {
         if kr.store().scope(s).await?.is_none() {
             return Err(coffer_keys::Error::UnknownScope(s.as_str().to_owned()).into());
@@ -290,7 +335,7 @@ async fn destroy(a: &DestroyArgs) -> Result<()> {
 
 async fn compromise(a: &CompromiseArgs) -> Result<()> {
     let cfg = load(&a.config.config)?;
-    let kr = coffer_assembly::open_keyring(&cfg).await?;
+    let kr = open(&cfg, &a.config).await?;
     for s in scopes(&a.scopes)? {
         let rec = kr.compromise(&s, &a.reason).await?;
         out(&format!(
@@ -319,7 +364,7 @@ async fn restored(a: &RestoredArgs) -> Result<()> {
             bail!("not confirmed; nothing changed");
         }
     }
-    let kr = coffer_assembly::open_keyring(&cfg).await?;
+    let kr = open(&cfg, &a.config).await?;
     let epoch = kr.mark_restored(a.gap).await?;
     out(&format!(
         "store epoch is now {epoch}; new versions skip {} numbers; restart every process, then \
@@ -506,10 +551,10 @@ impl std::fmt::Display for AuditBroken {
 
 impl std::error::Error for AuditBroken {}
 
-async fn check(c: &crate::cli::ConfigArg) -> Result<()> {
-    let cfg = load(&c.config)?;
-    let kr: Keyring = coffer_assembly::open_keyring(&cfg).await?;
-    let mut bad = 0;
+async fn check(a: &CheckArgs) -> Result<()> {
+    let cfg = load(&a.config.config)?;
+    let kr: Keyring = open(&cfg, &a.config).await?;
+    let mut bad = Vec::new();
     let mut unreachable = None;
     let results = kr.check_keks().await?;
     let known: Vec<_> = results.iter().map(|(id, _)| id.clone()).collect();
@@ -517,7 +562,7 @@ async fn check(c: &crate::cli::ConfigArg) -> Result<()> {
         match r {
             Ok(()) => out(&format!("ok       {id}\n"))?,
             Err(e) => {
-                bad += 1;
+                bad.push(id.to_string());
                 out(&format!("FAILED   {id}: {e}\n"))?;
                 if matches!(
                     e,
@@ -536,14 +581,72 @@ async fn check(c: &crate::cli::ConfigArg) -> Result<()> {
     if let Some(e) = unreachable {
         return Err(e.into());
     }
-    if bad > 0 {
+    if !bad.is_empty() {
         return Err(coffer_keys::Error::WrongKek {
-            kek: format!("{bad} KEK(s)"),
+            kek: bad.join("', '"),
         }
         .into());
     }
+    // The canaries open; now the DEKs themselves (one wrapped under a wrong key has a good
+    // canary beside it).
+    let deks = kr
+        .check_deks(if a.all { None } else { Some(a.sample) })
+        .await?;
+    for (scope, version, e) in &deks.failed {
+        out(&format!("FAILED   {scope} {version}: {e}\n"))?;
+    }
+    out(&format!(
+        "{} active DEK(s) of {} scope(s) open{}\n",
+        deks.checked,
+        if deks.sampled {
+            format!(
+                "{} sampled of {}",
+                deks.checked as usize + deks.failed.len(),
+                deks.scopes
+            )
+        } else {
+            deks.scopes.to_string()
+        },
+        if deks.sampled {
+            " (pass --all to check every scope)"
+        } else {
+            ""
+        }
+    ))?;
+    if let Some((_, _, first)) = deks.failed.first() {
+        let names: Vec<&str> = deks.failed.iter().map(|(s, _, _)| s.as_str()).collect();
+        return Err(anyhow!(DeksUnreadable {
+            kind: first.kind(),
+            text: format!(
+                "the configured KEKs cannot open the active DEK of {} scope(s): {}; data written \
+                 under them cannot be read with this configuration. Configure the key they were \
+                 wrapped under, or rotate each (`coffer keys rotate SCOPE`) once the right key \
+                 is back",
+                names.len(),
+                names.join(", ")
+            ),
+        }));
+    }
     Ok(())
 }
+
+/// Active DEKs the configured KEKs cannot open (exit status of the first failure: 1 for a
+/// wrong key, 2 for a KEK missing from the configuration, 3 for an unreachable provider).
+#[derive(Debug)]
+pub struct DeksUnreadable {
+    /// The first failure's kind.
+    pub kind: coffer_core::ErrorKind,
+    /// The message.
+    pub text: String,
+}
+
+impl std::fmt::Display for DeksUnreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for DeksUnreadable {}
 
 #[cfg(test)]
 mod tests {

@@ -199,6 +199,12 @@ async fn reencrypt(job: &Reencryptor, workers: u16) -> Result<()> {
         },
         report.batches
     );
+    if report.remaining > 0 {
+        println!(
+            "{name}: {} rows still pending (below {active} or not migrated); run again to finish",
+            report.remaining
+        );
+    }
     Ok(())
 }
 

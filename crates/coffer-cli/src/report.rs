@@ -112,6 +112,12 @@ fn kind_of(err: &anyhow::Error) -> Option<ErrorKind> {
     {
         return Some(a.kind());
     }
+    if let Some(d) = err
+        .chain()
+        .find_map(|c| c.downcast_ref::<crate::keys::DeksUnreadable>())
+    {
+        return Some(d.kind);
+    }
     if let Some(k) = err.chain().find_map(|c| c.downcast_ref::<KeysError>()) {
         return Some(k.kind());
     }

@@ -155,6 +155,230 @@ fn a_whole_key_lifecycle_on_sqlite() {
     keys(d, &["list"], &[]).success_or_names("COFFER_KEK");
 }
 
+/// Every row of the key store as JSON (scopes and DEK versions) and the number of audit events:
+/// what a refused command must leave unchanged.
+fn store_rows(d: &std::path::Path, env: &[(&str, &str)]) -> (String, usize) {
+    let list = ok(&keys(d, &["list", "--json"], env));
+    let audit = ok(&keys(d, &["audit", "--json"], env)).lines().count();
+    (list, audit)
+}
+
+#[test]
+fn a_wrong_kek_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let kek = new_key();
+    let env = [("COFFER_KEK", kek.as_str())];
+    ok(&keys(
+        d,
+        &[
+            "init",
+            "--store",
+            "sqlite:keys.db",
+            "--kek",
+            "env:COFFER_KEK",
+        ],
+        &env,
+    ));
+    ok(&keys(d, &["create-scope", "tenant:acme"], &env));
+
+    let wrong = new_key();
+    let wrong_env = [("COFFER_KEK", wrong.as_str())];
+    let before = store_rows(d, &env);
+    for args in [
+        &["create-scope", "tenant:new"][..],
+        &["rotate", "tenant:acme"],
+        &["compromise", "tenant:acme", "--reason", "drill"],
+    ] {
+        let out = keys(d, args, &wrong_env);
+        out.fails(1, "'main/v1' does not match the key store");
+    }
+    assert_eq!(store_rows(d, &env), before, "a refusal writes nothing");
+
+    // The right key afterwards: both work, and `check` opens every active DEK.
+    ok(&keys(d, &["create-scope", "tenant:new"], &env));
+    let rotated = ok(&keys(d, &["rotate", "tenant:acme"], &env));
+    assert!(rotated.contains("v2 is active"), "{rotated}");
+    let check = ok(&keys(d, &["check"], &env));
+    assert!(
+        check.contains("2 active DEK(s) of 2 scope(s) open"),
+        "{check}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_the_scopes_whose_deks_the_keks_cannot_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let kek = new_key();
+    let env = [("COFFER_KEK", kek.as_str())];
+    ok(&keys(
+        d,
+        &[
+            "init",
+            "--store",
+            "sqlite:keys.db",
+            "--kek",
+            "env:COFFER_KEK",
+        ],
+        &env,
+    ));
+    ok(&keys(d, &["create-scope", "tenant:good"], &env));
+    // A DEK row wrapped under other key material than main/v1's, beside a good canary (as a
+    // wrong key wrote them before writes were proven).
+    let url = format!("sqlite:{}", d.join("keys.db").display());
+    let store = SqlStore::connect(&url).await.unwrap();
+    let bad = ScopeId::new("tenant:bad").unwrap();
+    let main = KekId::new("main", 1).unwrap();
+    store
+        .create_scope(&coffer_testkit::conformance::new_dek(&bad, 1, &main, 7))
+        .await
+        .unwrap();
+    let out = keys(d, &["check"], &env);
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let text = out.stdout_str();
+    assert!(text.contains("ok       main/v1"), "{text}");
+    assert!(text.contains("FAILED   tenant:bad v1"), "{text}");
+    assert!(!text.contains("FAILED   tenant:good"), "{text}");
+    assert!(out.stderr.contains("tenant:bad"), "{}", out.stderr);
+    let all = keys(d, &["check", "--all"], &env);
+    assert_eq!(all.code, Some(1), "{}", all.stderr);
+}
+
+#[test]
+fn missing_keys_and_reused_names_get_advice_that_fits_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let kek = new_key();
+    let env = [("COFFER_KEK", kek.as_str())];
+    ok(&keys(
+        d,
+        &[
+            "init",
+            "--store",
+            "sqlite:keys.db",
+            "--kek",
+            "env:COFFER_KEK",
+        ],
+        &env,
+    ));
+    ok(&keys(d, &["create-scope", "tenant:a"], &env));
+
+    // The store has keys under main/v1: restore the key; a new one is not offered.
+    let out = keys(d, &["create-scope", "tenant:b"], &[]);
+    out.fails(2, "already holds keys wrapped under KEK main/v1");
+    assert!(
+        out.stderr.contains("set COFFER_KEK to the key"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("coffer keygen"), "{}", out.stderr);
+
+    // A store with nothing under main/v1 yet: a new key is the answer.
+    let fresh = tempfile::tempdir().unwrap();
+    Config::from_toml(
+        "[store]\nurl = \"sqlite:new.db\"\n[[kek]]\nname = \"main\"\nversion = 1\n\
+         source = \"env:COFFER_KEK\"\nprimary = true\n",
+    )
+    .unwrap()
+    .write_new(&fresh.path().join("coffer.toml"))
+    .unwrap();
+    keys(fresh.path(), &["create-scope", "x"], &[]).fails(2, "export COFFER_KEK=$(coffer keygen)");
+
+    // A destroyed scope: said so, with when, and that the name stays taken.
+    ok(&keys(d, &["destroy", "tenant:a", "--yes"], &env));
+    let again = keys(d, &["create-scope", "tenant:a"], &env);
+    again.fails(2, "scope 'tenant:a' was destroyed on 20");
+    assert!(
+        again.stderr.contains("cannot be reused"),
+        "{}",
+        again.stderr
+    );
+
+    // A wrong key: the refusal names the KEK id, not a count.
+    let wrong = new_key();
+    let check = keys(d, &["check"], &[("COFFER_KEK", wrong.as_str())]);
+    assert_eq!(check.code, Some(1), "{}", check.stderr);
+    assert!(
+        check
+            .stderr
+            .contains("key-encryption key 'main/v1' does not match"),
+        "{}",
+        check.stderr
+    );
+}
+
+#[test]
+fn the_audit_trail_names_who_ran_a_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let kek = new_key();
+    let env = [("COFFER_KEK", kek.as_str())];
+    ok(&keys(
+        d,
+        &[
+            "init",
+            "--store",
+            "sqlite:keys.db",
+            "--kek",
+            "env:COFFER_KEK",
+        ],
+        &env,
+    ));
+    // The file names the service's identity, as a shared coffer.toml does.
+    let path = d.join("coffer.toml");
+    let mut cfg = Config::load(&path).unwrap();
+    cfg.audit.actor = Some("coffer-serve".into());
+    std::fs::remove_file(&path).unwrap();
+    cfg.write_new(&path).unwrap();
+
+    let last_actor = |op: &str| -> String {
+        let lines = ok(&keys(d, &["audit", "--json"], &env));
+        let v: serde_json::Value = lines
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .rfind(|v| v["operation"] == op)
+            .unwrap();
+        v["actor"].as_str().unwrap().to_owned()
+    };
+    ok(&keys(
+        d,
+        &["create-scope", "tenant:a"],
+        &[("COFFER_KEK", kek.as_str()), ("USER", "alice")],
+    ));
+    assert!(
+        last_actor("create").starts_with("alice@"),
+        "{}",
+        last_actor("create")
+    );
+    ok(&keys(
+        d,
+        &["rotate", "tenant:a"],
+        &[("COFFER_KEK", kek.as_str()), ("COFFER_ACTOR", "bob")],
+    ));
+    assert_eq!(last_actor("rotate"), "bob");
+    ok(&keys(
+        d,
+        &[
+            "compromise",
+            "tenant:a",
+            "--reason",
+            "drill",
+            "--actor",
+            "carol",
+        ],
+        &env,
+    ));
+    assert_eq!(last_actor("compromise"), "carol");
+
+    // Beside `coffer serve`'s embedded store, with no coffer.toml: not advised to make a store.
+    let serve_dir = tempfile::tempdir().unwrap();
+    std::fs::write(serve_dir.path().join("coffer-keys.db"), b"").unwrap();
+    let out = keys(serve_dir.path(), &["audit"], &[]);
+    out.fails(2, "coffer-keys.db beside it is a key store already");
+    assert!(!out.stderr.contains("create one with"), "{}", out.stderr);
+}
+
 trait NamesVar {
     fn success_or_names(&self, var: &str);
 }

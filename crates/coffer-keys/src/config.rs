@@ -111,6 +111,8 @@ pub struct CacheConfig {
     pub l1_ttl: String,
     /// L1 size bound (DEKs).
     pub l1_capacity: u64,
+    /// Column keys, and blind-index keys, each cached DEK keeps at most.
+    pub derived_keys: usize,
     /// How long the cached active-version pointer is trusted, e.g. `5s`.
     pub active_ttl: String,
     /// Redis URL for L2 (env `COFFER_REDIS_URL`); absent: no L2.
@@ -132,6 +134,7 @@ impl Default for CacheConfig {
         CacheConfig {
             l1_ttl: "60s".into(),
             l1_capacity: 10_000,
+            derived_keys: 256,
             active_ttl: "5s".into(),
             redis_url: None,
             l2_ttl: "10m".into(),
@@ -325,6 +328,7 @@ impl Config {
         Ok(KeyringConfig {
             l1_ttl: duration("[cache] l1_ttl", &c.l1_ttl)?,
             l1_capacity: c.l1_capacity.max(1),
+            derived_keys: c.derived_keys.max(1),
             active_ttl: duration("[cache] active_ttl", &c.active_ttl)?,
             l2_ttl: duration("[cache] l2_ttl", &c.l2_ttl)?,
             l2_max_lifetime: duration("[cache] l2_max_lifetime", &c.l2_max_lifetime)?,
@@ -359,15 +363,38 @@ impl Config {
 const HEADER: &str = "# Coffer configuration. Every option: docs/KEYS.md §5.\n\
 # Secrets are never written here: KEK and cache-key sources are references (env:, file:, …).\n\n";
 
-/// `user@host` from the environment, for the audit trail.
+/// `user@host` of the OS user running this process, for the audit trail: `USER` or `LOGNAME`,
+/// else the name /etc/passwd gives the process's uid, else `uid N`.
 pub fn default_actor() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(os_user)
+        .unwrap_or_else(|| "unknown".into());
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into());
     format!("{user}@{host}")
+}
+
+/// The process's real uid, by name when /etc/passwd has it (Linux).
+fn os_user() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| {
+        p.lines().find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            (f.nth(1)? == uid).then(|| name.to_owned())
+        })
+    });
+    Some(name.unwrap_or_else(|| format!("uid {uid}")))
 }
 
 /// Parses `30s`, `10m`, `1h`, `90d` (or a bare number of seconds).
@@ -419,6 +446,66 @@ pub fn local_provider(kek: &KekConfig) -> Result<Option<Arc<dyn KekProvider>>> {
     Ok(Some(Arc::new(LocalKek::new(id, key))))
 }
 
+/// The error for a `[[kek]]` whose `env:` variable is not set (`err` is
+/// [`Error::SecretNotSet`]; any other error is returned as it is), with advice that depends on
+/// what `store` holds. If the store has a canary or DEKs under that KEK id, the key exists
+/// somewhere and must be restored: a new key cannot open the store, so `coffer keygen` is not
+/// offered. Only when nothing in the store is under that id (a new store, a new KEK version) is
+/// a new key the right answer. When the store cannot be read, the advice is the cautious one.
+pub async fn missing_kek_secret(
+    store: &dyn crate::store::KeyStore,
+    config: &Config,
+    err: Error,
+) -> Error {
+    let Error::SecretNotSet { var } = &err else {
+        return err;
+    };
+    let named = config.keks.iter().find_map(|k| match k.source() {
+        Ok(KekSource::Key(SecretRef::Env(v))) if v == *var => Some((k, "key")),
+        Ok(KekSource::Passphrase(SecretRef::Env(v))) if v == *var => Some((k, "passphrase")),
+        _ => None,
+    });
+    let Some((kek, what)) = named else {
+        return err;
+    };
+    let Ok(id) = kek.id() else {
+        return err;
+    };
+    let canary = store
+        .keks()
+        .await
+        .map(|keks| keks.into_iter().find(|k| k.id == id));
+    let deks = store.deks_under(&id, 1).await.map(|d| d.len());
+    match (canary, deks) {
+        (Ok(None), Ok(0)) => {
+            let create = if what == "key" {
+                format!("create a key with `export {var}=$(coffer keygen)`")
+            } else {
+                format!("choose a passphrase and export it as {var}")
+            };
+            Error::config(format!(
+                "[[kek]] {id}: environment variable {var} is not set; the key store holds \
+                 nothing under KEK {id} yet, so {create} and keep a copy somewhere safe (losing \
+                 it loses every key wrapped under it)"
+            ))
+        }
+        (canary, _) => {
+            let since = match canary {
+                Ok(Some(rec)) if rec.registered_at_us > 0 => {
+                    format!(" (registered {})", crate::error::utc(rec.registered_at_us))
+                }
+                _ => String::new(),
+            };
+            Error::config(format!(
+                "[[kek]] {id}: environment variable {var} is not set. The key store already \
+                 holds keys wrapped under KEK {id}{since}: set {var} to the {what} it was set up \
+                 with, restored from where it was kept (a secrets manager, a vault, an offline \
+                 copy). A new {what} cannot open this store: do not make one"
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,6 +529,9 @@ mod tests {
         assert_eq!(k.l2_max_lifetime, Duration::from_secs(3600));
         assert_eq!(k.max_encryptions, 1 << 30);
         assert_eq!(k.max_age, None);
+        assert_eq!(k.derived_keys, 256);
+        let set = Config::from_toml(&format!("{MINIMAL}\n[cache]\nderived_keys = 32")).unwrap();
+        assert_eq!(set.keyring_config().unwrap().derived_keys, 32);
     }
 
     #[test]

@@ -35,9 +35,33 @@ pub enum Error {
         version: Option<KeyVersion>,
     },
 
-    /// The scope already exists (or existed and was destroyed, which is final).
+    /// The scope already exists.
     #[error("scope '{0}' already exists")]
     ScopeExists(String),
+
+    /// The scope was crypto-shredded: its name stays a tombstone and cannot be created again.
+    #[error(
+        "scope '{scope}' was destroyed{}; the name of a destroyed scope cannot be reused (nothing \
+         new is ever sealed under a name whose data was shredded): create the scope under a new \
+         name",
+        destroyed_at_us.map(|us| format!(" on {}", utc(us))).unwrap_or_default()
+    )]
+    ScopeDestroyed {
+        /// The scope.
+        scope: String,
+        /// When it was destroyed (µs since the Unix epoch), if known.
+        destroyed_at_us: Option<i64>,
+    },
+
+    /// An environment variable named by a secret reference (`env:VAR`) is not set.
+    #[error(
+        "environment variable {var} is not set (named by env:{var}); set it to the key it \
+         names (a new key from `coffer keygen` opens nothing encrypted before)"
+    )]
+    SecretNotSet {
+        /// The variable.
+        var: String,
+    },
 
     /// A DEK names a KEK version that is not configured in this process.
     #[error(
@@ -104,9 +128,11 @@ impl Error {
         match self {
             Error::UnknownScope(_) | Error::UnknownVersion { .. } => K::NotFound,
             Error::Destroyed { .. } => K::Destroyed,
-            Error::ScopeExists(_) | Error::State(_) => K::Conflict,
+            Error::ScopeExists(_) | Error::ScopeDestroyed { .. } | Error::State(_) => K::Conflict,
             // A KEK version missing from this process's configuration: fix coffer.toml.
-            Error::UnknownKek { .. } | Error::Config(_) => K::InvalidInput,
+            Error::UnknownKek { .. } | Error::Config(_) | Error::SecretNotSet { .. } => {
+                K::InvalidInput
+            }
             Error::WrongKek { .. } => K::WrongKek,
             Error::Provider { .. } | Error::Store(_) => K::Unavailable,
             // None of the caller's keys authenticates the message: a failed decryption.
@@ -134,10 +160,43 @@ impl Error {
     }
 }
 
+/// A time from the key store's clock (µs since the Unix epoch) as `YYYY-MM-DD HH:MM:SS UTC`.
+pub(crate) fn utc(us: i64) -> String {
+    // Days to a civil date (proleptic Gregorian), after H. Hinnant's `civil_from_days`.
+    let secs = us.div_euclid(1_000_000);
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use coffer_core::ErrorKind as K;
+
+    #[test]
+    fn store_times_read_as_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_793_491_200_000_000), "2026-11-01 00:00:00 UTC");
+        assert_eq!(
+            utc(951_825_600_000_000 + 3_723_000_000),
+            "2000-02-29 13:02:03 UTC"
+        );
+        assert_eq!(utc(-1_000_000), "1969-12-31 23:59:59 UTC");
+    }
 
     #[test]
     fn kinds_classify_every_variant() {
@@ -159,6 +218,14 @@ mod tests {
                 K::Destroyed,
             ),
             (Error::ScopeExists("s".into()), K::Conflict),
+            (
+                Error::ScopeDestroyed {
+                    scope: "s".into(),
+                    destroyed_at_us: None,
+                },
+                K::Conflict,
+            ),
+            (Error::SecretNotSet { var: "V".into() }, K::InvalidInput),
             (Error::UnknownKek { kek: "k/v1".into() }, K::InvalidInput),
             (Error::WrongKek { kek: "k/v1".into() }, K::WrongKek),
             (Error::provider("k/v1", "timeout"), K::Unavailable),

@@ -72,12 +72,8 @@ impl SecretRef {
     pub fn read_text(&self) -> Result<Zeroizing<String>> {
         match self {
             SecretRef::Env(var) => {
-                let value = std::env::var_os(var).ok_or_else(|| {
-                    Error::config(format!(
-                        "environment variable {var} is not set (named by env:{var}); \
-                         create a key with `export {var}=$(coffer keygen)`"
-                    ))
-                })?;
+                let value = std::env::var_os(var)
+                    .ok_or_else(|| Error::SecretNotSet { var: var.clone() })?;
                 Ok(Zeroizing::new(value.into_string().map_err(|_| {
                     Error::config(format!("environment variable {var} is not UTF-8 text"))
                 })?))

@@ -265,6 +265,27 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Up to `limit` live (not destroyed) DEKs wrapped under a KEK other than `kek`.
     async fn deks_not_under(&self, kek: &KekId, limit: usize) -> Result<Vec<DekRecord>>;
 
+    /// Up to `limit` live (not destroyed) DEKs wrapped under `kek`: what a KEK with no canary
+    /// in the registry is proven against before anything new is wrapped under it. The default
+    /// walks the scopes; stores with a query language override it.
+    async fn deks_under(&self, kek: &KekId, limit: usize) -> Result<Vec<DekRecord>> {
+        let mut out = Vec::new();
+        for s in self.scopes().await? {
+            if out.len() >= limit {
+                break;
+            }
+            if s.is_destroyed() {
+                continue;
+            }
+            for d in self.deks(&s.scope).await? {
+                if out.len() < limit && d.wrapped.is_some() && d.kek == *kek {
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// How many live DEKs are wrapped under a KEK other than `kek` (progress of a KEK rotation).
     async fn count_deks_not_under(&self, kek: &KekId) -> Result<u64>;
 

@@ -165,3 +165,234 @@ fn cache_and_kek_traffic_is_exported_as_metrics() {
         "1 + 8: {counts:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_kek_writes_nothing() {
+    support::wrong_kek::a_wrong_kek_writes_nothing(&Memory::default()).await;
+}
+
+/// A caller that sends ever new column and blind-index names (each up to the 255-byte id limit)
+/// cannot grow a cached DEK's derived keys past the bound; dropped keys are derived again, the
+/// same as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derived_keys_per_dek_stay_bounded() {
+    use coffer_keys::{BlindIndexSpec, KeyringConfig};
+    let env = Memory::default();
+    let kek = Kek::generate().unwrap();
+    let bound = 64;
+    let kr = support::keyring(
+        &env,
+        support::ring(&[("main", 1, &kek)], ("main", 1)),
+        KeyringConfig {
+            derived_keys: bound,
+            ..KeyringConfig::default()
+        },
+    )
+    .await;
+    let s = scope("tenant:bounded");
+    let v = kr.create_scope(&s).await.unwrap().version;
+    let row: &[&[u8]] = &[b"row-1"];
+    let ctx = FieldContext::row(row);
+    let first = col("ssn");
+    let sealed = kr
+        .encrypt(&s, &first, Suite::Gcm96, &ctx, b"123-45-6789")
+        .await
+        .unwrap();
+    let spec = |name: String| BlindIndexSpec {
+        column: col("email"),
+        name,
+        bits: 32,
+        normalizers: Vec::new(),
+    };
+    let (_, first_term) = kr
+        .blind_index(&s, &spec("by-email".into()), &[b"a@example.org"])
+        .await
+        .unwrap();
+    let pad = "n".repeat(240);
+    for i in 0..100_000u32 {
+        let name = format!("{i}-{pad}");
+        kr.field_key_at(&s, &col(&name), v, Suite::Gcm96)
+            .await
+            .unwrap();
+        kr.blind_index(&s, &spec(name), &[b"x"]).await.unwrap();
+        if i % 5_000 == 0 {
+            let (c, x) = kr.derived_keys_cached(&s, v).await.unwrap();
+            assert!(c <= bound && x <= bound, "{c} column keys, {x} index keys");
+        }
+    }
+    let (c, x) = kr.derived_keys_cached(&s, v).await.unwrap();
+    assert!(c <= bound && x <= bound, "{c} column keys, {x} index keys");
+    assert!(
+        c >= bound / 2 && x >= bound / 2,
+        "recent keys are kept: {c}, {x}"
+    );
+    // Long evicted, derived again: the same keys.
+    assert_eq!(
+        kr.decrypt(&s, &first, &ctx, &sealed)
+            .await
+            .unwrap()
+            .unwrap(),
+        b"123-45-6789"
+    );
+    let (_, again) = kr
+        .blind_index(&s, &spec("by-email".into()), &[b"a@example.org"])
+        .await
+        .unwrap();
+    assert_eq!(again, first_term);
+}
+
+/// An in-process L2: entries in a map, invalidations delivered at once to every subscriber.
+#[derive(Default)]
+struct MemoryL2 {
+    entries: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
+    subscribers: std::sync::Mutex<Vec<coffer_keys::InvalidationHandler>>,
+}
+
+impl MemoryL2 {
+    fn len(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+}
+
+#[async_trait::async_trait]
+impl coffer_keys::L2Backend for MemoryL2 {
+    async fn get_touch(
+        &self,
+        name: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<Option<Vec<u8>>, coffer_keys::L2Error> {
+        Ok(self.entries.lock().unwrap().get(name).cloned())
+    }
+
+    async fn put(
+        &self,
+        name: &str,
+        value: &[u8],
+        _ttl: std::time::Duration,
+    ) -> Result<(), coffer_keys::L2Error> {
+        self.entries
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    async fn try_lock(
+        &self,
+        _name: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<bool, coffer_keys::L2Error> {
+        Ok(true)
+    }
+
+    async fn unlock(&self, _name: &str) -> Result<(), coffer_keys::L2Error> {
+        Ok(())
+    }
+
+    async fn delete(&self, names: &[String]) -> Result<(), coffer_keys::L2Error> {
+        let mut e = self.entries.lock().unwrap();
+        for n in names {
+            e.remove(n);
+        }
+        Ok(())
+    }
+
+    async fn publish_invalidation(&self, names: &[String]) -> Result<(), coffer_keys::L2Error> {
+        let subs = self.subscribers.lock().unwrap().clone();
+        for s in subs {
+            s(names.to_vec());
+        }
+        Ok(())
+    }
+
+    fn subscribe(&self, on_invalidate: coffer_keys::InvalidationHandler) {
+        self.subscribers.lock().unwrap().push(on_invalidate);
+    }
+}
+
+/// A cold load that read the DEK record before a destroy and finishes after it keeps nothing:
+/// neither L1 nor L2 holds the destroyed key afterwards, and the load fails as destroyed. The
+/// interleaving is fixed by a hook in the loader (no timing): the destroy runs, whole, while the
+/// load waits between reading the record and unwrapping. `by_other` puts the destroy in another
+/// process sharing the store and L2.
+async fn destroy_during_a_cold_load(by_other: bool) {
+    use coffer_keys::{CacheKey, Error, Keyring, KeyringConfig};
+    use tokio::sync::Notify;
+    let env = Memory::default();
+    let kek = Kek::generate().unwrap();
+    let l2 = Arc::new(MemoryL2::default());
+    let cache_secret = [7u8; 32];
+    let open = || async {
+        Keyring::with_l2(
+            env.0.clone() as Arc<dyn KeyStore>,
+            support::ring(&[("main", 1, &kek)], ("main", 1)),
+            KeyringConfig::default(),
+            l2.clone() as Arc<dyn coffer_keys::L2Backend>,
+            CacheKey::new(&cache_secret, 1).unwrap(),
+        )
+        .await
+        .unwrap()
+    };
+    let a = open().await;
+    let b = open().await;
+    let s = scope("tenant:shredded");
+    let c = col("ssn");
+    let row: &[&[u8]] = &[b"row-1"];
+    let ctx = FieldContext::row(row);
+    let v = b.create_scope(&s).await.unwrap().version;
+    let sealed = b
+        .encrypt(&s, &c, Suite::Gcm96, &ctx, b"123-45-6789")
+        .await
+        .unwrap();
+
+    let reached = Arc::new(Notify::new());
+    let proceed = Arc::new(Notify::new());
+    let (r, p) = (reached.clone(), proceed.clone());
+    let hook: coffer_keys::LoadHook = Arc::new(
+        move |_: &coffer_core::ScopeId,
+              _: coffer_core::KeyVersion|
+              -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+            let (r, p) = (r.clone(), p.clone());
+            Box::pin(async move {
+                r.notify_one();
+                p.notified().await;
+            })
+        },
+    );
+    a.set_load_hook(Some(hook));
+    let load = {
+        let (a, s, c, sealed) = (a.clone(), s.clone(), c.clone(), sealed.clone());
+        tokio::spawn(async move {
+            let row: &[&[u8]] = &[b"row-1"];
+            let ctx = FieldContext::row(row);
+            a.decrypt(&s, &c, &ctx, &sealed).await
+        })
+    };
+    reached.notified().await;
+    let destroyer = if by_other { &b } else { &a };
+    assert_eq!(destroyer.destroy(&s).await.unwrap(), 1);
+    proceed.notify_one();
+    let result = load.await.unwrap();
+    a.set_load_hook(None);
+
+    assert!(
+        matches!(result, Err(Error::Destroyed { .. })),
+        "the racing load must fail as destroyed: {result:?}"
+    );
+    assert_eq!(a.derived_keys_cached(&s, v).await, None, "L1 refilled");
+    assert_eq!(l2.len(), 0, "L2 refilled with a destroyed key");
+    assert!(matches!(
+        a.decrypt(&s, &c, &ctx, &sealed).await,
+        Err(Error::Destroyed { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroy_racing_a_cold_load_leaves_no_key_cached() {
+    destroy_during_a_cold_load(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroy_in_another_process_racing_a_cold_load_leaves_no_key_cached() {
+    destroy_during_a_cold_load(true).await;
+}

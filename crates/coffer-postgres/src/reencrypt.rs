@@ -74,6 +74,9 @@ pub struct RunReport {
     pub batches: u64,
     /// The version rows were moved to.
     pub active: Option<KeyVersion>,
+    /// Rows still pending when the run ended (version column NULL or below the active version
+    /// as the key store has it then): 0 unless `max_rows` stopped it first.
+    pub remaining: u64,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -252,10 +255,12 @@ impl Reencryptor {
         }
     }
 
-    /// The active version and how many rows are pending (version column NULL or older).
+    /// The active version and how many rows are pending (version column NULL or older). The
+    /// active version is read from the key store, not from a cached pointer: a rotation made
+    /// a moment ago (in this process or another) counts.
     pub async fn pending(&self) -> Result<(KeyVersion, u64)> {
         let t = &self.inner.cols.table().inner;
-        let active = self.inner.cols.keyring().active_version(&t.scope).await?;
+        let active = self.inner.cols.keyring().refresh_active(&t.scope).await?;
         let n: i64 = sqlx::query_scalar(&format!(
             "SELECT count(*) FROM {} WHERE {v} IS NULL OR {v} < $1",
             t.sql,
@@ -278,11 +283,13 @@ impl Reencryptor {
         let mut report = RunReport::default();
         let mut idle_since: Option<Instant> = None;
         'sweeps: loop {
+            // From the key store, not the cached pointer (which may predate a rotation for up
+            // to `active_ttl`); the seals below then use it too.
             let active = self
                 .inner
                 .cols
                 .keyring()
-                .active_version(self.inner.cols.table().scope())
+                .refresh_active(self.inner.cols.table().scope())
                 .await?;
             report.active = Some(active);
             let mut cursor: Option<String> = None;
@@ -316,9 +323,14 @@ impl Reencryptor {
             }
             // Nothing this worker could lock: done, or rows are held by other workers or
             // transactions (wait for them), or rows arrived under an older version.
-            let (_, pending) = self.pending().await?;
+            let (now_active, pending) = self.pending().await?;
             if pending == 0 {
                 break;
+            }
+            if now_active != active {
+                // Rotated while this sweep ran: sweep again under the new version.
+                idle_since = None;
+                continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= self.inner.opts.locked_wait {
@@ -330,6 +342,8 @@ impl Reencryptor {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // Done means no row left on an older version: counted, not assumed.
+        report.remaining = self.pending().await?.1;
         report.elapsed = started.elapsed();
         Ok(report)
     }
@@ -372,6 +386,7 @@ impl Reencryptor {
             total.batches += r.batches;
             total.active = total.active.max(r.active);
         }
+        total.remaining = self.pending().await?.1;
         Ok(total)
     }
 

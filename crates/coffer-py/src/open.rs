@@ -60,9 +60,19 @@ pub fn assembly_err(e: coffer_assembly::Error) -> pyo3::PyErr {
 }
 
 /// The keyring of the configuration (coffer-assembly: store, every `[[kek]]` provider this
-/// build has, the Redis L2 when configured).
+/// build has, the Redis L2 when configured), with its KEKs proven: each KEK the store knows
+/// must open its canary, and the primary must open what the store holds under its id, so a
+/// wrong key fails here (`WrongKekError`) rather than at the first write. Nothing is written.
 pub async fn keyring(config: Config) -> PyResult<Keyring> {
-    coffer_assembly::open_keyring(&config)
+    let keyring = coffer_assembly::open_keyring(&config)
         .await
-        .map_err(assembly_err)
+        .map_err(assembly_err)?;
+    for (_, result) in keyring.check_keks().await.map_err(errors::keys)? {
+        result.map_err(errors::keys)?;
+    }
+    keyring
+        .prove_kek(keyring.keks().primary_id(), None)
+        .await
+        .map_err(errors::keys)?;
+    Ok(keyring)
 }

@@ -394,15 +394,14 @@ impl Table {
                 } else {
                     job.run(|_| {}).await
                 };
-                let pending = match &r {
-                    Ok(_) => job.pending().await.map(|(_, n)| n),
-                    Err(_) => Ok(0),
-                };
                 pool.close().await;
-                Ok::<_, coffer_postgres::Error>((r?, pending?))
+                r
             })
         });
-        let (r, pending) = report.map_err(errors::columns)?;
+        let r = report.map_err(errors::columns)?;
+        // Counted at the end against the active version in the key store: 0 unless max_rows
+        // stopped the run.
+        let pending = r.remaining;
         let d = PyDict::new(py);
         d.set_item("rows", r.rows)?;
         d.set_item("batches", r.batches)?;

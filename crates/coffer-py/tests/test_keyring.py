@@ -195,6 +195,19 @@ def test_config_errors(tmp_path) -> None:
         coffer.Keyring.from_toml("not toml [").open()
 
 
+def test_open_refuses_a_wrong_kek(sqlite_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`open()` proves the KEK: other key material under the configured id fails there, before
+    any write could wrap a key nobody can open."""
+    import base64
+    import secrets
+
+    monkeypatch.setenv("COFFER_TEST_KEK", base64.b64encode(secrets.token_bytes(32)).decode())
+    with pytest.raises(coffer.KeyStateError, match="'main/v1' does not match the key store"):
+        coffer.Keyring(str(sqlite_store.config)).open()
+    monkeypatch.setenv("COFFER_TEST_KEK", sqlite_store.env["COFFER_TEST_KEK"])
+    coffer.Keyring(str(sqlite_store.config)).open()
+
+
 def test_no_secret_in_repr_or_traceback(sqlite_store: Store, keyring: coffer.Keyring, scope: str) -> None:
     kek = sqlite_store.env["COFFER_TEST_KEK"]
     secret = "SSN-987-65-4321"

@@ -160,6 +160,29 @@ def test_rotation_and_reencrypt_while_reads_continue(engine: sa.Engine, sqlite_s
         assert [x.id for x in s.scalars(sa.select(Patient).where(Patient.ssn == expected[pk][0]))] == [pk]
 
 
+def test_reencrypt_right_after_a_rotation_by_another_keyring(engine: sa.Engine, sqlite_store: Store, pg_database: str) -> None:
+    """The integration's keyring has the old active version cached; another Keyring object of
+    this process rotates. The re-encryption reads the active version from the key store, moves
+    every row, and says none is left."""
+    with Session(engine) as s:
+        s.add_all([_new(2000 + i) for i in range(201)])
+        s.commit()
+        total = s.execute(sa.text(f"SELECT count(*) FROM {TABLE}")).scalar_one()
+    ring = csa._ring()
+    before = ring.active_version(f"table:{TABLE}")
+    other = sqlite_store.keyring()
+    active = other.rotate(f"table:{TABLE}")
+    assert active > before
+    report = csa.reencrypt(Patient, pg_database, batch_size=50)
+    assert report["active_version"] == active
+    assert report["rows"] == total and report["pending"] == 0, report
+    with Session(engine) as s:
+        versions = s.execute(sa.text(f"SELECT DISTINCT key_version FROM {TABLE}")).scalars().all()
+        assert versions == [active]
+    # The integration's own writes follow the rotation too.
+    assert ring.active_version(f"table:{TABLE}") == active
+
+
 def test_tampered_copied_and_destroyed(engine: sa.Engine) -> None:
     with Session(engine) as s:
         a, b = _new(501), _new(502)

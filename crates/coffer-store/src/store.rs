@@ -668,6 +668,25 @@ impl KeyStore for SqlStore {
             .map_err(db)
     }
 
+    async fn deks_under(&self, kek: &KekId, limit: usize) -> Result<Vec<DekRecord>> {
+        let sql = format!(
+            "SELECT {DEK_COLUMNS} FROM coffer_deks \
+             WHERE wrapped IS NOT NULL AND kek_name = $1 AND kek_version = $2 \
+             ORDER BY scope, version LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(kek.name().to_owned())
+            .bind(i64::from(kek.version()))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(decode_dek)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
     async fn count_deks_not_under(&self, kek: &KekId) -> Result<u64> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n FROM coffer_deks \

@@ -55,6 +55,7 @@ macro_rules! on_both {
 }
 
 on_both!(lifecycle::lifecycle_and_errors);
+on_both!(wrong_kek::a_wrong_kek_writes_nothing);
 on_both!(lifecycle::kek_rotation_rewraps_every_dek);
 on_both!(concurrency::rotation_under_load_loses_nothing);
 on_both!(concurrency::concurrent_creates_and_rotations_leave_one_active_version);

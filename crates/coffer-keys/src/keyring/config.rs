@@ -10,6 +10,9 @@ pub struct KeyringConfig {
     pub l1_ttl: Duration,
     /// L1 size bound in DEKs (default 10 000).
     pub l1_capacity: u64,
+    /// Column keys, and blind-index keys, each cached DEK keeps at most (default 256; the
+    /// least recently used are dropped and derived again when needed).
+    pub derived_keys: usize,
     /// How long a process trusts its cached "active version" pointer (default 5 s).
     pub active_ttl: Duration,
     /// L2 sliding time to live (default 10 min).
@@ -36,6 +39,7 @@ impl Default for KeyringConfig {
         KeyringConfig {
             l1_ttl: Duration::from_secs(60),
             l1_capacity: 10_000,
+            derived_keys: 256,
             active_ttl: Duration::from_secs(5),
             l2_ttl: Duration::from_secs(600),
             l2_max_lifetime: Duration::from_secs(3600),

@@ -220,6 +220,15 @@ impl Keyring {
         Ok(self.active_pointer(scope).await?.version)
     }
 
+    /// The scope's active version as the key store has it now, not as this process cached it
+    /// (for up to `active_ttl`): the cached pointer is dropped and read again, so the writes
+    /// that follow use that version too. Jobs that must not miss a rotation made by another
+    /// process, or by another keyring of this one, call it (re-encryption does).
+    pub async fn refresh_active(&self, scope: &ScopeId) -> Result<KeyVersion> {
+        self.inner.invalidate_pointer(scope);
+        Ok(self.active_pointer(scope).await?.version)
+    }
+
     /// The blind-index key of `index` under the scope's active version, for computing many
     /// indexes without a cache lookup or a subkey derivation per value (writers, batch jobs).
     pub async fn blind_index_key(

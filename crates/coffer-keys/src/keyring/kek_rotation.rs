@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Keyring, bump};
+use super::Keyring;
 use crate::audit::Operation;
 use crate::error::{Error, Result};
 use crate::kek::{KekId, WrapContext};
@@ -32,6 +32,8 @@ impl Keyring {
         let target = self.inner.keks.primary_id().clone();
         let kek = Arc::clone(self.inner.keks.primary()?);
         let mut report = RewrapReport::default();
+        // Refused before the first re-wrap if the primary is not the key the store knows.
+        self.prove_kek(&target, None).await?;
         loop {
             let todo = self
                 .inner
@@ -98,8 +100,7 @@ impl Keyring {
         };
         // One Rewrap event covers the whole run; the unwraps are not audited one by one.
         let dek = self.unwrap_for(rec, wrapped, false).await?;
-        let new = kek.wrap(&dek, &ctx).await?;
-        bump(&self.inner.stats.kek_wraps, "coffer_keys_kek_wraps_total");
+        let new = self.wrap_under(target, &dek, &ctx).await?;
         Ok(Some(Rewrap {
             scope: rec.scope.clone(),
             version: rec.version,

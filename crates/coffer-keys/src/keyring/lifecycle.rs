@@ -48,6 +48,9 @@ impl Keyring {
             if known.contains(id) {
                 continue;
             }
+            // A KEK id new to the registry may still wrap DEKs (a store from before canaries):
+            // a wrong key under that id must not get a canary that vouches for it.
+            self.prove_kek(id, None).await?;
             let kek = self.inner.keks.get(id)?;
             let canary = Dek::generate()?;
             let ctx = self.canary_context(&scope, id);
@@ -77,30 +80,116 @@ impl Keyring {
     /// Checks every configured KEK that the store knows against its canary: `Ok` if it opens
     /// the canary, [`Error::WrongKek`] if it is other key material, provider errors as they come.
     pub async fn check_keks(&self) -> Result<Vec<(KekId, Result<()>)>> {
-        let scope = ScopeId::new(Self::CANARY_SCOPE)?;
         let mut out = Vec::new();
         for rec in self.inner.store.keks().await? {
-            let Ok(kek) = self.inner.keks.get(&rec.id) else {
+            if self.inner.keks.get(&rec.id).is_err() {
                 continue;
-            };
-            let ctx = self.canary_context(&scope, &rec.id);
-            let result = match kek.unwrap(&rec.canary_wrapped, &ctx).await {
-                Ok(canary) => wrap::verify_metadata_tag(
-                    &canary,
-                    &self.metadata(&scope, ctx.version, ctx.key_id),
-                    &rec.canary_check,
-                )
-                .map_err(|_| Error::WrongKek {
-                    kek: rec.id.to_string(),
-                }),
-                Err(Error::Crypto(_)) => Err(Error::WrongKek {
-                    kek: rec.id.to_string(),
-                }),
-                Err(e) => Err(e),
-            };
+            }
+            let result = self.check_canary(&rec).await;
+            if result.is_ok() {
+                self.proven(&rec.id);
+            }
             out.push((rec.id, result));
         }
         Ok(out)
+    }
+
+    /// Opens a KEK's canary with the configured key of that id and checks its tag.
+    async fn check_canary(&self, rec: &crate::store::KekRecord) -> Result<()> {
+        let scope = ScopeId::new(Self::CANARY_SCOPE)?;
+        let kek = self.inner.keks.get(&rec.id)?;
+        let ctx = self.canary_context(&scope, &rec.id);
+        match kek.unwrap(&rec.canary_wrapped, &ctx).await {
+            Ok(canary) => wrap::verify_metadata_tag(
+                &canary,
+                &self.metadata(&scope, ctx.version, ctx.key_id),
+                &rec.canary_check,
+            )
+            .map_err(|_| Error::WrongKek {
+                kek: rec.id.to_string(),
+            }),
+            Err(Error::Crypto(_)) => Err(Error::WrongKek {
+                kek: rec.id.to_string(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn proven(&self, id: &KekId) {
+        if let Ok(mut set) = self.inner.proven.lock() {
+            set.insert(id.clone());
+        }
+    }
+
+    /// Proves that the configured key of KEK `id` is the key the store knows under that id,
+    /// before anything is wrapped under it: against the store's canary for `id`, or, when the
+    /// registry has none, by unwrapping a DEK already wrapped under `id` (one of `scope`'s
+    /// first, else any in the store). A KEK id the store has never seen has nothing to prove
+    /// against and passes. A successful proof is remembered for the life of this keyring, so
+    /// it costs one registry read and one unwrap per KEK per process.
+    ///
+    /// Every wrap of a DEK goes through this ([`Error::WrongKek`] then, and nothing written),
+    /// so a wrong key can never write keys that the right key cannot open.
+    pub async fn prove_kek(&self, id: &KekId, scope: Option<&ScopeId>) -> Result<()> {
+        if self.inner.proven.lock().is_ok_and(|set| set.contains(id)) {
+            return Ok(());
+        }
+        self.inner.keks.get(id)?;
+        let canary = self
+            .inner
+            .store
+            .keks()
+            .await?
+            .into_iter()
+            .find(|k| k.id == *id);
+        match canary {
+            Some(rec) => self.check_canary(&rec).await?,
+            None => {
+                let mut sample = None;
+                if let Some(scope) = scope {
+                    sample = self
+                        .inner
+                        .store
+                        .deks(scope)
+                        .await?
+                        .into_iter()
+                        .find(|d| d.kek == *id && d.wrapped.is_some());
+                }
+                if sample.is_none() {
+                    sample = self.inner.store.deks_under(id, 1).await?.into_iter().next();
+                }
+                if let Some(rec) = sample
+                    && let Some(wrapped) = rec.wrapped.as_deref()
+                {
+                    match self.unwrap_for(&rec, wrapped, false).await {
+                        Ok(_) => {}
+                        Err(Error::Crypto(_)) => {
+                            return Err(Error::WrongKek {
+                                kek: id.to_string(),
+                            });
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        self.proven(id);
+        Ok(())
+    }
+
+    /// The one place a DEK is wrapped for the key store: proves the KEK first
+    /// ([`prove_kek`](Self::prove_kek)), then wraps.
+    pub(super) async fn wrap_under(
+        &self,
+        id: &KekId,
+        dek: &Dek,
+        ctx: &WrapContext<'_>,
+    ) -> Result<Vec<u8>> {
+        self.prove_kek(id, Some(ctx.scope)).await?;
+        let kek = self.inner.keks.get(id)?;
+        let wrapped = kek.wrap(dek, ctx).await?;
+        bump(&self.inner.stats.kek_wraps, "coffer_keys_kek_wraps_total");
+        Ok(wrapped)
     }
 
     /// Appends an event to the audit trail (for operations made outside the keyring, such as
@@ -127,8 +216,7 @@ impl Keyring {
             version,
             key_id: &key_id,
         };
-        let wrapped = kek.wrap(&dek, &ctx).await?;
-        bump(&self.inner.stats.kek_wraps, "coffer_keys_kek_wraps_total");
+        let wrapped = self.wrap_under(&kek_id, &dek, &ctx).await?;
         let check = wrap::metadata_tag(&dek, &self.metadata(scope, version, &key_id))?;
         let new = NewDek {
             scope: scope.clone(),
@@ -157,11 +245,18 @@ impl Keyring {
         }
     }
 
-    /// Creates a scope with its first DEK version. [`Error::ScopeExists`] if it exists (or was
-    /// destroyed: a destroyed scope stays a tombstone).
+    /// Creates a scope with its first DEK version. [`Error::ScopeExists`] if it exists,
+    /// [`Error::ScopeDestroyed`] (with when) if it was destroyed: a destroyed scope stays a
+    /// tombstone and its name is never reused.
     pub async fn create_scope(&self, scope: &ScopeId) -> Result<DekRecord> {
-        if self.inner.store.scope(scope).await?.is_some() {
-            return Err(Error::ScopeExists(scope.as_str().to_owned()));
+        if let Some(s) = self.inner.store.scope(scope).await? {
+            return Err(match s.destroyed_at_us {
+                Some(at) => Error::ScopeDestroyed {
+                    scope: scope.as_str().to_owned(),
+                    destroyed_at_us: Some(at),
+                },
+                None => Error::ScopeExists(scope.as_str().to_owned()),
+            });
         }
         match self.create_or_get(scope).await? {
             CreateOutcome::Created(rec) => Ok(rec),
@@ -256,7 +351,7 @@ impl Keyring {
     /// Puts a DEK this process just created (and committed) into L1, sparing a KEK call on
     /// its first use.
     pub(super) async fn keep(&self, scope: &ScopeId, version: KeyVersion, dek: Dek) {
-        let live = Arc::new(LiveDek::new(dek, version));
+        let live = Arc::new(LiveDek::new(dek, version, self.inner.config.derived_keys));
         self.inner.l1.insert((scope.clone(), version), live).await;
     }
 
@@ -384,6 +479,11 @@ impl Keyring {
                     .is_ok_and(|n| names.contains(&n))
             })
             .collect();
+        // Bumped even when nothing cached matches: a load in flight for one of these keys
+        // re-checks the store before it keeps what it loaded.
+        inner
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         for key in &hit {
             inner.invalidate_pointer(&key.0);
         }

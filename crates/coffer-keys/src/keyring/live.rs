@@ -3,7 +3,8 @@
 //! scope's active version.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -12,13 +13,79 @@ use coffer_core::{BlindIndexKey, ColumnId, Dek, FieldKey, KeyVersion, Normalizer
 use super::BlindIndexSpec;
 use crate::error::Result;
 
+/// Keys derived from one DEK, by the names a caller sent (columns, blind indexes), at most
+/// `cap` of them: when full, the least recently used quarter is dropped. Derived keys are cheap
+/// to derive again, and a dropped key is zeroized when its last handle goes (AWS-LC cleanses
+/// it), so the bound costs a re-derivation, never a wrong or lost key; without it, a caller
+/// sending ever new names would grow the process without limit.
+pub(crate) struct Derived<K, V> {
+    map: RwLock<HashMap<K, (Arc<V>, AtomicU64)>>,
+    clock: AtomicU64,
+    cap: usize,
+}
+
+impl<K: Eq + Hash, V> Derived<K, V> {
+    pub(super) fn new(cap: usize) -> Self {
+        Derived {
+            map: RwLock::default(),
+            clock: AtomicU64::new(0),
+            cap: cap.max(1),
+        }
+    }
+
+    /// The key kept under `key`, or the one `make` derives (kept unless another task kept one
+    /// first: then that one).
+    pub(super) fn get_or_make(&self, key: K, make: impl FnOnce() -> Result<V>) -> Result<Arc<V>> {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        if let Ok(map) = self.map.read()
+            && let Some((v, used)) = map.get(&key)
+        {
+            used.store(now, Ordering::Relaxed);
+            return Ok(Arc::clone(v));
+        }
+        let made = Arc::new(make()?);
+        let Ok(mut map) = self.map.write() else {
+            return Ok(made);
+        };
+        if !map.contains_key(&key) && map.len() >= self.cap {
+            Self::evict(&mut map, self.cap);
+        }
+        let (v, _) = map
+            .entry(key)
+            .or_insert_with(|| (made, AtomicU64::new(now)));
+        Ok(Arc::clone(v))
+    }
+
+    /// Drops the least recently used quarter (at least one entry). Every entry's last use is
+    /// a distinct clock value, so exactly that many go.
+    fn evict(map: &mut HashMap<K, (Arc<V>, AtomicU64)>, cap: usize) {
+        let keep = cap - (cap / 4).max(1);
+        let drop = map.len().saturating_sub(keep);
+        if drop == 0 {
+            return;
+        }
+        let mut ticks: Vec<u64> = map
+            .values()
+            .map(|(_, t)| t.load(Ordering::Relaxed))
+            .collect();
+        let (_, cutoff, _) = ticks.select_nth_unstable(drop - 1);
+        let cutoff = *cutoff;
+        map.retain(|_, (_, t)| t.load(Ordering::Relaxed) > cutoff);
+    }
+
+    /// How many keys are kept.
+    pub(super) fn len(&self) -> usize {
+        self.map.read().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
 /// An unwrapped DEK version held in L1, with the column keys derived from it. Dropping the last
 /// handle zeroizes the DEK (and the derived keys, which AWS-LC cleanses).
 pub(crate) struct LiveDek {
     pub(crate) dek: Dek,
     pub(super) version: KeyVersion,
-    pub(super) columns: RwLock<HashMap<(ColumnId, Suite), Arc<FieldKey>>>,
-    pub(super) indexes: RwLock<HashMap<IndexCacheKey, Arc<BlindIndexKey>>>,
+    pub(super) columns: Derived<(ColumnId, Suite), FieldKey>,
+    pub(super) indexes: Derived<IndexCacheKey, BlindIndexKey>,
     lease: Mutex<Lease>,
     /// Held by the one task that leases the next block when this lease runs out: the others
     /// that find it used up wait for that block instead of each leasing a block of their own,
@@ -44,12 +111,13 @@ struct Lease {
 }
 
 impl LiveDek {
-    pub(super) fn new(dek: Dek, version: KeyVersion) -> Self {
+    /// A live DEK keeping at most `derived` column keys and `derived` blind-index keys.
+    pub(super) fn new(dek: Dek, version: KeyVersion, derived: usize) -> Self {
         LiveDek {
             dek,
             version,
-            columns: RwLock::default(),
-            indexes: RwLock::default(),
+            columns: Derived::new(derived),
+            indexes: Derived::new(derived),
             lease: Mutex::default(),
             refill: tokio::sync::Mutex::new(()),
             prefetching: AtomicBool::new(false),
@@ -62,27 +130,20 @@ impl LiveDek {
         column: &ColumnId,
         suite: Suite,
     ) -> Result<Arc<FieldKey>> {
-        let key = (column.clone(), suite);
-        if let Ok(map) = self.columns.read()
-            && let Some(k) = map.get(&key)
-        {
-            return Ok(Arc::clone(k));
-        }
-        let fk = Arc::new(FieldKey::new(
-            &self.dek,
-            self.version,
-            suite,
-            scope,
-            column,
-        )?);
-        if let Ok(mut map) = self.columns.write() {
-            map.entry(key).or_insert_with(|| Arc::clone(&fk));
-        }
-        Ok(fk)
+        self.columns.get_or_make((column.clone(), suite), || {
+            Ok(FieldKey::new(
+                &self.dek,
+                self.version,
+                suite,
+                scope,
+                column,
+            )?)
+        })
     }
 
-    /// The blind-index key of `spec` under this version, derived once and kept as long as
-    /// the DEK itself (dropped with it on eviction, destroy or compromise).
+    /// The blind-index key of `spec` under this version, derived once and kept while it is
+    /// among the `derived` most recently used (and at most as long as the DEK itself: dropped
+    /// with it on eviction, destroy or compromise).
     pub(super) fn index_key(&self, spec: &BlindIndexSpec) -> Result<Arc<BlindIndexKey>> {
         let key = (
             spec.column.clone(),
@@ -90,16 +151,12 @@ impl LiveDek {
             spec.bits,
             spec.normalizers.clone(),
         );
-        if let Ok(map) = self.indexes.read()
-            && let Some(k) = map.get(&key)
-        {
-            return Ok(Arc::clone(k));
-        }
-        let k = Arc::new(spec.key(&self.dek)?);
-        if let Ok(mut map) = self.indexes.write() {
-            map.entry(key).or_insert_with(|| Arc::clone(&k));
-        }
-        Ok(k)
+        self.indexes.get_or_make(key, || spec.key(&self.dek))
+    }
+
+    /// How many column and blind-index keys this DEK keeps.
+    pub(super) fn derived_len(&self) -> (usize, usize) {
+        (self.columns.len(), self.indexes.len())
     }
 
     /// Takes `n` encryptions from the current lease; `false` if fewer than `n` are left.

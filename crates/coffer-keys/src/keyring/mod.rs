@@ -13,6 +13,7 @@
 //! that leases encryptions (`write`), field operations (`fields`) and [`LeasedFieldKey`]
 //! (`leased`).
 
+mod check;
 mod config;
 mod fields;
 mod kek_rotation;
@@ -34,9 +35,10 @@ use moka::future::Cache;
 use crate::audit::{AuditEvent, Operation};
 use crate::cache::{CacheKey, L2Backend};
 use crate::error::{Error, Result};
-use crate::kek::KekRing;
+use crate::kek::{KekId, KekRing};
 use crate::store::KeyStore;
 
+pub use check::DekCheck;
 pub use config::{KeyringConfig, Stats, StatsSnapshot};
 pub use fields::{BatchItem, BlindIndexSpec};
 pub use kek_rotation::RewrapReport;
@@ -74,7 +76,21 @@ struct Inner {
     /// (rotation, destroy, compromise, restore, retire, another process's invalidation,
     /// `clear_l1`): see [`Keyring::generation`].
     generation: AtomicU64,
+    /// KEK ids this process has proven to be the key the store knows under that id (its
+    /// canary opened, or a DEK wrapped under it did): see [`Keyring::prove_kek`].
+    proven: std::sync::Mutex<std::collections::HashSet<KekId>>,
+    /// Awaited by a cold load between reading the DEK record and unwrapping it: see
+    /// [`Keyring::set_load_hook`].
+    load_hook: std::sync::Mutex<Option<LoadHook>>,
 }
+
+/// A hook a cold key load awaits after reading the DEK record from the store, before it
+/// unwraps the key and fills the caches (tests place a concurrent destroy there).
+pub type LoadHook = Arc<
+    dyn Fn(&ScopeId, KeyVersion) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
 
 impl Inner {
     fn invalidate_pointer(&self, scope: &ScopeId) {
@@ -159,6 +175,8 @@ impl Keyring {
                 config,
                 stats: Stats::default(),
                 generation: AtomicU64::new(0),
+                proven: std::sync::Mutex::default(),
+                load_hook: std::sync::Mutex::default(),
             }),
         };
         if let Some(l2) = &keyring.inner.l2 {
@@ -215,6 +233,32 @@ impl Keyring {
     /// drops it when this changes.
     pub fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::Acquire)
+    }
+
+    /// Installs (or with `None` removes) a hook that every cold key load of this keyring
+    /// awaits after reading the DEK record and before unwrapping it and filling L1 and L2.
+    /// For tests that interleave a load with a destroy deterministically; production code
+    /// never sets one.
+    #[doc(hidden)]
+    pub fn set_load_hook(&self, hook: Option<LoadHook>) {
+        if let Ok(mut h) = self.inner.load_hook.lock() {
+            *h = hook;
+        }
+    }
+
+    /// How many column keys and blind-index keys the cached DEK of `scope` `version` keeps
+    /// (`None` when that DEK is not in L1): each stays at most
+    /// [`KeyringConfig::derived_keys`]. A diagnostic (and what the tests of the bound read).
+    pub async fn derived_keys_cached(
+        &self,
+        scope: &ScopeId,
+        version: KeyVersion,
+    ) -> Option<(usize, usize)> {
+        self.inner
+            .l1
+            .get(&(scope.clone(), version))
+            .await
+            .map(|live| live.derived_len())
     }
 
     /// Drops every cached key of this process (L1 only; other processes keep theirs until

@@ -100,6 +100,8 @@ impl Keyring {
         // Single flight: concurrent misses for one key wait on one load. Those that waited
         // count as hits: they made no KEK call.
         let loaded = AtomicBool::new(false);
+        // Read before the load reads the store: a destroy committed after that read bumps it.
+        let generation = self.generation();
         let live = self
             .inner
             .l1
@@ -113,7 +115,44 @@ impl Keyring {
         if !loaded.load(Ordering::Relaxed) {
             bump(&self.inner.stats.l1_hits, "coffer_keys_l1_hits_total");
         }
+        if self.generation() != generation {
+            // Something was invalidated while the key loaded (a destroy may have committed
+            // after the load read the record, and dropped the caches before the load filled
+            // them): the store decides whether the key may stay cached.
+            self.recheck(scope, version).await?;
+        }
         Ok(live)
+    }
+
+    /// After a load that raced an invalidation: if the version is destroyed (or gone) in the
+    /// store now, drops what the load put in L1 and L2 and fails as a destroyed key does.
+    async fn recheck(&self, scope: &ScopeId, version: KeyVersion) -> Result<()> {
+        let rec = self.inner.store.dek(scope, version).await?;
+        if rec
+            .as_ref()
+            .is_some_and(|r| r.wrapped.is_some() && r.state != DekState::Destroyed)
+        {
+            return Ok(());
+        }
+        self.inner.l1.invalidate(&(scope.clone(), version)).await;
+        if let Some(l2) = &self.inner.l2
+            && let Ok(name) = l2.key.entry_name(&EntryBinding {
+                store_id: &self.inner.store_id,
+                epoch: self.inner.epoch,
+                scope,
+                version,
+            })
+            && let Err(e) = l2.backend.delete(&[name]).await
+        {
+            self.l2_failed(l2, &e.0);
+        }
+        match rec {
+            None => Err(self.missing(scope, Some(version)).await),
+            Some(_) => Err(Error::Destroyed {
+                scope: scope.as_str().to_owned(),
+                version: Some(version),
+            }),
+        }
     }
 
     pub(super) async fn load(&self, scope: &ScopeId, version: KeyVersion) -> Result<LiveDek> {
@@ -138,11 +177,15 @@ impl Keyring {
                 version: Some(version),
             });
         };
+        let hook = self.inner.load_hook.lock().ok().and_then(|h| h.clone());
+        if let Some(hook) = hook {
+            hook(scope, version).await;
+        }
         let dek = match self.l2_get(&rec).await {
             Some(dek) => dek,
             None => self.l2_fill(&rec, wrapped).await?,
         };
-        Ok(LiveDek::new(dek, version))
+        Ok(LiveDek::new(dek, version, self.inner.config.derived_keys))
     }
 
     pub(super) async fn l2_get(&self, rec: &DekRecord) -> Option<Dek> {

@@ -109,10 +109,22 @@ pub async fn lifecycle_and_errors<E: Env>(env: &E) {
             .iter()
             .all(|d| d.wrapped.is_none() && d.state == DekState::Destroyed)
     );
-    assert!(matches!(
-        kr.create_scope(&s).await,
-        Err(Error::ScopeExists(_))
-    ));
+    let again = kr.create_scope(&s).await.unwrap_err();
+    assert!(
+        matches!(
+            again,
+            Error::ScopeDestroyed {
+                destroyed_at_us: Some(_),
+                ..
+            }
+        ),
+        "{again:?}"
+    );
+    let text = again.to_string();
+    assert!(
+        text.contains("was destroyed on ") && text.contains("cannot be reused"),
+        "{text}"
+    );
     assert!(matches!(
         kr.ensure_scope(&s).await,
         Err(Error::Destroyed { .. })

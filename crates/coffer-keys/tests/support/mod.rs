@@ -10,6 +10,7 @@ pub mod concurrency;
 pub mod lifecycle;
 pub mod scoped_keys;
 pub mod writes;
+pub mod wrong_kek;
 
 use std::future::Future;
 use std::sync::Arc;
