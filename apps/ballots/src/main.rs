@@ -24,11 +24,14 @@ const SERVE_HELP: &str = "\
 With no ballots.toml (and no --config), Ballots runs on embedded defaults: ballots in
 sqlite:ballots.db, ballot keys in the key store sqlite:ballots-keys.db, in-process key cache, and
 the KEK main/v1 from COFFER_MASTER_KEY (base64, 256 bits). --dev generates ./ballots-dev.key
-(mode 0600) instead: for trying it out only.
+(mode 0600) instead: for trying it out only. GET /metrics then takes the bearer token in
+BALLOTS_METRICS_TOKEN, when that is set.
 
 A ballots.toml is a coffer.toml (its [store], [[kek]] and [cache] tables, so `coffer keys` works
 on it) with an [app] table: listen, database_url, retention, shred_interval, key_cache_ttl,
-max_batch, database_connections, environment. apps/ballots/README.md shows one.
+max_batch, database_connections, environment, metrics_token (the bearer token GET /metrics
+requires, env:VAR or file:PATH; without it /metrics refuses every request).
+apps/ballots/README.md shows one.
 
 Examples:
   ballots serve --dev                      # then open http://127.0.0.1:8080
@@ -39,8 +42,9 @@ const LOAD_HELP: &str = "\
 Each connection is a voter who loads a ballot (GET /api/ballots/{id}), votes on it
 (POST …/votes, 10 % write-ins from a small pool, so equal write-ins share an option), and starts
 over as a new voter, until the duration is up. Every acknowledged vote is recorded; with
---verify the generator then reads every tally and checks that each option has exactly the votes
-it acknowledged. Exit status 1 on any error or mismatch.
+--verify the generator then closes every ballot (open ballots publish only their totals), reads
+every tally and checks that each option has exactly the votes it acknowledged. Exit status 1 on
+any error or mismatch.
 
 Examples:
   ballots load --url http://127.0.0.1:8080 --connections 10000 --ballots 100 --duration 60s --verify
