@@ -161,6 +161,19 @@ pub fn resolve(args: &ServiceConfigArgs, need_kek: bool) -> Result<Config> {
         }
         format!("file:{DEV_KEY_FILE}")
     } else {
+        let store_file = DEFAULT_STORE
+            .strip_prefix("sqlite:")
+            .unwrap_or(DEFAULT_STORE);
+        if need_kek && std::env::var_os(MASTER_KEY_ENV).is_none() && Path::new(store_file).exists()
+        {
+            // A store is here already: a new key would not open it.
+            bail!(
+                "no coffer.toml here and {MASTER_KEY_ENV} is not set, but {store_file} here \
+                 already holds keys: set {MASTER_KEY_ENV} to the key this service was started \
+                 with (restored from where it was kept); a new key from `coffer keygen` cannot \
+                 open this store. Or pass --config FILE"
+            );
+        }
         if need_kek && std::env::var_os(MASTER_KEY_ENV).is_none() {
             bail!(
                 "no coffer.toml here and {MASTER_KEY_ENV} is not set: export \

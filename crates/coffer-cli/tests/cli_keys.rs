@@ -377,6 +377,24 @@ fn the_audit_trail_names_who_ran_a_command() {
     let out = keys(serve_dir.path(), &["audit"], &[]);
     out.fails(2, "coffer-keys.db beside it is a key store already");
     assert!(!out.stderr.contains("create one with"), "{}", out.stderr);
+    // `coffer serve` there without its key: put the key back, not a new one.
+    let serve = common::output(
+        {
+            let mut c = coffer();
+            c.current_dir(serve_dir.path())
+                .arg("serve")
+                .env_remove("COFFER_CONFIG")
+                .env_remove("COFFER_MASTER_KEY");
+            c
+        },
+        None,
+    );
+    serve.fails(2, "coffer-keys.db here already holds keys");
+    assert!(
+        !serve.stderr.contains("=$(coffer keygen)"),
+        "{}",
+        serve.stderr
+    );
 }
 
 trait NamesVar {
