@@ -258,7 +258,12 @@ impl FieldKey {
             #[cfg(feature = "non-fips")]
             Cipher::Siv(key) => {
                 check_deterministic_context(ctx)?;
-                let plain = siv_open(key, &self.s2v_headers(ctx, &ciphertext[..hlen])?, body)?;
+                // The library's buffer is wiped once copied out: only `out` holds the plaintext.
+                let plain = zeroize::Zeroizing::new(siv_open(
+                    key,
+                    &self.s2v_headers(ctx, &ciphertext[..hlen])?,
+                    body,
+                )?);
                 out.extend_from_slice(&plain);
             }
         }

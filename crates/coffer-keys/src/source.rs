@@ -25,6 +25,8 @@ const GROUP_OTHER_BITS: u32 = 0o077;
 /// Longest secret file read: a base64 key takes 45 bytes, a passphrase a few hundred; the limit
 /// keeps a mistaken `file:/dev/zero` from reading forever.
 const MAX_SECRET_FILE_LEN: u64 = 4096;
+/// The buffer a secret file is read into: never outgrown, so never reallocated.
+const SECRET_BUFFER: usize = MAX_SECRET_FILE_LEN as usize + 1;
 
 /// A reference to a secret: `env:VAR` or `file:PATH`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,7 +162,9 @@ fn read_private_file(path: &Path) -> Result<Zeroizing<String>> {
              restrict it with `chmod 600 {shown}`"
         )));
     }
-    let mut text = Zeroizing::new(String::new());
+    // Sized for the longest secret up front: a buffer that grew would leave its earlier, shorter
+    // copies behind, unwiped.
+    let mut text = Zeroizing::new(String::with_capacity(SECRET_BUFFER));
     file.take(MAX_SECRET_FILE_LEN)
         .read_to_string(&mut text)
         .map_err(|e| Error::config(format!("cannot read secret file {shown} as text: {e}")))?;
@@ -270,6 +274,19 @@ pub trait KekScheme: Send + Sync {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn secret_files_are_read_without_reallocating() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.key");
+        std::fs::write(&path, "k".repeat(MAX_SECRET_FILE_LEN as usize)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = read_private_file(&path).unwrap();
+        assert_eq!(text.len(), MAX_SECRET_FILE_LEN as usize);
+        // Still the first allocation: no shorter copy was left behind by a regrowth.
+        assert_eq!(text.capacity(), SECRET_BUFFER);
+    }
+
     use super::*;
 
     #[test]

@@ -102,7 +102,8 @@ fn read_pin_file(path: &Path) -> Result<String> {
         ))
     };
     let file = std::fs::File::open(path).map_err(describe)?;
-    let mut bytes = Zeroizing::new(Vec::with_capacity(64));
+    // Sized for the longest file read: a buffer that grew would leave unwiped copies behind.
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_PIN_FILE_LEN as usize + 1));
     file.take(MAX_PIN_FILE_LEN + 1)
         .read_to_end(&mut bytes)
         .map_err(describe)?;
