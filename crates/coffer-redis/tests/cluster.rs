@@ -332,3 +332,39 @@ async fn unreachable_cluster_fails_fast_and_bad_seeds_are_refused() {
         "{shown}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyring_on_an_unreachable_cluster_still_serves_through_the_kek() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite:{}", dir.path().join("keys.db").display());
+    let store = Arc::new(SqlStore::connect(&store_url).await.unwrap());
+    let kek = Kek::generate().unwrap();
+    // Two seeds where nothing listens: every L2 call fails, no request does.
+    let l2 = Arc::new(RedisL2::cluster(&[url(free_port()), url(free_port())], fast()).unwrap());
+    let kr = Keyring::with_l2(
+        store,
+        ring(&kek),
+        KeyringConfig::default(),
+        l2,
+        CacheKey::new(&random::bytes::<32>(), 1).unwrap(),
+    )
+    .await
+    .unwrap();
+    let scope = ScopeId::new("tenant:acme").unwrap();
+    let column = ColumnId::new("diagnosis").unwrap();
+    kr.create_scope(&scope).await.unwrap();
+    for i in 0..5 {
+        let ct = kr
+            .encrypt(&scope, &column, Suite::Gcm96, &FieldContext::new(), b"x")
+            .await
+            .unwrap();
+        kr.clear_l1();
+        let pt = kr
+            .decrypt(&scope, &column, &FieldContext::new(), &ct)
+            .await
+            .unwrap();
+        assert_eq!(pt.as_deref(), Some(&b"x"[..]), "request {i}");
+    }
+    let s = kr.stats();
+    assert!(s.l2_errors > 0 && s.kek_unwraps >= 5, "{s:?}");
+}
