@@ -169,8 +169,8 @@ fn l2(e: impl fmt::Display) -> L2Error {
 }
 
 impl RedisL2 {
-    /// A cache on `url` (`redis://host:port[/db]`, `rediss://` for TLS). Does not connect yet:
-    /// a Redis that is down at start is not an error.
+    /// A cache on `url` (`redis://host:port[/db]`; this build has no TLS client, so `rediss://`
+    /// is refused). Does not connect yet: a Redis that is down at start is not an error.
     pub fn new(url: &str, options: RedisOptions) -> coffer_keys::Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| Error::config(format!("invalid Redis URL: {}", e.category())))?;

@@ -314,6 +314,9 @@ async fn unreachable_cluster_fails_fast_and_bad_seeds_are_refused() {
         .contains("seed URL #2")
     );
     assert!(err(RedisL2::cluster(&["redis://127.0.0.1:7000/3"], fast())).contains("database 0"));
+    // No TLS client in this build: refused at start, not at the first request.
+    assert!(RedisL2::cluster(&["rediss://127.0.0.1:7000"], fast()).is_err());
+    assert!(RedisL2::new("rediss://127.0.0.1:6379", fast()).is_err());
     let mixed = RedisL2::cluster(
         &[
             "redis://:pw-one@127.0.0.1:7000",
