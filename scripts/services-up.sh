@@ -7,6 +7,8 @@
 #   aws-encryption-sdk[MPL] (Python): pip-installed if missing, for the streaming-format interop
 #   tests and the backup disaster-recovery test (tools/dr_decrypt.py).
 # The Redis tests start private redis-server processes of their own (they stop and restart them).
+#   Redis Cluster (127.0.0.1:7000-7005, 3 masters with one replica each) for the L2 cluster tests,
+#   data under $COFFER_REDIS_CLUSTER_DIR (default /tmp/coffer-redis-cluster), formed only once.
 set -euo pipefail
 
 log() { echo "services-up: $*" >&2; }
@@ -25,6 +27,44 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done
 fi
 command -v redis-server >/dev/null || { log "redis-server is not installed"; exit 1; }
+
+# Redis Cluster: six loopback nodes, each in its own directory (nodes.conf is the node's cluster
+# identity; a node restarted on it rejoins its cluster). A short node timeout makes a failed master's
+# replica take over within seconds.
+cluster_dir="${COFFER_REDIS_CLUSTER_DIR:-/tmp/coffer-redis-cluster}"
+cluster_ports="7000 7001 7002 7003 7004 7005"
+mkdir -p "$cluster_dir"
+for port in $cluster_ports; do
+  if ! redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1; then
+    log "starting Redis Cluster node $port"
+    mkdir -p "$cluster_dir/$port"
+    (cd "$cluster_dir/$port" && redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+      --dir "$cluster_dir/$port" --logfile "$cluster_dir/$port/redis.log" \
+      --pidfile "$cluster_dir/$port/redis.pid" --save "" --appendonly no >/dev/null)
+  fi
+done
+for port in $cluster_ports; do
+  for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 && break; sleep 0.2; done
+  redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 || { log "Redis Cluster node $port did not start (see $cluster_dir/$port/redis.log)"; exit 1; }
+done
+cluster_state() { redis-cli -h 127.0.0.1 -p 7000 cluster info 2>/dev/null | tr -d '\r' | sed -n 's/^cluster_state://p'; }
+known_nodes() { redis-cli -h 127.0.0.1 -p 7000 cluster info 2>/dev/null | tr -d '\r' | sed -n 's/^cluster_known_nodes://p'; }
+if [ "$(known_nodes)" != "6" ]; then
+  # Not formed yet (each node knows only itself): form it. A partly formed cluster is not
+  # repaired here: stop the nodes and remove the directory to start over.
+  if [ "$(known_nodes)" = "1" ]; then
+    log "forming the Redis Cluster (3 masters, 3 replicas)"
+    redis-cli --cluster create 127.0.0.1:7000 127.0.0.1:7001 127.0.0.1:7002 \
+      127.0.0.1:7003 127.0.0.1:7004 127.0.0.1:7005 --cluster-replicas 1 --cluster-yes >/dev/null
+  else
+    log "the Redis Cluster on 7000-7005 is partly formed ($(known_nodes) nodes known); to start over:"
+    log "  for p in $cluster_ports; do redis-cli -p \$p shutdown nosave; done; rm -rf $cluster_dir"
+    exit 1
+  fi
+fi
+for _ in $(seq 1 150); do [ "$(cluster_state)" = "ok" ] && break; sleep 0.2; done
+[ "$(cluster_state)" = "ok" ] || { log "Redis Cluster state is not ok: redis-cli -p 7000 cluster info"; exit 1; }
 
 if ! [ -f /usr/lib/softhsm/libsofthsm2.so ] && ! command -v softhsm2-util >/dev/null; then
   log "installing SoftHSM2"
@@ -49,4 +89,4 @@ if ! python3 -c 'import aws_encryption_sdk, aws_cryptographic_material_providers
   log "installing aws-encryption-sdk[MPL] (Python)"
   python3 -m pip install -q 'aws-encryption-sdk[MPL]'
 fi
-log "PostgreSQL, Redis, SoftHSM2, Chromium, moto and the Python AWS Encryption SDK ready"
+log "PostgreSQL, Redis, Redis Cluster, SoftHSM2, Chromium, moto and the Python AWS Encryption SDK ready"

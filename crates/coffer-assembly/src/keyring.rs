@@ -22,21 +22,33 @@ pub async fn kek_ring(config: &Config) -> Result<KekRing> {
 }
 
 /// The keyring `config` describes on a store and KEK ring already opened: with the Redis L2 when
-/// `[cache] redis_url` and `cache_key` are set, in-process caching only otherwise.
+/// `[cache] redis_url` (one server) or `redis_cluster` (a Redis Cluster's seed nodes) and
+/// `cache_key` are set, in-process caching only otherwise.
 pub async fn keyring_on(
     config: &Config,
     store: Arc<dyn KeyStore>,
     ring: KekRing,
     keyring_config: KeyringConfig,
 ) -> Result<Keyring> {
-    match (&config.cache.redis_url, &config.cache.cache_key) {
-        (Some(url), Some(ck)) => {
+    let l2 = match (&config.cache.redis_url, &config.cache.redis_cluster) {
+        (Some(_), Some(_)) => {
+            // Config::check refuses this; a Config built in code may still hold both.
+            return Err(coffer_keys::Error::config(
+                "[cache] has both redis_url and redis_cluster: keep one",
+            )
+            .into());
+        }
+        (Some(url), None) => Some(RedisL2::new(url, RedisOptions::default())?),
+        (None, Some(seeds)) => Some(RedisL2::cluster(seeds, RedisOptions::default())?),
+        (None, None) => None,
+    };
+    match (l2, &config.cache.cache_key) {
+        (Some(l2), Some(ck)) => {
             let secret = SecretRef::parse(ck)?
                 .load_key()
                 .map_err(|e| coffer_keys::Error::config(format!("[cache] cache_key: {e}")))?;
             let key = CacheKey::new(&secret, config.cache.cache_key_version)?;
-            let l2 = Arc::new(RedisL2::new(url, RedisOptions::default())?);
-            Ok(Keyring::with_l2(store, ring, keyring_config, l2, key).await?)
+            Ok(Keyring::with_l2(store, ring, keyring_config, Arc::new(l2), key).await?)
         }
         _ => Ok(Keyring::new(store, ring, keyring_config).await?),
     }

@@ -33,7 +33,8 @@ use crate::source::{KekSource, SecretRef};
 pub const ENV_CONFIG: &str = "COFFER_CONFIG";
 /// Overrides `[store] url`.
 pub const ENV_STORE_URL: &str = "COFFER_STORE_URL";
-/// Overrides `[cache] redis_url` (empty disables L2).
+/// Overrides `[cache] redis_url` and `redis_cluster`: a URL means that one Redis server, empty
+/// disables L2.
 pub const ENV_REDIS_URL: &str = "COFFER_REDIS_URL";
 
 /// The whole file.
@@ -118,11 +119,14 @@ pub struct CacheConfig {
     /// Redis URL for L2 (env `COFFER_REDIS_URL`); absent: no L2.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    /// Seed nodes of a Redis Cluster for L2 (`redis://host:port` each); instead of `redis_url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cluster: Option<Vec<String>>,
     /// L2 sliding time to live, e.g. `10m`.
     pub l2_ttl: String,
     /// L2 absolute lifetime from the KEK unwrap, e.g. `1h`.
     pub l2_max_lifetime: String,
-    /// The cache key (`env:VAR` or `file:PATH`), required with `redis_url`.
+    /// The cache key (`env:VAR` or `file:PATH`), required with `redis_url` or `redis_cluster`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_key: Option<String>,
     /// The cache key's version; bump it when the key changes.
@@ -137,6 +141,7 @@ impl Default for CacheConfig {
             derived_keys: 256,
             active_ttl: "5s".into(),
             redis_url: None,
+            redis_cluster: None,
             l2_ttl: "10m".into(),
             l2_max_lifetime: "1h".into(),
             cache_key: None,
@@ -246,6 +251,7 @@ impl Config {
         }
         if let Ok(url) = std::env::var(ENV_REDIS_URL) {
             self.cache.redis_url = (!url.is_empty()).then_some(url);
+            self.cache.redis_cluster = None;
         }
     }
 
@@ -289,6 +295,27 @@ impl Config {
                 }
                 _ => {}
             }
+        }
+        match (&self.cache.redis_url, &self.cache.redis_cluster) {
+            (Some(_), Some(_)) => {
+                return Err(Error::config(
+                    "[cache] has both redis_url and redis_cluster: keep redis_url for one Redis \
+                     server, or redis_cluster for the seed nodes of a Redis Cluster",
+                ));
+            }
+            (None, Some(seeds)) if seeds.is_empty() => {
+                return Err(Error::config(
+                    "[cache] redis_cluster lists no seed node: list at least one \
+                     (redis_cluster = [\"redis://host:7000\", …]) or remove the line for no L2",
+                ));
+            }
+            (None, Some(_)) if self.cache.cache_key.is_none() => {
+                return Err(Error::config(
+                    "[cache] redis_cluster needs cache_key = \"env:VAR\" (its own secret, not a \
+                     KEK; make one with `coffer keygen`)",
+                ));
+            }
+            _ => {}
         }
         if self.cache.redis_url.is_some() && self.cache.cache_key.is_none() {
             return Err(Error::config(
@@ -556,6 +583,21 @@ mod tests {
             (
                 format!("{MINIMAL}\n[cache]\nredis_url = \"redis://x\""),
                 "cache_key",
+            ),
+            (
+                format!("{MINIMAL}\n[cache]\nredis_cluster = [\"redis://x:7000\"]"),
+                "redis_cluster needs cache_key",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[cache]\nredis_url = \"redis://x\"\n\
+                     redis_cluster = [\"redis://x:7000\"]\ncache_key = \"env:K\""
+                ),
+                "both redis_url and redis_cluster",
+            ),
+            (
+                format!("{MINIMAL}\n[cache]\nredis_cluster = []\ncache_key = \"env:K\""),
+                "lists no seed node",
             ),
             (
                 format!("{MINIMAL}\n[rotation]\nmax_encryptions = 8589934592"),

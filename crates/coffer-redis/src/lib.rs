@@ -5,6 +5,10 @@
 //! compare-and-delete script). It holds only what the keyring gives it: entries sealed under the
 //! cache key with names that are HMACs (docs/FORMAT.md §7). There is no cryptography here.
 //!
+//! Two deployments: one Redis server ([`RedisL2::new`], `[cache] redis_url`) or a Redis Cluster
+//! ([`RedisL2::cluster`], `[cache] redis_cluster`, a list of seed nodes). The keyring sees no
+//! difference.
+//!
 //! Redis being down is not an error for the application: every call has a short timeout, fails
 //! with [`L2Error`], and the keyring falls back to the KEK provider. The connection is re-made in
 //! the background (or, if Redis was down at start, tried again at most once a second).
@@ -12,8 +16,33 @@
 //! ```no_run
 //! # async fn demo() -> coffer_keys::Result<()> {
 //! let l2 = coffer_redis::RedisL2::new("redis://127.0.0.1:6379", Default::default())?;
+//! let cluster = coffer_redis::RedisL2::cluster(
+//!     &["redis://127.0.0.1:7000", "redis://127.0.0.1:7001", "redis://127.0.0.1:7002"],
+//!     Default::default(),
+//! )?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Redis Cluster
+//!
+//! * Commands go through the `redis` crate's cluster client, which routes each one to the master
+//!   owning its key's slot and follows `MOVED`/`ASK` redirections (re-reading the slot map), so a
+//!   master that fails over to its replica is followed without a restart. On top of that, any
+//!   failure drops the cluster connection: the next attempt (after the circuit breaker's pause)
+//!   builds a new one from the seed nodes with a fresh slot map, so a node that hangs or a stale
+//!   map never outlives one breaker pause.
+//! * Entry and lock names are HMAC hex strings, so they spread over all slots; every command but
+//!   `DEL` touches one key (the unlock script included). A `DEL` of several names is split per
+//!   slot by the cluster client, never sent as one cross-slot command (which would fail with
+//!   `CROSSSLOT`).
+//! * Invalidations use classic `PUBLISH`/`SUBSCRIBE`: in a cluster a message published on any
+//!   node reaches the subscribers of every node. The listener holds one subscription to one seed
+//!   node, pings it every second, and on a failure moves to the next seed in the list. (The
+//!   crate's own cluster pub/sub needs RESP3 and multiplexes the subscription onto the command
+//!   connections, which are only re-made when a command fails; a dedicated connection that
+//!   checks itself every second is simpler to reason about.) Messages published while the
+//!   listener moves are lost, as they are while a single Redis restarts: L1's `l1_ttl` bounds
+//!   what that costs.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -24,7 +53,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use coffer_keys::{Error, InvalidationHandler, L2Backend, L2Error};
 use futures_util::StreamExt as _;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -49,58 +80,211 @@ impl Default for RedisOptions {
     }
 }
 
+/// Where the cache lives.
+enum Target {
+    Single(redis::Client),
+    Cluster {
+        client: ClusterClient,
+        /// One client per seed node: the invalidation listener subscribes through them in turn.
+        seeds: Vec<redis::Client>,
+    },
+}
+
+/// A connection to either kind of target.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 struct State {
-    conn: Option<ConnectionManager>,
+    conn: Option<Conn>,
     /// While Redis is failing, calls fail at once until this instant (a circuit breaker), so
     /// an outage costs the application one timeout per `retry_every`, not one per request.
     next_attempt: Instant,
 }
 
-/// The L2 cache on one Redis server (or a proxy in front of a cluster).
+/// The L2 cache on one Redis server (or a proxy in front of a cluster), or on a Redis Cluster.
 pub struct RedisL2 {
-    client: redis::Client,
+    target: Target,
     options: RedisOptions,
     state: Mutex<State>,
-    unlock: redis::Script,
 }
 
 impl fmt::Debug for RedisL2 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The URL may carry a password: show only where it points.
-        let info = self.client.get_connection_info();
-        f.debug_struct("RedisL2")
-            .field("addr", &info.addr().to_string())
-            .finish_non_exhaustive()
+        // The URLs may carry a password: show only where they point.
+        let addr = |c: &redis::Client| c.get_connection_info().addr().to_string();
+        match &self.target {
+            Target::Single(client) => f
+                .debug_struct("RedisL2")
+                .field("addr", &addr(client))
+                .finish_non_exhaustive(),
+            Target::Cluster { seeds, .. } => f
+                .debug_struct("RedisL2")
+                .field("cluster_seeds", &seeds.iter().map(addr).collect::<Vec<_>>())
+                .finish_non_exhaustive(),
+        }
     }
 }
+
+/// Deletes the lock only if it still holds our token (it may have expired and been taken by
+/// another process meanwhile). Sent as `EVAL` (one key, so one slot in a cluster): no script
+/// cache to load on every node, and nothing to reload after a failover.
+const UNLOCK_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 fn l2(e: impl fmt::Display) -> L2Error {
     L2Error(e.to_string())
 }
 
 impl RedisL2 {
-    /// A cache on `url` (`redis://host:port[/db]`, `rediss://` for TLS). Does not connect yet:
-    /// a Redis that is down at start is not an error.
+    /// A cache on `url` (`redis://host:port[/db]`; this build has no TLS client, so `rediss://`
+    /// is refused). Does not connect yet: a Redis that is down at start is not an error.
     pub fn new(url: &str, options: RedisOptions) -> coffer_keys::Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| Error::config(format!("invalid Redis URL: {}", e.category())))?;
-        Ok(RedisL2 {
-            client,
+        Ok(Self::with_target(Target::Single(client), options))
+    }
+
+    /// A cache on the Redis Cluster that `seeds` belong to (`redis://host:port` each; one is
+    /// enough to find the others, list several so that start-up and the invalidation listener
+    /// survive a node being down). Does not connect yet: a cluster that is down at start is not
+    /// an error. All seeds must share one user name and password; a cluster has database 0 only.
+    pub fn cluster<S: AsRef<str>>(seeds: &[S], options: RedisOptions) -> coffer_keys::Result<Self> {
+        if seeds.is_empty() {
+            return Err(Error::config(
+                "a Redis Cluster needs at least one seed node: list redis://host:port URLs",
+            ));
+        }
+        let mut clients = Vec::with_capacity(seeds.len());
+        for (i, seed) in seeds.iter().enumerate() {
+            let n = i + 1;
+            let client = redis::Client::open(seed.as_ref()).map_err(|e| {
+                Error::config(format!(
+                    "invalid Redis Cluster seed URL #{n}: {} (expected redis://host:port)",
+                    e.category()
+                ))
+            })?;
+            if client.get_connection_info().redis_settings().db() != 0 {
+                return Err(Error::config(format!(
+                    "Redis Cluster seed URL #{n} names a database: a cluster has database 0 \
+                     only; remove the /N path"
+                )));
+            }
+            clients.push(client);
+        }
+        // The cluster client takes one user name and password for every node.
+        let first = clients[0].get_connection_info().redis_settings();
+        let differs = |c: &redis::Client| {
+            let r = c.get_connection_info().redis_settings();
+            r.username() != first.username() || r.password() != first.password()
+        };
+        if clients.iter().any(differs) {
+            return Err(Error::config(
+                "the Redis Cluster seed URLs carry different user names or passwords: a \
+                 cluster has one; give every seed the same",
+            ));
+        }
+        let infos = clients.iter().map(|c| c.get_connection_info().clone());
+        let client = ClusterClientBuilder::new(infos)
+            .connection_timeout(options.connect_timeout)
+            .response_timeout(options.op_timeout)
+            .overall_response_timeout(Some(options.op_timeout))
+            // A redirection or a reconnection within the command's time budget; past it, the
+            // keyring unwraps itself and the circuit breaker pauses the cache.
+            .retries(2)
+            .min_retry_wait(5)
+            .max_retry_wait(50)
+            .build()
+            .map_err(|e| Error::config(format!("invalid Redis Cluster seeds: {}", e.category())))?;
+        Ok(Self::with_target(
+            Target::Cluster {
+                client,
+                seeds: clients,
+            },
+            options,
+        ))
+    }
+
+    fn with_target(target: Target, options: RedisOptions) -> Self {
+        RedisL2 {
+            target,
             options,
             state: Mutex::new(State {
                 conn: None,
                 next_attempt: Instant::now(),
             }),
-            // Delete the lock only if it still holds our token (it may have expired and been
-            // taken by another process meanwhile).
-            unlock: redis::Script::new(
-                "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-                 return redis.call('DEL', KEYS[1]) else return 0 end",
-            ),
-        })
+        }
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, L2Error> {
+    /// Whether this cache is on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster { .. })
+    }
+
+    async fn connect(&self) -> Result<Conn, L2Error> {
+        match &self.target {
+            Target::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.options.connect_timeout))
+                    .set_response_timeout(Some(self.options.op_timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(self.options.retry_every);
+                let made = tokio::time::timeout(
+                    self.options.connect_timeout * 2,
+                    ConnectionManager::new_with_config(client.clone(), config),
+                )
+                .await;
+                match made {
+                    Ok(Ok(c)) => Ok(Conn::Single(c)),
+                    Ok(Err(e)) => Err(l2(e)),
+                    Err(_) => Err(L2Error("Redis connection timed out".into())),
+                }
+            }
+            Target::Cluster { client, .. } => {
+                // Seeds in parallel, then the slot map from one of them, then the masters.
+                let budget = self.options.connect_timeout * 3 + self.options.op_timeout;
+                match tokio::time::timeout(budget, client.get_async_connection()).await {
+                    Ok(Ok(c)) => Ok(Conn::Cluster(c)),
+                    Ok(Err(e)) => Err(l2(e)),
+                    Err(_) => Err(L2Error("Redis Cluster connection timed out".into())),
+                }
+            }
+        }
+    }
+
+    async fn conn(&self) -> Result<Conn, L2Error> {
         let mut state = self.state.lock().await;
         if Instant::now() < state.next_attempt {
             return Err(L2Error("Redis unreachable; retrying shortly".into()));
@@ -108,28 +292,14 @@ impl RedisL2 {
         if let Some(c) = &state.conn {
             return Ok(c.clone());
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.options.connect_timeout))
-            .set_response_timeout(Some(self.options.op_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(self.options.retry_every);
-        let made = tokio::time::timeout(
-            self.options.connect_timeout * 2,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await;
-        match made {
-            Ok(Ok(c)) => {
+        match self.connect().await {
+            Ok(c) => {
                 state.conn = Some(c.clone());
                 Ok(c)
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 state.next_attempt = Instant::now() + self.options.retry_every;
-                Err(l2(e))
-            }
-            Err(_) => {
-                state.next_attempt = Instant::now() + self.options.retry_every;
-                Err(L2Error("Redis connection timed out".into()))
+                Err(e)
             }
         }
     }
@@ -153,6 +323,11 @@ impl RedisL2 {
         };
         if let Ok(mut state) = self.state.try_lock() {
             state.next_attempt = Instant::now() + self.options.retry_every;
+            // A cluster connection is rebuilt from the seeds (fresh slot map) after any
+            // failure; the single-node connection manager reconnects by itself.
+            if self.is_cluster() {
+                state.conn = None;
+            }
         }
         Err(err)
     }
@@ -187,12 +362,9 @@ impl L2Backend for RedisL2 {
     }
 
     async fn unlock(&self, name: &str) -> Result<(), L2Error> {
-        let mut conn = self.conn().await?;
-        let mut invocation = self.unlock.key(name);
-        invocation.arg(lock_token());
-        let call = invocation.invoke_async::<i64>(&mut conn);
-        let r = tokio::time::timeout(self.options.op_timeout, call).await;
-        self.settle(r).map(|_| ())
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(UNLOCK_SCRIPT).arg(1).arg(name).arg(lock_token());
+        self.run::<i64>(&cmd).await.map(|_| ())
     }
 
     async fn publish_invalidation(&self, names: &[String]) -> Result<(), L2Error> {
@@ -205,8 +377,12 @@ impl L2Backend for RedisL2 {
     }
 
     fn subscribe(&self, on_invalidate: InvalidationHandler) {
+        let nodes = match &self.target {
+            Target::Single(client) => vec![client.clone()],
+            Target::Cluster { seeds, .. } => seeds.clone(),
+        };
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(listen(self.client.clone(), self.options, on_invalidate));
+            rt.spawn(listen(nodes, self.options, on_invalidate));
         }
     }
 
@@ -214,6 +390,8 @@ impl L2Backend for RedisL2 {
         if names.is_empty() {
             return Ok(());
         }
+        // One command; on a cluster the client splits it per slot (the names spread over
+        // slots, and one cross-slot DEL would fail with CROSSSLOT) and sums the counts.
         let mut cmd = redis::cmd("DEL");
         for n in names {
             cmd.arg(n);
@@ -225,29 +403,32 @@ impl L2Backend for RedisL2 {
 /// The pub/sub channel invalidations travel on.
 pub const INVALIDATION_CHANNEL: &str = "coffer:invalidate";
 
-/// Runs a subscription until the handler says stop, reconnecting after failures.
-async fn listen(client: redis::Client, options: RedisOptions, handler: InvalidationHandler) {
+/// Runs a subscription until the handler says stop. `nodes` are tried in turn: the listener
+/// stays on one until it fails (connection lost, or no answer to the ping sent every second),
+/// then moves to the next; it pauses `retry_every` after a whole round of failed attempts.
+async fn listen(nodes: Vec<redis::Client>, options: RedisOptions, handler: InvalidationHandler) {
     let mut warned = false;
+    let mut next = 0usize;
+    let mut failed_in_row = 0usize;
+    let tick_every = Duration::from_secs(1);
     loop {
-        let sub =
-            tokio::time::timeout(options.connect_timeout * 2, client.get_async_pubsub()).await;
-        let mut pubsub = match sub {
-            Ok(Ok(mut p)) => match p.subscribe(INVALIDATION_CHANNEL).await {
-                Ok(()) => {
-                    if warned {
-                        tracing::info!("L2 invalidation channel subscribed again");
-                        warned = false;
-                    }
-                    p
+        let client = &nodes[next % nodes.len()];
+        next = next.wrapping_add(1);
+        let subscribed = tokio::time::timeout(options.connect_timeout * 2, async {
+            let (mut sink, stream) = client.get_async_pubsub().await?.split();
+            sink.subscribe(INVALIDATION_CHANNEL).await?;
+            Ok::<_, redis::RedisError>((sink, stream))
+        })
+        .await;
+        let (mut sink, mut messages) = match subscribed {
+            Ok(Ok(pair)) => {
+                if warned {
+                    tracing::info!("L2 invalidation channel subscribed again");
+                    warned = false;
                 }
-                Err(_) => {
-                    if !handler(Vec::new()) {
-                        return;
-                    }
-                    tokio::time::sleep(options.retry_every).await;
-                    continue;
-                }
-            },
+                failed_in_row = 0;
+                pair
+            }
             _ => {
                 if !warned {
                     tracing::warn!("cannot subscribe to L2 invalidations; retrying");
@@ -256,12 +437,14 @@ async fn listen(client: redis::Client, options: RedisOptions, handler: Invalidat
                 if !handler(Vec::new()) {
                     return;
                 }
-                tokio::time::sleep(options.retry_every).await;
+                failed_in_row += 1;
+                if failed_in_row % nodes.len() == 0 {
+                    tokio::time::sleep(options.retry_every).await;
+                }
                 continue;
             }
         };
-        let mut messages = pubsub.on_message();
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut tick = tokio::time::interval(tick_every);
         loop {
             tokio::select! {
                 msg = messages.next() => match msg {
@@ -278,10 +461,22 @@ async fn listen(client: redis::Client, options: RedisOptions, handler: Invalidat
                     if !handler(Vec::new()) {
                         return;
                     }
+                    // A node that hangs (or a link that silently died) keeps the stream open:
+                    // only a ping notices.
+                    let pong = tokio::time::timeout(options.op_timeout * 2, sink.ping::<redis::Value>()).await;
+                    if !matches!(pong, Ok(Ok(_))) {
+                        break;
+                    }
                 }
             }
         }
-        tokio::time::sleep(options.retry_every).await;
+        if !warned {
+            tracing::warn!("L2 invalidation subscription lost; subscribing again");
+            warned = true;
+        }
+        if nodes.len() == 1 {
+            tokio::time::sleep(options.retry_every).await;
+        }
     }
 }
 

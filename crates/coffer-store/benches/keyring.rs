@@ -19,6 +19,12 @@ use coffer_store::SqlStore;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const REDIS: &str = "redis://127.0.0.1:6379";
+/// The Redis Cluster of `scripts/services-up.sh` (three masters, three replicas, on loopback).
+const REDIS_CLUSTER: [&str; 3] = [
+    "redis://127.0.0.1:7000",
+    "redis://127.0.0.1:7001",
+    "redis://127.0.0.1:7002",
+];
 
 struct Setup {
     rt: tokio::runtime::Runtime,
@@ -245,6 +251,7 @@ fn l1_miss(c: &mut Criterion) {
         "{:?}",
         with_l2.stats()
     );
+    l1_miss_cluster(&s, &mut g);
     let mut conn = redis::Client::open(REDIS)
         .unwrap()
         .get_connection()
@@ -268,6 +275,49 @@ fn l1_miss(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// The same L1 miss served by L2 on a Redis Cluster (`[cache] redis_cluster`), when one runs.
+fn l1_miss_cluster(
+    s: &Setup,
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+) {
+    let cluster_up = redis::Client::open(REDIS_CLUSTER[0])
+        .and_then(|c| c.get_connection())
+        .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
+        .is_ok_and(|info| info.contains("cluster_state:ok"));
+    if !cluster_up {
+        eprintln!("skipping the Redis Cluster L2 benchmark: no cluster at 127.0.0.1:7000");
+        return;
+    }
+    let l2 = Arc::new(coffer_redis::RedisL2::cluster(&REDIS_CLUSTER, Default::default()).unwrap());
+    let ck = CacheKey::new(&[9; 32], 1).unwrap();
+    let with_l2 =
+        s.rt.block_on(Keyring::with_l2(
+            s.store.clone(),
+            ring(&s.kek),
+            no_audit(),
+            l2,
+            ck,
+        ))
+        .unwrap();
+    s.rt.block_on(with_l2.decrypt(&s.scope, &s.column, &FieldContext::new(), &s.ct))
+        .unwrap();
+    g.bench_function(
+        "served-by-l2-redis-cluster (store read + GETEX + open)",
+        |b| {
+            b.iter(|| {
+                with_l2.clear_l1();
+                s.rt.block_on(with_l2.decrypt(&s.scope, &s.column, &FieldContext::new(), &s.ct))
+                    .unwrap()
+            })
+        },
+    );
+    assert!(
+        with_l2.stats().l2_hits > 0 && with_l2.stats().kek_unwraps == 1,
+        "{:?}",
+        with_l2.stats()
+    );
 }
 
 criterion_group!(benches, l1_hit, kek_unwrap, l1_miss);
