@@ -242,7 +242,7 @@ async fn hostile_inputs_get_no_5xx_and_do_not_grow_the_server() {
     }
     let before = rss_kib();
 
-    for round in 0..2 {
+    for round in 0..1 {
         // Every body to every endpoint that takes one, with each kind of token.
         for p in &paths {
             for (method, token) in [("POST", &acme), ("POST", &admin)] {
