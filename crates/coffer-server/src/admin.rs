@@ -22,7 +22,7 @@ pub struct CreateScope {
     pub tenant: String,
 }
 
-/// A created (or adopted) scope.
+/// A created scope (or one this tenant owned already).
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct CreatedScope {
     /// The scope.
@@ -31,8 +31,7 @@ pub struct CreatedScope {
     pub tenant: String,
     /// Its active version.
     pub version: u32,
-    /// `created`, `adopted` (it existed in the key store with no owner) or `exists` (already
-    /// this tenant's).
+    /// `created` or `exists` (already this tenant's).
     pub outcome: String,
 }
 
@@ -93,6 +92,14 @@ async fn record(app: &App, caller: &Caller, scope: &str, detail: String) {
     }
 }
 
+fn owned_by_another(scope: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "owned_by_another_tenant",
+        format!("scope '{scope}' already belongs to another tenant; ownership never changes"),
+    )
+}
+
 fn scope_id(scope: &str) -> Result<ScopeId, ApiError> {
     ScopeId::new(scope)
         .map_err(|e| ApiError::bad_request("bad_scope", format!("scope '{scope}': {e}")))
@@ -108,16 +115,18 @@ fn tenant_ok(t: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Create a scope owned by a tenant (or give an unowned existing scope to one).
+/// Create a scope owned by a tenant. A scope that exists already is never given to a tenant
+/// here: keys made outside the service (`coffer keys`, `coffer reencrypt`) stay out of reach of
+/// every token.
 #[utoipa::path(post, path = "/v1/admin/scopes", tag = "admin",
     request_body = CreateScope,
     responses(
         (status = 201, description = "Created", body = CreatedScope),
-        (status = 200, description = "Adopted, or already this tenant's", body = CreatedScope),
+        (status = 200, description = "Already this tenant's", body = CreatedScope),
         (status = 400, description = "Malformed request", body = ErrorBody),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
         (status = 403, description = "Not an admin token", body = ErrorBody),
-        (status = 409, description = "Owned by another tenant, or destroyed", body = ErrorBody),
+        (status = 409, description = "Exists and is not this tenant's (unowned, another tenant's, or destroyed)", body = ErrorBody),
         (status = 503, description = "Key store or KEK provider unavailable", body = ErrorBody),
     ),
     security(("token" = [])))]
@@ -141,25 +150,36 @@ pub async fn create_scope(
         ));
     }
     let before = app.0.tokens.owner(&req.scope).await?;
-    let (status, outcome) = if existing.is_none() {
-        app.keyring().ensure_scope(&id).await?;
-        (StatusCode::CREATED, "created")
-    } else if before.as_deref() == Some(req.tenant.as_str()) {
-        (StatusCode::OK, "exists")
-    } else {
-        (StatusCode::OK, "adopted")
+    let (status, outcome) = match (&existing, before.as_deref()) {
+        (Some(_), Some(t)) if t == req.tenant => (StatusCode::OK, "exists"),
+        (Some(_), Some(_)) => return Err(owned_by_another(&req.scope)),
+        // An existing scope with no owner was made outside the service (`coffer keys`,
+        // `coffer reencrypt`): giving it to a tenant would let an admin token reach its data.
+        (Some(_), None) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "scope_not_owned",
+                format!(
+                    "scope '{}' exists and is not owned by tenant '{}': it was made outside the \
+                     service (e.g. by `coffer keys` or `coffer reencrypt`), and an existing \
+                     scope cannot be given to a tenant. Create a scope under a new name for \
+                     the tenant with this endpoint and have the tenant encrypt its data there; \
+                     this scope stays reachable through the CLI and libraries only",
+                    req.scope, req.tenant
+                ),
+            ));
+        }
+        (None, _) => {
+            app.keyring().ensure_scope(&id).await?;
+            (StatusCode::CREATED, "created")
+        }
     };
+    // The owner row refers to the scope, so it comes second. If writing it fails, the scope
+    // stays without an owner, which no token reaches.
     let owner = app.0.tokens.assign(&req.scope, &req.tenant).await?;
     app.forget_owner(&req.scope).await;
     if owner != req.tenant {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "owned_by_another_tenant",
-            format!(
-                "scope '{}' already belongs to another tenant; ownership never changes",
-                req.scope
-            ),
-        ));
+        return Err(owned_by_another(&req.scope));
     }
     let version = app.keyring().active_version(&id).await?;
     record(

@@ -12,7 +12,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use coffer_core::ScopeId;
-use coffer_keys::{AuditEvent, Keyring, Operation};
+use coffer_keys::Keyring;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::de::DeserializeOwned;
 
@@ -51,6 +51,12 @@ impl<V> Fresh<V> {
     }
 }
 
+/// How many unknown presented tokens are remembered, and for how long.
+const UNKNOWN_TOKENS: u64 = 10_000;
+const UNKNOWN_TOKEN_TTL: Duration = Duration::from_secs(30);
+/// At most one access-denied log line per tenant this often (each denial is counted).
+const DENIAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// The service's shared state. Cheap to clone.
 #[derive(Clone)]
 pub struct App(pub(crate) Arc<Inner>);
@@ -62,9 +68,20 @@ pub(crate) struct Inner {
     token_cache: moka::future::Cache<String, Arc<Fresh<Option<Arc<TokenRecord>>>>>,
     owner_cache: moka::future::Cache<String, Arc<Fresh<Option<String>>>>,
     limiter: DefaultKeyedRateLimiter<String>,
+    /// Failed authentications per client address.
+    auth_limiter: DefaultKeyedRateLimiter<std::net::IpAddr>,
+    /// Client addresses over their failed-authentication limit, and until when.
+    auth_blocked: moka::sync::Cache<std::net::IpAddr, Instant>,
+    /// Hashes of presented tokens the store does not know (bounded, short-lived): a token
+    /// sent again is refused without a query, and unknown ids never fill `token_cache`.
+    unknown_tokens: moka::sync::Cache<[u8; 32], ()>,
+    /// Tenants whose access denial was logged in the last [`DENIAL_LOG_EVERY`].
+    denial_logged: moka::sync::Cache<String, ()>,
     pub(crate) access: AccessLog,
     pub(crate) metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub(crate) ready: Mutex<Option<(Instant, bool, bool)>>,
+    /// When the last count of DEKs pending KEK rotation started.
+    key_count_at: Mutex<Option<Instant>>,
     /// Detached requests still running (they outlive a timeout; shutdown waits for them).
     detached: tokio::sync::watch::Sender<usize>,
 }
@@ -81,6 +98,9 @@ impl App {
         let quota =
             Quota::per_second(NonZeroU32::new(config.rate_limit).unwrap_or(NonZeroU32::MIN))
                 .allow_burst(NonZeroU32::new(config.rate_burst).unwrap_or(NonZeroU32::MIN));
+        let auth_quota =
+            Quota::per_second(NonZeroU32::new(config.auth_failure_rate).unwrap_or(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::new(config.auth_failure_burst).unwrap_or(NonZeroU32::MIN));
         App(Arc::new(Inner {
             keyring,
             tokens,
@@ -93,9 +113,23 @@ impl App {
                 .max_capacity(100_000)
                 .build(),
             limiter: RateLimiter::keyed(quota),
+            auth_limiter: RateLimiter::keyed(auth_quota),
+            auth_blocked: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+            denial_logged: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(DENIAL_LOG_EVERY)
+                .build(),
+            unknown_tokens: moka::sync::Cache::builder()
+                .max_capacity(UNKNOWN_TOKENS)
+                .time_to_live(UNKNOWN_TOKEN_TTL)
+                .build(),
             access: AccessLog::default(),
             metrics,
             ready: Mutex::new(None),
+            key_count_at: Mutex::new(None),
             detached: tokio::sync::watch::Sender::new(0),
             config,
         }))
@@ -125,13 +159,85 @@ impl App {
         *self.0.detached.borrow()
     }
 
+    /// Counts the DEKs pending KEK rotation into their gauge, unless a count started less than
+    /// [`crate::KEY_COUNT_INTERVAL`] ago: scrapes read the gauge, and never make the key store
+    /// count once each (one scrape per interval waits for the count; the others do not).
+    pub(crate) async fn refresh_key_count(&self) {
+        {
+            let Ok(mut at) = self.0.key_count_at.lock() else {
+                return;
+            };
+            if at.is_some_and(|t| t.elapsed() < crate::KEY_COUNT_INTERVAL) {
+                return;
+            }
+            *at = Some(Instant::now());
+        }
+        metrics::counter!("coffer_service_key_counts_total").increment(1);
+        let kek = self.keyring().keks().primary_id().clone();
+        match self.keyring().store().count_deks_not_under(&kek).await {
+            Ok(n) => metrics::gauge!("coffer_keys_deks_pending_kek_rotation").set(n as f64),
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot count DEKs pending KEK rotation"),
+        }
+    }
+
     /// Forgets idle rate-limit buckets.
     pub(crate) fn trim_limiter(&self) {
         self.0.limiter.retain_recent();
+        self.0.auth_limiter.retain_recent();
+    }
+
+    /// A 429 if `ip` is over its failed-authentication limit (checked before any token work).
+    fn auth_blocked(&self, ip: Option<std::net::IpAddr>) -> Result<(), ApiError> {
+        let Some(ip) = ip else { return Ok(()) };
+        match self.0.auth_blocked.get(&ip) {
+            Some(until) if until > Instant::now() => Err(self.too_many_failures(until)),
+            Some(_) => {
+                self.0.auth_blocked.invalidate(&ip);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed authentication from `ip`: the 401 it was, or a 429 once the address is
+    /// over its limit.
+    fn auth_failed(&self, ip: Option<std::net::IpAddr>, e: ApiError) -> ApiError {
+        metrics::counter!("coffer_service_auth_failures_total").increment(1);
+        let Some(ip) = ip else { return e };
+        match self.0.auth_limiter.check_key(&ip) {
+            Ok(()) => e,
+            Err(not_until) => {
+                let wait = not_until
+                    .wait_time_from(governor::clock::Clock::now(
+                        &governor::clock::DefaultClock::default(),
+                    ))
+                    .max(Duration::from_secs(1));
+                let until = Instant::now() + wait;
+                self.0.auth_blocked.insert(ip, until);
+                tracing::warn!(client = %ip, "client address over its failed-authentication limit");
+                self.too_many_failures(until)
+            }
+        }
+    }
+
+    fn too_many_failures(&self, until: Instant) -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "auth_rate_limited",
+            format!(
+                "too many failed authentications from this address (more than {} per second); \
+                 wait, then send a valid token",
+                self.0.config.auth_failure_rate
+            ),
+        );
+        let left = until.saturating_duration_since(Instant::now());
+        e.retry_after = Some(left.as_secs_f64().ceil().max(1.0) as u64);
+        e
     }
 
     async fn token(&self, id: &str) -> Result<Option<Arc<TokenRecord>>, ApiError> {
         if self.0.config.token_cache_ttl.is_zero() {
+            metrics::counter!("coffer_service_token_lookups_total").increment(1);
             return Ok(self.0.tokens.get(id).await?.map(Arc::new));
         }
         if let Some(t) = self.0.token_cache.get(id).await {
@@ -150,12 +256,16 @@ impl App {
             }
             return Ok(t.value.clone());
         }
-        // Unknown ids are remembered too, so a stream of made-up tokens costs no query each.
+        metrics::counter!("coffer_service_token_lookups_total").increment(1);
         let t = self.0.tokens.get(id).await?.map(Arc::new);
-        self.0
-            .token_cache
-            .insert(id.to_owned(), Fresh::new(t.clone()))
-            .await;
+        // Unknown ids go to the caller's negative cache, never into this one (they would
+        // evict the tokens in use).
+        if t.is_some() {
+            self.0
+                .token_cache
+                .insert(id.to_owned(), Fresh::new(t.clone()))
+                .await;
+        }
         Ok(t)
     }
 
@@ -190,8 +300,9 @@ impl App {
     }
 
     /// Checks that the caller's tenant owns `scope` (an explicit owner column compared for
-    /// equality, docs/DESIGN.md §S1). Another tenant's scope is a 403 and an audit record; a scope
-    /// nobody owns is a 403 too, and one that does not exist a 404.
+    /// equality, docs/DESIGN.md §S1). Another tenant's scope is a 403, counted for the next
+    /// access-denied audit record; a scope nobody owns is a 403 too, and one that does not exist
+    /// a 404.
     pub async fn authorize(&self, caller: &Caller, scope: &str) -> Result<ScopeId, ApiError> {
         let tenant = caller.tenant()?;
         let id = ScopeId::new(scope)
@@ -199,31 +310,27 @@ impl App {
         match self.owner(scope).await? {
             Some(owner) if owner == tenant => Ok(id),
             owner => {
-                let exists = self.0.keyring.store().scope(&id).await?.is_some();
-                if owner.is_none() && !exists {
+                if owner.is_none() && self.0.keyring.store().scope(&id).await?.is_none() {
                     return Err(coffer_keys::Error::UnknownScope(scope.to_owned()).into());
                 }
-                let detail = if owner.is_some() {
-                    format!("tenant '{tenant}' asked for a scope another tenant owns")
+                let reason = if owner.is_some() {
+                    "owned-by-another-tenant"
                 } else {
-                    format!("tenant '{tenant}' asked for a scope no tenant owns")
+                    "unowned"
                 };
-                tracing::warn!(token_id = %caller.token_id, tenant = %tenant, scope = %scope, "access denied: scope not owned by the caller's tenant");
-                let event = AuditEvent::new(
-                    format!("token:{}", caller.token_id),
-                    Operation::AccessDenied,
-                )
-                .scope(scope)
-                .detail(detail);
-                if let Err(e) = self.0.keyring.record(event).await {
-                    tracing::error!(error = %e, "could not write the access-denied audit record");
+                // Counted, and written with the access counts; one log line per tenant per
+                // DENIAL_LOG_EVERY at most.
+                self.0.access.deny(&caller.token_id, tenant, scope, reason);
+                if !self.0.denial_logged.contains_key(tenant) {
+                    self.0.denial_logged.insert(tenant.to_owned(), ());
+                    tracing::warn!(token_id = %caller.token_id, tenant = %tenant, scope = %scope, reason, "access denied: scope not owned by the caller's tenant (further denials of this tenant are counted, and logged again after 10 s)");
                 }
                 metrics::counter!("coffer_service_access_denied_total").increment(1);
                 Err(ApiError::forbidden(
                     "wrong_tenant",
                     format!(
                         "this token's tenant does not own scope '{scope}'; use a token of the \
-                         owning tenant (the attempt was audited)"
+                         owning tenant (the attempt is audited)"
                     ),
                 ))
             }
@@ -268,9 +375,29 @@ impl Caller {
 /// A caller's token id and tenant (none for admin tokens).
 type Who = (String, Option<String>);
 
+/// What the [`Caller`] extractor learnt, for the access log and metrics.
+#[derive(Default)]
+pub(crate) struct SlotData {
+    /// The verified caller.
+    who: Option<Who>,
+    /// The first 8 hex digits of the id of a token that parsed but was refused (never the
+    /// secret).
+    presented: Option<String>,
+}
+
 /// Filled in by the [`Caller`] extractor for the access log and metrics.
 #[derive(Clone, Default)]
-pub(crate) struct CallerSlot(Arc<Mutex<Option<Who>>>);
+pub(crate) struct CallerSlot(Arc<Mutex<SlotData>>);
+
+impl CallerSlot {
+    fn presented(parts: &Parts, id: &str) {
+        if let Some(slot) = parts.extensions.get::<CallerSlot>()
+            && let Ok(mut s) = slot.0.lock()
+        {
+            s.presented = Some(id.chars().take(8).collect());
+        }
+    }
+}
 
 fn now_us() -> i64 {
     std::time::SystemTime::now()
@@ -283,11 +410,19 @@ impl FromRequestParts<App> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        app.auth_blocked(ip)?;
+        let fail = |e: ApiError| app.auth_failed(ip, e);
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or_else(|| {
-                ApiError::unauthorized("missing token: send `Authorization: Bearer cft_…`")
+                fail(ApiError::unauthorized(
+                    "missing token: send `Authorization: Bearer cft_…`",
+                ))
             })?;
         let text = header
             .to_str()
@@ -295,22 +430,35 @@ impl FromRequestParts<App> for Caller {
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| {
-                ApiError::unauthorized("malformed Authorization header: expected `Bearer cft_…`")
+                fail(ApiError::unauthorized(
+                    "malformed Authorization header: expected `Bearer cft_…`",
+                ))
             })?;
-        let id = tokens::parse_id(text)
-            .ok_or_else(|| ApiError::unauthorized("malformed token: expected cft_<id>_<secret>"))?;
-        let record = app
-            .token(id)
-            .await?
-            .filter(|r| tokens::verify(r, text))
-            .ok_or_else(|| ApiError::unauthorized("invalid token"))?;
+        let id = tokens::parse_id(text).ok_or_else(|| {
+            fail(ApiError::unauthorized(
+                "malformed token: expected cft_<id>_<secret>",
+            ))
+        })?;
+        CallerSlot::presented(parts, id);
+        let presented: [u8; 32] =
+            coffer_core::token::hash_token(coffer_core::token::SERVICE_DOMAIN, text);
+        if app.0.unknown_tokens.contains_key(&presented) {
+            return Err(fail(ApiError::unauthorized("invalid token")));
+        }
+        let Some(record) = app.token(id).await? else {
+            app.0.unknown_tokens.insert(presented, ());
+            return Err(fail(ApiError::unauthorized("invalid token")));
+        };
+        if !tokens::verify(&record, text) {
+            return Err(fail(ApiError::unauthorized("invalid token")));
+        }
         if record.revoked_at_us.is_some() {
-            return Err(ApiError::unauthorized("token revoked"));
+            return Err(fail(ApiError::unauthorized("token revoked")));
         }
         if record.expires_at_us.is_some_and(|e| e <= now_us()) {
-            return Err(ApiError::unauthorized(
+            return Err(fail(ApiError::unauthorized(
                 "token expired; ask an operator for a new one",
-            ));
+            )));
         }
         if let Some(slot) = parts.extensions.get::<CallerSlot>()
             && let Ok(mut s) = slot.0.lock()
@@ -319,7 +467,7 @@ impl FromRequestParts<App> for Caller {
                 Role::Tenant(t) => Some(t.clone()),
                 Role::Admin => None,
             };
-            *s = Some((record.id.clone(), tenant));
+            s.who = Some((record.id.clone(), tenant));
         }
         if let Err(not_until) = app.0.limiter.check_key(&record.id) {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
@@ -374,42 +522,50 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        use axum::extract::rejection::JsonRejection;
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(JsonBody(v)),
-            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::bad_request(
-                "bad_request",
-                format!(
-                    "the JSON does not match the request schema: {}",
-                    source_text(&e)
-                ),
-            )),
-            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::bad_request(
-                "bad_json",
-                format!("the body is not valid JSON: {}", source_text(&e)),
-            )),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "content_type",
                 "send the body as JSON with `Content-Type: application/json`",
-            )),
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "the request body is larger than this service accepts ([service] \
-                 max_body_bytes); split the batch",
-            )),
-            Err(e) => Err(ApiError::bad_request("bad_request", e.body_text())),
+            ));
         }
+        let body = match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => b,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    "the request body is larger than this service accepts ([service] \
+                     max_body_bytes); split the batch",
+                ));
+            }
+            Err(_) => {
+                return Err(ApiError::bad_request(
+                    "bad_request",
+                    "the request body could not be read; send it again",
+                ));
+            }
+        };
+        crate::decode::decode_json(&body).map(JsonBody)
     }
 }
 
-fn source_text(e: &dyn std::error::Error) -> String {
-    let mut inner: &dyn std::error::Error = e;
-    while let Some(s) = inner.source() {
-        inner = s;
-    }
-    inner.to_string()
+/// `application/json` or `application/<something>+json`, as axum's `Json` accepts.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// The operation name of a route, for metrics and logs.
@@ -449,6 +605,15 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
         .get::<MatchedPath>()
         .map(|p| operation(p.as_str(), req.method()))
         .unwrap_or("other");
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let client = client_addr(&req);
+    let client = client.as_ref().map(|a| a.ip().to_string());
+    let client = client.as_deref().unwrap_or("-");
     let slot = CallerSlot::default();
     req.extensions_mut().insert(slot.clone());
     let gauge = metrics::gauge!("coffer_service_requests_in_flight");
@@ -467,7 +632,12 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
         _ => "server_error",
     };
     let elapsed = start.elapsed();
-    let who = slot.0.lock().ok().and_then(|s| s.clone());
+    let (who, presented) = slot
+        .0
+        .lock()
+        .ok()
+        .map(|s| (s.who.clone(), s.presented.clone()))
+        .unwrap_or_default();
     let tenant = who.as_ref().and_then(|w| w.1.clone());
     if op != "metrics" && op != "healthz" && op != "readyz" {
         if app.0.config.metrics_tenant_label {
@@ -482,37 +652,97 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
     let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     let token_id = who.as_ref().map(|w| w.0.as_str()).unwrap_or("-");
     let tenant = tenant.as_deref().unwrap_or("-");
+    // A refused token's id prefix (the id is public; the secret is never kept).
+    let token_id_prefix = if who.is_none() {
+        presented.as_deref().unwrap_or("-")
+    } else {
+        "-"
+    };
+    let status_code = status.as_u16();
+    let error_code = code.unwrap_or("-");
     if status.is_server_error() {
         tracing::error!(
             operation = op,
-            status = status.as_u16(),
-            error_code = code.unwrap_or("-"),
+            status = status_code,
+            error_code,
             token_id,
             tenant,
+            client,
+            request_id = %request_id,
             latency_us,
             "request"
         );
     } else if status.is_client_error() {
         tracing::warn!(
             operation = op,
-            status = status.as_u16(),
-            error_code = code.unwrap_or("-"),
+            status = status_code,
+            error_code,
             token_id,
+            token_id_prefix,
             tenant,
+            client,
+            request_id = %request_id,
             latency_us,
             "request"
         );
     } else {
         tracing::info!(
             operation = op,
-            status = status.as_u16(),
+            status = status_code,
             token_id,
             tenant,
+            client,
+            request_id = %request_id,
             latency_us,
             "request"
         );
     }
     resp
+}
+
+/// The request-id header: set on every request (a client's own id is kept when it is short and
+/// plain), logged on its request line, and returned on the response.
+pub(crate) const REQUEST_ID: &str = "x-request-id";
+
+/// The peer address of the connection (the service reads no forwarding header: behind a proxy
+/// this is the proxy's address).
+pub(crate) fn client_addr<B>(req: &axum::http::Request<B>) -> Option<std::net::SocketAddr> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0)
+}
+
+/// Request ids: 16 random hex digits.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct MakeRequestId;
+
+impl tower_http::request_id::MakeRequestId for MakeRequestId {
+    fn make_request_id<B>(
+        &mut self,
+        _: &axum::http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        let r: [u8; 8] = coffer_core::digest::random_array().ok()?;
+        axum::http::HeaderValue::from_str(&hex::encode(r))
+            .ok()
+            .map(tower_http::request_id::RequestId::new)
+    }
+}
+
+/// Drops a client's request id that is not 1 to 64 characters of `[A-Za-z0-9._-]` (a new one is
+/// made): the id goes into log lines.
+pub(crate) async fn plain_request_id(mut req: Request, next: Next) -> Response {
+    let ok = req.headers().get_all(REQUEST_ID).iter().count() <= 1
+        && req.headers().get(REQUEST_ID).is_none_or(|v| {
+            let b = v.as_bytes();
+            !b.is_empty()
+                && b.len() <= 64
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        });
+    if !ok {
+        req.headers_mut().remove(REQUEST_ID);
+    }
+    next.run(req).await
 }
 
 /// Runs the rest of the request in its own task, so that neither the request timeout nor a

@@ -1,7 +1,9 @@
 //! Data-access audit (docs/DESIGN.md §S5, seed 002): one hash-chained record per token, scope and
 //! operation per interval (a minute by default), with how many items succeeded and failed.
-//! Failed decryptions are always counted, never sampled away. Denied requests are recorded
-//! at once by [`crate::app::App::authorize`].
+//! Failed decryptions are always counted, never sampled away. Denied requests (a tenant's
+//! token naming a scope its tenant does not own) are counted the same way, one record per
+//! token, scope and reason per interval with the count, so a prober cannot turn its requests
+//! into key-store writes one for one.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -17,10 +19,18 @@ struct Counts {
 /// Token id, tenant, scope and operation.
 type Key = (String, String, String, &'static str);
 
+/// Token id, tenant, scope and reason of refused requests.
+type DenialKey = (String, String, String, &'static str);
+
+/// Most distinct keys kept per map between two flushes; past it, counts go to one entry per
+/// token whose scope is `*` (the memory does not grow with the scope names a caller sends).
+const MAX_KEYS: usize = 10_000;
+
 /// Counts gathered since the last flush.
 #[derive(Default)]
 pub(crate) struct AccessLog {
     counts: Mutex<BTreeMap<Key, Counts>>,
+    denials: Mutex<BTreeMap<DenialKey, u64>>,
 }
 
 impl AccessLog {
@@ -35,11 +45,29 @@ impl AccessLog {
         failed: u64,
     ) {
         if let Ok(mut m) = self.counts.lock() {
-            let c = m
-                .entry((token_id.to_owned(), tenant.to_owned(), scope.to_owned(), op))
-                .or_default();
+            let mut key = (token_id.to_owned(), tenant.to_owned(), scope.to_owned(), op);
+            if m.len() >= MAX_KEYS && !m.contains_key(&key) {
+                key.2 = "*".to_owned();
+            }
+            let c = m.entry(key).or_default();
             c.ok += ok;
             c.failed += failed;
+        }
+    }
+
+    /// Counts one refused request.
+    pub(crate) fn deny(&self, token_id: &str, tenant: &str, scope: &str, reason: &'static str) {
+        if let Ok(mut m) = self.denials.lock() {
+            let mut key = (
+                token_id.to_owned(),
+                tenant.to_owned(),
+                scope.to_owned(),
+                reason,
+            );
+            if m.len() >= MAX_KEYS && !m.contains_key(&key) {
+                key.2 = "*".to_owned();
+            }
+            *m.entry(key).or_default() += 1;
         }
     }
 
@@ -47,6 +75,25 @@ impl AccessLog {
     /// are kept for the next flush; at shutdown (`last`) they go to the log instead, so no
     /// count is lost silently.
     pub(crate) async fn flush(&self, keyring: &Keyring, last: bool) {
+        let denials = match self.denials.lock() {
+            Ok(mut m) => std::mem::take(&mut *m),
+            Err(_) => BTreeMap::new(),
+        };
+        for ((token, tenant, scope, reason), n) in denials {
+            let event = AuditEvent::new(format!("token:{token}"), Operation::AccessDenied)
+                .scope(scope.clone())
+                .detail(format!("tenant={tenant} reason={reason} count={n}"));
+            if let Err(e) = keyring.record(event).await {
+                if last {
+                    tracing::error!(error = %e, token_id = %token, tenant = %tenant, scope = %scope, reason, count = n, "could not write an access-denied audit record at shutdown; its count is in this log line");
+                    continue;
+                }
+                tracing::error!(error = %e, "could not write an access-denied audit record; keeping it for the next flush");
+                if let Ok(mut m) = self.denials.lock() {
+                    *m.entry((token, tenant, scope, reason)).or_default() += n;
+                }
+            }
+        }
         let taken = match self.counts.lock() {
             Ok(mut m) => std::mem::take(&mut *m),
             Err(_) => return,

@@ -25,6 +25,12 @@ pub struct ServiceConfig {
     pub rate_limit: u32,
     /// Requests a token may send at once above the sustained rate (default 2 000).
     pub rate_burst: u32,
+    /// Failed authentications (missing, malformed, unknown, expired or revoked tokens) allowed
+    /// per second per client address, sustained (default 2).
+    pub auth_failure_rate: u32,
+    /// Failed authentications a client address may have at once above that rate (default 20).
+    /// Past it, every request from the address gets 429 until the limit refills.
+    pub auth_failure_burst: u32,
     /// Time limit for one request (default 30 s).
     pub request_timeout: Duration,
     /// How long a shutdown waits for requests in flight (default 30 s).
@@ -45,6 +51,66 @@ pub struct ServiceConfig {
     pub log_sensitive_fields: Vec<String>,
     /// Routes that exist for the load benchmark only (`POST /v1/bench/echo/{scope}`).
     pub bench_endpoints: bool,
+    /// The hash of the token that may scrape `/metrics` besides admin tokens, read from the
+    /// `metrics_token` reference (`env:NAME` or `file:PATH`) at start.
+    pub metrics_token: Option<MetricsToken>,
+}
+
+/// The hash of the `/metrics` scrape token (the token itself is not kept).
+#[derive(Clone)]
+pub struct MetricsToken([u8; 32]);
+
+/// Hash domain of the scrape token (apart from API tokens).
+const METRICS_DOMAIN: &[u8] = b"coffer/metrics-token/v1";
+
+impl MetricsToken {
+    /// From the token text (at least 32 characters).
+    pub fn new(token: &str) -> Result<Self, ConfigError> {
+        if token.len() < 32 || token.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(ConfigError(
+                "[service] metrics_token: the token must be at least 32 characters without \
+                 spaces or control characters (e.g. `openssl rand -hex 32`)"
+                    .into(),
+            ));
+        }
+        Ok(MetricsToken(coffer_core::token::hash_token(
+            METRICS_DOMAIN,
+            token,
+        )))
+    }
+
+    /// Whether `token` is this one (constant time).
+    pub fn verify(&self, token: &str) -> bool {
+        coffer_core::token::verify_token(METRICS_DOMAIN, token, &self.0)
+    }
+
+    /// Reads `env:NAME` or `file:PATH`.
+    fn load(reference: &str) -> Result<Self, ConfigError> {
+        let text = if let Some(name) = reference.strip_prefix("env:") {
+            zeroize::Zeroizing::new(std::env::var(name).map_err(|_| {
+                ConfigError(format!(
+                    "[service] metrics_token: environment variable {name} is not set"
+                ))
+            })?)
+        } else if let Some(path) = reference.strip_prefix("file:") {
+            zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!("[service] metrics_token: cannot read {path}: {e}"))
+            })?)
+        } else {
+            return Err(ConfigError(
+                "[service] metrics_token is a reference, `env:NAME` or `file:PATH`, never the \
+                 token itself"
+                    .into(),
+            ));
+        };
+        Self::new(text.trim())
+    }
+}
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(..)")
+    }
 }
 
 impl Default for ServiceConfig {
@@ -56,6 +122,8 @@ impl Default for ServiceConfig {
             max_batch: 1000,
             rate_limit: 1000,
             rate_burst: 2000,
+            auth_failure_rate: 2,
+            auth_failure_burst: 20,
             request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             token_cache_ttl: Duration::from_secs(5),
@@ -65,6 +133,7 @@ impl Default for ServiceConfig {
             log_redact_patterns: Vec::new(),
             log_sensitive_fields: Vec::new(),
             bench_endpoints: false,
+            metrics_token: None,
         }
     }
 }
@@ -80,6 +149,8 @@ struct Raw {
     max_batch: Option<usize>,
     rate_limit: Option<u32>,
     rate_burst: Option<u32>,
+    auth_failure_rate: Option<u32>,
+    auth_failure_burst: Option<u32>,
     request_timeout: Option<String>,
     shutdown_timeout: Option<String>,
     token_cache_ttl: Option<String>,
@@ -89,6 +160,7 @@ struct Raw {
     log_redact_patterns: Option<Vec<String>>,
     log_sensitive_fields: Option<Vec<String>>,
     bench_endpoints: Option<bool>,
+    metrics_token: Option<String>,
 }
 
 fn duration(what: &str, text: &str) -> Result<Duration, ConfigError> {
@@ -132,6 +204,8 @@ impl ServiceConfig {
             max_batch: raw.max_batch.unwrap_or(d.max_batch),
             rate_limit: raw.rate_limit.unwrap_or(d.rate_limit),
             rate_burst: raw.rate_burst.unwrap_or(d.rate_burst),
+            auth_failure_rate: raw.auth_failure_rate.unwrap_or(d.auth_failure_rate),
+            auth_failure_burst: raw.auth_failure_burst.unwrap_or(d.auth_failure_burst),
             request_timeout: raw
                 .request_timeout
                 .map(|t| duration("request_timeout", &t))
@@ -157,6 +231,11 @@ impl ServiceConfig {
             log_redact_patterns: raw.log_redact_patterns.unwrap_or_default(),
             log_sensitive_fields: raw.log_sensitive_fields.unwrap_or_default(),
             bench_endpoints: raw.bench_endpoints.unwrap_or(false),
+            metrics_token: raw
+                .metrics_token
+                .as_deref()
+                .map(MetricsToken::load)
+                .transpose()?,
         };
         cfg.check()?;
         Ok(cfg)
@@ -176,6 +255,11 @@ impl ServiceConfig {
         if self.rate_limit == 0 || self.rate_burst == 0 {
             return Err(ConfigError(
                 "[service] rate_limit and rate_burst must be at least 1".into(),
+            ));
+        }
+        if self.auth_failure_rate == 0 || self.auth_failure_burst == 0 {
+            return Err(ConfigError(
+                "[service] auth_failure_rate and auth_failure_burst must be at least 1".into(),
             ));
         }
         if self.request_timeout.is_zero() || self.audit_interval.is_zero() {

@@ -14,6 +14,7 @@ pub mod api;
 pub mod app;
 mod audit;
 pub mod config;
+pub mod decode;
 pub mod error;
 mod serve;
 pub mod telemetry;
@@ -28,6 +29,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+
+use crate::error::ErrorBody;
 
 pub use app::App;
 pub use config::ServiceConfig;
@@ -67,7 +70,7 @@ impl Modify for BearerAuth {
     tags(
         (name = "data", description = "Tenant tokens: the scopes their tenant owns"),
         (name = "admin", description = "Admin tokens: key administration, no data"),
-        (name = "ops", description = "No token: health, readiness, metrics, this document"),
+        (name = "ops", description = "Health, readiness and this document (no token); metrics (the metrics token or an admin token)"),
     )
 )]
 struct ApiDoc;
@@ -180,15 +183,43 @@ async fn readyz(State(app): State<App>) -> Response {
         .into_response()
 }
 
-/// Prometheus metrics (text exposition format).
+/// How old the count of DEKs pending KEK rotation may get before a scrape starts a new one.
+pub const KEY_COUNT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Prometheus metrics (text exposition format). Needs the `[service] metrics_token` or an admin
+/// token. The key-store count behind `coffer_keys_deks_pending_kek_rotation` runs at most every
+/// 30 s, never once per scrape.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
-    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
-async fn metrics_text(State(app): State<App>) -> Response {
-    let kek = app.keyring().keks().primary_id().clone();
-    match app.keyring().store().count_deks_not_under(&kek).await {
-        Ok(n) => metrics::gauge!("coffer_keys_deks_pending_kek_rotation").set(n as f64),
-        Err(e) => tracing::warn!(error = %e, "metrics: cannot count DEKs pending KEK rotation"),
+    responses(
+        (status = 200, description = "Metrics", content_type = "text/plain", body = String),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "A tenant token", body = ErrorBody),
+    ),
+    security(("token" = [])))]
+async fn metrics_text(
+    State(app): State<App>,
+    req: axum::http::Request<axum::body::Body>,
+) -> Response {
+    let (mut parts, _) = req.into_parts();
+    let scraper = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .zip(app.config().metrics_token.as_ref())
+        .is_some_and(|(t, m)| m.verify(t));
+    if !scraper {
+        use axum::extract::FromRequestParts as _;
+        let caller = match app::Caller::from_request_parts(&mut parts, &app).await {
+            Ok(c) => c,
+            Err(e) => return e.into_response(),
+        };
+        if let Err(e) = caller.require_admin() {
+            return e.into_response();
+        }
     }
+    app.refresh_key_count().await;
     let body = app
         .0
         .metrics
@@ -235,6 +266,14 @@ pub fn router(app: App) -> (axum::Router, utoipa::openapi::OpenApi) {
             app.clone(),
             app::observe,
         ))
+        .layer(tower_http::request_id::PropagateRequestIdLayer::new(
+            axum::http::HeaderName::from_static(app::REQUEST_ID),
+        ))
+        .layer(tower_http::request_id::SetRequestIdLayer::new(
+            axum::http::HeaderName::from_static(app::REQUEST_ID),
+            app::MakeRequestId,
+        ))
+        .layer(axum::middleware::from_fn(app::plain_request_id))
         .with_state(app);
     (router, doc)
 }

@@ -155,6 +155,7 @@ pub async fn serve(
             tick.tick().await;
             flusher.flush_audit(false).await;
             flusher.trim_limiter();
+            flusher.refresh_key_count().await;
         }
     });
 
@@ -164,7 +165,7 @@ pub async fn serve(
     }
     tracing::info!(address = %addr, tls = is_tls, "coffer serve listening");
     on_listen(Listening { addr, tls: is_tls });
-    let service = router.into_make_service();
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
     let served = match tls {
         #[cfg(feature = "tls")]
         Some(tls) => {

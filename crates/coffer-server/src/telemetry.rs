@@ -316,6 +316,10 @@ pub fn init_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, C
         "coffer_keys_deks_pending_kek_rotation",
         "Live DEKs not yet wrapped under the primary KEK (KEK rotation progress)"
     );
+    metrics::describe_counter!(
+        "coffer_service_key_counts_total",
+        "Counts of DEKs pending KEK rotation run against the key store (at most one per 30 s)"
+    );
     // Counters exist at 0 from the start, so dashboards and rate() see them before the first
     // cache miss or KEK call.
     for name in [
@@ -327,6 +331,7 @@ pub fn init_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, C
         "coffer_keys_kek_unwraps_total",
         "coffer_keys_kek_wraps_total",
         "coffer_service_access_denied_total",
+        "coffer_service_key_counts_total",
     ] {
         metrics::counter!(name).increment(0);
     }

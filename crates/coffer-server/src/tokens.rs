@@ -119,12 +119,32 @@ fn db(e: sqlx::Error) -> coffer_keys::Error {
 #[derive(Clone, Debug)]
 pub struct TokenStore {
     store: SqlStore,
+    actor: String,
 }
 
 impl TokenStore {
-    /// Uses the key store's connection pool.
+    /// Uses the key store's connection pool; token changes are audited with the operator
+    /// (`user@host`) as actor.
     pub fn new(store: SqlStore) -> Self {
-        TokenStore { store }
+        TokenStore {
+            store,
+            actor: coffer_keys::config::default_actor(),
+        }
+    }
+
+    /// The same, with another actor in the audit records of token changes.
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = actor.into();
+        self
+    }
+
+    /// Appends an audit record of a token change (never the token or its hash).
+    async fn audit(&self, detail: String) -> coffer_keys::Result<()> {
+        use coffer_keys::KeyStore as _;
+        let event =
+            coffer_keys::AuditEvent::new(self.actor.clone(), coffer_keys::Operation::AdminRequest)
+                .detail(detail);
+        self.store.append_audit(&event).await.map(|_| ())
     }
 
     async fn now_us(&self) -> coffer_keys::Result<i64> {
@@ -132,13 +152,21 @@ impl TokenStore {
         self.store.now_us().await
     }
 
-    /// Creates a token; the secret is returned once and stored only as a hash.
+    /// Creates a token; the secret is returned once and stored only as a hash. A lifetime of
+    /// zero is refused (such a token would be expired when handed out). The creation is audited:
+    /// actor, token id, role, tenant and expiry.
     pub async fn create(
         &self,
         role: &Role,
         label: &str,
         ttl: Option<std::time::Duration>,
     ) -> coffer_keys::Result<(TokenInfo, TokenSecret)> {
+        if ttl.is_some_and(|t| t.as_micros() == 0) {
+            return Err(coffer_keys::Error::config(
+                "a token's lifetime must be longer than 0s (e.g. 12h, 90d); leave the expiry \
+                 out for a token that never expires",
+            ));
+        }
         let id = hex::encode(coffer_core::digest::random_array::<8>()?);
         let secret = coffer_core::token::random_token(32)?;
         let text = Zeroizing::new(format!("{PREFIX}{id}_{}", secret.as_str()));
@@ -149,6 +177,13 @@ impl TokenStore {
             Role::Admin => ("admin", None),
             Role::Tenant(t) => ("tenant", Some(t.clone())),
         };
+        // Audited first: a token never exists without its record.
+        self.audit(format!(
+            "token-create id={id} role={role_name} tenant={} expires={}",
+            tenant.as_deref().unwrap_or("-"),
+            expires.map(rfc3339).unwrap_or_else(|| "never".to_owned())
+        ))
+        .await?;
         sqlx::query(
             "INSERT INTO coffer_service_tokens \
              (id, role, tenant, label, secret_hash, created_at_us, expires_at_us) \
@@ -234,7 +269,24 @@ impl TokenStore {
         .execute(self.store.pool())
         .await
         .map_err(db)?;
-        Ok(done.rows_affected() == 1)
+        let revoked = done.rows_affected() == 1;
+        if revoked {
+            let tenant = self.get(id).await?.and_then(|r| match r.role {
+                Role::Tenant(t) => Some(t),
+                Role::Admin => None,
+            });
+            // The revocation stands even if its record cannot be written.
+            if let Err(e) = self
+                .audit(format!(
+                    "token-revoke id={id} tenant={}",
+                    tenant.as_deref().unwrap_or("-")
+                ))
+                .await
+            {
+                tracing::error!(error = %e, token_id = %id, "token revoked, but its audit record could not be written");
+            }
+        }
+        Ok(revoked)
     }
 
     /// The tenant that owns a scope, if one does.

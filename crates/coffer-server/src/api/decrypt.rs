@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    Components, DataErrors, Encoding, FieldRef, Sensitive, TypeName, audit, check_batch,
-    encode_value, failed,
+    Components, DataErrors, Encoding, FieldRef, Plain, TypeName, audit, check_batch,
+    check_distinct, failed,
 };
 use crate::app::{App, JsonBody, Owned};
 use crate::error::{ApiError, ErrorBody};
@@ -45,10 +45,11 @@ pub struct DecryptRequest {
 /// One plaintext.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Opened {
-    /// The value (see `encoding`); absent for an authenticated NULL.
+    /// The value, as encrypt takes it: a string in `encoding` for `bytes` and `text`, the type's
+    /// JSON value for the other types; absent for an authenticated NULL.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    pub plaintext: Option<Sensitive>,
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub plaintext: Option<Plain>,
     /// Whether the value is an authenticated NULL.
     pub null: bool,
 }
@@ -77,6 +78,7 @@ pub async fn decrypt(
     JsonBody(req): JsonBody<DecryptRequest>,
 ) -> Result<Json<DecryptResponse>, ApiError> {
     check_batch(&app, req.items.len())?;
+    check_distinct("columns", req.items.iter().map(|i| (i.column.as_str(), "")))?;
     let mut out = Vec::with_capacity(req.items.len());
     for (i, item) in req.items.iter().enumerate() {
         let field = FieldRef::parse(
@@ -94,7 +96,7 @@ pub async fn decrypt(
         out.push(Opened {
             plaintext: v
                 .as_deref()
-                .map(|p| encode_value(req.encoding, p).map(Sensitive::new))
+                .map(|p| item.value_type.decode(req.encoding, p).map(Plain::new))
                 .transpose()
                 .map_err(|e| e.at(i))?,
             null: v.is_none(),

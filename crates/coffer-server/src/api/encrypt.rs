@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    Components, DataErrors, Encoding, Mode, Sensitive, TypeName, audit, check_batch, column,
-    decode_value,
+    Components, DataErrors, Encoding, Mode, Plain, TypeName, audit, check_batch, check_components,
+    check_distinct, column, decode_value,
 };
 use crate::app::{App, JsonBody, Owned};
 use crate::error::{ApiError, ErrorBody};
@@ -32,10 +32,12 @@ pub struct EncryptItem {
     /// Value type (default `bytes`), bound into the value.
     #[serde(default, rename = "type")]
     pub value_type: TypeName,
-    /// The value (see `encoding`); omit it and set `null` for an authenticated NULL.
+    /// The value: a string in `encoding` for `bytes` and `text`; for the other types the
+    /// type's JSON value (`int`, `date`, `timestamp`: an integer; `bool`: a boolean; `uuid`: a
+    /// UUID string; `json`: any JSON value). Omit it and set `null` for an authenticated NULL.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
-    pub plaintext: Option<Sensitive>,
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub plaintext: Option<Plain>,
     /// Seal an authenticated NULL (distinct from every value, including the empty one).
     #[serde(default)]
     pub null: bool,
@@ -88,10 +90,13 @@ pub async fn encrypt(
     JsonBody(req): JsonBody<EncryptRequest>,
 ) -> Result<Json<EncryptResponse>, ApiError> {
     check_batch(&app, req.items.len())?;
+    check_distinct("columns", req.items.iter().map(|i| (i.column.as_str(), "")))?;
     let mut columns = Vec::with_capacity(req.items.len());
     let mut values = Vec::with_capacity(req.items.len());
     for (i, item) in req.items.iter().enumerate() {
         columns.push(column(&item.column).map_err(|e| e.at(i))?);
+        check_components("context", &item.context).map_err(|e| e.at(i))?;
+        check_components("domain", &item.domain).map_err(|e| e.at(i))?;
         if matches!(item.mode, Mode::Deterministic) && item.context.is_some() {
             return Err(ApiError::bad_request(
                 "invalid",
@@ -101,7 +106,11 @@ pub async fn encrypt(
             .at(i));
         }
         let v = match (&item.plaintext, item.null) {
-            (Some(p), false) => Some(decode_value(req.encoding, p.expose()).map_err(|e| e.at(i))?),
+            (Some(p), false) => Some(
+                item.value_type
+                    .encode(req.encoding, p)
+                    .map_err(|e| e.at(i))?,
+            ),
             (None, true) => None,
             _ => {
                 return Err(ApiError::bad_request(
@@ -164,11 +173,13 @@ pub async fn bench_echo(
     let mut items = Vec::with_capacity(req.items.len());
     for (i, item) in req.items.iter().enumerate() {
         column(&item.column).map_err(|e| e.at(i))?;
-        let v = decode_value(
-            req.encoding,
-            item.plaintext.as_ref().map_or("", |p| p.expose()),
-        )
-        .map_err(|e| e.at(i))?;
+        let v = match &item.plaintext {
+            Some(p) => item
+                .value_type
+                .encode(req.encoding, p)
+                .map_err(|e| e.at(i))?,
+            None => decode_value(req.encoding, "").map_err(|e| e.at(i))?,
+        };
         items.push(Sealed {
             ciphertext: STANDARD.encode(&*v),
         });

@@ -7,7 +7,9 @@ use coffer_keys::BlindIndexSpec;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{DataErrors, Encoding, Sensitive, audit, check_batch, column, decode_value};
+use super::{
+    DataErrors, Encoding, Sensitive, audit, check_batch, check_distinct, column, decode_value,
+};
 use crate::app::{App, JsonBody, Owned};
 use crate::error::{ApiError, ErrorBody};
 
@@ -29,6 +31,42 @@ pub struct IndexItem {
     /// The values (several make a compound index; order matters), in `encoding`.
     #[schema(value_type = Vec<String>)]
     pub values: Vec<Sensitive>,
+}
+
+/// Longest index name, most normalizers and most values (compound parts) of one item.
+const MAX_INDEX_NAME: usize = 64;
+const MAX_NORMALIZERS: usize = 8;
+const MAX_VALUES: usize = 16;
+
+fn index_shape(item: &IndexItem) -> Result<(), ApiError> {
+    let n = &item.index;
+    if n.is_empty()
+        || n.len() > MAX_INDEX_NAME
+        || !n
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+    {
+        return Err(ApiError::bad_request(
+            "bad_index",
+            format!(
+                "field `index` must be 1 to {MAX_INDEX_NAME} characters of A-Z, a-z, 0-9, \
+                 `_`, `-`, `.` and `:`"
+            ),
+        ));
+    }
+    if item.normalize.len() > MAX_NORMALIZERS {
+        return Err(ApiError::bad_request(
+            "bad_normalizer",
+            format!("field `normalize` takes at most {MAX_NORMALIZERS} normalizers"),
+        ));
+    }
+    if item.values.len() > MAX_VALUES {
+        return Err(ApiError::bad_request(
+            "bad_item",
+            format!("field `values` takes at most {MAX_VALUES} parts"),
+        ));
+    }
+    Ok(())
 }
 
 fn default_index() -> String {
@@ -86,8 +124,15 @@ pub async fn blind_index(
     JsonBody(req): JsonBody<IndexRequest>,
 ) -> Result<Json<IndexResponse>, ApiError> {
     check_batch(&app, req.items.len())?;
+    check_distinct(
+        "column and index names",
+        req.items
+            .iter()
+            .map(|i| (i.column.as_str(), i.index.as_str())),
+    )?;
     let mut out = Vec::with_capacity(req.items.len());
     for (i, item) in req.items.iter().enumerate() {
+        index_shape(item).map_err(|e| e.at(i))?;
         let normalizers = item
             .normalize
             .iter()

@@ -52,6 +52,45 @@ pub(crate) fn check_batch(app: &App, n: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Most distinct column names (blind indexes: column and index-name pairs) in one request:
+/// each one is a subkey the keyring derives and may keep.
+pub const MAX_DISTINCT_NAMES: usize = 64;
+
+/// Most parts in one row context or search domain.
+pub const MAX_COMPONENTS: usize = 16;
+
+/// Refuses a request naming more than [`MAX_DISTINCT_NAMES`] distinct names.
+pub(crate) fn check_distinct<'a>(
+    what: &str,
+    names: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<(), ApiError> {
+    let mut seen = std::collections::HashSet::new();
+    for n in names {
+        seen.insert(n);
+        if seen.len() > MAX_DISTINCT_NAMES {
+            return Err(ApiError::bad_request(
+                "too_many_names",
+                format!(
+                    "one request may name at most {MAX_DISTINCT_NAMES} distinct {what}; split \
+                     the batch by {what}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a row context or search domain of more than [`MAX_COMPONENTS`] parts.
+pub(crate) fn check_components(field: &str, c: &Option<Components>) -> Result<(), ApiError> {
+    match c {
+        Some(Components::Many(v)) if v.len() > MAX_COMPONENTS => Err(ApiError::bad_request(
+            "bad_item",
+            format!("field `{field}` has more than {MAX_COMPONENTS} parts"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn decode_value(enc: Encoding, s: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
     match enc {
         Encoding::Utf8 => Ok(Zeroizing::new(s.as_bytes().to_vec())),
@@ -131,6 +170,8 @@ impl<'a> FieldRef<'a> {
         domain: &'a Option<Components>,
         value_type: TypeName,
     ) -> Result<Self, ApiError> {
+        check_components("context", context)?;
+        check_components("domain", domain)?;
         Ok(FieldRef {
             column: column(column_id)?,
             ciphertext: ciphertext(text_form)?,

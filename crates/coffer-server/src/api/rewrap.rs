@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    Components, DataErrors, Encoding, FieldRef, TypeName, audit, check_batch, decode_value, failed,
+    Components, DataErrors, Encoding, FieldRef, TypeName, audit, check_batch, check_distinct,
+    decode_value, failed,
 };
 use crate::app::{App, JsonBody, Owned};
 use crate::error::{ApiError, ErrorBody};
@@ -89,6 +90,13 @@ pub async fn rewrap(
     JsonBody(req): JsonBody<RewrapRequest>,
 ) -> Result<Json<RewrapResponse>, ApiError> {
     check_batch(&app, req.items.len())?;
+    check_distinct(
+        "columns",
+        req.items
+            .iter()
+            .filter_map(|i| i.column.as_deref())
+            .map(|c| (c, "")),
+    )?;
     let active = app.keyring().active_version(&scope).await?;
     let mut out = Vec::with_capacity(req.items.len());
     for (i, item) in req.items.iter().enumerate() {

@@ -36,6 +36,9 @@ pub const NATIONAL_ID: &str = "987654321";
 pub const CARD: &str = "4111 1111 1111 1111";
 pub const MARKER: &str = "Zebra-Quartz-Plaintext-7731";
 
+/// The `[service] metrics_token` of every test service (from a file in its directory).
+pub const METRICS_TOKEN: &str = "metrics-scrape-token-for-tests-0123456789";
+
 /// The plaintexts above and their base64 forms (a body logged as sent would show those).
 pub fn secrets() -> Vec<String> {
     let plain = [SSN, EMAIL, NATIONAL_ID, CARD, MARKER];
@@ -147,7 +150,12 @@ impl Service {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (router, _) = coffer_server::router(app.clone());
         let server = tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+            .unwrap();
         });
         Service {
             dir,
@@ -169,6 +177,11 @@ impl Service {
         self.app.flush_audit(true).await;
         let Service { dir, .. } = self;
         dir
+    }
+
+    /// Whether the server task is still running (it has not stopped or panicked).
+    pub fn is_serving(&self) -> bool {
+        !self.server.is_finished()
     }
 
     /// A client for this service.
@@ -234,6 +247,10 @@ impl Service {
 fn config(dir: &Path, service: &str, redis_port: Option<u16>) -> Config {
     let kek = dir.join("kek.key");
     coffer_keys::source::create_key_file(&kek).unwrap();
+    let metrics_token = dir.join("metrics.token");
+    if !metrics_token.exists() {
+        std::fs::write(&metrics_token, METRICS_TOKEN).unwrap();
+    }
     let cache = match redis_port {
         Some(port) => {
             let cache_key = dir.join("cache.key");
@@ -249,9 +266,10 @@ fn config(dir: &Path, service: &str, redis_port: Option<u16>) -> Config {
     let toml = format!(
         "[store]\nurl = \"sqlite:{}\"\n\n[[kek]]\nname = \"main\"\nversion = 1\n\
          source = \"file:{}\"\nprimary = true\n\n{cache}\n[service]\nlisten = \"127.0.0.1:0\"\n\
-         {service}\n",
+         metrics_token = \"file:{}\"\n{service}\n",
         dir.join("keys.db").display(),
-        kek.display()
+        kek.display(),
+        metrics_token.display()
     );
     Config::from_toml(&toml).unwrap()
 }
@@ -311,9 +329,9 @@ impl Client {
         self.send(reqwest::Method::GET, path, token, None).await
     }
 
-    /// /metrics as text.
+    /// /metrics as text (with the metrics token).
     pub async fn metrics(&self) -> String {
-        let (s, m) = self.get("/metrics", None).await;
+        let (s, m) = self.get("/metrics", Some(METRICS_TOKEN)).await;
         assert_eq!(s, 200, "{m}");
         m.as_str().unwrap().to_owned()
     }
