@@ -176,13 +176,15 @@ async fn delivered(publisher: &RedisL2, seen: &Seen, name: &str) -> bool {
 async fn invalidation_published_on_one_node_reaches_a_subscriber_on_another() {
     require_cluster().await;
     // The publish goes to the master owning the channel's slot; the subscriber listens on two
-    // other masters (first one, then the other when the first drops it).
+    // other nodes (first one, then the other when the first drops it). Not on 7000, where the
+    // other tests' listeners are.
     let nodes = nodes_seen_by(7000).await;
     let publish_node = owner(&nodes, slot(coffer_redis::INVALIDATION_CHANNEL).await).port;
     let others: Vec<u16> = nodes
         .iter()
-        .filter(|n| n.master && n.port != publish_node)
         .map(|n| n.port)
+        .filter(|p| *p != publish_node && *p != 7000)
+        .take(2)
         .collect();
     assert_eq!(others.len(), 2, "{nodes:?}");
     let subscriber = RedisL2::cluster(&[url(others[0]), url(others[1])], fast()).unwrap();
@@ -197,8 +199,33 @@ async fn invalidation_published_on_one_node_reaches_a_subscriber_on_another() {
         others[0]
     );
 
-    // The listener's node drops every subscriber connection: it moves to the next seed.
+    // The listener's pings are answered: it stays on its node (one connection, growing older).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let mut c = node(others[0]).await;
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let ages: Vec<u64> = clients
+        .lines()
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("age=")))
+        .map(|a| a.parse().unwrap())
+        .collect();
+    assert_eq!(
+        ages.len(),
+        1,
+        "one listener connection on {}: {clients}",
+        others[0]
+    );
+    assert!(
+        ages[0] >= 2,
+        "the listener reconnected meanwhile: {clients}"
+    );
+
+    // The listener's node drops every subscriber connection: it moves to the next seed.
     let killed: i64 = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("TYPE")
