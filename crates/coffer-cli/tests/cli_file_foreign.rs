@@ -8,25 +8,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{Out, coffer};
-
-fn run(dir: &Path, args: &[&str], envs: &[(&str, &str)], stdin: Option<&[u8]>) -> Out {
-    let mut cmd = coffer();
-    cmd.current_dir(dir)
-        .arg("file")
-        .args(args)
-        .envs(envs.iter().copied());
-    common::output(cmd, stdin)
-}
-
-fn key() -> String {
-    coffer_core::Kek::generate()
-        .unwrap()
-        .to_base64()
-        .to_string()
-}
+use common::{file as run, kek_base64 as key};
 
 fn hex_of(b64: &str) -> String {
     use base64::Engine as _;

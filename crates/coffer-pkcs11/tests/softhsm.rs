@@ -47,6 +47,11 @@ fn new_kek(hsm: &Hsm, prefix: &str) -> Pkcs11Kek {
 /// A session of this test process on the KEK's token, bypassing the provider. Login state is
 /// per process and token, so it sees what the provider's login sees.
 fn raw_session(hsm: &Hsm, kek: &Pkcs11Kek) -> Session {
+    raw_session_on(hsm, kek, false)
+}
+
+/// [`raw_session`], read-write when `rw` (to create objects behind the provider's back).
+fn raw_session_on(hsm: &Hsm, kek: &Pkcs11Kek, rw: bool) -> Session {
     let ctx = Pkcs11::new(&hsm.module).unwrap();
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
@@ -58,7 +63,11 @@ fn raw_session(hsm: &Hsm, kek: &Pkcs11Kek) -> Session {
         .into_iter()
         .find(|s| s.id() == kek.slot_id())
         .unwrap();
-    ctx.open_ro_session(slot).unwrap()
+    if rw {
+        ctx.open_rw_session(slot).unwrap()
+    } else {
+        ctx.open_ro_session(slot).unwrap()
+    }
 }
 
 fn is_wrong_kek(e: &Error) -> bool {
@@ -451,20 +460,7 @@ fn keys_of_another_type_or_length_are_refused_by_what_they_are() {
     use cryptoki::types::Ulong;
     let (hsm, _g) = hsm();
     let anchor = new_kek(hsm, "anchor");
-    let session = {
-        let ctx = Pkcs11::new(&hsm.module).unwrap();
-        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => panic!("C_Initialize: {e}"),
-        }
-        let slot = ctx
-            .get_slots_with_token()
-            .unwrap()
-            .into_iter()
-            .find(|s| s.id() == anchor.slot_id())
-            .unwrap();
-        ctx.open_rw_session(slot).unwrap()
-    };
+    let session = raw_session_on(hsm, &anchor, true);
     let cases = [
         ("aes128", Mechanism::AesKeyGen, Some(KeyType::AES), 16),
         ("generic", Mechanism::GenericSecretKeyGen, None, 32),

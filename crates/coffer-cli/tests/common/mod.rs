@@ -242,3 +242,21 @@ pub fn softhsm(name: &str) -> Vec<(String, String)> {
         .unwrap_or_else(|e| panic!("{e}"))
         .env()
 }
+
+/// `coffer file ARGS` in `dir` with `envs` set and `stdin` piped in.
+pub fn file(dir: &Path, args: &[&str], envs: &[(&str, &str)], stdin: Option<&[u8]>) -> Out {
+    let mut cmd = coffer();
+    cmd.current_dir(dir)
+        .arg("file")
+        .args(args)
+        .envs(envs.iter().copied());
+    output(cmd, stdin)
+}
+
+/// A fresh random KEK, base64 (what `coffer keygen` prints).
+pub fn kek_base64() -> String {
+    coffer_core::Kek::generate()
+        .unwrap()
+        .to_base64()
+        .to_string()
+}
