@@ -19,67 +19,33 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "scale_out/cluster.rs"]
+mod cluster;
 mod common;
+#[path = "scale_out/haproxy.rs"]
+mod haproxy;
 
 use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cluster::{
+    CLUSTER_PORTS, KilledNode, cluster_whole, info_field, nodes_seen_by, redis_cli, wait_until,
+};
 use coffer_testkit::pg::TestDb;
-use coffer_testkit::ports::free_port;
-use coffer_testkit::process::wait_for_listener;
 use common::coffer;
+use haproxy::Haproxy;
 use serde_json::{Value, json};
 
-/// The Redis Cluster's nodes.
-const CLUSTER_PORTS: [u16; 6] = [7000, 7001, 7002, 7003, 7004, 7005];
 /// Client tasks, each round-tripping values in a scope of its own.
 const TASKS: usize = 4;
 /// How long the client traffic runs.
 const TRAFFIC: Duration = Duration::from_secs(30);
 /// The scrape token of every instance (from the environment, as `env:`).
 const METRICS_TOKEN: &str = "scale-out-metrics-token-0123456789abcdef";
-
-/// The HAProxy configuration the test runs (docs/OPERATIONS.md §12 shows the same). `{front}`,
-/// `{stats}` and the servers are filled in.
-const HAPROXY_CFG: &str = "\
-global
-    nbthread 1
-    maxconn 512
-
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 30s
-    timeout http-keep-alive 30s
-    # Longer than coffer's own [service] request_timeout (30 s), which answers 503 first.
-    timeout server 35s
-    timeout check 2s
-    # A request that meets a dead or dying instance is sent again, each time to another one.
-    retries 3
-    option redispatch 1
-    retry-on all-retryable-errors
-
-frontend coffer
-    bind 127.0.0.1:{front}
-    default_backend coffer
-
-backend coffer
-    balance roundrobin
-    option httpchk GET /readyz
-    http-check expect status 200
-    default-server check inter 500ms fall 2 rise 2
-    # Rotation is the one call that must not run twice: retried only if it was never sent.
-    http-request disable-l7-retry if { path_end /rotate }
-{servers}
-listen stats
-    bind 127.0.0.1:{stats}
-    stats enable
-    stats uri /stats
-";
 
 // ---------------------------------------------------------------------------------------------
 // Processes
@@ -245,316 +211,6 @@ fn keygen() -> String {
     let out = coffer().arg("keygen").output().unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-// ---------------------------------------------------------------------------------------------
-// HAProxy
-
-struct Haproxy {
-    front: u16,
-    stats: u16,
-}
-
-impl Haproxy {
-    /// Writes the configuration and starts `haproxy -f cfg -db` (foreground) in `children`.
-    fn start(dir: &Path, instances: &[Instance], children: &mut Children) -> Haproxy {
-        let haproxy = which("haproxy").unwrap_or_else(|| {
-            panic!("haproxy is not installed: run scripts/services-up.sh (it installs it)")
-        });
-        let (front, stats) = (free_port(), free_port());
-        let servers: String = instances
-            .iter()
-            .map(|i| format!("    server {} 127.0.0.1:{}\n", i.name, i.port))
-            .collect();
-        let cfg = HAPROXY_CFG
-            .replace("{front}", &front.to_string())
-            .replace("{stats}", &stats.to_string())
-            .replace("{servers}", &servers);
-        let path = dir.join("haproxy.cfg");
-        std::fs::write(&path, cfg).unwrap();
-        let check = Command::new(&haproxy)
-            .args(["-c", "-f"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            check.status.success(),
-            "haproxy -c: {}{}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        );
-        let log = std::fs::File::create(dir.join("haproxy.log")).unwrap();
-        let child = Command::new(&haproxy)
-            .arg("-f")
-            .arg(&path)
-            .arg("-db")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        children.add("haproxy", child);
-        for port in [front, stats] {
-            assert!(
-                wait_for_listener(port, Duration::from_secs(10)),
-                "haproxy does not listen on {port}; its log:\n{}",
-                tail(&dir.join("haproxy.log"))
-            );
-        }
-        Haproxy { front, stats }
-    }
-
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.front)
-    }
-
-    /// The backend servers' rows of the statistics page (CSV), by column name.
-    async fn servers(
-        &self,
-        http: &reqwest::Client,
-    ) -> Vec<std::collections::HashMap<String, String>> {
-        let text = http
-            .get(format!("http://127.0.0.1:{}/stats;csv", self.stats))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let mut lines = text.lines();
-        let header: Vec<String> = lines
-            .next()
-            .unwrap()
-            .trim_start_matches("# ")
-            .split(',')
-            .map(str::to_owned)
-            .collect();
-        lines
-            .map(|l| {
-                header
-                    .iter()
-                    .cloned()
-                    .zip(l.split(',').map(str::to_owned))
-                    .collect::<std::collections::HashMap<_, _>>()
-            })
-            .filter(|row| {
-                row.get("pxname").map(String::as_str) == Some("coffer")
-                    && !matches!(
-                        row.get("svname").map(String::as_str),
-                        Some("FRONTEND" | "BACKEND")
-                    )
-            })
-            .collect()
-    }
-
-    /// The health-check status of server `name` (`UP`, `DOWN`, `UP 1/2`…).
-    async fn status(&self, http: &reqwest::Client, name: &str) -> String {
-        self.servers(http)
-            .await
-            .into_iter()
-            .find(|r| r.get("svname").map(String::as_str) == Some(name))
-            .and_then(|r| r.get("status").cloned())
-            .unwrap_or_default()
-    }
-
-    /// The sum of a counter column over the servers (`wretr`: retries, `wredis`: redispatches).
-    async fn total(&self, http: &reqwest::Client, column: &str) -> u64 {
-        self.servers(http)
-            .await
-            .iter()
-            .filter_map(|r| r.get(column)?.parse::<u64>().ok())
-            .sum()
-    }
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-            .map(|d| d.join(program))
-            .find(|p| p.is_file())
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// The Redis Cluster
-
-fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
-    let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
-    (out.status.success() && !text.starts_with("Could not connect")).then_some(text)
-}
-
-/// `field:value` from the output of INFO or CLUSTER INFO.
-fn info_field(text: &str, field: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .map(|v| v.trim().to_owned())
-}
-
-/// One line of CLUSTER NODES: (id, port, flags, master id).
-struct Node {
-    id: String,
-    port: u16,
-    master: bool,
-    failed: bool,
-    master_id: Option<String>,
-}
-
-fn nodes_seen_by(port: u16) -> Option<Vec<Node>> {
-    let text = redis_cli(port, &["cluster", "nodes"])?;
-    Some(
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                let addr = f[1].split('@').next().unwrap();
-                Node {
-                    id: f[0].to_owned(),
-                    port: addr.rsplit(':').next().unwrap().parse().unwrap(),
-                    master: f[2].contains("master"),
-                    failed: f[2].contains("fail"),
-                    master_id: (f[3] != "-").then(|| f[3].to_owned()),
-                }
-            })
-            .collect(),
-    )
-}
-
-/// Every node answers and says `cluster_state:ok`, and every master has a replica in sync.
-fn cluster_whole() -> bool {
-    for port in CLUSTER_PORTS {
-        let ok = redis_cli(port, &["cluster", "info"])
-            .and_then(|t| info_field(&t, "cluster_state"))
-            .is_some_and(|s| s == "ok");
-        if !ok {
-            return false;
-        }
-    }
-    let Some(nodes) = nodes_seen_by(CLUSTER_PORTS[0]) else {
-        return false;
-    };
-    let masters: Vec<&Node> = nodes.iter().filter(|n| n.master && !n.failed).collect();
-    masters.len() == 3
-        && masters.iter().all(|m| {
-            nodes.iter().any(|r| {
-                r.master_id.as_deref() == Some(m.id.as_str())
-                    && !r.failed
-                    && redis_cli(r.port, &["info", "replication"])
-                        .and_then(|t| info_field(&t, "master_link_status"))
-                        .is_some_and(|s| s == "up")
-            })
-        })
-}
-
-fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A cluster node the test kills: started again, as it was configured, when the test is done
-/// with it or fails before (drop), and waited for until the cluster is whole.
-struct KilledNode {
-    port: u16,
-    dir: String,
-    args: Vec<String>,
-    restarted: bool,
-}
-
-impl KilledNode {
-    /// Reads `port`'s configuration (to start it again the same way) before it is killed.
-    fn prepare(port: u16) -> KilledNode {
-        let get = |name: &str| -> String {
-            let text = redis_cli(port, &["config", "get", name]).unwrap();
-            let mut lines = text.lines();
-            assert_eq!(lines.next(), Some(name), "CONFIG GET {name}: {text}");
-            lines.next().unwrap_or("").to_owned()
-        };
-        let dir = get("dir");
-        let args = vec![
-            "--port".to_owned(),
-            port.to_string(),
-            "--bind".to_owned(),
-            "127.0.0.1".to_owned(),
-            "--daemonize".to_owned(),
-            "yes".to_owned(),
-            "--cluster-enabled".to_owned(),
-            "yes".to_owned(),
-            "--cluster-config-file".to_owned(),
-            get("cluster-config-file"),
-            "--cluster-node-timeout".to_owned(),
-            get("cluster-node-timeout"),
-            "--dir".to_owned(),
-            dir.clone(),
-            "--logfile".to_owned(),
-            get("logfile"),
-            "--pidfile".to_owned(),
-            get("pidfile"),
-            "--save".to_owned(),
-            String::new(),
-            "--appendonly".to_owned(),
-            "no".to_owned(),
-        ];
-        KilledNode {
-            port,
-            dir,
-            args,
-            restarted: false,
-        }
-    }
-
-    /// SIGKILL to the node's process (its pid from INFO server).
-    fn kill(&self) {
-        let info = redis_cli(self.port, &["info", "server"]).unwrap();
-        let pid = info_field(&info, "process_id").unwrap();
-        let ok = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
-        assert!(ok.success(), "kill -KILL {pid}");
-        assert!(
-            wait_until(Duration::from_secs(5), || redis_cli(self.port, &["ping"])
-                .is_none()),
-            "Redis node {} still answers after SIGKILL",
-            self.port
-        );
-    }
-
-    /// Starts the node again (daemonized: it belongs to the shared cluster, not to the test)
-    /// and waits, at most 30 s, until the cluster is whole; false if it did not get there.
-    fn restart(&mut self) -> bool {
-        self.restarted = true;
-        let started = Command::new("redis-server")
-            .args(&self.args)
-            .current_dir(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        started && wait_until(Duration::from_secs(30), cluster_whole)
-    }
-}
-
-impl Drop for KilledNode {
-    fn drop(&mut self) {
-        if !self.restarted && !self.restart() {
-            eprintln!(
-                "the Redis Cluster is not whole after restarting node {}: run \
-                 scripts/services-up.sh",
-                self.port
-            );
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
