@@ -6,6 +6,8 @@
 #   moto (AWS KMS mock): pip-installed if missing; started per run by moto-up.sh.
 #   aws-encryption-sdk[MPL] (Python): pip-installed if missing, for the streaming-format interop
 #   tests and the backup disaster-recovery test (tools/dr_decrypt.py).
+#   HAProxy: installed (apt-get) if missing; the scale-out test starts its own haproxy in the
+#   foreground with a generated configuration (never the system service).
 # The Redis tests start private redis-server processes of their own (they stop and restart them).
 #   Redis Cluster (127.0.0.1:7000-7005, 3 masters with one replica each) for the L2 cluster tests,
 #   data under $COFFER_REDIS_CLUSTER_DIR (default /tmp/coffer-redis-cluster), formed only once.
@@ -72,6 +74,14 @@ if ! [ -f /usr/lib/softhsm/libsofthsm2.so ] && ! command -v softhsm2-util >/dev/
   DEBIAN_FRONTEND=noninteractive as_root apt-get -o DPkg::Lock::Timeout=600 install -y -qq softhsm2 >/dev/null
 fi
 
+# HAProxy: the load balancer of the scale-out test (crates/coffer-server/tests/scale_out.rs). Only
+# the binary is needed; the package's own service is not started by the test.
+if ! command -v haproxy >/dev/null; then
+  log "installing haproxy"
+  as_root apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get -o DPkg::Lock::Timeout=600 install -y -qq haproxy >/dev/null
+fi
+
 # Headless Chromium and its WebDriver: the ballots app's browser test.
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   log "installing chromium and chromium-driver"
@@ -89,4 +99,4 @@ if ! python3 -c 'import aws_encryption_sdk, aws_cryptographic_material_providers
   log "installing aws-encryption-sdk[MPL] (Python)"
   python3 -m pip install -q 'aws-encryption-sdk[MPL]'
 fi
-log "PostgreSQL, Redis, Redis Cluster, SoftHSM2, Chromium, moto and the Python AWS Encryption SDK ready"
+log "PostgreSQL, Redis, Redis Cluster, SoftHSM2, HAProxy, Chromium, moto and the Python AWS Encryption SDK ready"
