@@ -661,3 +661,59 @@ async fn a_destroy_during_a_pending_refresh_leaves_no_key_cached() {
 async fn a_destroy_in_another_process_during_a_pending_refresh_leaves_no_key_cached() {
     destroy_during_a_refresh(true).await;
 }
+
+/// The active-version pointer: concurrent writes on a cold keyring share one read of it, and
+/// under steady writes across several `active_ttl` lifetimes no write waits for a re-read
+/// (each is done in the background while the pointer is still trusted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_active_pointer_is_read_once_and_refreshed_ahead_of_expiry() {
+    let env = Memory::default();
+    let kek = Kek::generate().unwrap();
+    let warm = support::one_kek(&env, &kek).await;
+    let s = scope("tenant:pointer");
+    let c = col("email");
+    warm.create_scope(&s).await.unwrap();
+
+    let ring = support::ring(&[("main", 1, &kek)], ("main", 1));
+    let ttl_ms = 200;
+    let a = support::keyring(&env, ring, short_l1(60_000, ttl_ms)).await;
+    let handles: Vec<_> = (0..200)
+        .map(|_| {
+            let (a, s, c) = (a.clone(), s.clone(), c.clone());
+            tokio::spawn(async move {
+                a.encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"x")
+                    .await
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    let cold = a.stats();
+    assert_eq!(cold.active_misses, 1, "{cold:?}");
+
+    let start = std::time::Instant::now();
+    let run = std::time::Duration::from_millis(ttl_ms * 5);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (a, s, c) = (a.clone(), s.clone(), c.clone());
+            tokio::spawn(async move {
+                while start.elapsed() < run {
+                    a.encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"y")
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let after = a.stats();
+    assert_eq!(
+        after.active_misses, 1,
+        "a write waited for the pointer: {after:?}"
+    );
+    assert_eq!(after.l1_misses, cold.l1_misses, "{after:?}");
+}

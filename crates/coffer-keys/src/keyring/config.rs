@@ -74,6 +74,9 @@ pub struct Stats {
     /// Background reloads of L1 entries ahead of their expiry that finished (the reloaded key
     /// kept, or dropped because an invalidation came in meanwhile).
     pub l1_refreshes: AtomicU64,
+    /// Reads of a scope's active version that a caller waited for (no pointer cached, or it
+    /// expired); the background re-reads of a pointer still in use are not counted.
+    pub active_misses: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -95,6 +98,8 @@ pub struct StatsSnapshot {
     pub kek_wraps: u64,
     /// Background L1 reloads finished.
     pub l1_refreshes: u64,
+    /// Active-version reads a caller waited for.
+    pub active_misses: u64,
 }
 
 impl Stats {
@@ -109,6 +114,7 @@ impl Stats {
             kek_unwraps: l(&self.kek_unwraps),
             kek_wraps: l(&self.kek_wraps),
             l1_refreshes: l(&self.l1_refreshes),
+            active_misses: l(&self.active_misses),
         }
     }
 }

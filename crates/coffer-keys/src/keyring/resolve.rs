@@ -41,6 +41,10 @@ impl Keyring {
                 {
                     return Ok(p);
                 }
+                bump(
+                    &self.inner.stats.active_misses,
+                    "coffer_keys_active_misses_total",
+                );
                 let p = self.read_pointer(scope, None).await?;
                 self.inner.active.insert(scope.clone(), p.clone());
                 Ok(p)
