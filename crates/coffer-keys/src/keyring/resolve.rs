@@ -215,7 +215,9 @@ impl Keyring {
         if live.loaded_at.elapsed() >= self.inner.config.l1_ttl {
             return None;
         }
-        self.refresh_if_due(&(scope.clone(), live.version), live);
+        if live.loaded_at.elapsed() >= refresh_after(self.inner.config.l1_ttl) {
+            self.refresh_if_due(&(scope.clone(), live.version), live);
+        }
         Some(Arc::clone(live))
     }
 
