@@ -17,6 +17,8 @@
 #   BENCH_SERVICE_LOG_LEVEL    the server's [service] log_level (default warn: no line per request;
 #                              info writes one redacted JSON line per request)
 #   BENCH_SERVICE_EXTRA_CONFIG more [service] lines, e.g. 'token_cache_ttl = "1h"'
+#   BENCH_SERVICE_CACHE_CONFIG more [cache] lines, e.g. 'l1_ttl = "5s"' (a lifetime shorter than
+#                              the run, so that the run crosses key expiries)
 #   BENCH_SERVICE_ONLY         measure only these runs, e.g. "encrypt:1 echo:1" (default: all four)
 #   BENCH_SERVICE_KEEP=1       keep the work directory (config, wrk output, server log) and say where
 #   COFFER_BIN                 a coffer binary to use instead of building one (release)
@@ -116,6 +118,7 @@ primary = true
 [cache]
 redis_url = "$redis_url"
 cache_key = "env:COFFER_BENCH_SVC_CACHE_KEY"
+${BENCH_SERVICE_CACHE_CONFIG:-}
 
 [service]
 listen = "127.0.0.1:0"

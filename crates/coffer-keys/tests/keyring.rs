@@ -396,3 +396,328 @@ async fn a_destroy_racing_a_cold_load_leaves_no_key_cached() {
 async fn a_destroy_in_another_process_racing_a_cold_load_leaves_no_key_cached() {
     destroy_during_a_cold_load(true).await;
 }
+
+/// A load hook that counts the loads reaching it, signals `reached` and waits for `proceed`.
+fn gated_hook(
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    reached: Arc<tokio::sync::Notify>,
+    proceed: Arc<tokio::sync::Notify>,
+) -> coffer_keys::LoadHook {
+    Arc::new(
+        move |_: &coffer_core::ScopeId,
+              _: coffer_core::KeyVersion|
+              -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (r, p) = (reached.clone(), proceed.clone());
+            Box::pin(async move {
+                r.notify_one();
+                p.notified().await;
+            })
+        },
+    )
+}
+
+/// Waits (polling, at most 20 s) until `done` holds; fails the test if it never does.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..4000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+fn short_l1(l1_ttl_ms: u64, active_ttl_ms: u64) -> coffer_keys::KeyringConfig {
+    coffer_keys::KeyringConfig {
+        l1_ttl: std::time::Duration::from_millis(l1_ttl_ms),
+        active_ttl: std::time::Duration::from_millis(active_ttl_ms),
+        ..Default::default()
+    }
+}
+
+/// A hit on an L1 entry past 80 % of `l1_ttl` is served the cached key and starts exactly one
+/// reload, however many hits arrive while it runs; no hit misses; the reload goes back to the
+/// KEK (one unwrap) and replaces the entry. The reload is held in the loader's hook, so the
+/// count of reloads does not depend on how fast it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_key_is_reloaded_once_ahead_of_its_expiry() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::Notify;
+    let env = Memory::default();
+    let kek = Kek::generate().unwrap();
+    let ring = support::ring(&[("main", 1, &kek)], ("main", 1));
+    let a = support::keyring(&env, ring, short_l1(5000, 60_000)).await;
+    let s = scope("tenant:hot");
+    let c = col("ssn");
+    let v = a.create_scope(&s).await.unwrap().version;
+    let ctx = FieldContext::new();
+    let sealed = a
+        .encrypt(&s, &c, Suite::Gcm96, &ctx, b"123-45-6789")
+        .await
+        .unwrap();
+    assert_eq!(
+        a.decrypt(&s, &c, &ctx, &sealed).await.unwrap().as_deref(),
+        Some(&b"123-45-6789"[..])
+    );
+    // Into the last fifth of the entry's lifetime (4 s to 5 s), with 700 ms to spare on a busy
+    // machine before it expires.
+    tokio::time::sleep(std::time::Duration::from_millis(4300)).await;
+    let before = a.stats();
+    let (count, reached, proceed) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(Notify::new()),
+        Arc::new(Notify::new()),
+    );
+    a.set_load_hook(Some(gated_hook(
+        count.clone(),
+        reached.clone(),
+        proceed.clone(),
+    )));
+    let decrypt_many = |n: usize| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let (a, s, c, sealed) = (a.clone(), s.clone(), c.clone(), sealed.clone());
+                tokio::spawn(async move { a.decrypt(&s, &c, &FieldContext::new(), &sealed).await })
+            })
+            .collect();
+        async move {
+            for h in handles {
+                assert_eq!(
+                    h.await.unwrap().unwrap().as_deref(),
+                    Some(&b"123-45-6789"[..])
+                );
+            }
+        }
+    };
+    decrypt_many(50).await;
+    reached.notified().await;
+    decrypt_many(50).await;
+    let during = a.stats();
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        1,
+        "one reload, not one per hit"
+    );
+    assert_eq!(
+        during.l1_misses, before.l1_misses,
+        "a hit missed: {during:?}"
+    );
+    assert_eq!(during.l1_hits, before.l1_hits + 100);
+    assert_eq!(during.kek_unwraps, before.kek_unwraps);
+    // The old entry, used for 100 decrypts, holds the column's derived key.
+    assert_eq!(a.derived_keys_cached(&s, v).await, Some((1, 0)));
+
+    proceed.notify_one();
+    wait_until("the reload finished", || {
+        a.stats().l1_refreshes == before.l1_refreshes + 1
+    })
+    .await;
+    a.set_load_hook(None);
+    let after = a.stats();
+    assert_eq!(after.kek_unwraps, before.kek_unwraps + 1, "{after:?}");
+    assert_eq!(after.l1_misses, before.l1_misses, "{after:?}");
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    // The reloaded entry replaced the old one: no derived key yet.
+    assert_eq!(a.derived_keys_cached(&s, v).await, Some((0, 0)));
+    assert!(a.decrypt(&s, &c, &ctx, &sealed).await.unwrap().is_some());
+}
+
+/// Under steady traffic across several L1 lifetimes (and several active-pointer lifetimes),
+/// the hot key never misses after warm-up: each lifetime ends in one background reload, not
+/// in a miss every request waits for. Reloads are at most one per 80 % of a lifetime (a
+/// reload per hit, or several per lifetime, would exceed it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_traffic_across_many_lifetimes_never_misses() {
+    let env = Memory::default();
+    let kek = Kek::generate().unwrap();
+    let ring = support::ring(&[("main", 1, &kek)], ("main", 1));
+    // Lifetimes long enough that the refresh window (the last fifth, 400 ms) is never skipped by
+    // a stalled scheduler on a loaded machine.
+    let ttl_ms = 2000;
+    let a = support::keyring(&env, ring, short_l1(ttl_ms, 1000)).await;
+    let s = scope("tenant:steady");
+    let c = col("email");
+    a.create_scope(&s).await.unwrap();
+    let sealed = a
+        .encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"a@example.org")
+        .await
+        .unwrap();
+    a.decrypt(&s, &c, &FieldContext::new(), &sealed)
+        .await
+        .unwrap();
+    let before = a.stats();
+    let start = std::time::Instant::now();
+    let lifetimes = 4;
+    let run = std::time::Duration::from_millis(ttl_ms * lifetimes);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (a, s, c, sealed) = (a.clone(), s.clone(), c.clone(), sealed.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while start.elapsed() < run {
+                    let ctx = FieldContext::new();
+                    let ct = a
+                        .encrypt(&s, &c, Suite::Gcm96, &ctx, b"b@example.org")
+                        .await
+                        .unwrap();
+                    assert!(a.decrypt(&s, &c, &ctx, &ct).await.unwrap().is_some());
+                    assert!(a.decrypt(&s, &c, &ctx, &sealed).await.unwrap().is_some());
+                    n += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut rounds = 0;
+    for t in tasks {
+        rounds += t.await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    let after = a.stats();
+    assert!(rounds > 0);
+    assert_eq!(
+        after.l1_misses, before.l1_misses,
+        "hot key missed: {after:?}"
+    );
+    let reloads = after.kek_unwraps - before.kek_unwraps;
+    // Over several lifetimes without a miss, the key was reloaded in each but the first.
+    assert!(reloads >= lifetimes - 1, "{reloads} reloads: {after:?}");
+    let most = (elapsed.as_millis() as u64) / (ttl_ms * 4 / 5) + 1;
+    assert!(
+        reloads <= most,
+        "{reloads} reloads in {elapsed:?}, at most {most} expected"
+    );
+}
+
+/// A destroy that lands while a background reload of the key is pending (the reload read the
+/// DEK record before the destroy and continues after it) leaves nothing cached: not in L1,
+/// not in L2, and decryption fails as destroyed. `by_other` destroys from another process
+/// sharing the store and L2.
+async fn destroy_during_a_refresh(by_other: bool) {
+    use coffer_keys::{CacheKey, Error, Keyring};
+    use std::sync::atomic::AtomicUsize;
+    use tokio::sync::Notify;
+    let env = Memory::default();
+    let kek = Kek::generate().unwrap();
+    let l2 = Arc::new(MemoryL2::default());
+    let cache_secret = [9u8; 32];
+    let open = || async {
+        Keyring::with_l2(
+            env.0.clone() as Arc<dyn KeyStore>,
+            support::ring(&[("main", 1, &kek)], ("main", 1)),
+            short_l1(5000, 60_000),
+            l2.clone() as Arc<dyn coffer_keys::L2Backend>,
+            CacheKey::new(&cache_secret, 1).unwrap(),
+        )
+        .await
+        .unwrap()
+    };
+    let a = open().await;
+    let b = open().await;
+    let s = scope("tenant:refreshed");
+    let c = col("ssn");
+    let ctx = FieldContext::new();
+    let v = b.create_scope(&s).await.unwrap().version;
+    let sealed = b
+        .encrypt(&s, &c, Suite::Gcm96, &ctx, b"123-45-6789")
+        .await
+        .unwrap();
+    assert!(a.decrypt(&s, &c, &ctx, &sealed).await.unwrap().is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(4300)).await;
+    let before = a.stats();
+    let (count, reached, proceed) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(Notify::new()),
+        Arc::new(Notify::new()),
+    );
+    a.set_load_hook(Some(gated_hook(
+        count.clone(),
+        reached.clone(),
+        proceed.clone(),
+    )));
+    // A hit in the last fifth: served, and the reload starts and stops in the hook.
+    assert!(a.decrypt(&s, &c, &ctx, &sealed).await.unwrap().is_some());
+    reached.notified().await;
+    let destroyer = if by_other { &b } else { &a };
+    assert_eq!(destroyer.destroy(&s).await.unwrap(), 1);
+    proceed.notify_one();
+    wait_until("the reload finished", || {
+        a.stats().l1_refreshes == before.l1_refreshes + 1
+    })
+    .await;
+    a.set_load_hook(None);
+    assert_eq!(a.derived_keys_cached(&s, v).await, None, "L1 refilled");
+    assert_eq!(l2.len(), 0, "L2 refilled with a destroyed key");
+    assert!(matches!(
+        a.decrypt(&s, &c, &ctx, &sealed).await,
+        Err(Error::Destroyed { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroy_during_a_pending_refresh_leaves_no_key_cached() {
+    destroy_during_a_refresh(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destroy_in_another_process_during_a_pending_refresh_leaves_no_key_cached() {
+    destroy_during_a_refresh(true).await;
+}
+
+/// The active-version pointer: concurrent writes on a cold keyring share one read of it, and
+/// under steady writes across several `active_ttl` lifetimes no write waits for a re-read
+/// (each is done in the background while the pointer is still trusted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_active_pointer_is_read_once_and_refreshed_ahead_of_expiry() {
+    let env = Memory::default();
+    let kek = Kek::generate().unwrap();
+    let warm = support::one_kek(&env, &kek).await;
+    let s = scope("tenant:pointer");
+    let c = col("email");
+    warm.create_scope(&s).await.unwrap();
+
+    let ring = support::ring(&[("main", 1, &kek)], ("main", 1));
+    let ttl_ms = 1500;
+    let a = support::keyring(&env, ring, short_l1(60_000, ttl_ms)).await;
+    let handles: Vec<_> = (0..200)
+        .map(|_| {
+            let (a, s, c) = (a.clone(), s.clone(), c.clone());
+            tokio::spawn(async move {
+                a.encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"x")
+                    .await
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    let cold = a.stats();
+    assert_eq!(cold.active_misses, 1, "{cold:?}");
+
+    let start = std::time::Instant::now();
+    let run = std::time::Duration::from_millis(ttl_ms * 4);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (a, s, c) = (a.clone(), s.clone(), c.clone());
+            tokio::spawn(async move {
+                while start.elapsed() < run {
+                    a.encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"y")
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let after = a.stats();
+    assert_eq!(
+        after.active_misses, 1,
+        "a write waited for the pointer: {after:?}"
+    );
+    assert_eq!(after.l1_misses, cold.l1_misses, "{after:?}");
+}

@@ -71,6 +71,12 @@ pub struct Stats {
     pub kek_unwraps: AtomicU64,
     /// DEKs wrapped by a KEK provider.
     pub kek_wraps: AtomicU64,
+    /// Background reloads of L1 entries ahead of their expiry that finished (the reloaded key
+    /// kept, or dropped because an invalidation came in meanwhile).
+    pub l1_refreshes: AtomicU64,
+    /// Reads of a scope's active version that a caller waited for (no pointer cached, or it
+    /// expired); the background re-reads of a pointer still in use are not counted.
+    pub active_misses: AtomicU64,
 }
 
 /// A snapshot of [`Stats`].
@@ -90,6 +96,10 @@ pub struct StatsSnapshot {
     pub kek_unwraps: u64,
     /// KEK wraps.
     pub kek_wraps: u64,
+    /// Background L1 reloads finished.
+    pub l1_refreshes: u64,
+    /// Active-version reads a caller waited for.
+    pub active_misses: u64,
 }
 
 impl Stats {
@@ -103,6 +113,8 @@ impl Stats {
             l2_errors: l(&self.l2_errors),
             kek_unwraps: l(&self.kek_unwraps),
             kek_wraps: l(&self.kek_wraps),
+            l1_refreshes: l(&self.l1_refreshes),
+            active_misses: l(&self.active_misses),
         }
     }
 }

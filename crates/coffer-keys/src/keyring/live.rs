@@ -86,14 +86,22 @@ pub(crate) struct LiveDek {
     pub(super) version: KeyVersion,
     pub(super) columns: Derived<(ColumnId, Suite), FieldKey>,
     pub(super) indexes: Derived<IndexCacheKey, BlindIndexKey>,
-    lease: Mutex<Lease>,
+    /// When this copy was read from L2 or unwrapped: L1 serves it for at most `l1_ttl` from
+    /// here, and reloads it in the background once it is older than
+    /// [`refresh_after`](super::refresh_after).
+    pub(super) loaded_at: Instant,
+    /// Set while one background task reloads this version ahead of its expiry.
+    pub(super) refreshing: AtomicBool,
+    /// Shared with the copy a refresh loads in its place (the same version, the same count in
+    /// the key store): the encryptions leased under this version are not lost at a reload.
+    lease: Arc<Mutex<Lease>>,
     /// Held by the one task that leases the next block when this lease runs out: the others
     /// that find it used up wait for that block instead of each leasing a block of their own,
     /// which under load burned the version's encryption limit 20–30 times faster than values
     /// were sealed and queued every request behind the store's connection pool.
-    pub(super) refill: tokio::sync::Mutex<()>,
+    pub(super) refill: Arc<tokio::sync::Mutex<()>>,
     /// Set while a background task leases the next block ahead of need.
-    pub(super) prefetching: AtomicBool,
+    pub(super) prefetching: Arc<AtomicBool>,
 }
 
 type IndexCacheKey = (ColumnId, String, u16, Vec<Normalizer>);
@@ -118,9 +126,21 @@ impl LiveDek {
             version,
             columns: Derived::new(derived),
             indexes: Derived::new(derived),
-            lease: Mutex::default(),
-            refill: tokio::sync::Mutex::new(()),
-            prefetching: AtomicBool::new(false),
+            loaded_at: Instant::now(),
+            refreshing: AtomicBool::new(false),
+            lease: Arc::default(),
+            refill: Arc::new(tokio::sync::Mutex::new(())),
+            prefetching: Arc::default(),
+        }
+    }
+
+    /// `fresh`, the same version loaded again, sharing this copy's lease of encryptions.
+    pub(super) fn renewed(&self, fresh: LiveDek) -> Self {
+        LiveDek {
+            lease: Arc::clone(&self.lease),
+            refill: Arc::clone(&self.refill),
+            prefetching: Arc::clone(&self.prefetching),
+            ..fresh
         }
     }
 
@@ -226,4 +246,76 @@ pub(crate) struct ActivePointer {
     /// The versions searches cover (active and decrypt-only, active first), once read: kept
     /// and invalidated with the pointer, so a search needs no key-store query.
     pub(super) searchable: Option<Arc<Vec<KeyVersion>>>,
+    /// When the pointer was read from the key store: trusted for `active_ttl` from here (also
+    /// when it is re-inserted with `live` or `searchable` filled in), re-read in the background
+    /// once older than [`refresh_after`](super::refresh_after).
+    pub(super) read_at: Instant,
+    /// Set while one background task re-reads this pointer.
+    pub(super) refreshing: Arc<AtomicBool>,
+}
+
+/// The result of one load, shared by every task that waited for it.
+type Flight<V> = Arc<tokio::sync::OnceCell<std::result::Result<V, crate::error::Error>>>;
+
+/// Single-flight loads by key: the first task to miss loads, the others wait for its result,
+/// and all of them are woken together when it is there (a `OnceCell` closes its semaphore,
+/// which wakes every waiter at once; moka's `try_get_with` hands the wake-up on from waiter to
+/// waiter, one at a time, which at a thousand waiters made the tail of an expiry as long as
+/// the queue). A finished (or abandoned) load leaves the map, so it holds only loads under way.
+pub(crate) struct Flights<K, V> {
+    map: Mutex<HashMap<K, Flight<V>>>,
+}
+
+impl<K, V> Default for Flights<K, V> {
+    fn default() -> Self {
+        Flights {
+            map: Mutex::default(),
+        }
+    }
+}
+
+/// Removes a flight from its map when the load ends, finished or cancelled.
+struct Landing<'a, K: Eq + Hash, V> {
+    flights: &'a Flights<K, V>,
+    key: &'a K,
+    cell: &'a Flight<V>,
+}
+
+impl<K: Eq + Hash, V> Drop for Landing<'_, K, V> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.flights.map.lock()
+            && map.get(self.key).is_some_and(|c| Arc::ptr_eq(c, self.cell))
+        {
+            map.remove(self.key);
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> Flights<K, V> {
+    /// The result of `load` for `key`, run by one task at a time; the `bool` is whether this
+    /// task ran it (the others waited and made no call of their own).
+    pub(super) async fn run<F, Fut>(&self, key: &K, load: F) -> (Result<V>, bool)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<V>>,
+    {
+        let cell: Flight<V> = match self.map.lock() {
+            Ok(mut map) => Arc::clone(map.entry(key.clone()).or_default()),
+            Err(_) => Arc::default(),
+        };
+        let mut ran = false;
+        let out = cell
+            .get_or_init(|| async {
+                ran = true;
+                let _landing = Landing {
+                    flights: self,
+                    key,
+                    cell: &cell,
+                };
+                load().await
+            })
+            .await
+            .clone();
+        (out, ran)
+    }
 }

@@ -2,8 +2,9 @@
 //! and decrypt with scoped, versioned DEKs.
 //!
 //! Writes use the scope's active version; reads use the version named in the ciphertext header.
-//! Keys come through two cache tiers: L1 in process (moka: TTL, size bound, single-flight, keys
-//! zeroized when the last handle drops) and an optional shared L2 ([`crate::cache`]). A miss in
+//! Keys come through two cache tiers: L1 in process (moka: TTL, size bound, keys zeroized when
+//! the last handle drops; single-flight loads, and a hot entry reloaded in the background
+//! before it expires) and an optional shared L2 ([`crate::cache`]). A miss in
 //! both reaches the KEK provider. Encryptions are counted in blocks leased from the key store;
 //! passing the configured limit or age rotates the scope automatically.
 //!
@@ -27,7 +28,7 @@ mod write;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use coffer_core::{KeyVersion, ScopeId};
 use moka::future::Cache;
@@ -43,7 +44,7 @@ pub use config::{KeyringConfig, Stats, StatsSnapshot};
 pub use fields::{BatchItem, BlindIndexSpec};
 pub use kek_rotation::RewrapReport;
 pub use leased::LeasedFieldKey;
-pub(crate) use live::{ActivePointer, LiveDek};
+pub(crate) use live::{ActivePointer, Flights, LiveDek};
 
 /// The algorithm label bound into every DEK's metadata tag: a Coffer v1 DEK, used only through
 /// HKDF subkeys (docs/FORMAT.md §4).
@@ -67,6 +68,10 @@ struct Inner {
     epoch: u32,
     l1: Cache<(ScopeId, KeyVersion), Arc<LiveDek>>,
     active: moka::sync::Cache<ScopeId, ActivePointer>,
+    /// Cold L1 loads under way, one per (scope, version).
+    l1_flights: Flights<(ScopeId, KeyVersion), Arc<LiveDek>>,
+    /// Active-pointer reads under way, one per scope.
+    pointer_flights: Flights<ScopeId, ActivePointer>,
     l2: Option<L2>,
     /// The key store's invalidation bus, if it has one (PostgreSQL LISTEN/NOTIFY).
     bus: Option<Arc<dyn crate::bus::InvalidationBus>>,
@@ -170,6 +175,8 @@ impl Keyring {
                 epoch: info.epoch,
                 l1,
                 active,
+                l1_flights: Flights::default(),
+                pointer_flights: Flights::default(),
                 l2,
                 bus,
                 config,
@@ -268,6 +275,13 @@ impl Keyring {
         self.inner.l1.invalidate_all();
         self.inner.active.invalidate_all();
     }
+}
+
+/// The age past which a cached entry that is still being used is reloaded in the background:
+/// 80 % of its lifetime (`l1_ttl`, `active_ttl`), so that a hot key never expires under load
+/// with every request waiting for one reload.
+pub(super) fn refresh_after(ttl: Duration) -> Duration {
+    ttl.mul_f64(0.8)
 }
 
 fn now_s() -> u64 {

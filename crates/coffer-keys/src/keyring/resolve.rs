@@ -2,13 +2,13 @@
 //! checks that a key read from L2 or unwrapped by a KEK is the one the store records.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use coffer_core::wrap;
 use coffer_core::{Dek, KeyVersion, ScopeId};
 
-use super::{ActivePointer, Keyring, L2, LiveDek, bump, now_s};
+use super::{ActivePointer, Keyring, L2, LiveDek, bump, now_s, refresh_after};
 use crate::audit::Operation;
 use crate::cache::EntryBinding;
 use crate::error::{Error, Result};
@@ -16,11 +16,57 @@ use crate::kek::WrapContext;
 use crate::store::{DekRecord, DekState};
 
 impl Keyring {
-    /// The active version for writes, from the short-lived pointer cache.
+    /// The active version for writes, from the short-lived pointer cache. A pointer is trusted
+    /// for `active_ttl` from its read; one still in use past 80 % of that is re-read by one
+    /// background task, and concurrent misses share one read.
     pub(crate) async fn active_pointer(&self, scope: &ScopeId) -> Result<ActivePointer> {
+        let ttl = self.inner.config.active_ttl;
         if let Some(p) = self.inner.active.get(scope) {
-            return Ok(p);
+            let age = p.read_at.elapsed();
+            if age < ttl {
+                if age >= refresh_after(ttl) && !p.refreshing.swap(true, Ordering::AcqRel) {
+                    self.refresh_pointer(scope, &p);
+                }
+                return Ok(p);
+            }
         }
+        let generation = self.generation();
+        let (p, _) = self
+            .inner
+            .pointer_flights
+            .run(scope, || async {
+                // Another flight may have filled it between our miss and this one.
+                if let Some(p) = self.inner.active.get(scope)
+                    && p.read_at.elapsed() < ttl
+                {
+                    return Ok(p);
+                }
+                bump(
+                    &self.inner.stats.active_misses,
+                    "coffer_keys_active_misses_total",
+                );
+                let p = self.read_pointer(scope, None).await?;
+                self.inner.active.insert(scope.clone(), p.clone());
+                Ok(p)
+            })
+            .await;
+        let p = p?;
+        if self.generation() != generation {
+            // An invalidation raced the read: the pointer may predate it. This caller uses
+            // it once; the next one reads it again.
+            self.inner.active.invalidate(scope);
+        }
+        Ok(p)
+    }
+
+    /// The scope's active version read from the key store, as a pointer (keeping `live` from
+    /// `prev` when the version is the same: its own age bounds it).
+    async fn read_pointer(
+        &self,
+        scope: &ScopeId,
+        prev: Option<&ActivePointer>,
+    ) -> Result<ActivePointer> {
+        let read_at = Instant::now();
         let rec = self.active_record(scope).await?;
         let age_deadline = match self.inner.config.max_age {
             None => None,
@@ -33,15 +79,47 @@ impl Keyring {
                 Some(Instant::now() + Duration::from_micros(left_us.unsigned_abs()))
             }
         };
-        let p = ActivePointer {
+        let live = prev
+            .filter(|p| p.version == rec.version)
+            .and_then(|p| p.live.clone());
+        Ok(ActivePointer {
             version: rec.version,
             leased: rec.encryptions,
             age_deadline,
-            live: None,
+            live,
             searchable: None,
+            read_at,
+            refreshing: Arc::default(),
+        })
+    }
+
+    /// Re-reads `scope`'s pointer in a background task and replaces the cached one, unless an
+    /// invalidation came in meanwhile (then the cached one expires or is already gone, and the
+    /// next write reads the store itself).
+    fn refresh_pointer(&self, scope: &ScopeId, prev: &ActivePointer) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            prev.refreshing.store(false, Ordering::Release);
+            return;
         };
-        self.inner.active.insert(scope.clone(), p.clone());
-        Ok(p)
+        let (kr, scope, prev) = (self.clone(), scope.clone(), prev.clone());
+        rt.spawn(async move {
+            let generation = kr.generation();
+            match kr.read_pointer(&scope, Some(&prev)).await {
+                Ok(p) if kr.generation() == generation => {
+                    kr.inner.active.insert(scope.clone(), p);
+                    if kr.generation() != generation {
+                        kr.inner.active.invalidate(&scope);
+                    }
+                }
+                Ok(_) => prev.refreshing.store(false, Ordering::Release),
+                Err(e) => {
+                    tracing::debug!(%scope, error = %e, "re-reading the active version failed");
+                    // Let a later write try again, not every write from now on.
+                    tokio::time::sleep(retry_pause(kr.inner.config.active_ttl)).await;
+                    prev.refreshing.store(false, Ordering::Release);
+                }
+            }
+        });
     }
 
     /// The versions a search must cover: active and decrypt-only, active first, then newest
@@ -90,29 +168,36 @@ impl Keyring {
         Ok(out)
     }
 
-    /// The unwrapped DEK for one version, through L1, L2 and the KEK.
+    /// The unwrapped DEK for one version, through L1, L2 and the KEK. A hit on an entry older
+    /// than 80 % of `l1_ttl` starts one background reload of it (see
+    /// [`refresh_live`](Self::refresh_live)); concurrent misses share one load.
     pub(crate) async fn live(&self, scope: &ScopeId, version: KeyVersion) -> Result<Arc<LiveDek>> {
         let key = (scope.clone(), version);
         if let Some(hit) = self.inner.l1.get(&key).await {
             bump(&self.inner.stats.l1_hits, "coffer_keys_l1_hits_total");
+            self.refresh_if_due(&key, &hit);
             return Ok(hit);
         }
-        // Single flight: concurrent misses for one key wait on one load. Those that waited
-        // count as hits: they made no KEK call.
-        let loaded = AtomicBool::new(false);
         // Read before the load reads the store: a destroy committed after that read bumps it.
         let generation = self.generation();
-        let live = self
+        // Single flight: concurrent misses for one key wait on one load. Those that waited
+        // count as hits: they made no KEK call.
+        let (live, loaded) = self
             .inner
-            .l1
-            .try_get_with(key, async {
-                loaded.store(true, Ordering::Relaxed);
+            .l1_flights
+            .run(&key, || async {
+                // A flight that ended between our miss and this one filled L1.
+                if let Some(hit) = self.inner.l1.get(&key).await {
+                    return Ok(hit);
+                }
                 bump(&self.inner.stats.l1_misses, "coffer_keys_l1_misses_total");
-                self.load(scope, version).await.map(Arc::new)
+                let live = Arc::new(self.load(scope, version).await?);
+                self.inner.l1.insert(key.clone(), Arc::clone(&live)).await;
+                Ok(live)
             })
-            .await
-            .map_err(Arc::unwrap_or_clone)?;
-        if !loaded.load(Ordering::Relaxed) {
+            .await;
+        let live = live?;
+        if !loaded {
             bump(&self.inner.stats.l1_hits, "coffer_keys_l1_hits_total");
         }
         if self.generation() != generation {
@@ -122,6 +207,89 @@ impl Keyring {
             self.recheck(scope, version).await?;
         }
         Ok(live)
+    }
+
+    /// A live DEK a write keeps beside the active pointer, if it is still within `l1_ttl` of
+    /// its load (starting its reload when due, as an L1 hit does).
+    pub(super) fn kept_live(&self, scope: &ScopeId, live: &Arc<LiveDek>) -> Option<Arc<LiveDek>> {
+        if live.loaded_at.elapsed() >= self.inner.config.l1_ttl {
+            return None;
+        }
+        if live.loaded_at.elapsed() >= refresh_after(self.inner.config.l1_ttl) {
+            self.refresh_if_due(&(scope.clone(), live.version), live);
+        }
+        Some(Arc::clone(live))
+    }
+
+    fn refresh_if_due(&self, key: &(ScopeId, KeyVersion), live: &Arc<LiveDek>) {
+        if live.loaded_at.elapsed() >= refresh_after(self.inner.config.l1_ttl)
+            && !live.refreshing.swap(true, Ordering::AcqRel)
+        {
+            self.refresh_live(key, live);
+        }
+    }
+
+    /// Reloads `old` in a background task, through the key store and L2 (or the KEK) as a cold
+    /// load does, and puts the new copy in L1 (and beside the active pointer) in its place,
+    /// sharing `old`'s lease. Meanwhile hits are served `old`, which L1 drops at `l1_ttl` as
+    /// ever: a reload slower than the rest of the lifetime leaves a plain miss, never a key
+    /// served past `l1_ttl`. An invalidation during the reload (destroy, compromise, rotation,
+    /// `clear_l1`) wins: the reloaded copy is not cached, or, if the invalidation came just
+    /// after it was, the store is asked again as after a cold load.
+    fn refresh_live(&self, key: &(ScopeId, KeyVersion), old: &Arc<LiveDek>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            old.refreshing.store(false, Ordering::Release);
+            return;
+        };
+        let (kr, key, old) = (self.clone(), key.clone(), Arc::clone(old));
+        rt.spawn(async move {
+            let (scope, version) = (&key.0, key.1);
+            let generation = kr.generation();
+            let fresh = match kr.load(scope, version).await {
+                Ok(loaded) => Arc::new(old.renewed(loaded)),
+                Err(
+                    e @ (Error::Destroyed { .. }
+                    | Error::UnknownScope(_)
+                    | Error::UnknownVersion { .. }
+                    | Error::ScopeDestroyed { .. }),
+                ) => {
+                    tracing::debug!(%scope, version = version.0, error = %e, "cached key is gone");
+                    kr.inner.l1.invalidate(&key).await;
+                    bump(&kr.inner.stats.l1_refreshes, "coffer_keys_l1_refreshes_total");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(%scope, version = version.0, error = %e, "reloading a cached key failed");
+                    tokio::time::sleep(retry_pause(kr.inner.config.l1_ttl)).await;
+                    old.refreshing.store(false, Ordering::Release);
+                    return;
+                }
+            };
+            if kr.generation() == generation {
+                kr.inner.l1.insert(key.clone(), Arc::clone(&fresh)).await;
+                if let Some(p) = kr.inner.active.get(scope)
+                    && p.live.as_ref().is_some_and(|l| Arc::ptr_eq(l, &old))
+                {
+                    let with = ActivePointer {
+                        live: Some(Arc::clone(&fresh)),
+                        ..p
+                    };
+                    kr.inner.active.insert(scope.clone(), with);
+                }
+            }
+            if kr.generation() != generation {
+                // An invalidation came in during the reload, or just after its insert: what
+                // the reload put in L1 (and L2, through the load) stays only if the store
+                // still has the key, as after a cold load; the pointer is read again.
+                if kr.inner.active.get(scope).is_some_and(|p| p.version == version) {
+                    kr.inner.active.invalidate(scope);
+                }
+                if kr.recheck(scope, version).await.is_ok() {
+                    old.refreshing.store(false, Ordering::Release);
+                }
+            }
+            bump(&kr.inner.stats.l1_refreshes, "coffer_keys_l1_refreshes_total");
+        });
     }
 
     /// After a load that raced an invalidation: if the version is destroyed (or gone) in the
@@ -381,4 +549,10 @@ impl Keyring {
         let meta = self.metadata(&rec.scope, rec.version, &rec.key_id);
         Ok(wrap::verify_metadata_tag(dek, &meta, &rec.check)?)
     }
+}
+
+/// How long a failed background reload waits before a later hit may start another: a
+/// twentieth of the lifetime, between 10 ms and 1 s.
+fn retry_pause(ttl: Duration) -> Duration {
+    (ttl / 20).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }

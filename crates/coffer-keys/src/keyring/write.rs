@@ -27,8 +27,8 @@ impl Keyring {
                 aged_out = true;
                 continue;
             }
-            let live = match &p.live {
-                Some(live) => Arc::clone(live),
+            let live = match p.live.as_ref().and_then(|l| self.kept_live(scope, l)) {
+                Some(live) => live,
                 None => {
                     let live = self.live(scope, p.version).await?;
                     // Remember it beside the pointer, unless the pointer changed meanwhile.
