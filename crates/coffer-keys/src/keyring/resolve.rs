@@ -18,6 +18,7 @@ use crate::store::{DekRecord, DekState};
 impl Keyring {
     /// The active version for writes, from the short-lived pointer cache.
     pub(crate) async fn active_pointer(&self, scope: &ScopeId) -> Result<ActivePointer> {
+        Self::refuse_reserved(scope)?;
         if let Some(p) = self.inner.active.get(scope) {
             return Ok(p);
         }
@@ -92,6 +93,7 @@ impl Keyring {
 
     /// The unwrapped DEK for one version, through L1, L2 and the KEK.
     pub(crate) async fn live(&self, scope: &ScopeId, version: KeyVersion) -> Result<Arc<LiveDek>> {
+        Self::refuse_reserved(scope)?;
         let key = (scope.clone(), version);
         if let Some(hit) = self.inner.l1.get(&key).await {
             bump(&self.inner.stats.l1_hits, "coffer_keys_l1_hits_total");
