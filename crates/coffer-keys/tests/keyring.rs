@@ -177,10 +177,16 @@ fn cache_and_kek_traffic_is_exported_as_metrics() {
         _ => None,
     });
     assert_eq!(head, Some(2.0), "{snapshot:?}");
-    // The cold process's one data key, and the audit chain key it opens to record that.
+    // The cold process's one data key; the audit chain key it opens to record that unwrap
+    // is counted on its own.
     assert_eq!(
         counts.get("coffer_keys_kek_unwraps_total"),
-        Some(&2),
+        Some(&1),
+        "{counts:?}"
+    );
+    assert_eq!(
+        counts.get("coffer_audit_chain_key_opens_total"),
+        Some(&1),
         "{counts:?}"
     );
     // The new DEK, and the audit chain key made for the first record.

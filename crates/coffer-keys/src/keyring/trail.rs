@@ -118,7 +118,20 @@ impl Keyring {
                  keyed audit records can no longer be checked (restore the key store from a backup)"
             )));
         };
-        let dek = self.unwrap_for(rec, wrapped, false).await?;
+        // Not counted in `kek_unwraps` (the data keys' KEK traffic): once per process, under
+        // its own counter.
+        let kek = self.inner.keks.get(&rec.kek)?;
+        let ctx = crate::kek::WrapContext {
+            store_id: &self.inner.store_id,
+            scope: &rec.scope,
+            version: rec.version,
+            key_id: &rec.key_id,
+        };
+        let dek = kek.unwrap(wrapped, &ctx).await?;
+        self.check_tag(rec, &dek).map_err(|_| Error::WrongKek {
+            kek: rec.kek.to_string(),
+        })?;
+        metrics::counter!("coffer_audit_chain_key_opens_total").increment(1);
         Ok(ChainKey::derive(&dek, rec.created_at_us)?)
     }
 
