@@ -573,9 +573,22 @@ pub struct AuditArgs {
     /// At most this many events (the oldest first)
     #[arg(long, value_name = "N")]
     pub limit: Option<u32>,
-    /// Check the hash chain over the whole trail; exit 1 if it is broken
+    /// Check the keyed hash chain over the whole trail (needs the KEKs of coffer.toml); exit 1
+    /// if it is broken or does not meet the anchor, 2 if the keyed records cannot be checked
     #[arg(long)]
     pub verify: bool,
+    /// With --verify: the anchor file written by `[audit] anchor_file` (`ID HASH`); the
+    /// store must still hold that record with that hash (later records are fine)
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "verify",
+        conflicts_with = "expect_head"
+    )]
+    pub anchor: Option<std::path::PathBuf>,
+    /// With --verify: the head as `ID:HASH` (from the anchor, the gauge or the log line)
+    #[arg(long, value_name = "ID:HASH", requires = "verify")]
+    pub expect_head: Option<String>,
     /// Print JSON lines
     #[arg(long)]
     pub json: bool,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use coffer_core::{KdfParams, ScopeId};
-use coffer_keys::audit::verify_chain;
+use coffer_keys::audit::{self, Anchor, ChainKeyState, Outcome};
 use coffer_keys::config::{self, CacheConfig, Config, KekConfig, StoreConfig};
 use coffer_keys::{AuditEvent, AuditFilter, KekSource, KeyStore as _, Keyring, Operation};
 use serde_json::json;
@@ -481,19 +481,7 @@ async fn audit(a: &AuditArgs) -> Result<()> {
     let cfg = load(&a.config.config)?;
     let store = coffer_assembly::open_store(&cfg).await?;
     if a.verify {
-        let all = store.audit(&AuditFilter::default()).await?;
-        if let Some(b) = verify_chain(&all)? {
-            return Err(anyhow!(AuditBroken(format!(
-                "audit trail broken at event {}: {} ({} events checked)",
-                b.id,
-                b.reason,
-                all.len()
-            ))));
-        }
-        eprintln!(
-            "coffer: audit trail intact: {} events, hash chain verified",
-            all.len()
-        );
+        verify_audit(a, &cfg, store.as_ref()).await?;
     }
     let filter = AuditFilter {
         scope: a.scope.clone(),
@@ -538,6 +526,97 @@ async fn audit(a: &AuditArgs) -> Result<()> {
     }
     out(&text)
 }
+
+/// `coffer keys audit --verify`: the whole trail checked with the store's chain key (opened
+/// through the KEKs of coffer.toml), then against the anchor if one is given.
+async fn verify_audit(
+    a: &AuditArgs,
+    cfg: &Config,
+    store: &dyn coffer_keys::KeyStore,
+) -> Result<()> {
+    let anchor = match (&a.anchor, &a.expect_head) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the audit anchor {}", path.display()))?;
+            Some(Anchor::parse(&text).with_context(|| format!("anchor {}", path.display()))?)
+        }
+        (None, Some(head)) => Some(Anchor::parse(head).context("--expect-head")?),
+        (None, None) => None,
+    };
+    // Without a usable KEK configuration the keyed records are reported as unchecked, the
+    // unkeyed ones and the anchor are still checked.
+    let (records, v) = match open(cfg, &a.config).await {
+        Ok(kr) => kr.verify_audit().await?,
+        Err(e) => {
+            let records = store.audit(&AuditFilter::default()).await?;
+            let scope = ScopeId::new(coffer_keys::AUDIT_SCOPE)?;
+            let state = match store.dek(&scope, coffer_core::KeyVersion(1)).await? {
+                None => ChainKeyState::Absent,
+                Some(rec) => ChainKeyState::Unavailable {
+                    created_at_us: rec.created_at_us,
+                    reason: format!("{e:#}"),
+                },
+            };
+            let v = audit::verify_trail(&records, &state)?;
+            (records, v)
+        }
+    };
+    if let Outcome::Broken(b) = &v.outcome {
+        return Err(anyhow!(AuditBroken(format!(
+            "audit trail broken at event {}: {} ({} events read)",
+            b.id, b.reason, v.records
+        ))));
+    }
+    let anchored = match &anchor {
+        Some(anchor) => {
+            if let Some(why) = anchor.check(&records) {
+                return Err(anyhow!(AuditBroken(format!(
+                    "audit trail does not meet its anchor: {why}"
+                ))));
+            }
+            format!("; anchor {} met", anchor.id)
+        }
+        None => String::new(),
+    };
+    if let Outcome::Unchecked { from_id, reason } = &v.outcome {
+        return Err(anyhow!(AuditUnchecked(format!(
+            "cannot check the audit trail from event {from_id} on: those records are keyed with \
+             the store's audit chain key, which this configuration cannot open ({reason}); \
+             {} earlier events verified{anchored}. Run with the coffer.toml (and KEK access) \
+             of the programs that write the trail",
+            v.unkeyed
+        ))));
+    }
+    let head = v
+        .head
+        .map(|(id, h)| format!("; head {id}:{}", hex::encode(h)))
+        .unwrap_or_default();
+    let how = if v.keyed > 0 {
+        format!(
+            "{} keyed with the store's chain key, {} from before it",
+            v.keyed, v.unkeyed
+        )
+    } else {
+        format!("{} unkeyed (the store has no chain key yet)", v.unkeyed)
+    };
+    eprintln!(
+        "coffer: audit trail intact: {} events ({how}), hash chain verified{anchored}{head}",
+        v.records
+    );
+    Ok(())
+}
+
+/// Keyed audit records this configuration cannot check (exit status 2: give it the KEKs).
+#[derive(Debug)]
+pub struct AuditUnchecked(pub String);
+
+impl std::fmt::Display for AuditUnchecked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AuditUnchecked {}
 
 /// A broken audit chain (exit status 1: an integrity failure).
 #[derive(Debug)]

@@ -93,6 +93,10 @@ fn kind_of(err: &anyhow::Error) -> Option<ErrorKind> {
         // Tampered evidence: the audit chain or a backup did not authenticate.
         return Some(ErrorKind::Decrypt);
     }
+    if err.chain().any(|c| c.is::<crate::keys::AuditUnchecked>()) {
+        // Keyed records this configuration cannot open: run it with the KEKs.
+        return Some(ErrorKind::InvalidInput);
+    }
     #[cfg(feature = "s3")]
     if let Some(e) = err
         .chain()

@@ -186,10 +186,16 @@ pub fn resolve(args: &ServiceConfigArgs, need_kek: bool) -> Result<Config> {
     Ok(Config::embedded(DEFAULT_STORE, source)?)
 }
 
+/// The token table, with a keyring to audit token changes in the keyed trail (so token
+/// commands need the KEK, as `coffer serve` does).
 async fn token_store(args: &ServiceConfigArgs) -> Result<TokenStore> {
-    let cfg = resolve(args, false)?;
+    let cfg = resolve(args, true)?;
     let store = coffer_assembly::open_store(&cfg).await?;
-    Ok(TokenStore::new(store.as_ref().clone()))
+    let ring = coffer_assembly::kek_ring(&cfg).await?;
+    let dyn_store: Arc<dyn KeyStore> = store.clone();
+    let keyring: Keyring =
+        coffer_assembly::keyring_on(&cfg, dyn_store, ring, cfg.keyring_config()?).await?;
+    Ok(TokenStore::new(store.as_ref().clone(), keyring))
 }
 
 /// `coffer serve`.
@@ -227,7 +233,7 @@ pub fn serve(a: &ServeArgs) -> Result<()> {
         let keyring: Keyring =
             coffer_assembly::keyring_on(&cfg, dyn_store, ring, cfg.keyring_config()?).await?;
         coffer_assembly::prove_keks(&keyring).await?;
-        let tokens = TokenStore::new(store.as_ref().clone());
+        let tokens = TokenStore::new(store.as_ref().clone(), keyring.clone());
         let app = App::new(keyring, tokens, service, Some(metrics));
         coffer_server::serve(app, a.insecure_no_tls, |l| {
             let scheme = if l.tls { "https" } else { "http" };

@@ -200,8 +200,9 @@ fn a_wrong_kek_is_refused_before_anything_is_written() {
     let rotated = ok(&keys(d, &["rotate", "tenant:acme"], &env));
     assert!(rotated.contains("v2 is active"), "{rotated}");
     let check = ok(&keys(d, &["check"], &env));
+    // Two scopes, and coffer:audit, whose DEK keys the audit chain.
     assert!(
-        check.contains("2 active DEK(s) of 2 scope(s) open"),
+        check.contains("3 active DEK(s) of 3 scope(s) open"),
         "{check}"
     );
 }
@@ -441,7 +442,11 @@ fn malformed_configs_are_clear_errors_and_change_nothing() {
         keys(d, &["create-scope", "x", "--config", "bad.toml"], &env).fails(2, needle);
     }
     keys(d, &["list", "--config", "missing.toml"], &env).fails(2, "coffer keys init");
-    assert!(ok(&keys(d, &["list"], &env)).contains("no scopes"));
+    // Nothing but the audit chain key `init` made for its first record.
+    let list = ok(&keys(d, &["list", "--json"], &env));
+    let scopes: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
+    assert_eq!(scopes.len(), 1, "{list}");
+    assert_eq!(scopes[0]["scope"], "coffer:audit", "{list}");
 }
 
 #[test]
@@ -525,7 +530,8 @@ fn kek_rotation_from_a_local_key_to_an_hsm() {
     ));
     assert!(added.contains("main/v2"), "{added}");
     let out = ok(&keys(d, &["rotate-kek"], &env));
-    assert!(out.contains("4 DEKs re-wrapped under main/v2"), "{out}");
+    // Four DEKs of the scopes, and the audit chain key.
+    assert!(out.contains("5 DEKs re-wrapped under main/v2"), "{out}");
     let list = ok(&keys(d, &["list"], &env));
     assert!(!list.contains("main/v1"), "{list}");
     assert!(ok(&keys(d, &["check"], &env)).contains("ok       main/v2"));
@@ -538,7 +544,8 @@ fn kek_rotation_from_a_local_key_to_an_hsm() {
     env.retain(|(k, _)| *k != "COFFER_KEK");
     ok(&keys(d, &["rotate", "tenant:a", "tenant:c"], &env));
     let list = ok(&keys(d, &["list"], &env));
-    assert_eq!(list.matches("main/v2").count(), 6, "{list}");
+    // Six versions of the scopes and the audit chain key, all under the HSM KEK.
+    assert_eq!(list.matches("main/v2").count(), 7, "{list}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

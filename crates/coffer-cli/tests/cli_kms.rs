@@ -62,7 +62,8 @@ fn kms_kek_from_init_through_rotation() {
         &[],
     ));
     let out = ok(&keys(d, &["rotate-kek"], &[]));
-    assert!(out.contains("3 DEKs re-wrapped under main/v2"), "{out}");
+    // Three DEKs of the scopes, and the audit chain key.
+    assert!(out.contains("4 DEKs re-wrapped under main/v2"), "{out}");
     assert!(!ok(&keys(d, &["list"], &[])).contains("main/v1"));
 
     // The KMS unreachable: exit status 3 and a message saying so.

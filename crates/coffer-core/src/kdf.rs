@@ -32,6 +32,8 @@ pub enum Purpose {
     /// Wrapping data keys kept in the application's rows (per-row DEKs) under a scope DEK
     /// (L = 32).
     DataKey,
+    /// The MAC key of the audit chain, derived from the store's reserved audit DEK (L = 32).
+    AuditChain,
 }
 
 impl Purpose {
@@ -45,6 +47,7 @@ impl Purpose {
             Purpose::FileWrap => "file-wrap",
             Purpose::Cache => "cache",
             Purpose::DataKey => "data-key",
+            Purpose::AuditChain => "audit-chain",
         }
     }
 

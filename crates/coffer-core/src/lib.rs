@@ -38,6 +38,7 @@ compile_error!(
 #[cfg(not(any(feature = "fips", feature = "non-fips")))]
 compile_error!("coffer-core: enable either the `non-fips` (default) or the `fips` feature");
 
+pub mod audit;
 pub mod blind_index;
 pub mod cache_entry;
 pub mod counter;

@@ -1,13 +1,19 @@
-//! The audit trail: append-only, hash-chained, and free of secrets.
+//! The audit trail: append-only, hash-chained with a secret key, and free of secrets.
 //!
-//! Each record's hash is `SHA-256(previous hash ‖ canonical encoding of the record)`, the record's
-//! fields encoded as tag‖length‖bytes components (docs/FORMAT.md §1). Changing, removing or
-//! reordering any row breaks every hash after it, which [`verify_chain`] (and
-//! `coffer keys audit --verify`) finds. The first record chains from 32 zero bytes.
+//! Each record's hash is `HMAC-SHA-256(chain key, previous hash ‖ canonical encoding of the
+//! record)`, the record's fields encoded as tag‖length‖bytes components (docs/FORMAT.md §1). The
+//! chain key ([`ChainKey`]) comes from a DEK the store keeps only wrapped under the KEKs, so
+//! whoever can write the database but not use a KEK cannot recompute a hash: changing, removing,
+//! inserting or reordering rows breaks the chain, which [`verify_trail`] (and
+//! `coffer keys audit --verify`) finds. Records written before the store had a chain key keep
+//! their unkeyed `SHA-256` hashes (another body label). The first record chains from 32 zero
+//! bytes. Removing the newest records leaves a valid shorter chain: only an [`Anchor`] kept
+//! outside the store finds that (docs/KEYS.md §4).
 
 use std::fmt;
 use std::str::FromStr;
 
+pub use coffer_core::audit::ChainKey;
 use coffer_core::digest::Sha256;
 use coffer_core::encoding;
 
@@ -189,13 +195,14 @@ pub struct AuditFilter {
     pub limit: Option<u32>,
 }
 
-/// The chain hash of a record.
-pub fn chain_hash(
-    prev: &[u8; HASH_LEN],
-    id: i64,
-    at_us: i64,
-    event: &AuditEvent,
-) -> Result<[u8; HASH_LEN]> {
+/// The body label of a record hashed without a key (written before the store had a chain key).
+const UNKEYED_LABEL: &[u8] = b"coffer/v1/audit";
+/// The body label of a record MACed with the chain key: differs from [`UNKEYED_LABEL`], so an
+/// unkeyed hash never equals a keyed one over the same fields.
+const KEYED_LABEL: &[u8] = b"coffer/v1/audit-keyed";
+
+/// The canonical body of a record under `label`.
+fn body(label: &[u8], id: i64, at_us: i64, event: &AuditEvent) -> Result<Vec<u8>> {
     let id = id.to_be_bytes();
     let at = at_us.to_be_bytes();
     let version = event.version.map(u32::to_be_bytes);
@@ -210,8 +217,8 @@ pub fn chain_hash(
     let (scope_tag, scope) = opt(event.scope.as_deref().map(str::as_bytes));
     let (version_tag, version) = opt(version.as_ref().map(|v| v.as_slice()));
     let (kek_tag, kek) = opt(event.kek.as_deref().map(str::as_bytes));
-    let body = encoding::encode(&[
-        (0x01, b"coffer/v1/audit".as_slice()),
+    Ok(encoding::encode(&[
+        (0x01, label),
         (0x02, &id),
         (0x03, &at),
         (0x04, event.actor.as_bytes()),
@@ -220,52 +227,279 @@ pub fn chain_hash(
         (0x20 | version_tag, &version),
         (0x30 | kek_tag, &kek),
         (0x06, event.detail.as_bytes()),
-    ])?;
+    ])?)
+}
+
+/// The unkeyed chain hash of a record: `SHA-256(prev ‖ body)`. Only records written before the
+/// store had a chain key are hashed this way.
+pub fn chain_hash(
+    prev: &[u8; HASH_LEN],
+    id: i64,
+    at_us: i64,
+    event: &AuditEvent,
+) -> Result<[u8; HASH_LEN]> {
+    let body = body(UNKEYED_LABEL, id, at_us, event)?;
     let mut ctx = Sha256::new();
     ctx.update(prev);
     ctx.update(&body);
     Ok(ctx.finish())
 }
 
+/// The keyed chain hash of a record: `HMAC-SHA-256(chain key, prev ‖ body)`, with its own body
+/// label.
+pub fn keyed_hash(
+    key: &ChainKey,
+    prev: &[u8; HASH_LEN],
+    id: i64,
+    at_us: i64,
+    event: &AuditEvent,
+) -> Result<[u8; HASH_LEN]> {
+    Ok(key.mac(prev, &body(KEYED_LABEL, id, at_us, event)?))
+}
+
+/// The hash a store writes for a new record: keyed when it is given the chain key.
+pub fn record_hash(
+    key: Option<&ChainKey>,
+    prev: &[u8; HASH_LEN],
+    id: i64,
+    at_us: i64,
+    event: &AuditEvent,
+) -> Result<[u8; HASH_LEN]> {
+    match key {
+        Some(k) => keyed_hash(k, prev, id, at_us, event),
+        None => chain_hash(prev, id, at_us, event),
+    }
+}
+
 /// Where a chain breaks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainBreak {
-    /// The first record whose hashes do not match.
+    /// The first record whose hashes do not match (for a trail that lost all of its keyed
+    /// records: the id after the last record).
     pub id: i64,
     /// Why.
     pub reason: &'static str,
 }
 
-/// Checks a complete trail read from the start (no filter): every record chains from the one
-/// before, and each hash is recomputed. Returns the first break, if any.
-pub fn verify_chain(records: &[AuditRecord]) -> Result<Option<ChainBreak>> {
+/// What the verifier knows of the store's chain key.
+#[derive(Debug)]
+pub enum ChainKeyState<'a> {
+    /// The store has no chain key: every record must be an unkeyed hash.
+    Absent,
+    /// The store's chain key, opened.
+    Present(&'a ChainKey),
+    /// The store has a chain key created at this time, but this process cannot open it.
+    Unavailable {
+        /// When the chain key was created (µs).
+        created_at_us: i64,
+        /// Why it cannot be opened (no secret in it).
+        reason: String,
+    },
+}
+
+impl ChainKeyState<'_> {
+    fn created_at_us(&self) -> Option<i64> {
+        match self {
+            ChainKeyState::Absent => None,
+            ChainKeyState::Present(k) => Some(k.created_at_us()),
+            ChainKeyState::Unavailable { created_at_us, .. } => Some(*created_at_us),
+        }
+    }
+}
+
+/// The result of checking a whole trail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verification {
+    /// Records read.
+    pub records: usize,
+    /// Records verified as unkeyed hashes (written before the chain key existed).
+    pub unkeyed: usize,
+    /// Records verified with the chain key.
+    pub keyed: usize,
+    /// The last record checked: its id and hash (the head to anchor).
+    pub head: Option<(i64, [u8; HASH_LEN])>,
+    /// What was found.
+    pub outcome: Outcome,
+}
+
+/// The verdict of [`verify_trail`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every record checks.
+    Intact,
+    /// The chain is broken at this record.
+    Broken(ChainBreak),
+    /// The records before `from_id` check; from `from_id` on they are keyed with a chain key
+    /// this process cannot open, so they were not checked.
+    Unchecked {
+        /// The first record not checked.
+        from_id: i64,
+        /// Why the key could not be opened.
+        reason: String,
+    },
+}
+
+/// Checks a complete trail read from the start (no filter). Every record must chain from the
+/// one before with consecutive ids and carry a hash that recomputes: an unkeyed SHA-256 hash
+/// for the records written before the store had a chain key, the chain key's HMAC for all
+/// others. A record hashed without the key is refused once a keyed record came before it or
+/// when it is dated at or after the chain key's creation, and a store that has a chain key
+/// must hold at least one keyed record: so the tail cannot be rewritten with unkeyed hashes.
+pub fn verify_trail(records: &[AuditRecord], key: &ChainKeyState<'_>) -> Result<Verification> {
+    let mut v = Verification {
+        records: records.len(),
+        unkeyed: 0,
+        keyed: 0,
+        head: None,
+        outcome: Outcome::Intact,
+    };
+    let broken = |mut v: Verification, id, reason| {
+        v.outcome = Outcome::Broken(ChainBreak { id, reason });
+        Ok(v)
+    };
+    let created = key.created_at_us();
     let mut prev = GENESIS;
     let mut expected_id = None;
+    let mut seen_keyed = false;
     for r in records {
         if let Some(e) = expected_id
             && r.id != e
         {
-            return Ok(Some(ChainBreak {
-                id: r.id,
-                reason: "a record is missing before this one",
-            }));
+            return broken(v, r.id, "a record is missing before this one");
         }
         if r.prev_hash != prev {
-            return Ok(Some(ChainBreak {
-                id: r.id,
-                reason: "does not chain from the record before it",
-            }));
+            return broken(v, r.id, "does not chain from the record before it");
         }
-        if chain_hash(&prev, r.id, r.at_us, &r.event)? != r.hash {
-            return Ok(Some(ChainBreak {
-                id: r.id,
-                reason: "its contents were changed after it was written",
-            }));
+        if chain_hash(&prev, r.id, r.at_us, &r.event)? == r.hash {
+            if seen_keyed {
+                return broken(
+                    v,
+                    r.id,
+                    "hashed without the chain key after keyed records: the trail was rewritten from here",
+                );
+            }
+            if created.is_some_and(|c| r.at_us > c) {
+                return broken(
+                    v,
+                    r.id,
+                    "hashed without the chain key although it is dated after the key was created:                      the trail was rewritten from here",
+                );
+            }
+            v.unkeyed += 1;
+        } else if created.is_some_and(|c| r.at_us < c) {
+            // Keyed records are all written after the key was created: a record dated before
+            // that is an unkeyed one whose contents changed, key or no key.
+            return broken(v, r.id, "its contents were changed after it was written");
+        } else {
+            match key {
+                ChainKeyState::Present(k) => {
+                    if keyed_hash(k, &prev, r.id, r.at_us, &r.event)? != r.hash {
+                        return broken(v, r.id, "its contents were changed after it was written");
+                    }
+                    seen_keyed = true;
+                    v.keyed += 1;
+                }
+                ChainKeyState::Absent => {
+                    return broken(
+                        v,
+                        r.id,
+                        "its contents were changed after it was written (or it was keyed with a                          chain key that is no longer in the store)",
+                    );
+                }
+                ChainKeyState::Unavailable { reason, .. } => {
+                    v.outcome = Outcome::Unchecked {
+                        from_id: r.id,
+                        reason: reason.clone(),
+                    };
+                    return Ok(v);
+                }
+            }
         }
         prev = r.hash;
+        v.head = Some((r.id, r.hash));
         expected_id = Some(r.id + 1);
     }
-    Ok(None)
+    if created.is_some() && !seen_keyed {
+        let next = records.last().map_or(1, |r| r.id + 1);
+        return broken(
+            v,
+            next,
+            "the store has an audit chain key but no keyed record: keyed records were removed              or rewritten (or the key was made by an append that then failed; the next append              writes one)",
+        );
+    }
+    Ok(v)
+}
+
+/// Checks a complete trail of a store that has no chain key (every record unkeyed): the first
+/// break, if any. [`verify_trail`] checks keyed trails.
+pub fn verify_chain(records: &[AuditRecord]) -> Result<Option<ChainBreak>> {
+    Ok(
+        match verify_trail(records, &ChainKeyState::Absent)?.outcome {
+            Outcome::Broken(b) => Some(b),
+            Outcome::Intact | Outcome::Unchecked { .. } => None,
+        },
+    )
+}
+
+/// A head recorded outside the store (`id hash-hex`): the trail must still hold record `id`
+/// with that hash. Records after it are fine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Anchor {
+    /// The record id.
+    pub id: i64,
+    /// Its hash.
+    pub hash: [u8; HASH_LEN],
+}
+
+impl Anchor {
+    /// Parses `ID HASH`, `ID:HASH` (hash in hex); surrounding white space is ignored.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = || {
+            Error::config(
+                "an audit anchor is `ID HASH` or `ID:HASH` (a record id and its 64 hex digit hash, \
+                 as the anchor file holds)",
+            )
+        };
+        let t = text.trim();
+        let (id, hash) = t
+            .split_once(|c: char| c == ':' || c.is_whitespace())
+            .ok_or_else(bad)?;
+        let id: i64 = id.trim().parse().map_err(|_| bad())?;
+        let bytes = hex::decode(hash.trim()).map_err(|_| bad())?;
+        let hash: [u8; HASH_LEN] = bytes.try_into().map_err(|_| bad())?;
+        if id < 1 {
+            return Err(bad());
+        }
+        Ok(Anchor { id, hash })
+    }
+
+    /// The anchor file's text: `id hash-hex` and a newline.
+    pub fn to_line(&self) -> String {
+        format!("{} {}\n", self.id, hex::encode(self.hash))
+    }
+
+    /// Checks `records` (the whole trail, oldest first) against this anchor: `None` if the
+    /// anchored record is there with this hash, else what is wrong.
+    pub fn check(&self, records: &[AuditRecord]) -> Option<String> {
+        match records.iter().find(|r| r.id == self.id) {
+            None => Some(format!(
+                "record {} named by the anchor is missing (the trail ends at {}): records were \
+                 removed from the end, or the store was restored from an older copy",
+                self.id,
+                records
+                    .last()
+                    .map_or_else(|| "nothing".to_owned(), |r| r.id.to_string())
+            )),
+            Some(r) if r.hash != self.hash => Some(format!(
+                "record {} differs from the anchor (hash {}…, anchored {}…): the trail was \
+                 rewritten up to there, or the store is another copy",
+                self.id,
+                &hex::encode(r.hash)[..12],
+                &hex::encode(self.hash)[..12]
+            )),
+            Some(_) => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -182,6 +182,11 @@ pub struct AuditConfig {
     pub actor: Option<String>,
     /// Record every KEK unwrap.
     pub unwraps: bool,
+    /// A file to keep the audit trail's head in, outside the key store (`id hash-hex`,
+    /// rewritten atomically after each append): `coffer keys audit --verify --anchor FILE`
+    /// checks the store against it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anchor_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AuditConfig {
@@ -189,6 +194,7 @@ impl Default for AuditConfig {
         AuditConfig {
             actor: None,
             unwraps: true,
+            anchor_file: None,
         }
     }
 }
@@ -368,6 +374,7 @@ impl Config {
             lease_block: r.lease_block,
             audit_unwraps: self.audit.unwraps,
             actor: self.audit.actor.clone().unwrap_or_else(default_actor),
+            audit_anchor_file: self.audit.anchor_file.clone(),
             ..KeyringConfig::default()
         })
     }

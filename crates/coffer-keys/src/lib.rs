@@ -27,8 +27,8 @@ pub use error::{Error, Result};
 pub use files::FileKeyring;
 pub use kek::{KekId, KekProvider, KekRing, LocalKek, WrapContext};
 pub use keyring::{
-    BatchItem, BlindIndexSpec, DekCheck, Keyring, KeyringConfig, LeasedFieldKey, LoadHook,
-    RewrapReport, StatsSnapshot,
+    AUDIT_SCOPE, BatchItem, BlindIndexSpec, DekCheck, Keyring, KeyringConfig, LeasedFieldKey,
+    LoadHook, RewrapReport, StatsSnapshot,
 };
 pub use source::{KekScheme, KekSource, SecretRef};
 pub use store::{

@@ -302,8 +302,14 @@ pub trait KeyStore: Send + Sync + 'static {
     /// that stops it being re-created). Returns how many versions held a key.
     async fn destroy_scope(&self, scope: &ScopeId) -> Result<u32>;
 
-    /// Appends an event to the hash-chained audit trail.
-    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord>;
+    /// Appends an event to the hash-chained audit trail: reads the last record and writes the
+    /// new one in one transaction, its hash computed with [`crate::audit::record_hash`] (keyed
+    /// when `key` is given; the keyring always gives the store's chain key).
+    async fn append_audit(
+        &self,
+        event: &AuditEvent,
+        key: Option<std::sync::Arc<crate::audit::ChainKey>>,
+    ) -> Result<AuditRecord>;
 
     /// Reads the audit trail, oldest first.
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;

@@ -119,15 +119,19 @@ fn db(e: sqlx::Error) -> coffer_keys::Error {
 #[derive(Clone, Debug)]
 pub struct TokenStore {
     store: SqlStore,
+    /// Writes the audit records of token changes into the keyed trail.
+    keyring: coffer_keys::Keyring,
     actor: String,
 }
 
 impl TokenStore {
-    /// Uses the key store's connection pool; token changes are audited with the operator
-    /// (`user@host`) as actor.
-    pub fn new(store: SqlStore) -> Self {
+    /// Uses the key store's connection pool; token changes are audited through `keyring` (the
+    /// audit trail is keyed, so recording needs the KEK) with the operator (`user@host`) as
+    /// actor.
+    pub fn new(store: SqlStore, keyring: coffer_keys::Keyring) -> Self {
         TokenStore {
             store,
+            keyring,
             actor: coffer_keys::config::default_actor(),
         }
     }
@@ -140,11 +144,10 @@ impl TokenStore {
 
     /// Appends an audit record of a token change (never the token or its hash).
     async fn audit(&self, detail: String) -> coffer_keys::Result<()> {
-        use coffer_keys::KeyStore as _;
         let event =
             coffer_keys::AuditEvent::new(self.actor.clone(), coffer_keys::Operation::AdminRequest)
                 .detail(detail);
-        self.store.append_audit(&event).await.map(|_| ())
+        self.keyring.record(event).await
     }
 
     async fn now_us(&self) -> coffer_keys::Result<i64> {

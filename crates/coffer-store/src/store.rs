@@ -777,12 +777,17 @@ impl KeyStore for SqlStore {
         .await
     }
 
-    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord> {
+    async fn append_audit(
+        &self,
+        event: &AuditEvent,
+        key: Option<Arc<audit::ChainKey>>,
+    ) -> Result<AuditRecord> {
         let now = self.backend.now();
         let serialize = self.backend == Backend::Postgres;
         let record = self
             .retry(|tx| {
                 let event = event.clone();
+                let key = key.clone();
                 Box::pin(async move {
                     // Appends take turns: each reads the last record to chain onto it. SQLite's
                     // BEGIN IMMEDIATE already serializes writers; on PostgreSQL a lock that
@@ -809,7 +814,7 @@ impl KeyStore for SqlStore {
                             .map_err(|_| sqlx::Error::Decode("audit hash is not 32 bytes".into()))?,
                     };
                     let id = last_id.unwrap_or(0) + 1;
-                    let hash = audit::chain_hash(&prev, id, at_us, &event)
+                    let hash = audit::record_hash(key.as_deref(), &prev, id, at_us, &event)
                         .map_err(|e| sqlx::Error::Encode(e.to_string().into()))?;
                     sqlx::query(
                         "INSERT INTO coffer_audit (id, at_us, actor, operation, scope, version, \

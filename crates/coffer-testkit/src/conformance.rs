@@ -629,9 +629,17 @@ pub async fn audit_chain(store: Arc<dyn KeyStore>) {
             .scope("a")
             .detail(""),
     ];
+    // The first two as written before the store had a chain key, the others keyed.
     let mut appended = Vec::new();
-    for e in &events {
-        appended.push(store.append_audit(e).await.unwrap());
+    for e in &events[..2] {
+        appended.push(store.append_audit(e, None).await.unwrap());
+    }
+    let created = store.now_us().await.unwrap();
+    let key = Arc::new(
+        audit::ChainKey::derive(&coffer_core::Dek::from_bytes([0x5a; 32]), created).unwrap(),
+    );
+    for e in &events[2..] {
+        appended.push(store.append_audit(e, Some(key.clone())).await.unwrap());
     }
     let all = store.audit(&AuditFilter::default()).await.unwrap();
     assert_eq!(
@@ -652,12 +660,27 @@ pub async fn audit_chain(store: Arc<dyn KeyStore>) {
             );
             assert!(r.at_us >= all[i - 1].at_us);
         }
-        assert_eq!(
-            r.hash,
+        let expected = if i >= 2 {
+            audit::keyed_hash(&key, &r.prev_hash, r.id, r.at_us, &r.event).unwrap()
+        } else {
             audit::chain_hash(&r.prev_hash, r.id, r.at_us, &r.event).unwrap()
+        };
+        assert_eq!(
+            r.hash, expected,
+            "record {} hashed with the key it was given",
+            r.id
         );
     }
-    assert_eq!(verify_chain(&all).unwrap(), None);
+    let v = audit::verify_trail(&all, &audit::ChainKeyState::Present(&key)).unwrap();
+    assert_eq!(v.outcome, audit::Outcome::Intact);
+    assert_eq!((v.unkeyed, v.keyed), (2, 2));
+    assert_eq!(v.head, Some((4, all[3].hash)));
+    // Without the key the keyed records cannot pass as unkeyed ones.
+    assert_eq!(verify_chain(&all).unwrap().map(|b| b.id), Some(3));
+    let wrong =
+        audit::ChainKey::derive(&coffer_core::Dek::from_bytes([0x5b; 32]), created).unwrap();
+    let v = audit::verify_trail(&all, &audit::ChainKeyState::Present(&wrong)).unwrap();
+    assert!(matches!(v.outcome, audit::Outcome::Broken(b) if b.id == 3));
 
     let only_a = AuditFilter {
         scope: Some("a".to_owned()),

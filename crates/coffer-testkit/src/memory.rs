@@ -153,6 +153,12 @@ impl MemoryStore {
             None => false,
         }
     }
+
+    /// Replaces the whole audit trail with `records`, as an attacker with write access who
+    /// rewrites rows and their hashes would: for tests of chain verification.
+    pub fn replace_audit(&self, records: Vec<AuditRecord>) {
+        self.lock().audit = records;
+    }
 }
 
 #[async_trait]
@@ -432,14 +438,18 @@ impl KeyStore for MemoryStore {
         Ok(n)
     }
 
-    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord> {
+    async fn append_audit(
+        &self,
+        event: &AuditEvent,
+        key: Option<std::sync::Arc<audit::ChainKey>>,
+    ) -> Result<AuditRecord> {
         let mut s = self.lock();
         let at_us = s.now();
         let (id, prev) = match s.audit.last() {
             Some(last) => (last.id + 1, last.hash),
             None => (1, audit::GENESIS),
         };
-        let hash = audit::chain_hash(&prev, id, at_us, event)?;
+        let hash = audit::record_hash(key.as_deref(), &prev, id, at_us, event)?;
         let rec = AuditRecord {
             id,
             at_us,

@@ -37,7 +37,7 @@ async fn a_tampered_audit_record_breaks_the_chain() {
     let store = MemoryStore::new();
     for op in [Operation::Init, Operation::Create, Operation::Rotate] {
         store
-            .append_audit(&AuditEvent::new("tester", op).detail("ok"))
+            .append_audit(&AuditEvent::new("tester", op).detail("ok"), None)
             .await
             .unwrap();
     }

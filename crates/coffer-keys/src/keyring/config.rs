@@ -32,6 +32,9 @@ pub struct KeyringConfig {
     pub audit_unwraps: bool,
     /// Who this process is, for the audit trail.
     pub actor: String,
+    /// A file rewritten (atomically, mode 0600) with the audit trail's head (`id hash-hex`)
+    /// after each append, for `coffer keys audit --verify --anchor FILE` (docs/KEYS.md §4).
+    pub audit_anchor_file: Option<std::path::PathBuf>,
 }
 
 impl Default for KeyringConfig {
@@ -49,6 +52,7 @@ impl Default for KeyringConfig {
             lease_block: 16_384,
             audit_unwraps: true,
             actor: "coffer".to_owned(),
+            audit_anchor_file: None,
         }
     }
 }

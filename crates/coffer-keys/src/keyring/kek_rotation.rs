@@ -34,6 +34,8 @@ impl Keyring {
         let mut report = RewrapReport::default();
         // Refused before the first re-wrap if the primary is not the key the store knows.
         self.prove_kek(&target, None).await?;
+        // Opened (under the KEK it is wrapped under now) before that wrap is replaced.
+        self.audit_ready().await?;
         loop {
             let todo = self
                 .inner

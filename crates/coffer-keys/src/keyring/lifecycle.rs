@@ -9,7 +9,7 @@ use coffer_core::wrap::{self, KeyMetadata};
 use coffer_core::{Dek, KeyVersion, ScopeId};
 
 use super::{DEK_ALGORITHM, Inner, Keyring, LiveDek, bump};
-use crate::audit::{AuditEvent, Operation};
+use crate::audit::Operation;
 use crate::cache::EntryBinding;
 use crate::error::{Error, Result};
 use crate::kek::{KekId, WrapContext};
@@ -64,6 +64,7 @@ impl Keyring {
                 canary_check: check.to_vec(),
                 registered_at_us: 0,
             };
+            self.audit_ready().await?;
             if self.inner.store.register_kek(&rec).await? {
                 self.audit(
                     self.event(Operation::KekRegister)
@@ -192,12 +193,6 @@ impl Keyring {
         Ok(wrapped)
     }
 
-    /// Appends an event to the audit trail (for operations made outside the keyring, such as
-    /// `coffer keys init`).
-    pub async fn record(&self, event: AuditEvent) -> Result<()> {
-        self.audit(event).await
-    }
-
     // ---- scopes and versions ------------------------------------------------------------
 
     /// Makes a new DEK for `scope` at `version`, wrapped under the primary KEK.
@@ -249,6 +244,7 @@ impl Keyring {
     /// [`Error::ScopeDestroyed`] (with when) if it was destroyed: a destroyed scope stays a
     /// tombstone and its name is never reused.
     pub async fn create_scope(&self, scope: &ScopeId) -> Result<DekRecord> {
+        Self::refuse_reserved(scope)?;
         if let Some(s) = self.inner.store.scope(scope).await? {
             return Err(match s.destroyed_at_us {
                 Some(at) => Error::ScopeDestroyed {
@@ -267,6 +263,7 @@ impl Keyring {
     /// The scope's active version, creating the scope if it does not exist (applications that
     /// make scopes per tenant or per table on first use call this).
     pub async fn ensure_scope(&self, scope: &ScopeId) -> Result<KeyVersion> {
+        Self::refuse_reserved(scope)?;
         match self.inner.store.active_dek(scope).await? {
             Some(rec) => Ok(rec.version),
             None => {
@@ -286,6 +283,7 @@ impl Keyring {
     }
 
     pub(super) async fn create_or_get(&self, scope: &ScopeId) -> Result<CreateOutcome> {
+        self.audit_ready().await?;
         let version = KeyVersion(self.inner.store.max_version(scope).await? + 1);
         let (dek, new) = self.new_dek(scope, version).await?;
         let outcome = self.inner.store.create_scope(&new).await?;
@@ -326,6 +324,8 @@ impl Keyring {
         expected: KeyVersion,
         why: &str,
     ) -> Result<DekRecord> {
+        Self::refuse_reserved(scope)?;
+        self.audit_ready().await?;
         let version = KeyVersion(self.inner.store.max_version(scope).await? + 1);
         let (dek, new) = self.new_dek(scope, version).await?;
         let rec = match self.inner.store.rotate(expected, &new).await? {
@@ -388,6 +388,7 @@ impl Keyring {
     /// their next miss), and an alerting `compromise` event is audited with the versions to
     /// re-encrypt first. Returns the new active version.
     pub async fn compromise(&self, scope: &ScopeId, reason: &str) -> Result<DekRecord> {
+        Self::refuse_reserved(scope)?;
         let deks = self.inner.store.deks(scope).await?;
         let current = self.active_record(scope).await?;
         let rec = self
@@ -419,6 +420,7 @@ impl Keyring {
     /// every process afterwards: each reads the epoch when its keyring is built, and entries
     /// cached in L2 under the old epoch are never read again. Returns the new epoch.
     pub async fn mark_restored(&self, gap: u32) -> Result<u32> {
+        self.audit_ready().await?;
         let epoch = self.inner.store.mark_restored(gap).await?;
         self.clear_l1();
         self.audit(self.event(Operation::Restore).detail(format!(
@@ -501,10 +503,12 @@ impl Keyring {
     /// it. Data under the scope then fails with [`Error::Destroyed`]. Returns the number of
     /// versions that held a key.
     pub async fn destroy(&self, scope: &ScopeId) -> Result<u32> {
+        Self::refuse_reserved(scope)?;
         let deks = self.inner.store.deks(scope).await?;
         if self.inner.store.scope(scope).await?.is_none() {
             return Err(Error::UnknownScope(scope.as_str().to_owned()));
         }
+        self.audit_ready().await?;
         let n = self.inner.store.destroy_scope(scope).await?;
         let versions: Vec<KeyVersion> = deks.iter().map(|d| d.version).collect();
         self.forget(scope, &versions).await;
@@ -515,10 +519,6 @@ impl Keyring {
         )
         .await?;
         Ok(n)
-    }
-
-    pub(super) async fn audit(&self, event: AuditEvent) -> Result<()> {
-        self.inner.store.append_audit(&event).await.map(|_| ())
     }
 
     /// Retires a decrypt-only version once no data is left under it (the caller has checked:
@@ -532,6 +532,7 @@ impl Keyring {
         version: KeyVersion,
         grace: Duration,
     ) -> Result<()> {
+        Self::refuse_reserved(scope)?;
         let Some(rec) = self.inner.store.dek(scope, version).await? else {
             return Err(self.missing(scope, Some(version)).await);
         };
@@ -552,6 +553,7 @@ impl Keyring {
                 (ready_at - now) as f64 / 1e6
             )));
         }
+        self.audit_ready().await?;
         if !self
             .inner
             .store

@@ -23,6 +23,7 @@ mod lifecycle;
 mod live;
 mod notify;
 mod resolve;
+mod trail;
 mod write;
 
 use std::fmt;
@@ -45,6 +46,7 @@ pub use fields::{BatchItem, BlindIndexSpec};
 pub use kek_rotation::RewrapReport;
 pub use leased::LeasedFieldKey;
 pub(crate) use live::{ActivePointer, Flights, LiveDek};
+pub use trail::{AUDIT_SCOPE, RESERVED_PREFIX, write_anchor};
 
 /// The algorithm label bound into every DEK's metadata tag: a Coffer v1 DEK, used only through
 /// HKDF subkeys (docs/FORMAT.md §4).
@@ -87,6 +89,10 @@ struct Inner {
     /// Awaited by a cold load between reading the DEK record and unwrapping it: see
     /// [`Keyring::set_load_hook`].
     load_hook: std::sync::Mutex<Option<LoadHook>>,
+    /// The store's audit chain key, opened (or created) on the first append.
+    chain: tokio::sync::OnceCell<Arc<crate::audit::ChainKey>>,
+    /// What this process exported of the audit trail's head.
+    head: trail::HeadExport,
 }
 
 /// A hook a cold key load awaits after reading the DEK record from the store, before it
@@ -184,6 +190,8 @@ impl Keyring {
                 generation: AtomicU64::new(0),
                 proven: std::sync::Mutex::default(),
                 load_hook: std::sync::Mutex::default(),
+                chain: tokio::sync::OnceCell::new(),
+                head: trail::HeadExport::default(),
             }),
         };
         if let Some(l2) = &keyring.inner.l2 {

@@ -20,6 +20,7 @@ impl Keyring {
     /// for `active_ttl` from its read; one still in use past 80 % of that is re-read by one
     /// background task, and concurrent misses share one read.
     pub(crate) async fn active_pointer(&self, scope: &ScopeId) -> Result<ActivePointer> {
+        Self::refuse_reserved(scope)?;
         let ttl = self.inner.config.active_ttl;
         if let Some(p) = self.inner.active.get(scope) {
             let age = p.read_at.elapsed();
@@ -172,6 +173,7 @@ impl Keyring {
     /// than 80 % of `l1_ttl` starts one background reload of it (see
     /// [`refresh_live`](Self::refresh_live)); concurrent misses share one load.
     pub(crate) async fn live(&self, scope: &ScopeId, version: KeyVersion) -> Result<Arc<LiveDek>> {
+        Self::refuse_reserved(scope)?;
         let key = (scope.clone(), version);
         if let Some(hit) = self.inner.l1.get(&key).await {
             bump(&self.inner.stats.l1_hits, "coffer_keys_l1_hits_total");

@@ -1,7 +1,6 @@
 //! Scope and version lifecycle through the keyring: errors, rotation, destroy, compromise, restore, KEK rotation.
 
 use coffer_core::{FieldContext, Kek, KeyVersion, Suite};
-use coffer_keys::audit::verify_chain;
 use coffer_keys::{AuditFilter, DekState, Error, KeyringConfig, Operation};
 
 use super::{Env, col, keyring, one_kek, ring, scope};
@@ -147,7 +146,10 @@ pub async fn lifecycle_and_errors<E: Env>(env: &E) {
     ] {
         assert!(ops.contains(&op), "{op} missing from {ops:?}");
     }
-    assert_eq!(verify_chain(&trail).unwrap(), None);
+    assert_eq!(
+        kr.verify_audit().await.unwrap().1.outcome,
+        coffer_keys::audit::Outcome::Intact
+    );
     let scoped = kr
         .store()
         .audit(&AuditFilter {
@@ -164,8 +166,10 @@ pub async fn lifecycle_and_errors<E: Env>(env: &E) {
 
     // Editing a row behind the store's back breaks the chain there.
     env.tamper_audit_detail(2, "nothing happened").await;
-    let trail = kr.store().audit(&AuditFilter::default()).await.unwrap();
-    assert_eq!(verify_chain(&trail).unwrap().unwrap().id, 2);
+    match kr.verify_audit().await.unwrap().1.outcome {
+        coffer_keys::audit::Outcome::Broken(b) => assert_eq!(b.id, 2),
+        o => panic!("a changed record went unnoticed: {o:?}"),
+    }
 }
 
 pub async fn compromise_and_restore<E: Env>(env: &E) {
@@ -233,7 +237,10 @@ pub async fn compromise_and_restore<E: Env>(env: &E) {
             .iter()
             .any(|r| r.event.operation == Operation::Restore)
     );
-    assert_eq!(verify_chain(&trail).unwrap(), None);
+    assert_eq!(
+        after.verify_audit().await.unwrap().1.outcome,
+        coffer_keys::audit::Outcome::Intact
+    );
 }
 
 pub async fn kek_rotation_rewraps_every_dek<E: Env>(env: &E) {
@@ -276,8 +283,8 @@ pub async fn kek_rotation_rewraps_every_dek<E: Env>(env: &E) {
     let mut batches = 0;
     let report = both.rotate_kek(7, |_| batches += 1).await.unwrap();
     assert_eq!(
-        report.rewrapped, 39,
-        "30 scopes, 10 rotated twice-versioned, 1 destroyed"
+        report.rewrapped, 40,
+        "30 scopes, 10 rotated twice-versioned, 1 destroyed, and the audit chain key"
     );
     assert!(batches >= 6);
     // Idempotent: a second run has nothing to do.
@@ -303,5 +310,8 @@ pub async fn kek_rotation_rewraps_every_dek<E: Env>(env: &E) {
         .await
         .unwrap();
     assert!(trail.iter().any(|r| r.event.operation == Operation::Rewrap));
-    assert_eq!(verify_chain(&trail).unwrap(), None);
+    // The chain key was re-wrapped too: the new KEK alone checks the keyed records.
+    let (_, v) = new_only.verify_audit().await.unwrap();
+    assert_eq!(v.outcome, coffer_keys::audit::Outcome::Intact);
+    assert_eq!(v.keyed, trail.len());
 }

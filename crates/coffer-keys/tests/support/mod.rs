@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code)]
 
+pub mod audit;
 pub mod concurrency;
 pub mod lifecycle;
 pub mod scoped_keys;
@@ -26,6 +27,10 @@ pub trait Env {
     /// Rewrites the detail of audit record `id` behind the store's back (an attacker with
     /// write access), without fixing the hash chain.
     fn tamper_audit_detail(&self, id: i64, detail: &str) -> impl Future<Output = ()>;
+
+    /// Replaces the whole audit trail with `records` behind the store's back (an attacker with
+    /// write access who rewrites rows and their hashes).
+    fn rewrite_audit(&self, records: &[coffer_keys::AuditRecord]) -> impl Future<Output = ()>;
 }
 
 pub fn scope(s: &str) -> ScopeId {

@@ -71,14 +71,17 @@ pub async fn a_wrong_kek_writes_nothing<E: Env>(env: &E) {
     let report = wrong.check_deks(None).await.unwrap();
     assert_eq!(report.checked, 0);
     let failed: Vec<&str> = report.failed.iter().map(|(s, _, _)| s.as_str()).collect();
-    assert_eq!(failed, ["tenant:acme"]);
+    // The audit chain key is a DEK under main/v1 like any other.
+    assert_eq!(failed, ["coffer:audit", "tenant:acme"]);
 
     // A KEK id with no canary (a store written before canaries, or by a keyring that never
     // registered): proven against a DEK already wrapped under it.
     let legacy = Kek::generate().unwrap();
+    // (Both keep main/v1: the audit chain key is wrapped under it, and a process that cannot
+    // open that key appends no audit record, so it changes nothing.)
     let lr = keyring(
         env,
-        ring(&[("legacy", 1, &legacy)], ("legacy", 1)),
+        ring(&[("main", 1, &kek), ("legacy", 1, &legacy)], ("legacy", 1)),
         KeyringConfig::default(),
     )
     .await;
@@ -87,7 +90,10 @@ pub async fn a_wrong_kek_writes_nothing<E: Env>(env: &E) {
     let before = snapshot(&store).await;
     let bad = keyring(
         env,
-        ring(&[("legacy", 1, &Kek::generate().unwrap())], ("legacy", 1)),
+        ring(
+            &[("main", 1, &kek), ("legacy", 1, &Kek::generate().unwrap())],
+            ("legacy", 1),
+        ),
         KeyringConfig::default(),
     )
     .await;
@@ -112,7 +118,8 @@ pub async fn a_wrong_kek_writes_nothing<E: Env>(env: &E) {
     );
     let report = both.check_deks(None).await.unwrap();
     assert!(report.failed.is_empty(), "{:?}", report.failed);
-    assert_eq!((report.checked, report.scopes), (3, 3));
+    // Three scopes and the audit chain key's.
+    assert_eq!((report.checked, report.scopes), (4, 4));
     let sample = both.check_deks(Some(2)).await.unwrap();
     assert!(sample.sampled && sample.checked == 2, "{sample:?}");
 }

@@ -139,7 +139,7 @@ impl Service {
                 .unwrap();
         keyring.register_keks().await.unwrap();
         let service_config = ServiceConfig::from_table(config.service.as_ref()).unwrap();
-        let tokens = TokenStore::new(store.as_ref().clone());
+        let tokens = TokenStore::new(store.as_ref().clone(), keyring.clone());
         let app = App::new(
             keyring,
             tokens.clone(),
