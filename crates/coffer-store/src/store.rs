@@ -136,6 +136,33 @@ impl SqlStore {
         &self.pool
     }
 
+    /// Up to `limit` live DEKs wrapped under `kek` (`under`) or under any other KEK, in scope
+    /// and version order.
+    async fn live_deks_by_kek(
+        &self,
+        kek: &KekId,
+        under: bool,
+        limit: usize,
+    ) -> Result<Vec<DekRecord>> {
+        let which = if under { "" } else { "NOT " };
+        let sql = format!(
+            "SELECT {DEK_COLUMNS} FROM coffer_deks \
+             WHERE wrapped IS NOT NULL AND {which}(kek_name = $1 AND kek_version = $2) \
+             ORDER BY scope, version LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(kek.name().to_owned())
+            .bind(i64::from(kek.version()))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(decode_dek)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
     async fn migrate(&self) -> Result<()> {
         if self.backend == Backend::Sqlite {
             // WAL lets readers go on while a writer commits; it is a property of the file.
@@ -650,41 +677,11 @@ impl KeyStore for SqlStore {
     }
 
     async fn deks_not_under(&self, kek: &KekId, limit: usize) -> Result<Vec<DekRecord>> {
-        let sql = format!(
-            "SELECT {DEK_COLUMNS} FROM coffer_deks \
-             WHERE wrapped IS NOT NULL AND NOT (kek_name = $1 AND kek_version = $2) \
-             ORDER BY scope, version LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(kek.name().to_owned())
-            .bind(i64::from(kek.version()))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-        rows.iter()
-            .map(decode_dek)
-            .collect::<Result<_, _>>()
-            .map_err(db)
+        self.live_deks_by_kek(kek, false, limit).await
     }
 
     async fn deks_under(&self, kek: &KekId, limit: usize) -> Result<Vec<DekRecord>> {
-        let sql = format!(
-            "SELECT {DEK_COLUMNS} FROM coffer_deks \
-             WHERE wrapped IS NOT NULL AND kek_name = $1 AND kek_version = $2 \
-             ORDER BY scope, version LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(kek.name().to_owned())
-            .bind(i64::from(kek.version()))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-        rows.iter()
-            .map(decode_dek)
-            .collect::<Result<_, _>>()
-            .map_err(db)
+        self.live_deks_by_kek(kek, true, limit).await
     }
 
     async fn count_deks_not_under(&self, kek: &KekId) -> Result<u64> {
