@@ -303,6 +303,52 @@ fn tokens_from_the_cli_serve_data_log_json_and_audit_verifies() {
 }
 
 #[test]
+fn data_access_answered_before_a_kill_9_is_in_the_audit_trail() {
+    // The reproduction: 5 encrypts, then SIGKILL. With a bound of 0 each answer waits
+    // for its record; the default bound loses at most that many items (audit_durability.rs).
+    let mut svc = Service::new("audit_interval = \"1h\"\naudit_max_unrecorded = 0\n");
+    svc.start(&[]);
+    let admin = svc.token(&["--admin"]);
+    let acme = svc.token(&["--tenant", "acme"]);
+    let rt = runtime();
+    rt.block_on(async {
+        let c = Client::new(&svc.base);
+        let r = c
+            .post(
+                "/v1/admin/scopes",
+                &admin,
+                json!({"scope": "acme:k", "tenant": "acme"}),
+            )
+            .await;
+        assert_eq!(r.0, 201, "{}", r.1);
+        for _ in 0..5 {
+            let r = c
+                .post(
+                    "/v1/scopes/acme:k/encrypt",
+                    &acme,
+                    json!({"encoding": "utf8", "items": [{"column": "c", "plaintext": "v"}]}),
+                )
+                .await;
+            assert_eq!(r.0, 200, "{}", r.1);
+        }
+    });
+    let mut child = svc.child.take().unwrap();
+    child.kill().unwrap(); // SIGKILL: no shutdown flush
+    child.wait().unwrap();
+    let rows = psql(
+        &svc.url,
+        "SELECT detail FROM coffer_audit WHERE operation = 'data-access' AND scope = 'acme:k' ORDER BY id",
+    );
+    let encrypted: u64 = rows
+        .lines()
+        .filter(|l| l.contains("operation=encrypt"))
+        .filter_map(|l| l.split(' ').find_map(|kv| kv.strip_prefix("ok=")))
+        .map(|n| n.trim().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(encrypted, 5, "{rows}");
+}
+
+#[test]
 fn shutdown_lets_the_request_in_flight_finish() {
     let mut svc = Service::new("");
     svc.start(&[]);

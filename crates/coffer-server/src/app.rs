@@ -151,6 +151,11 @@ impl App {
         self.0.access.flush(&self.0.keyring, last).await;
     }
 
+    /// Data-access items counted and not yet written to the audit trail.
+    pub fn unrecorded_audit_items(&self) -> u64 {
+        self.0.access.unrecorded()
+    }
+
     /// Waits until no detached request is running, or `limit` has passed; returns how many
     /// were still running.
     pub(crate) async fn wait_detached(&self, limit: Duration) -> usize {
@@ -752,9 +757,36 @@ pub(crate) async fn plain_request_id(mut req: Request, next: Next) -> Response {
 pub(crate) async fn detach(State(app): State<App>, req: Request, next: Next) -> Response {
     app.0.detached.send_modify(|n| *n += 1);
     let done = Detached(app.clone());
+    let data = is_data_request(req.uri().path());
+    let settler = app.clone();
     let task = tokio::spawn(async move {
         let _done = done; // counts the request finished even if it panics
-        next.run(req).await
+        let resp = next.run(req).await;
+        if !data {
+            return resp;
+        }
+        // Before the answer leaves: at most `audit_max_unrecorded` items answered and not yet
+        // in the audit trail (crate::audit).
+        let bound = settler.0.config.audit_max_unrecorded;
+        match settler.0.access.settle(&settler.0.keyring, bound).await {
+            Ok(()) => resp,
+            Err(crate::audit::Unrecorded(n)) => {
+                metrics::counter!("coffer_service_audit_withheld_total").increment(1);
+                tracing::error!(
+                    unrecorded = n,
+                    bound,
+                    "answer withheld: the data-access audit records could not be written"
+                );
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "audit_unavailable",
+                    "the answer was withheld because its data-access audit record could not be \
+                     written to the key store; the server log has the cause. Retry once the key \
+                     store is reachable",
+                )
+                .into_response()
+            }
+        }
     });
     match tokio::time::timeout(app.0.config.request_timeout, task).await {
         Ok(Ok(resp)) => resp,
@@ -780,6 +812,13 @@ pub(crate) async fn detach(State(app): State<App>, req: Request, next: Next) -> 
         )
         .into_response(),
     }
+}
+
+/// Whether a path is a data endpoint, whose items are counted in the data-access audit (the
+/// admin endpoints write their records before they answer; health, metrics and the document
+/// hold no data).
+fn is_data_request(path: &str) -> bool {
+    path.starts_with("/v1/") && !path.starts_with("/v1/admin/")
 }
 
 /// Counts a detached request finished when dropped.

@@ -40,6 +40,10 @@ pub struct ServiceConfig {
     pub token_cache_ttl: Duration,
     /// How often data-access audit records are written (one per token, scope and operation).
     pub audit_interval: Duration,
+    /// Most items of answered requests whose data-access count may be unwritten at any time
+    /// (what a kill -9 can lose); a request past it writes the pending records before its
+    /// answer leaves. 0: every data request is recorded before it is answered.
+    pub audit_max_unrecorded: u64,
     /// Whether request metrics carry a `tenant` label (default off: tenant names may be
     /// sensitive, and each one multiplies the series).
     pub metrics_tenant_label: bool,
@@ -128,6 +132,7 @@ impl Default for ServiceConfig {
             shutdown_timeout: Duration::from_secs(30),
             token_cache_ttl: Duration::from_secs(5),
             audit_interval: Duration::from_secs(60),
+            audit_max_unrecorded: 256,
             metrics_tenant_label: false,
             log_level: "info".to_owned(),
             log_redact_patterns: Vec::new(),
@@ -155,6 +160,7 @@ struct Raw {
     shutdown_timeout: Option<String>,
     token_cache_ttl: Option<String>,
     audit_interval: Option<String>,
+    audit_max_unrecorded: Option<u64>,
     metrics_tenant_label: Option<bool>,
     log_level: Option<String>,
     log_redact_patterns: Option<Vec<String>>,
@@ -226,6 +232,7 @@ impl ServiceConfig {
                 .map(|t| duration("audit_interval", &t))
                 .transpose()?
                 .unwrap_or(d.audit_interval),
+            audit_max_unrecorded: raw.audit_max_unrecorded.unwrap_or(d.audit_max_unrecorded),
             metrics_tenant_label: raw.metrics_tenant_label.unwrap_or(false),
             log_level: raw.log_level.unwrap_or(d.log_level),
             log_redact_patterns: raw.log_redact_patterns.unwrap_or_default(),
