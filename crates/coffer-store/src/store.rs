@@ -109,9 +109,23 @@ impl SqlStore {
             ));
         };
         let max = if backend == Backend::Sqlite { 4 } else { 10 };
+        let sqlite = backend == Backend::Sqlite;
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // Freed cells and pages are zeroed, so the wraps a destroy erases do
+                        // not linger in the file's free space (docs/KEYS.md, "What a destroy
+                        // leaves behind"). A per-connection setting.
+                        sqlx::query("PRAGMA secure_delete = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&url)
             .await
             .map_err(|e| Error::store(format!("cannot open the key store: {e}")))?;
@@ -124,6 +138,43 @@ impl SqlStore {
         let store = SqlStore { pool, backend, bus };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// After a destroy has committed: removes the erased wraps' old row versions where the
+    /// database keeps them. SQLite (with `secure_delete` on every connection) checkpoints its
+    /// write-ahead log and truncates it to zero bytes; PostgreSQL vacuums `coffer_deks`, which
+    /// frees the dead row versions that still hold the wraps. Best effort: the destroy has
+    /// committed either way; a failure (a reader holding the WAL, a long transaction keeping an
+    /// old snapshot) is logged, and the next destroy or the database's own checkpoint and
+    /// autovacuum finish the job. What neither can reach (PostgreSQL's WAL and its archives,
+    /// replicas, backups, the file system's freed blocks) is in docs/KEYS.md.
+    async fn purge_erased(&self) {
+        let outcome = match self.backend {
+            Backend::Sqlite => sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.pool)
+                .await
+                .map(|row| {
+                    use sqlx::Row as _;
+                    // (busy, log frames, checkpointed frames); busy = 1: a reader held it.
+                    row.try_get::<i64, _>(0).unwrap_or(1) == 0
+                }),
+            Backend::Postgres => sqlx::query("VACUUM coffer_deks")
+                .execute(&self.pool)
+                .await
+                .map(|_| true),
+        };
+        match outcome {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "after a destroy, the SQLite write-ahead log could not be truncated (a reader \
+                 held it); the erased wraps leave it at the next checkpoint"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "after a destroy, the erased wraps' old row versions could not be purged now; \
+                 the database's own checkpoint or autovacuum will"
+            ),
+        }
     }
 
     /// The backend.
@@ -748,30 +799,33 @@ impl KeyStore for SqlStore {
     async fn destroy_scope(&self, scope: &ScopeId) -> Result<u32> {
         let now = self.backend.now();
         let scope = scope.as_str().to_owned();
-        self.retry(|tx| {
-            let scope = scope.clone();
-            Box::pin(async move {
-                let sql = format!(
-                    "UPDATE coffer_scopes SET destroyed_at_us = {now} \
+        let n = self
+            .retry(|tx| {
+                let scope = scope.clone();
+                Box::pin(async move {
+                    let sql = format!(
+                        "UPDATE coffer_scopes SET destroyed_at_us = {now} \
                      WHERE scope = $1 AND destroyed_at_us IS NULL"
-                );
-                sqlx::query(&sql)
-                    .bind(scope.clone())
-                    .execute(&mut **tx)
-                    .await?;
-                let sql = format!(
-                    "UPDATE coffer_deks SET wrapped = NULL, state = 'destroyed', \
+                    );
+                    sqlx::query(&sql)
+                        .bind(scope.clone())
+                        .execute(&mut **tx)
+                        .await?;
+                    let sql = format!(
+                        "UPDATE coffer_deks SET wrapped = NULL, state = 'destroyed', \
                      state_changed_at_us = {now} WHERE scope = $1 AND wrapped IS NOT NULL"
-                );
-                let n = sqlx::query(&sql)
-                    .bind(scope)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected();
-                Ok(u32::try_from(n).unwrap_or(u32::MAX))
+                    );
+                    let n = sqlx::query(&sql)
+                        .bind(scope)
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected();
+                    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+                })
             })
-        })
-        .await
+            .await?;
+        self.purge_erased().await;
+        Ok(n)
     }
 
     async fn append_audit(
