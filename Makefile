@@ -1,5 +1,5 @@
 # Coffer — one entry point for building, testing and benchmarking.
-#   make test    everything CI runs: format, lints, layering, docs, tests (default and FIPS builds, Python), fuzz smoke
+#   make test    everything CI runs: format, lints, layering, docs (and the tests they cite), tests (default and FIPS builds, Python), fuzz smoke
 #   make bench   criterion benchmarks with same-run baselines (raw aws-lc-rs, openssl speed)
 #   make run     the encryption service on the embedded defaults (`coffer serve --dev` in ./.coffer-dev/),
 #                printing a curl that encrypts and one that decrypts (scripts/run-dev.sh); Ctrl-C stops it
@@ -25,6 +25,7 @@ layering:
 
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
+	scripts/check-doc-tests.py
 
 services:
 	scripts/services-up.sh
