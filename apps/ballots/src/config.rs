@@ -43,6 +43,7 @@ struct AppTable {
     database_connections: Option<u32>,
     encryption: Option<bool>,
     metrics_token: Option<String>,
+    secure_cookies: Option<bool>,
 }
 
 /// The application's settings, checked.
@@ -73,6 +74,10 @@ pub struct AppConfig {
     /// `metrics_token`: where the bearer token of `GET /metrics` is (`env:VAR` or `file:PATH`),
     /// kept only as its hash. Without it, `/metrics` refuses every request.
     pub metrics_token_hash: Option<[u8; 32]>,
+    /// `secure_cookies`: mark every cookie `Secure` (`true`), never (`false`), or, when unset,
+    /// exactly when the request came over HTTPS as the TLS-terminating proxy reports it
+    /// (`X-Forwarded-Proto: https`).
+    pub secure_cookies: Option<bool>,
 }
 
 /// The environment variable the embedded defaults read the metrics token from, when it is set.
@@ -254,6 +259,7 @@ impl AppConfig {
             database_connections,
             encryption,
             metrics_token_hash,
+            secure_cookies: t.secure_cookies,
         })
     }
 }

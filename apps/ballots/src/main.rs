@@ -211,6 +211,10 @@ fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
         .layer(axum::middleware::from_fn(pages::same_origin))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            pages::secure_cookies,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(app)
 }

@@ -104,6 +104,40 @@ fn check_csrf(jar: &CookieJar, token: Option<&str>) -> Result<String, AppError> 
     Ok(voter)
 }
 
+/// Adds `Secure` to every cookie the response sets when the request came over HTTPS
+/// (`X-Forwarded-Proto: https` from the proxy in front, or `[app] secure_cookies = true`), so a
+/// browser never sends the voter or admin cookie over plain HTTP. Ballots itself serves plain
+/// HTTP; a client that forges the header only makes its own cookies stricter.
+pub async fn secure_cookies(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let https = req
+        .headers()
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    let mut resp = next.run(req).await;
+    if !app.cfg.secure_cookies.unwrap_or(https) {
+        return resp;
+    }
+    let set: Vec<header::HeaderValue> = resp
+        .headers_mut()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| {
+            let text = v.to_str().unwrap_or_default();
+            if text.is_empty() || text.to_ascii_lowercase().contains("; secure") {
+                v.clone()
+            } else {
+                header::HeaderValue::from_str(&format!("{text}; Secure")).unwrap_or(v.clone())
+            }
+        })
+        .collect();
+    resp.headers_mut().remove(header::SET_COOKIE);
+    for v in set {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
 /// Refuses (403) any request other than GET and HEAD that the browser marks as coming from
 /// another site: `Sec-Fetch-Site` other than `same-origin` or `none`, or an `Origin` that is not
 /// this host. Requests without these headers (curl, API clients, old browsers) pass; the pages'
