@@ -36,6 +36,9 @@ pub const ENV_STORE_URL: &str = "COFFER_STORE_URL";
 /// Overrides `[cache] redis_url` and `redis_cluster`: a URL means that one Redis server, empty
 /// disables L2.
 pub const ENV_REDIS_URL: &str = "COFFER_REDIS_URL";
+/// Overrides `[cache] redis_cluster` (and `redis_url`, unless `COFFER_REDIS_URL` is set too):
+/// the seed nodes of a Redis Cluster, separated by commas; empty disables L2.
+pub const ENV_REDIS_CLUSTER: &str = "COFFER_REDIS_CLUSTER";
 
 /// The whole file.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -232,7 +235,8 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Reads a file, applies `COFFER_STORE_URL` / `COFFER_REDIS_URL`, and checks it.
+    /// Reads a file, applies `COFFER_STORE_URL` / `COFFER_REDIS_URL` / `COFFER_REDIS_CLUSTER`,
+    /// and checks it.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::config(format!(
@@ -250,14 +254,31 @@ impl Config {
 
     /// Applies the environment overrides.
     pub fn apply_env(&mut self) {
-        if let Ok(url) = std::env::var(ENV_STORE_URL)
-            && !url.is_empty()
-        {
+        self.apply_overrides(|name| std::env::var(name).ok());
+    }
+
+    /// Applies the overrides that `var` gives for [`ENV_STORE_URL`], [`ENV_REDIS_URL`] and
+    /// [`ENV_REDIS_CLUSTER`] (the environment, in [`Config::apply_env`]).
+    pub fn apply_overrides(&mut self, var: impl Fn(&str) -> Option<String>) {
+        if let Some(url) = var(ENV_STORE_URL).filter(|u| !u.is_empty()) {
             self.store.url = url;
         }
-        if let Ok(url) = std::env::var(ENV_REDIS_URL) {
-            self.cache.redis_url = (!url.is_empty()).then_some(url);
+        let redis_url = var(ENV_REDIS_URL);
+        if let Some(url) = &redis_url {
+            self.cache.redis_url = (!url.is_empty()).then(|| url.clone());
             self.cache.redis_cluster = None;
+        }
+        if let Some(nodes) = var(ENV_REDIS_CLUSTER) {
+            let nodes: Vec<String> = nodes
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if redis_url.is_none() {
+                self.cache.redis_url = None;
+            }
+            self.cache.redis_cluster = (!nodes.is_empty()).then_some(nodes);
         }
     }
 
@@ -305,7 +326,8 @@ impl Config {
         match (&self.cache.redis_url, &self.cache.redis_cluster) {
             (Some(_), Some(_)) => {
                 return Err(Error::config(
-                    "[cache] has both redis_url and redis_cluster: keep redis_url for one Redis \
+                    "[cache] has both redis_url and redis_cluster (from the file, or from \
+                     COFFER_REDIS_URL and COFFER_REDIS_CLUSTER): keep redis_url for one Redis \
                      server, or redis_cluster for the seed nodes of a Redis Cluster",
                 ));
             }
@@ -566,6 +588,54 @@ mod tests {
         assert_eq!(k.derived_keys, 256);
         let set = Config::from_toml(&format!("{MINIMAL}\n[cache]\nderived_keys = 32")).unwrap();
         assert_eq!(set.keyring_config().unwrap().derived_keys, 32);
+    }
+
+    #[test]
+    fn environment_overrides_pick_one_redis_or_a_cluster() {
+        let with = |file: &str, env: &[(&str, &str)]| {
+            let mut cfg = Config::from_toml(&format!("{MINIMAL}\n[cache]\n{file}")).unwrap();
+            cfg.apply_overrides(|name| {
+                env.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            });
+            cfg
+        };
+        let one = "redis_url = \"redis://one:6379\"\ncache_key = \"env:K\"";
+        let cluster = "redis_cluster = [\"redis://c:7000\"]\ncache_key = \"env:K\"";
+        // The cluster variable replaces a single server from the file, seed list trimmed.
+        let c = with(
+            one,
+            &[(ENV_REDIS_CLUSTER, " redis://a:7000, redis://b:7001 ,")],
+        );
+        assert_eq!(c.cache.redis_url, None);
+        assert_eq!(
+            c.cache.redis_cluster.as_deref(),
+            Some(&["redis://a:7000".to_owned(), "redis://b:7001".to_owned()][..])
+        );
+        c.check().unwrap();
+        // The single-server variable replaces a cluster from the file.
+        let c = with(cluster, &[(ENV_REDIS_URL, "redis://r:6379")]);
+        assert_eq!(
+            (c.cache.redis_url.as_deref(), c.cache.redis_cluster),
+            (Some("redis://r:6379"), None)
+        );
+        // Empty disables L2.
+        let c = with(cluster, &[(ENV_REDIS_CLUSTER, "")]);
+        assert_eq!((c.cache.redis_url, c.cache.redis_cluster), (None, None));
+        // Both set: a clear error naming the variables.
+        let c = with(
+            "",
+            &[
+                (ENV_REDIS_URL, "redis://r:6379"),
+                (ENV_REDIS_CLUSTER, "redis://a:7000"),
+            ],
+        );
+        let e = c.check().unwrap_err().to_string();
+        assert!(e.contains("COFFER_REDIS_CLUSTER"), "{e}");
+        // Nothing set: the file stands.
+        let c = with(cluster, &[]);
+        assert_eq!(c.cache.redis_cluster.map(|n| n.len()), Some(1));
     }
 
     #[test]
