@@ -415,10 +415,11 @@ impl FromRequestParts<App> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        let ip = parts
+        let peer = parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip());
+        let ip = client_ip(&app.0.config.trusted_proxies, &parts.headers, peer);
         app.auth_blocked(ip)?;
         let fail = |e: ApiError| app.auth_failed(ip, e);
         let header = parts
@@ -616,8 +617,9 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_owned();
-    let client = client_addr(&req);
-    let client = client.as_ref().map(|a| a.ip().to_string());
+    let peer = client_addr(&req).map(|a| a.ip());
+    let client = client_ip(&app.0.config.trusted_proxies, req.headers(), peer);
+    let client = client.as_ref().map(ToString::to_string);
     let client = client.as_deref().unwrap_or("-");
     let slot = CallerSlot::default();
     req.extensions_mut().insert(slot.clone());
@@ -709,8 +711,40 @@ pub(crate) async fn observe(State(app): State<App>, mut req: Request, next: Next
 /// plain), logged on its request line, and returned on the response.
 pub(crate) const REQUEST_ID: &str = "x-request-id";
 
-/// The peer address of the connection (the service reads no forwarding header: behind a proxy
-/// this is the proxy's address).
+/// The client's address: the peer's, or, when the peer is one of the `trusted_proxies`, the
+/// nearest `X-Forwarded-For` address that is not itself a trusted proxy (each proxy appends
+/// the address it received the request from, so the entries left of the last untrusted one
+/// are whatever the client wrote). A header that does not parse falls back to the peer.
+pub(crate) fn client_ip(
+    trusted: &[ipnet::IpNet],
+    headers: &axum::http::HeaderMap,
+    peer: Option<std::net::IpAddr>,
+) -> Option<std::net::IpAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let mut nearest = peer;
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(text) = value.to_str() else {
+            return Some(peer);
+        };
+        for part in text.rsplit(',') {
+            let Ok(ip) = part.trim().parse::<std::net::IpAddr>() else {
+                return Some(peer);
+            };
+            nearest = ip;
+            if !is_trusted(&ip) {
+                return Some(ip);
+            }
+        }
+    }
+    Some(nearest)
+}
+
+/// The peer address of the connection (behind a proxy, the proxy's; [`client_ip`] reads the
+/// forwarding header of trusted proxies).
 pub(crate) fn client_addr<B>(req: &axum::http::Request<B>) -> Option<std::net::SocketAddr> {
     req.extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()

@@ -58,6 +58,11 @@ pub struct ServiceConfig {
     /// The hash of the token that may scrape `/metrics` besides admin tokens, read from the
     /// `metrics_token` reference (`env:NAME` or `file:PATH`) at start.
     pub metrics_token: Option<MetricsToken>,
+    /// Networks of the proxies in front of the service (`trusted_proxies`, CIDR). A request
+    /// from one of them is attributed to the client its `X-Forwarded-For` names (the nearest
+    /// address that is not itself a trusted proxy), for the failed-authentication limit and the
+    /// request log. Empty (the default): the peer address, and the header is never read.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The hash of the `/metrics` scrape token (the token itself is not kept).
@@ -139,6 +144,7 @@ impl Default for ServiceConfig {
             log_sensitive_fields: Vec::new(),
             bench_endpoints: false,
             metrics_token: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -161,6 +167,7 @@ struct Raw {
     token_cache_ttl: Option<String>,
     audit_interval: Option<String>,
     audit_max_unrecorded: Option<u64>,
+    trusted_proxies: Option<Vec<String>>,
     metrics_tenant_label: Option<bool>,
     log_level: Option<String>,
     log_redact_patterns: Option<Vec<String>>,
@@ -172,6 +179,19 @@ struct Raw {
 fn duration(what: &str, text: &str) -> Result<Duration, ConfigError> {
     coffer_keys::config::duration(&format!("[service] {what}"), text)
         .map_err(|e| ConfigError(e.to_string()))
+}
+
+/// A `trusted_proxies` entry: a network (`10.0.0.0/8`) or one address (`127.0.0.1`).
+fn proxy_network(text: &str) -> Result<ipnet::IpNet, ConfigError> {
+    let t = text.trim();
+    t.parse::<ipnet::IpNet>()
+        .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            ConfigError(format!(
+                "[service] trusted_proxies: '{text}' is not an address or network; write e.g. \
+                 \"10.0.0.0/8\" or \"127.0.0.1\""
+            ))
+        })
 }
 
 impl ServiceConfig {
@@ -233,6 +253,12 @@ impl ServiceConfig {
                 .transpose()?
                 .unwrap_or(d.audit_interval),
             audit_max_unrecorded: raw.audit_max_unrecorded.unwrap_or(d.audit_max_unrecorded),
+            trusted_proxies: raw
+                .trusted_proxies
+                .unwrap_or_default()
+                .iter()
+                .map(|n| proxy_network(n))
+                .collect::<Result<_, _>>()?,
             metrics_tenant_label: raw.metrics_tenant_label.unwrap_or(false),
             log_level: raw.log_level.unwrap_or(d.log_level),
             log_redact_patterns: raw.log_redact_patterns.unwrap_or_default(),
