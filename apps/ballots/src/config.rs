@@ -138,10 +138,29 @@ impl Settings {
     }
 
     fn embedded(dev: bool) -> Result<Settings> {
+        let store_file = DEFAULT_KEY_STORE.trim_start_matches("sqlite:");
+        let store_exists = Path::new(store_file).exists();
         let source = if dev {
+            if store_exists && !Path::new(DEV_KEY_FILE).exists() {
+                bail!(
+                    "--dev: {store_file} is here but {DEV_KEY_FILE} is not, so its ballot keys \
+                     were made under another master key and a new development key could not \
+                     open them. Run without --dev and set {MASTER_KEY_ENV} to the key that made \
+                     it, or remove {store_file} and {} to start over",
+                    DEFAULT_DATABASE.trim_start_matches("sqlite:")
+                );
+            }
             coffer_keys::source::create_key_file(Path::new(DEV_KEY_FILE))?;
             format!("file:{DEV_KEY_FILE}")
         } else {
+            if std::env::var_os(MASTER_KEY_ENV).is_none() && store_exists {
+                bail!(
+                    "{MASTER_KEY_ENV} is not set, and {store_file} here holds ballot keys wrapped \
+                     under the master key it was made with: set {MASTER_KEY_ENV} to that same \
+                     key (restore it from where you keep it; a new one cannot open them), or \
+                     pass --config FILE"
+                );
+            }
             if std::env::var_os(MASTER_KEY_ENV).is_none() {
                 bail!(
                     "no ballots.toml here and {MASTER_KEY_ENV} is not set: export \
