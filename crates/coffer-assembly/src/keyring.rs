@@ -79,12 +79,29 @@ pub async fn open_keyring(config: &Config) -> Result<Keyring> {
 
 /// The start-up proof: every KEK the store knows must open its canary (a wrong key stops here,
 /// before anything is written), then KEKs new to the store are registered. Returns the ids
-/// registered now.
+/// registered now. Then the tombstone ledger's start-up check (`[audit] tombstone_file`): a
+/// store restored to before the latest destroy has every listed scope destroyed again before
+/// anything is served (docs/KEYS.md §7.7).
 pub async fn prove_keks(keyring: &Keyring) -> Result<Vec<KekId>> {
     for (_, result) in keyring.check_keks().await? {
         result?;
     }
-    Ok(keyring.register_keks().await?)
+    let registered = keyring.register_keks().await?;
+    check_tombstones(keyring).await?;
+    Ok(registered)
+}
+
+/// The tombstone ledger's start-up check, logged when it destroyed anything again.
+pub async fn check_tombstones(keyring: &Keyring) -> Result<()> {
+    let report = keyring.check_tombstones_at_start().await?;
+    if !report.reapplied.is_empty() {
+        tracing::warn!(
+            scopes = report.reapplied.len(),
+            "destroyed again from the tombstone ledger: the key store had been restored from an \
+             older copy (run `coffer keys restored --yes` to bump its epoch)"
+        );
+    }
+    Ok(())
 }
 
 /// [`open_keyring_with`], then [`prove_keks`].
@@ -99,8 +116,8 @@ pub async fn start(config: &Config) -> Result<Keyring> {
     start_with(config, config.keyring_config()?).await
 }
 
-/// The one call for a Rust application: reads `path` (a coffer.toml; `COFFER_STORE_URL` and
-/// `COFFER_REDIS_URL` override it), opens the store, every KEK and the L2 cache, proves the KEKs
+/// The one call for a Rust application: reads `path` (a coffer.toml; `COFFER_STORE_URL`,
+/// `COFFER_REDIS_URL` and `COFFER_REDIS_CLUSTER` override it), opens the store, every KEK and the L2 cache, proves the KEKs
 /// and registers new ones ([`start`]).
 pub async fn keyring_from_file(path: impl AsRef<Path>) -> Result<Keyring> {
     start(&Config::load(path.as_ref())?).await

@@ -39,7 +39,7 @@ pub use files::{
     file_keyrings_for_decrypt, file_keyrings_for_encrypt, open_scope_file, refs, scope_file_keyring,
 };
 pub use keyring::{
-    kek_ring, keyring_from_file, keyring_on, open_keyring, open_keyring_with, open_store,
-    prove_keks, start, start_with,
+    check_tombstones, kek_ring, keyring_from_file, keyring_on, open_keyring, open_keyring_with,
+    open_store, prove_keks, start, start_with,
 };
 pub use registry::Registry;

@@ -366,9 +366,31 @@ async fn restored(a: &RestoredArgs) -> Result<()> {
     }
     let kr = open(&cfg, &a.config).await?;
     let epoch = kr.mark_restored(a.gap).await?;
+    let t = kr.apply_tombstones().await?;
+    let ledger = if cfg.audit.tombstone_file.is_none() {
+        "no tombstone ledger is configured ([audit] tombstone_file): re-destroy by hand every \
+         scope destroyed since the backup (docs/KEYS.md §7.7)"
+            .to_owned()
+    } else {
+        let mut s = format!(
+            "tombstone ledger: {} entries, {} scopes destroyed again",
+            t.entries,
+            t.reapplied.len()
+        );
+        if !t.reapplied.is_empty() {
+            s.push_str(&format!(" ({})", t.reapplied.join(", ")));
+        }
+        if t.rejected > 0 {
+            s.push_str(&format!(
+                "; {} lines did not verify and were skipped (another store's, or altered)",
+                t.rejected
+            ));
+        }
+        s
+    };
     out(&format!(
-        "store epoch is now {epoch}; new versions skip {} numbers; restart every process, then \
-         follow docs/KEYS.md §7.7 (re-destroy scopes destroyed since the backup)\n",
+        "store epoch is now {epoch}; new versions skip {} numbers; {ledger}; restart every \
+         process, then follow docs/KEYS.md §7.7\n",
         a.gap
     ))
 }

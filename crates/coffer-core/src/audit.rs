@@ -25,6 +25,9 @@ use crate::error::Result;
 use crate::kdf::{self, Purpose};
 use crate::secret::{Dek, SubKey};
 
+/// The 32 bytes in front of every tombstone-ledger body under the chain key.
+pub const TOMBSTONE_DOMAIN: [u8; 32] = *b"coffer/tombstone-ledger/v1\0\0\0\0\0\0";
+
 /// The HMAC-SHA-256 key of the audit chain (zeroized on drop; never printed).
 pub struct ChainKey {
     key: SubKey<32>,
@@ -60,6 +63,18 @@ impl ChainKey {
     /// Whether `hash` is the MAC of `prev ‖ body` (constant time).
     pub fn verify(&self, prev: &[u8; 32], body: &[u8], hash: &[u8; 32]) -> bool {
         constant_time_eq(&self.mac(prev, body), hash)
+    }
+
+    /// The MAC of a tombstone-ledger entry: `HMAC-SHA-256(key, TOMBSTONE_DOMAIN ‖ body)`. The
+    /// domain stands where a chain record has its previous hash, so an entry's MAC is never a
+    /// valid chain hash and the reverse (docs/FORMAT.md, "Tombstone ledger").
+    pub fn tombstone_mac(&self, body: &[u8]) -> [u8; 32] {
+        self.mac(&TOMBSTONE_DOMAIN, body)
+    }
+
+    /// Whether `mac` is the tombstone MAC of `body` (constant time).
+    pub fn verify_tombstone(&self, body: &[u8], mac: &[u8; 32]) -> bool {
+        constant_time_eq(&self.tombstone_mac(body), mac)
     }
 }
 

@@ -190,6 +190,11 @@ pub struct AuditConfig {
     /// checks the store against it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anchor_file: Option<std::path::PathBuf>,
+    /// The tombstone ledger: a file outside the key store with one MAC'd line per destroyed
+    /// scope, so that restoring an older key store cannot bring a destroyed scope back
+    /// (docs/KEYS.md §7.7).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tombstone_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AuditConfig {
@@ -198,6 +203,7 @@ impl Default for AuditConfig {
             actor: None,
             unwraps: true,
             anchor_file: None,
+            tombstone_file: None,
         }
     }
 }
@@ -397,6 +403,7 @@ impl Config {
             audit_unwraps: self.audit.unwraps,
             actor: self.audit.actor.clone().unwrap_or_else(default_actor),
             audit_anchor_file: self.audit.anchor_file.clone(),
+            tombstone_file: self.audit.tombstone_file.clone(),
             ..KeyringConfig::default()
         })
     }

@@ -28,7 +28,7 @@ pub use files::FileKeyring;
 pub use kek::{KekId, KekProvider, KekRing, LocalKek, WrapContext};
 pub use keyring::{
     AUDIT_SCOPE, BatchItem, BlindIndexSpec, DekCheck, Keyring, KeyringConfig, LeasedFieldKey,
-    LoadHook, RewrapReport, StatsSnapshot,
+    LoadHook, RewrapReport, StatsSnapshot, TombstoneReport,
 };
 pub use source::{KekScheme, KekSource, SecretRef};
 pub use store::{

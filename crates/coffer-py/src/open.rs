@@ -62,7 +62,9 @@ pub fn assembly_err(e: coffer_assembly::Error) -> pyo3::PyErr {
 /// The keyring of the configuration (coffer-assembly: store, every `[[kek]]` provider this
 /// build has, the Redis L2 when configured), with its KEKs proven: each KEK the store knows
 /// must open its canary, and the primary must open what the store holds under its id, so a
-/// wrong key fails here (`WrongKekError`) rather than at the first write. Nothing is written.
+/// wrong key fails here (`WrongKekError`) rather than at the first write. Nothing is written,
+/// unless the tombstone ledger shows the store was restored to before a destroy (then the
+/// listed scopes are destroyed again; docs/KEYS.md §7.7).
 pub async fn keyring(config: Config) -> PyResult<Keyring> {
     let keyring = coffer_assembly::open_keyring(&config)
         .await
@@ -74,5 +76,8 @@ pub async fn keyring(config: Config) -> PyResult<Keyring> {
         .prove_kek(keyring.keks().primary_id(), None)
         .await
         .map_err(errors::keys)?;
+    coffer_assembly::check_tombstones(&keyring)
+        .await
+        .map_err(assembly_err)?;
     Ok(keyring)
 }

@@ -35,6 +35,9 @@ pub struct KeyringConfig {
     /// A file rewritten (atomically, mode 0600) with the audit trail's head (`id hash-hex`)
     /// after each append, for `coffer keys audit --verify --anchor FILE` (docs/KEYS.md §4).
     pub audit_anchor_file: Option<std::path::PathBuf>,
+    /// The tombstone ledger (`[audit] tombstone_file`): every destroy appends a line; start-up
+    /// and `mark_restored` destroy again any listed scope the store holds alive.
+    pub tombstone_file: Option<std::path::PathBuf>,
 }
 
 impl Default for KeyringConfig {
@@ -53,6 +56,7 @@ impl Default for KeyringConfig {
             audit_unwraps: true,
             actor: "coffer".to_owned(),
             audit_anchor_file: None,
+            tombstone_file: None,
         }
     }
 }

@@ -518,6 +518,14 @@ impl Keyring {
                 .detail(format!("{n} key versions erased")),
         )
         .await?;
+        let at = self
+            .inner
+            .store
+            .scope(scope)
+            .await?
+            .and_then(|s| s.destroyed_at_us)
+            .unwrap_or_default();
+        self.append_tombstone(scope, at).await?;
         Ok(n)
     }
 

@@ -23,6 +23,7 @@ mod lifecycle;
 mod live;
 mod notify;
 mod resolve;
+mod tombstones;
 mod trail;
 mod write;
 
@@ -46,6 +47,7 @@ pub use fields::{BatchItem, BlindIndexSpec};
 pub use kek_rotation::RewrapReport;
 pub use leased::LeasedFieldKey;
 pub(crate) use live::{ActivePointer, Flights, LiveDek};
+pub use tombstones::TombstoneReport;
 pub use trail::{AUDIT_SCOPE, RESERVED_PREFIX, write_anchor};
 
 /// The algorithm label bound into every DEK's metadata tag: a Coffer v1 DEK, used only through

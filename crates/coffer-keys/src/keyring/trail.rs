@@ -80,7 +80,7 @@ impl Keyring {
 
     /// The store's chain key, created (under the primary KEK) if the store has none; opened
     /// once per process.
-    async fn chain_key(&self) -> Result<Arc<ChainKey>> {
+    pub(super) async fn chain_key(&self) -> Result<Arc<ChainKey>> {
         self.inner
             .chain
             .get_or_try_init(|| async {
