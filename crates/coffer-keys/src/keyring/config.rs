@@ -35,8 +35,9 @@ pub struct KeyringConfig {
     /// A file rewritten (atomically, mode 0600) with the audit trail's head (`id hash-hex`)
     /// after each append, for `coffer keys audit --verify --anchor FILE` (docs/KEYS.md §4).
     pub audit_anchor_file: Option<std::path::PathBuf>,
-    /// The tombstone ledger (`[audit] tombstone_file`): every destroy appends a line; start-up
-    /// and `mark_restored` destroy again any listed scope the store holds alive.
+    /// The tombstone ledger (`[audit] tombstone_file`): every destroy appends a line; the
+    /// start-up check and `apply_tombstones` destroy again any listed scope the store holds
+    /// alive.
     pub tombstone_file: Option<std::path::PathBuf>,
 }
 

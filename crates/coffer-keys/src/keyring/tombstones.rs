@@ -8,9 +8,9 @@
 //! ledger of another key store does not apply. Lines that do not verify are skipped and
 //! counted, never acted on.
 //!
-//! When it is read: in full by [`Keyring::apply_tombstones`] (called by `mark_restored`, i.e.
-//! `coffer keys restored`); at start-up only its newest line is checked, which is cheap at any
-//! size and finds a store restored to before the latest destroy
+//! When it is read: in full by [`Keyring::apply_tombstones`] (which `coffer keys restored` calls
+//! after [`Keyring::mark_restored`]); at start-up only its newest line is checked, which is cheap
+//! at any size and finds a store restored to before the latest destroy
 //! ([`Keyring::check_tombstones_at_start`]).
 
 use std::io::{BufRead as _, Write as _};
