@@ -9,7 +9,8 @@
 //! with local KEKs, and a scope with a sealed value), [`keyring_audit`] (an audit trail rewritten
 //! by an attacker without the KEK).
 //!
-//! Benchmarks: [`bench_setup`] (their runtimes).
+//! Benchmarks: [`bench_setup`] (their runtimes). With the `store` feature, `store_audit` (a SQL
+//! store's audit table edited behind its back).
 //!
 //! Everything here panics with a message that says what to start or install: these are test
 //! helpers, and a panic is how a test reports a missing service.
@@ -33,6 +34,8 @@ pub mod psql;
 pub mod random;
 pub mod redis;
 pub mod softhsm;
+#[cfg(feature = "store")]
+pub mod store_audit;
 
 /// The repository's `scripts/` directory (the scripts that set services up).
 pub fn scripts_dir() -> std::path::PathBuf {
