@@ -9,8 +9,9 @@
 //! with local KEKs, and a scope with a sealed value), [`keyring_audit`] (an audit trail rewritten
 //! by an attacker without the KEK).
 //!
-//! Benchmarks: [`bench_setup`] (their runtimes). With the `store` feature, `store_audit` (a SQL
-//! store's audit table edited behind its back).
+//! Benchmarks: [`bench_setup`] (their runtimes). With the `server` feature, `server_client` (JSON
+//! over HTTP to the encryption service); with `store`, `store_audit` (a SQL store's audit table
+//! edited behind its back).
 //!
 //! Everything here panics with a message that says what to start or install: these are test
 //! helpers, and a panic is how a test reports a missing service.
@@ -33,6 +34,8 @@ pub mod process;
 pub mod psql;
 pub mod random;
 pub mod redis;
+#[cfg(feature = "server")]
+pub mod server_client;
 pub mod softhsm;
 #[cfg(feature = "store")]
 pub mod store_audit;
