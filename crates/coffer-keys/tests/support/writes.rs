@@ -51,22 +51,22 @@ pub async fn the_next_block_is_leased_ahead<E: Env>(env: &E) {
             .unwrap()
             .encryptions
     };
-    let seal = |n: u32| {
+    let seal_n = |n: u32| {
         let (kr, s, c) = (&kr, &s, &c);
         async move {
             for i in 0..n {
-                seal(&kr, s, c, &i.to_be_bytes()).await;
+                seal(kr, s, c, &i.to_be_bytes()).await;
             }
         }
     };
-    seal(40).await;
+    seal_n(40).await;
     assert_eq!(
         leased().await,
         100,
         "one block while more than half is left"
     );
     // Past half the block, the next one is leased in the background, before it is needed.
-    seal(20).await;
+    seal_n(20).await;
     let mut total = leased().await;
     for _ in 0..500 {
         if total == 200 {
@@ -77,10 +77,10 @@ pub async fn the_next_block_is_leased_ahead<E: Env>(env: &E) {
     }
     assert_eq!(total, 200, "the spare block");
     // 150 seals in all use the two blocks and lease nothing more: no block is thrown away.
-    seal(90).await;
+    seal_n(90).await;
     assert_eq!(leased().await, 200);
     // Near the limit nothing is leased ahead past it, and the version rotates as before.
-    seal(851).await;
+    seal_n(851).await;
     let deks = kr.store().deks(&s).await.unwrap();
     assert!(deks.iter().all(|d| d.encryptions <= 1000), "{deks:?}");
     assert_eq!(deks.len(), 2, "{deks:?}");
