@@ -13,15 +13,12 @@ use std::hint::black_box;
 
 use coffer_core::Dek;
 use coffer_keys::KekProvider;
+use coffer_testkit::bench_setup;
 use coffer_testkit::fixtures::DekSlot;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn unwrap(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = bench_setup::two_workers();
     let endpoint = common::moto_endpoint();
     eprintln!(
         "note: aws-kms/unwrap runs against moto at {endpoint} (loopback); moto latency is not \

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use coffer_core::{FieldContext, Kek, Suite};
 use coffer_keys::KeyStore;
 use coffer_testkit::memory::MemoryStore;
-use support::{Env, col, one_kek, scope};
+use support::{Env, col, one_kek, scope, seal};
 
 /// One in-memory store; every keyring built on it shares it, as processes share a database.
 #[derive(Default)]
@@ -131,10 +131,7 @@ async fn files_keyed_by_a_scope() {
 fn cache_and_kek_traffic_is_exported_as_metrics() {
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = coffer_testkit::bench_setup::current_thread();
     metrics::with_local_recorder(&recorder, || {
         rt.block_on(async {
             let env = Memory::default();
@@ -144,10 +141,7 @@ fn cache_and_kek_traffic_is_exported_as_metrics() {
             let c = col("x");
             kr.create_scope(&s).await.unwrap();
             // The creator keeps the new DEK: its first use is an L1 hit, with no KEK call.
-            let ct = kr
-                .encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"v")
-                .await
-                .unwrap();
+            let ct = seal(&kr, &s, &c, b"v").await;
             // Another process: one miss and one unwrap, then hits.
             let cold = one_kek(&env, &kek).await;
             for _ in 0..9 {
@@ -580,10 +574,7 @@ async fn steady_traffic_across_many_lifetimes_never_misses() {
     let s = scope("tenant:steady");
     let c = col("email");
     a.create_scope(&s).await.unwrap();
-    let sealed = a
-        .encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"a@example.org")
-        .await
-        .unwrap();
+    let sealed = seal(&a, &s, &c, b"a@example.org").await;
     a.decrypt(&s, &c, &FieldContext::new(), &sealed)
         .await
         .unwrap();
@@ -744,9 +735,7 @@ async fn the_active_pointer_is_read_once_and_refreshed_ahead_of_expiry() {
             let (a, s, c) = (a.clone(), s.clone(), c.clone());
             tokio::spawn(async move {
                 while start.elapsed() < run {
-                    a.encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"y")
-                        .await
-                        .unwrap();
+                    seal(&a, &s, &c, b"y").await;
                     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
                 }
             })

@@ -14,6 +14,7 @@ use std::task::{Context, Poll, Waker};
 use coffer_core::{Dek, KeyVersion, ScopeId};
 use coffer_keys::{Error, KekId, KekProvider, WrapContext};
 use coffer_pkcs11::{KeyMode, Pkcs11Kek, Pkcs11Ref, WRAPPED_LEN};
+use coffer_testkit::bench_setup::two_workers;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
@@ -27,14 +28,6 @@ fn hsm() -> (&'static Hsm, RwLockReadGuard<'static, ()>) {
     let hsm = support::hsm().unwrap_or_else(|e| panic!("no SoftHSM2 token for the tests: {e}"));
     let guard = LOGIN_STATE.read().unwrap_or_else(|e| e.into_inner());
     (hsm, guard)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// The slot the test DEKs are wrapped for.
@@ -82,7 +75,7 @@ fn generated_kek_is_sensitive_non_extractable_and_unique() {
     let kek = Pkcs11Kek::generate(&reference).unwrap();
     assert_eq!(kek.kind(), "pkcs11");
     assert_eq!(kek.algorithm(), "pkcs11-aes256-gcm");
-    let rt = runtime();
+    let rt = two_workers();
 
     let attrs = rt.block_on(kek.key_attributes()).unwrap();
     assert_eq!(attrs.label, label);
@@ -136,7 +129,7 @@ fn generated_kek_is_sensitive_non_extractable_and_unique() {
 fn wrap_unwrap_round_trips() {
     let (hsm, _g) = hsm();
     let kek = new_kek(hsm, "roundtrip");
-    let rt = runtime();
+    let rt = two_workers();
     let ctx = Ctx::new();
     let dek = Dek::generate().unwrap();
     let w1 = rt.block_on(kek.wrap(&dek, &ctx.wrap_context())).unwrap();
@@ -199,7 +192,7 @@ fn works_without_a_tokio_runtime() {
 fn a_changed_context_does_not_unwrap() {
     let (hsm, _g) = hsm();
     let kek = new_kek(hsm, "context").with_id(&KekId::new("main", 1).unwrap());
-    let rt = runtime();
+    let rt = two_workers();
     let ctx = Ctx::new();
     let dek = Dek::generate().unwrap();
     let w = rt.block_on(kek.wrap(&dek, &ctx.wrap_context())).unwrap();
@@ -236,7 +229,7 @@ fn a_changed_context_does_not_unwrap() {
 fn a_tampered_wrap_does_not_unwrap() {
     let (hsm, _g) = hsm();
     let kek = new_kek(hsm, "tamper");
-    let rt = runtime();
+    let rt = two_workers();
     let ctx = Ctx::new();
     let dek = Dek::generate().unwrap();
     let w = rt.block_on(kek.wrap(&dek, &ctx.wrap_context())).unwrap();
@@ -266,7 +259,7 @@ fn another_kek_does_not_unwrap() {
     let (hsm, _g) = hsm();
     let a = new_kek(hsm, "kek-a");
     let b = new_kek(hsm, "kek-b").with_id(&KekId::new("hsm", 2).unwrap());
-    let rt = runtime();
+    let rt = two_workers();
     let ctx = Ctx::new();
     let dek = Dek::generate().unwrap();
     let w = rt.block_on(a.wrap(&dek, &ctx.wrap_context())).unwrap();
@@ -318,7 +311,7 @@ fn a_lost_login_is_recovered() {
     drop(read);
     let _exclusive = LOGIN_STATE.write().unwrap_or_else(|e| e.into_inner());
     let kek = new_kek(hsm, "relogin");
-    let rt = runtime();
+    let rt = two_workers();
     let ctx = Ctx::new();
     let dek = Dek::generate().unwrap();
     let w = rt.block_on(kek.wrap(&dek, &ctx.wrap_context())).unwrap();

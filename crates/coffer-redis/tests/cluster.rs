@@ -10,12 +10,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coffer_core::{ColumnId, FieldContext, Kek, ScopeId, Suite};
-use coffer_keys::{CacheKey, KekId, KekRing, Keyring, KeyringConfig, L2Backend, LocalKek};
+use coffer_core::{FieldContext, Kek};
+use coffer_keys::{CacheKey, L2Backend};
 use coffer_redis::RedisL2;
-use coffer_store::SqlStore;
+use coffer_testkit::keyring_fixtures::{KeyringSetup, Sealed, col, open, scope, seal};
 use coffer_testkit::{ports::free_port, random};
-use common::{fast, node, nodes_seen_by, owner, require_cluster, seeds, slot, url};
+use common::{
+    fast, node, nodes_seen_by, owner, refused_as_destroyed, require_cluster, seeds, slot,
+    sqlite_store, url,
+};
 use tokio::time::Instant;
 
 fn names(prefix: &str, n: usize) -> Vec<String> {
@@ -245,62 +248,31 @@ async fn invalidation_published_on_one_node_reaches_a_subscriber_on_another() {
     );
 }
 
-fn ring(kek: &Kek) -> KekRing {
-    let id = KekId::new("main", 1).unwrap();
-    KekRing::single(id.clone(), Arc::new(LocalKek::new(id, kek.clone())))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyrings_share_deks_and_invalidations_through_the_cluster() {
     require_cluster().await;
-    let dir = tempfile::tempdir().unwrap();
-    let store_url = format!("sqlite:{}", dir.path().join("keys.db").display());
-    let store = Arc::new(SqlStore::connect(&store_url).await.unwrap());
+    let (_dir, store) = sqlite_store().await;
     let kek = Kek::generate().unwrap();
     let secret = random::bytes::<32>();
     let process = || async {
         let l2 = Arc::new(RedisL2::cluster(&seeds(), fast()).unwrap());
-        Keyring::with_l2(
-            store.clone(),
-            ring(&kek),
-            KeyringConfig::default(),
-            l2,
-            CacheKey::new(&secret, 1).unwrap(),
-        )
-        .await
-        .unwrap()
+        KeyringSetup::new(store.clone(), &kek)
+            .l2(l2, CacheKey::new(&secret, 1).unwrap())
+            .build()
+            .await
     };
     let a = process().await;
-    let scope = ScopeId::new("tenant:acme-hospital").unwrap();
-    let column = ColumnId::new("diagnosis").unwrap();
-    a.create_scope(&scope).await.unwrap();
-    let ct = a
-        .encrypt(
-            &scope,
-            &column,
-            Suite::Gcm96,
-            &FieldContext::new(),
-            b"J45.909",
-        )
-        .await
-        .unwrap();
+    let Sealed { scope, column, ct } =
+        Sealed::create(&a, "tenant:acme-hospital", "diagnosis", b"J45.909").await;
     a.clear_l1();
     let before = a.stats();
-    let pt = a
-        .decrypt(&scope, &column, &FieldContext::new(), &ct)
-        .await
-        .unwrap()
-        .unwrap();
+    let pt = open(&a, &scope, &column, &ct).await;
     assert_eq!(pt, b"J45.909");
     assert!(a.stats().l2_errors == before.l2_errors, "{:?}", a.stats());
 
     // Another process finds the DEK in the cluster: no KEK call.
     let b = process().await;
-    let pt = b
-        .decrypt(&scope, &column, &FieldContext::new(), &ct)
-        .await
-        .unwrap()
-        .unwrap();
+    let pt = open(&b, &scope, &column, &ct).await;
     assert_eq!(pt, b"J45.909");
     let s = b.stats();
     assert_eq!((s.kek_unwraps, s.l2_hits, s.l2_errors), (0, 1, 0), "{s:?}");
@@ -308,19 +280,10 @@ async fn keyrings_share_deks_and_invalidations_through_the_cluster() {
     // A destroy in A drops the DEK from B's L1 through the cluster's pub/sub.
     tokio::time::sleep(Duration::from_millis(500)).await;
     a.destroy(&scope).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut gone = false;
-    while Instant::now() < deadline {
-        match b.decrypt(&scope, &column, &FieldContext::new(), &ct).await {
-            Err(coffer_keys::Error::Destroyed { .. }) => {
-                gone = true;
-                break;
-            }
-            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(other) => panic!("unexpected error {other}"),
-        }
-    }
-    assert!(gone, "process B still decrypts after the destroy");
+    assert!(
+        refused_as_destroyed(&b, &scope, &column, &ct).await,
+        "process B still decrypts after the destroy"
+    );
 }
 
 #[tokio::test]
@@ -365,29 +328,18 @@ async fn unreachable_cluster_fails_fast_and_bad_seeds_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyring_on_an_unreachable_cluster_still_serves_through_the_kek() {
-    let dir = tempfile::tempdir().unwrap();
-    let store_url = format!("sqlite:{}", dir.path().join("keys.db").display());
-    let store = Arc::new(SqlStore::connect(&store_url).await.unwrap());
+    let (_dir, store) = sqlite_store().await;
     let kek = Kek::generate().unwrap();
     // Two seeds where nothing listens: every L2 call fails, no request does.
     let l2 = Arc::new(RedisL2::cluster(&[url(free_port()), url(free_port())], fast()).unwrap());
-    let kr = Keyring::with_l2(
-        store,
-        ring(&kek),
-        KeyringConfig::default(),
-        l2,
-        CacheKey::new(&random::bytes::<32>(), 1).unwrap(),
-    )
-    .await
-    .unwrap();
-    let scope = ScopeId::new("tenant:acme").unwrap();
-    let column = ColumnId::new("diagnosis").unwrap();
+    let kr = KeyringSetup::new(store, &kek)
+        .l2(l2, CacheKey::new(&random::bytes::<32>(), 1).unwrap())
+        .build()
+        .await;
+    let (scope, column) = (scope("tenant:acme"), col("diagnosis"));
     kr.create_scope(&scope).await.unwrap();
     for i in 0..5 {
-        let ct = kr
-            .encrypt(&scope, &column, Suite::Gcm96, &FieldContext::new(), b"x")
-            .await
-            .unwrap();
+        let ct = seal(&kr, &scope, &column, b"x").await;
         kr.clear_l1();
         let pt = kr
             .decrypt(&scope, &column, &FieldContext::new(), &ct)

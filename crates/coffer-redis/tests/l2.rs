@@ -3,60 +3,39 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_core::{ColumnId, FieldContext, Kek, ScopeId, Suite};
-use coffer_keys::{
-    CacheKey, KekId, KekProvider, KekRing, KeyStore, Keyring, KeyringConfig, LocalKek, WrapContext,
-};
+use coffer_core::Kek;
+use coffer_keys::{CacheKey, KekId, KekProvider, Keyring, KeyringConfig, LocalKek};
 use coffer_redis::{RedisL2, RedisOptions};
 use coffer_store::SqlStore;
+use coffer_testkit::keyring_fixtures::{KeyringSetup, Sealed, open, seal, stored_dek};
 use coffer_testkit::ports::free_port;
 use coffer_testkit::redis::RedisServer;
+use common::{refused_as_destroyed, sqlite_store};
 
+/// A SQLite key store with one scope and a value sealed in it, and the KEK that wraps its DEK.
 struct Env {
     _dir: tempfile::TempDir,
     store: Arc<SqlStore>,
     kek: Kek,
-    scope: ScopeId,
-    column: ColumnId,
-    ct: Vec<u8>,
-}
-
-fn ring(kek: &Kek) -> KekRing {
-    let id = KekId::new("main", 1).unwrap();
-    KekRing::single(id.clone(), Arc::new(LocalKek::new(id, kek.clone())))
+    /// `J45.909` in `tenant:acme-hospital`, column `diagnosis`.
+    v: Sealed,
 }
 
 async fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite:{}", dir.path().join("keys.db").display());
-    let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+    let (_dir, store) = sqlite_store().await;
     let kek = Kek::generate().unwrap();
-    let kr = Keyring::new(store.clone(), ring(&kek), KeyringConfig::default())
-        .await
-        .unwrap();
-    let scope = ScopeId::new("tenant:acme-hospital").unwrap();
-    let column = ColumnId::new("diagnosis").unwrap();
-    kr.create_scope(&scope).await.unwrap();
-    let ct = kr
-        .encrypt(
-            &scope,
-            &column,
-            Suite::Gcm96,
-            &FieldContext::new(),
-            b"J45.909",
-        )
-        .await
-        .unwrap();
+    let kr = KeyringSetup::new(store.clone(), &kek).build().await;
+    let v = Sealed::create(&kr, "tenant:acme-hospital", "diagnosis", b"J45.909").await;
     Env {
-        _dir: dir,
+        _dir,
         store,
         kek,
-        scope,
-        column,
-        ct,
+        v,
     }
 }
 
@@ -66,9 +45,11 @@ fn cache_key(version: u32) -> CacheKey {
 
 async fn process(e: &Env, redis: &RedisServer, config: KeyringConfig, ck: CacheKey) -> Keyring {
     let l2 = Arc::new(RedisL2::new(&redis.url(), fast()).unwrap());
-    Keyring::with_l2(e.store.clone(), ring(&e.kek), config, l2, ck)
+    KeyringSetup::new(e.store.clone(), &e.kek)
+        .config(config)
+        .l2(l2, ck)
+        .build()
         .await
-        .unwrap()
 }
 
 fn fast() -> RedisOptions {
@@ -80,10 +61,7 @@ fn fast() -> RedisOptions {
 }
 
 async fn read(kr: &Keyring, e: &Env) -> Vec<u8> {
-    kr.decrypt(&e.scope, &e.column, &FieldContext::new(), &e.ct)
-        .await
-        .unwrap()
-        .unwrap()
+    e.v.open(kr).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -124,25 +102,7 @@ async fn l2_is_shared_sealed_and_named_opaquely() {
         .await
         .unwrap();
     assert!(ttl > 500 && ttl <= 600, "sliding 10-minute TTL, got {ttl}");
-    let rec = e
-        .store
-        .dek(&e.scope, coffer_core::KeyVersion(1))
-        .await
-        .unwrap()
-        .unwrap();
-    let store_id = e.store.info().await.unwrap().store_id;
-    let dek = LocalKek::new(KekId::new("main", 1).unwrap(), e.kek.clone())
-        .unwrap(
-            rec.wrapped.as_deref().unwrap(),
-            &WrapContext {
-                store_id: &store_id,
-                scope: &e.scope,
-                version: rec.version,
-                key_id: &rec.key_id,
-            },
-        )
-        .await
-        .unwrap();
+    let dek = stored_dek(&*e.store, &e.kek, &e.v.scope, 1).await;
     assert!(!value.windows(32).any(|w| w == dek.expose_secret()));
     assert!(!value.windows(4).any(|w| w == b"acme"));
 
@@ -179,14 +139,12 @@ async fn cold_requests_across_processes_make_one_kek_call() {
     for kr in &procs {
         for _ in 0..250 {
             let kr = kr.clone();
-            let (s, c, ct) = (e.scope.clone(), e.column.clone(), e.ct.clone());
-            tasks.push(tokio::spawn(async move {
-                kr.decrypt(&s, &c, &FieldContext::new(), &ct).await
-            }));
+            let v = e.v.clone();
+            tasks.push(tokio::spawn(async move { v.open(&kr).await }));
         }
     }
     for t in tasks {
-        assert_eq!(t.await.unwrap().unwrap().unwrap(), b"J45.909");
+        assert_eq!(t.await.unwrap(), b"J45.909");
     }
     let unwraps: u64 = procs.iter().map(|p| p.stats().kek_unwraps).sum();
     assert_eq!(
@@ -208,23 +166,8 @@ async fn redis_down_then_back() {
     for i in 0..50 {
         kr.clear_l1();
         assert_eq!(read(&kr, &e).await, b"J45.909", "request {i}");
-        let ct = kr
-            .encrypt(
-                &e.scope,
-                &e.column,
-                Suite::Gcm96,
-                &FieldContext::new(),
-                b"x",
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            kr.decrypt(&e.scope, &e.column, &FieldContext::new(), &ct)
-                .await
-                .unwrap()
-                .unwrap(),
-            b"x"
-        );
+        let ct = seal(&kr, &e.v.scope, &e.v.column, b"x").await;
+        assert_eq!(open(&kr, &e.v.scope, &e.v.column, &ct).await, b"x");
     }
     let down = kr.stats();
     assert!(down.l2_errors > 0, "{down:?}");
@@ -255,15 +198,10 @@ async fn redis_down_at_start_is_not_an_error() {
     let e = env().await;
     let port = free_port();
     let l2 = Arc::new(RedisL2::new(&format!("redis://127.0.0.1:{port}"), fast()).unwrap());
-    let kr = Keyring::with_l2(
-        e.store.clone(),
-        ring(&e.kek),
-        KeyringConfig::default(),
-        l2,
-        cache_key(1),
-    )
-    .await
-    .unwrap();
+    let kr = KeyringSetup::new(e.store.clone(), &e.kek)
+        .l2(l2, cache_key(1))
+        .build()
+        .await;
     assert_eq!(read(&kr, &e).await, b"J45.909");
     assert!(kr.stats().l2_errors > 0);
     assert!(RedisL2::new("not a url", fast()).is_err());
@@ -280,21 +218,10 @@ async fn destroy_reaches_other_processes_l1_at_once() {
     assert_eq!(read(&b, &e).await, b"J45.909");
     // Give B's subscription a moment to be in place, then shred from A.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    a.destroy(&e.scope).await.unwrap();
+    a.destroy(&e.v.scope).await.unwrap();
     // B held the DEK in L1 (TTL 60 s); the published invalidation drops it within moments.
-    let mut gone = false;
-    for _ in 0..100 {
-        match b
-            .decrypt(&e.scope, &e.column, &FieldContext::new(), &e.ct)
-            .await
-        {
-            Err(coffer_keys::Error::Destroyed { .. }) => {
-                gone = true;
-                break;
-            }
-            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(other) => panic!("unexpected error {other}"),
-        }
-    }
-    assert!(gone, "process B still decrypts after the destroy");
+    assert!(
+        refused_as_destroyed(&b, &e.v.scope, &e.v.column, &e.v.ct).await,
+        "process B still decrypts after the destroy"
+    );
 }

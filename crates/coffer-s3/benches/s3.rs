@@ -20,6 +20,7 @@ use coffer_core::stream::EncryptionContext;
 use coffer_keys::FileKeyring;
 use coffer_s3::object_store::{ObjectStoreExt as _, WriteMultipart};
 use coffer_s3::{Bucket, Path, PutOptions};
+use coffer_testkit::bench_setup;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const LEN: usize = 64 * 1024 * 1024;
@@ -27,11 +28,7 @@ const PART: usize = 8 * 1024 * 1024;
 const RANGE: u64 = 64 * 1024;
 
 fn s3(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = bench_setup::two_workers();
     eprintln!(
         "note: s3 benches run against moto at {} (loopback)",
         common::moto_endpoint()

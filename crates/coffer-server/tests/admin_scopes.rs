@@ -11,9 +11,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn an_unowned_scope_is_never_given_to_a_tenant() {
-    let svc = Service::start("").await;
-    let admin = svc.admin_token().await;
-    let acme = svc.tenant_token("acme", "").await;
+    let (svc, admin, acme) = Service::start_with_tokens("").await;
     // A scope as `coffer keys create-scope` or `coffer reencrypt` makes it: in the key store,
     // with no owner; and a value sealed under it outside the service.
     let id = ScopeId::new("payroll:ssn").unwrap();
@@ -22,13 +20,7 @@ async fn an_unowned_scope_is_never_given_to_a_tenant() {
     let audit_before = svc.audit("payroll:ssn").await.len();
 
     let c = svc.client();
-    let r = c
-        .post(
-            "/v1/admin/scopes",
-            &admin,
-            json!({"scope": "payroll:ssn", "tenant": "acme"}),
-        )
-        .await;
+    let r = c.admin_scope(&admin, "payroll:ssn", "acme").await;
     expect_error(&r, 409, "scope_not_owned");
     let m = r.1["error"]["message"].as_str().unwrap();
     assert!(
@@ -40,22 +32,10 @@ async fn an_unowned_scope_is_never_given_to_a_tenant() {
     assert!(svc.tokens.owner("payroll:ssn").await.unwrap().is_none());
     assert_eq!(svc.audit("payroll:ssn").await.len(), audit_before);
     // And the tenant still cannot reach it.
-    let r = c
-        .post(
-            "/v1/scopes/payroll:ssn/encrypt",
-            &acme,
-            json!({"encoding": "utf8", "items": [{"column": "c", "plaintext": "v"}]}),
-        )
-        .await;
+    let r = c.encrypt_one(&acme, "payroll:ssn", "v").await;
     expect_error(&r, 403, "wrong_tenant");
     // A retry is refused the same way.
-    let r = c
-        .post(
-            "/v1/admin/scopes",
-            &admin,
-            json!({"scope": "payroll:ssn", "tenant": "acme"}),
-        )
-        .await;
+    let r = c.admin_scope(&admin, "payroll:ssn", "acme").await;
     expect_error(&r, 409, "scope_not_owned");
     assert_eq!(svc.state().await, before);
 }
@@ -81,13 +61,7 @@ async fn new_scopes_are_created_and_owned_scopes_keep_their_owner() {
         r.1
     );
     let before = svc.state().await;
-    let r = c
-        .post(
-            "/v1/admin/scopes",
-            &admin,
-            json!({"scope": "acme:x", "tenant": "globex"}),
-        )
-        .await;
+    let r = c.admin_scope(&admin, "acme:x", "globex").await;
     expect_error(&r, 409, "owned_by_another_tenant");
     assert_eq!(svc.state().await, before);
     assert_eq!(

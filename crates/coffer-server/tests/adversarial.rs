@@ -330,11 +330,7 @@ async fn hostile_inputs_get_no_5xx_and_do_not_grow_the_server() {
     assert_eq!(s, 200);
     let ok = svc
         .client()
-        .post(
-            "/v1/scopes/acme:a/encrypt",
-            &acme,
-            serde_json::json!({"encoding": "utf8", "items": [{"column": "c", "plaintext": "still here"}]}),
-        )
+        .encrypt_one(&acme, "acme:a", "still here")
         .await;
     assert_eq!(ok.0, 200, "{}", ok.1);
     assert!(

@@ -8,7 +8,7 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use common::{Client, Service, metric};
+use common::{Client, METRICS_TOKEN, Service, expect_retry_after, metric};
 
 fn client_from(ip: [u8; 4]) -> reqwest::Client {
     reqwest::Client::builder()
@@ -18,7 +18,10 @@ fn client_from(ip: [u8; 4]) -> reqwest::Client {
 }
 
 async fn lookups(c: &Client) -> f64 {
-    metric(&c.metrics().await, "coffer_service_token_lookups_total")
+    metric(
+        &c.metrics(METRICS_TOKEN).await,
+        "coffer_service_token_lookups_total",
+    )
 }
 
 #[tokio::test]
@@ -37,14 +40,7 @@ async fn bad_tokens_are_limited_per_address_and_do_not_query_the_store_each_time
         match r.status().as_u16() {
             401 => unauthorized += 1,
             429 => {
-                let wait: u64 = r.headers()["retry-after"]
-                    .to_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                assert!(wait >= 1);
-                let body: serde_json::Value = r.json().await.unwrap();
-                assert_eq!(body["error"]["code"], "auth_rate_limited");
+                expect_retry_after(r, "auth_rate_limited").await;
                 limited += 1;
             }
             s => panic!("unexpected status {s}"),

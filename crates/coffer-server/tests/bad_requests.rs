@@ -14,11 +14,11 @@ use serde_json::{Value, json};
 /// A service with the scope `acme:a` of tenant acme, its token, and an admin token; tokens are
 /// not cached, the body limit is 4 KiB, a batch at most 10 items.
 async fn service() -> (Service, String, String) {
-    let svc =
-        Service::start("token_cache_ttl = \"0s\"\nmax_body_bytes = 4096\nmax_batch = 10\n").await;
-    let admin = svc.admin_token().await;
-    let acme = svc.tenant_token("acme", "").await;
-    svc.create_scope(&admin, "acme:a", "acme").await;
+    let (svc, admin, acme) = Service::start_with_scope(
+        "token_cache_ttl = \"0s\"\nmax_body_bytes = 4096\nmax_batch = 10\n",
+        "acme:a",
+    )
+    .await;
     (svc, admin, acme)
 }
 
@@ -247,23 +247,9 @@ async fn admin_endpoints_refuse_tenants_other_owners_and_unconfirmed_destruction
     let (svc, admin, acme) = service().await;
     let c = svc.client();
     let before = svc.state().await;
+    expect_error(&c.admin_scope(&acme, "x", "acme").await, 403, "not_admin");
     expect_error(
-        &c.post(
-            "/v1/admin/scopes",
-            &acme,
-            json!({"scope": "x", "tenant": "acme"}),
-        )
-        .await,
-        403,
-        "not_admin",
-    );
-    expect_error(
-        &c.post(
-            "/v1/admin/scopes",
-            &admin,
-            json!({"scope": "acme:a", "tenant": "globex"}),
-        )
-        .await,
+        &c.admin_scope(&admin, "acme:a", "globex").await,
         409,
         "owned_by_another_tenant",
     );
@@ -304,12 +290,7 @@ async fn a_destroyed_scope_answers_410_and_cannot_come_back() {
         "key_destroyed",
     );
     expect_error(
-        &c.post(
-            "/v1/admin/scopes",
-            &admin,
-            json!({"scope": "acme:a", "tenant": "acme"}),
-        )
-        .await,
+        &c.admin_scope(&admin, "acme:a", "acme").await,
         409,
         "scope_destroyed",
     );

@@ -10,42 +10,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use coffer_keys::KeyStore as _;
 use common::{
-    CARD, DETERMINISTIC, EMAIL, MARKER, NATIONAL_ID, SSN, Service, expect_error, secrets,
+    CARD, DETERMINISTIC, EMAIL, MARKER, METRICS_TOKEN, NATIONAL_ID, SSN, Tenants, expect_error,
+    secrets,
 };
 use serde_json::{Value, json};
-
-/// A service with the scopes `acme:patients` (tenant acme) and `globex:users` (tenant globex),
-/// and a token for each tenant and an admin.
-struct Tenants {
-    svc: Service,
-    admin: String,
-    acme: String,
-    globex: String,
-}
-
-async fn tenants(service: &str) -> Tenants {
-    let svc = Service::start(service).await;
-    let admin = svc.admin_token().await;
-    let acme = svc.tenant_token("acme", "api").await;
-    let globex = svc.tenant_token("globex", "").await;
-    let r = svc
-        .client()
-        .post(
-            "/v1/admin/scopes",
-            &admin,
-            json!({"scope": "acme:patients", "tenant": "acme"}),
-        )
-        .await;
-    assert_eq!(r.0, 201, "{}", r.1);
-    assert_eq!(r.1["outcome"], "created");
-    svc.create_scope(&admin, "globex:users", "globex").await;
-    Tenants {
-        svc,
-        admin,
-        acme,
-        globex,
-    }
-}
 
 /// The six values of the round trip: text, an array context, deterministic, a 128-bit tag, an
 /// authenticated NULL and a value no redactor recognises.
@@ -100,16 +68,12 @@ fn bidx(v: &str, search: bool) -> Value {
 
 #[tokio::test]
 async fn encrypt_then_decrypt_every_mode_type_and_null() {
-    let t = tenants("").await;
+    let t = Tenants::start("").await;
     let c = t.svc.client();
     let cts = encrypt_six(&t).await;
     assert!(cts.iter().all(|c| c.starts_with("cf1:")));
     let dec = c
-        .post(
-            "/v1/scopes/acme:patients/decrypt",
-            &t.acme,
-            json!({"encoding": "utf8", "items": six_items(&cts)}),
-        )
+        .utf8("decrypt", "acme:patients", &t.acme, six_items(&cts))
         .await;
     assert_eq!(dec.0, 200, "{}", dec.1);
     let got = dec.1["items"].as_array().unwrap();
@@ -124,7 +88,7 @@ async fn encrypt_then_decrypt_every_mode_type_and_null() {
 
 #[tokio::test]
 async fn base64_values_round_trip_any_bytes() {
-    let t = tenants("").await;
+    let t = Tenants::start("").await;
     let c = t.svc.client();
     let bytes = STANDARD.encode([0u8, 255, 1]);
     let enc = c
@@ -147,7 +111,7 @@ async fn base64_values_round_trip_any_bytes() {
 
 #[tokio::test]
 async fn deterministic_mode_gives_equal_ciphertexts_or_is_refused_by_fips() {
-    let t = tenants("").await;
+    let t = Tenants::start("").await;
     let c = t.svc.client();
     let body = json!({"encoding": "utf8", "items": [{"column": "nid", "mode": "deterministic", "plaintext": NATIONAL_ID}]});
     let first = c
@@ -169,7 +133,7 @@ async fn deterministic_mode_gives_equal_ciphertexts_or_is_refused_by_fips() {
 
 #[tokio::test]
 async fn blind_index_normalizes_and_differs_between_tenants() {
-    let t = tenants("").await;
+    let t = Tenants::start("").await;
     let c = t.svc.client();
     let path = "/v1/scopes/acme:patients/blind-index";
     let stored = c.post(path, &t.acme, bidx(SSN, false)).await;
@@ -197,7 +161,7 @@ async fn blind_index_normalizes_and_differs_between_tenants() {
 
 #[tokio::test]
 async fn data_keys_open_to_the_key_they_were_issued_as() {
-    let t = tenants("").await;
+    let t = Tenants::start("").await;
     let c = t.svc.client();
     let dk = c
         .post(
@@ -233,15 +197,11 @@ async fn data_keys_open_to_the_key_they_were_issued_as() {
 
 #[tokio::test]
 async fn rotation_then_rewrap_moves_values_and_search_covers_both_versions() {
-    let t = tenants("").await;
+    let t = Tenants::start("").await;
     let c = t.svc.client();
     let cts = encrypt_six(&t).await;
     let dec = c
-        .post(
-            "/v1/scopes/acme:patients/decrypt",
-            &t.acme,
-            json!({"encoding": "utf8", "items": six_items(&cts)}),
-        )
+        .utf8("decrypt", "acme:patients", &t.acme, six_items(&cts))
         .await;
     let stored = c
         .post(
@@ -280,11 +240,7 @@ async fn rotation_then_rewrap_moves_values_and_search_covers_both_versions() {
     assert!(out.iter().all(|i| i["changed"] == true));
     let new_cts = ciphertexts(&Value::Array(out[..6].to_vec()));
     let dec2 = c
-        .post(
-            "/v1/scopes/acme:patients/decrypt",
-            &t.acme,
-            json!({"encoding": "utf8", "items": six_items(&new_cts)}),
-        )
+        .utf8("decrypt", "acme:patients", &t.acme, six_items(&new_cts))
         .await;
     assert_eq!(dec2.0, 200, "{}", dec2.1);
     assert_eq!(dec2.1["items"], dec.1["items"]);
@@ -323,7 +279,7 @@ async fn rotation_then_rewrap_moves_values_and_search_covers_both_versions() {
 
 #[tokio::test]
 async fn scope_information_for_the_tenant_and_the_admin() {
-    let t = tenants("").await;
+    let t = Tenants::start("").await;
     let c = t.svc.client();
     let rot = c
         .send(
@@ -357,92 +313,50 @@ async fn scope_information_for_the_tenant_and_the_admin() {
 
 #[tokio::test]
 async fn failing_requests_answer_the_error_and_the_failing_item() {
-    let t = tenants("max_batch = 50\n").await;
+    let t = Tenants::start("max_batch = 50\n").await;
     let c = t.svc.client();
     let cts = encrypt_six(&t).await;
+    t.failing_requests(&json!(cts[0])).await;
     let r = c
-        .post(
-            "/v1/scopes/globex:users/encrypt",
+        .utf8(
+            "blind-index",
+            "acme:patients",
             &t.acme,
-            json!({"encoding": "utf8", "items": [{"column": "ssn", "plaintext": SSN}, {"column": "m", "plaintext": MARKER}]}),
-        )
-        .await;
-    expect_error(&r, 403, "wrong_tenant");
-    let r = c
-        .post(
-            "/v1/scopes/acme:patients/decrypt",
-            &t.acme,
-            json!({"encoding": "utf8", "items": [{"column": "ssn", "context": "43", "ciphertext": cts[0]}]}),
-        )
-        .await;
-    expect_error(&r, 422, "decryption_failed");
-    assert_eq!(r.1["error"]["item"], 0);
-    let r = c
-        .post(
-            "/v1/scopes/acme:patients/encrypt",
-            &t.acme,
-            json!({"items": [{"column": "ssn", "plaintext": MARKER}]}),
-        )
-        .await;
-    expect_error(&r, 400, "bad_base64");
-    let r = c
-        .post(
-            "/v1/scopes/acme:patients/blind-index",
-            &t.acme,
-            json!({"encoding": "utf8", "items": [{"column": "ssn", "bits": MARKER, "values": [SSN]}]}),
+            json!([{"column": "ssn", "bits": MARKER, "values": [SSN]}]),
         )
         .await;
     expect_error(&r, 400, "bad_request");
     let many: Vec<Value> = (0..51)
         .map(|_| json!({"column": "m", "plaintext": MARKER}))
         .collect();
-    let r = c
-        .post(
-            "/v1/scopes/acme:patients/encrypt",
-            &t.acme,
-            json!({"encoding": "utf8", "items": many}),
-        )
-        .await;
+    let r = c.utf8("encrypt", "acme:patients", &t.acme, many).await;
     expect_error(&r, 400, "batch_too_large");
-    let truncated = format!(
-        "{{\"encoding\":\"utf8\",\"items\":[{{\"column\":\"m\",\"plaintext\":\"{MARKER} {SSN}\""
-    );
-    let r = c
-        .post_raw("/v1/scopes/acme:patients/encrypt", &t.acme, &truncated)
-        .await;
-    expect_error(&r, 400, "bad_json");
-    let r = c
-        .post(
-            "/v1/scopes/acme:patients/encrypt",
-            &t.admin,
-            json!({"encoding": "utf8", "items": [{"column": "m", "plaintext": EMAIL}]}),
-        )
-        .await;
-    expect_error(&r, 403, "admin_token");
 }
 
 #[tokio::test]
 async fn metrics_count_requests_by_operation_and_outcome_without_tenants_or_plaintexts() {
-    let t = tenants("").await;
+    let t = Tenants::start("").await;
     let c = t.svc.client();
     let cts = encrypt_six(&t).await;
     let r = c
-        .post(
-            "/v1/scopes/acme:patients/decrypt",
+        .utf8(
+            "decrypt",
+            "acme:patients",
             &t.acme,
-            json!({"encoding": "utf8", "items": [{"column": "ssn", "context": "43", "ciphertext": cts[0]}]}),
+            json!([{"column": "ssn", "context": "43", "ciphertext": cts[0]}]),
         )
         .await;
     expect_error(&r, 422, "decryption_failed");
     let r = c
-        .post(
-            "/v1/scopes/globex:users/encrypt",
+        .utf8(
+            "encrypt",
+            "globex:users",
             &t.acme,
-            json!({"encoding": "utf8", "items": [{"column": "m", "plaintext": MARKER}]}),
+            json!([{"column": "m", "plaintext": MARKER}]),
         )
         .await;
     expect_error(&r, 403, "wrong_tenant");
-    let m = c.metrics().await;
+    let m = c.metrics(METRICS_TOKEN).await;
     for needle in [
         "coffer_service_requests_total{operation=\"encrypt\",outcome=\"ok\"}",
         "coffer_service_requests_total{operation=\"decrypt\",outcome=\"decryption_failed\"}",
@@ -466,13 +380,14 @@ async fn metrics_count_requests_by_operation_and_outcome_without_tenants_or_plai
 
 #[tokio::test]
 async fn audit_records_refusals_and_data_access_when_flushed() {
-    let t = tenants("audit_interval = \"1h\"\n").await;
+    let t = Tenants::start("audit_interval = \"1h\"\n").await;
     let c = t.svc.client();
     let r = c
-        .post(
-            "/v1/scopes/globex:users/encrypt",
+        .utf8(
+            "encrypt",
+            "globex:users",
             &t.acme,
-            json!({"encoding": "utf8", "items": [{"column": "m", "plaintext": MARKER}]}),
+            json!([{"column": "m", "plaintext": MARKER}]),
         )
         .await;
     expect_error(&r, 403, "wrong_tenant");
@@ -487,13 +402,7 @@ async fn audit_records_refusals_and_data_access_when_flushed() {
     let cts = encrypt_six(&t).await;
     let mut items = six_items(&cts).as_array().unwrap().clone();
     items.push(json!({"column": "ssn", "context": "43", "ciphertext": cts[0]}));
-    let r = c
-        .post(
-            "/v1/scopes/acme:patients/decrypt",
-            &t.acme,
-            json!({"encoding": "utf8", "items": items}),
-        )
-        .await;
+    let r = c.utf8("decrypt", "acme:patients", &t.acme, items).await;
     expect_error(&r, 422, "decryption_failed");
     assert_eq!(r.1["error"]["item"], 6);
     let access = |records: &[coffer_keys::AuditRecord]| {

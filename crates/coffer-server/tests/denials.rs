@@ -6,13 +6,10 @@
 mod common;
 
 use common::{Service, expect_error};
-use serde_json::json;
 
 #[tokio::test]
 async fn denials_are_aggregated_into_one_audit_record_per_interval() {
-    let svc = Service::start("audit_interval = \"1h\"\n").await;
-    let admin = svc.admin_token().await;
-    let acme = svc.tenant_token("acme", "").await;
+    let (svc, admin, acme) = Service::start_with_tokens("audit_interval = \"1h\"\n").await;
     svc.create_scope(&admin, "globex:users", "globex").await;
     let denied = |records: &[coffer_keys::AuditRecord]| {
         records
@@ -25,13 +22,7 @@ async fn denials_are_aggregated_into_one_audit_record_per_interval() {
     let c = svc.client();
     let n = 40;
     for _ in 0..n {
-        let r = c
-            .post(
-                "/v1/scopes/globex:users/encrypt",
-                &acme,
-                json!({"encoding": "utf8", "items": [{"column": "c", "plaintext": "v"}]}),
-            )
-            .await;
+        let r = c.encrypt_one(&acme, "globex:users", "v").await;
         expect_error(&r, 403, "wrong_tenant");
     }
     // Nothing written yet: the probes are counted in memory.

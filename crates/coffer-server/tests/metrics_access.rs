@@ -10,9 +10,7 @@ use common::{METRICS_TOKEN, Service, expect_error, metric};
 
 #[tokio::test]
 async fn metrics_need_a_token_and_scrapes_do_not_count_keys_each_time() {
-    let svc = Service::start("").await;
-    let admin = svc.admin_token().await;
-    let acme = svc.tenant_token("acme", "").await;
+    let (svc, admin, acme) = Service::start_with_tokens("").await;
     let c = svc.client();
     let r = c.get("/metrics", None).await;
     expect_error(&r, 401, "unauthorized");

@@ -10,10 +10,7 @@ use common::{LogBuffer, Service, expect_error};
 #[tokio::test]
 async fn bad_request_bodies_and_logs_never_echo_the_values_sent() {
     let logs = LogBuffer::install();
-    let svc = Service::start("").await;
-    let admin = svc.admin_token().await;
-    let acme = svc.tenant_token("acme", "").await;
-    svc.create_scope(&admin, "acme:a", "acme").await;
+    let (svc, admin, acme) = Service::start_with_scope("", "acme:a").await;
     let c = svc.client();
     // (path, body, the distinctive value, the field path the error must name)
     let cases = [

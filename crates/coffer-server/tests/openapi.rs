@@ -96,16 +96,13 @@ async fn the_benchmark_endpoint_exists_only_when_configured() {
         .await;
     assert_eq!(s, 404);
 
-    let on = Service::start("bench_endpoints = true\n").await;
-    let admin = on.admin_token().await;
-    let acme = on.tenant_token("acme", "").await;
-    on.create_scope(&admin, "acme:x", "acme").await;
+    let (on, _admin, acme) = Service::start_with_scope("bench_endpoints = true\n", "acme:x").await;
     let r = on
         .client()
-        .post(
+        .post_utf8(
             "/v1/bench/echo/acme:x",
             &acme,
-            json!({"encoding": "utf8", "items": [{"column": "c", "plaintext": "echo"}]}),
+            json!([{"column": "c", "plaintext": "echo"}]),
         )
         .await;
     assert_eq!(r.0, 200, "{}", r.1);

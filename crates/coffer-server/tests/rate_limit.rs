@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Service;
+use common::{Service, expect_retry_after};
 
 #[tokio::test]
 async fn rate_limit_answers_429_with_retry_after() {
@@ -14,22 +14,9 @@ async fn rate_limit_answers_429_with_retry_after() {
     let c = svc.client();
     let mut limited = 0;
     for _ in 0..10 {
-        let r = c
-            .http
-            .get(format!("{}/v1/scopes/none", svc.base))
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap();
+        let r = c.get_response("/v1/scopes/none", &t).await;
         if r.status().as_u16() == 429 {
-            let wait: u64 = r.headers()["retry-after"]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
-            assert!(wait >= 1);
-            let body: serde_json::Value = r.json().await.unwrap();
-            assert_eq!(body["error"]["code"], "rate_limited");
+            expect_retry_after(r, "rate_limited").await;
             limited += 1;
         }
     }

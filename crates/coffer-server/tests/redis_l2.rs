@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Client, Service, metric};
+use common::{Client, METRICS_TOKEN, Service, metric};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +91,7 @@ async fn redis_killed_while_serving_fails_no_request() {
         total += ok;
     }
     assert!(total > 40, "too few requests to mean anything: {total}");
-    let m = c.metrics().await;
+    let m = c.metrics(METRICS_TOKEN).await;
     assert!(
         metric(&m, "coffer_keys_l2_errors_total") > 0.0,
         "the run never reached the dead Redis:\n{m}"

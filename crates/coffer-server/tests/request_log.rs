@@ -13,7 +13,7 @@ use std::time::Duration;
 use coffer_keys::KeyStore as _;
 use coffer_server::tokens::Role;
 use common::{LogBuffer, Service};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn logs() -> &'static LogBuffer {
     static LOGS: OnceLock<LogBuffer> = OnceLock::new();
@@ -33,13 +33,7 @@ async fn request_lines_have_a_request_id_and_the_client_address() {
     let svc = Service::start("").await;
     let acme = svc.tenant_token("acme", "").await;
     let c = svc.client();
-    let r = c
-        .http
-        .get(format!("{}/v1/scopes/acme:none", svc.base))
-        .bearer_auth(&acme)
-        .send()
-        .await
-        .unwrap();
+    let r = c.get_response("/v1/scopes/acme:none", &acme).await;
     assert_eq!(r.status().as_u16(), 404);
     let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert!(id.len() >= 16, "{id}");
@@ -85,12 +79,8 @@ async fn a_401_line_names_the_token_id_prefix_and_not_the_secret() {
     let forged = format!("cft_{id}_{}", "Q".repeat(43));
     let r = svc
         .client()
-        .http
-        .get(format!("{}/v1/scopes/acme:none", svc.base))
-        .bearer_auth(&forged)
-        .send()
-        .await
-        .unwrap();
+        .get_response("/v1/scopes/acme:none", &forged)
+        .await;
     assert_eq!(r.status().as_u16(), 401);
     let rid = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     let text = logs.text();
@@ -116,14 +106,7 @@ async fn access_denials_are_logged_once_per_tenant_at_most_every_10_s() {
     let prober = svc.tenant_token("prober-tenant", "").await;
     svc.create_scope(&admin, "victim:data", "victim").await;
     for _ in 0..15 {
-        let r = svc
-            .client()
-            .post(
-                "/v1/scopes/victim:data/encrypt",
-                &prober,
-                json!({"encoding": "utf8", "items": [{"column": "c", "plaintext": "v"}]}),
-            )
-            .await;
+        let r = svc.client().encrypt_one(&prober, "victim:data", "v").await;
         assert_eq!(r.0, 403, "{}", r.1);
     }
     let text = logs.text();

@@ -31,14 +31,7 @@ async fn timeouts_answer_503_and_leave_the_store_working() {
         }
     };
     for s in &scopes {
-        check(
-            &c.post(
-                "/v1/admin/scopes",
-                &admin,
-                json!({"scope": s, "tenant": "acme"}),
-            )
-            .await,
-        );
+        check(&c.admin_scope(&admin, s, "acme").await);
     }
     for _ in 0..3 {
         for s in &scopes {
@@ -97,13 +90,7 @@ async fn timeouts_answer_503_and_leave_the_store_working() {
     assert!(!svc.tokens.list().await.unwrap().is_empty());
     let c = svc.client();
     for s in &scopes {
-        let r = c
-            .post(
-                "/v1/admin/scopes",
-                &admin,
-                json!({"scope": s, "tenant": "acme"}),
-            )
-            .await;
+        let r = c.admin_scope(&admin, s, "acme").await;
         assert_eq!(r.0, 200, "{}", r.1);
         assert_eq!(r.1["outcome"], "exists", "{}", r.1);
         let r = c

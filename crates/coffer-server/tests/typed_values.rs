@@ -10,10 +10,7 @@ use common::{Service, expect_error};
 use serde_json::{Value, json};
 
 async fn service() -> (Service, String) {
-    let svc = Service::start("").await;
-    let admin = svc.admin_token().await;
-    let acme = svc.tenant_token("acme", "").await;
-    svc.create_scope(&admin, "acme:t", "acme").await;
+    let (svc, _admin, acme) = Service::start_with_scope("", "acme:t").await;
     (svc, acme)
 }
 
@@ -38,13 +35,14 @@ async fn plaintexts_that_do_not_fit_their_type_are_refused() {
     ];
     for (ty, plaintext) in bad {
         let r = c
-            .post(
-                "/v1/scopes/acme:t/encrypt",
+            .utf8(
+                "encrypt",
+                "acme:t",
                 &acme,
-                json!({"encoding": "utf8", "items": [
+                json!([
                     {"column": "ok", "plaintext": "fine"},
                     {"column": "c", "type": ty, "plaintext": plaintext},
-                ]}),
+                ]),
             )
             .await;
         expect_error(&r, 400, "type_mismatch");
@@ -86,26 +84,14 @@ async fn typed_values_round_trip_as_their_json() {
         .iter()
         .map(|(t, p)| json!({"column": "c", "type": t, "plaintext": p}))
         .collect();
-    let r = c
-        .post(
-            "/v1/scopes/acme:t/encrypt",
-            &acme,
-            json!({"encoding": "utf8", "items": items}),
-        )
-        .await;
+    let r = c.utf8("encrypt", "acme:t", &acme, items).await;
     assert_eq!(r.0, 200, "{}", r.1);
     let dec: Vec<Value> = values
         .iter()
         .zip(r.1["items"].as_array().unwrap())
         .map(|((t, _), s)| json!({"column": "c", "type": t, "ciphertext": s["ciphertext"]}))
         .collect();
-    let d = c
-        .post(
-            "/v1/scopes/acme:t/decrypt",
-            &acme,
-            json!({"encoding": "utf8", "items": dec}),
-        )
-        .await;
+    let d = c.utf8("decrypt", "acme:t", &acme, dec).await;
     assert_eq!(d.0, 200, "{}", d.1);
     for (i, (t, p)) in values.iter().enumerate() {
         assert_eq!(&d.1["items"][i]["plaintext"], p, "{t}");

@@ -8,14 +8,15 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use coffer_core::wrap::{self, KeyMetadata};
+use coffer_core::wrap;
 use coffer_core::{
     ColumnId, Dek, FieldContext, FieldKey, Kek, KeyVersion, ScopeId, Suite, WrapAlgorithm,
 };
-use coffer_keys::{
-    CacheKey, KekId, KekProvider, KekRing, Keyring, KeyringConfig, LocalKek, WrapContext,
-};
+use coffer_keys::{CacheKey, Keyring, KeyringConfig, L2Backend};
 use coffer_store::SqlStore;
+use coffer_testkit::bench_setup;
+use coffer_testkit::fixtures::DekSlot;
+use coffer_testkit::keyring_fixtures::{KeyringSetup, Sealed, local, stored_dek};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const REDIS: &str = "redis://127.0.0.1:6379";
@@ -36,47 +37,38 @@ struct Setup {
     ct: Vec<u8>,
 }
 
-fn ring(kek: &Kek) -> KekRing {
-    let id = KekId::new("main", 1).unwrap();
-    KekRing::single(id.clone(), Arc::new(LocalKek::new(id, kek.clone())))
-}
-
+/// A SQLite key store in a temporary directory, one local KEK, and a 50-byte value sealed in
+/// scope `tenant:bench`.
 fn setup() -> Setup {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = bench_setup::current_thread();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", dir.path().join("keys.db").display());
     let kek = Kek::generate().unwrap();
-    let scope = ScopeId::new("tenant:bench").unwrap();
-    let column = ColumnId::new("patients.ssn").unwrap();
-    let (store, ct) = rt.block_on(async {
+    let (store, sealed) = rt.block_on(async {
         let store = Arc::new(SqlStore::connect(&url).await.unwrap());
-        let kr = Keyring::new(store.clone(), ring(&kek), KeyringConfig::default())
-            .await
-            .unwrap();
-        kr.create_scope(&scope).await.unwrap();
-        let ct = kr
-            .encrypt(
-                &scope,
-                &column,
-                Suite::Gcm96,
-                &FieldContext::new(),
-                &[7u8; 50],
-            )
-            .await
-            .unwrap();
-        (store, ct)
+        let kr = KeyringSetup::new(store.clone(), &kek).build().await;
+        let sealed = Sealed::create(&kr, "tenant:bench", "patients.ssn", &[7u8; 50]).await;
+        (store, sealed)
     });
     Setup {
         rt,
         _dir: dir,
         store,
         kek,
-        scope,
-        column,
-        ct,
+        scope: sealed.scope,
+        column: sealed.column,
+        ct: sealed.ct,
+    }
+}
+
+impl Setup {
+    /// A keyring over the bench store with `config`, and an L2 cache on `l2` if given.
+    fn keyring(&self, config: KeyringConfig, l2: Option<Arc<dyn L2Backend>>) -> Keyring {
+        let mut kr = KeyringSetup::new(self.store.clone(), &self.kek).config(config);
+        if let Some(l2) = l2 {
+            kr = kr.l2(l2, CacheKey::new(&[9; 32], 1).unwrap());
+        }
+        self.rt.block_on(kr.build())
     }
 }
 
@@ -89,35 +81,11 @@ fn no_audit() -> KeyringConfig {
 
 fn l1_hit(c: &mut Criterion) {
     let s = setup();
-    let kr =
-        s.rt.block_on(Keyring::new(
-            s.store.clone(),
-            ring(&s.kek),
-            KeyringConfig::default(),
-        ))
-        .unwrap();
+    let kr = s.keyring(KeyringConfig::default(), None);
     s.rt.block_on(kr.decrypt(&s.scope, &s.column, &FieldContext::new(), &s.ct))
         .unwrap();
     // The bare column key, derived from the same DEK, for the baseline.
-    let dek = s.rt.block_on(async {
-        let rec = coffer_keys::KeyStore::dek(&*s.store, &s.scope, KeyVersion(1))
-            .await
-            .unwrap()
-            .unwrap();
-        let info = coffer_keys::KeyStore::info(&*s.store).await.unwrap();
-        LocalKek::new(KekId::new("main", 1).unwrap(), s.kek.clone())
-            .unwrap(
-                rec.wrapped.as_deref().unwrap(),
-                &WrapContext {
-                    store_id: &info.store_id,
-                    scope: &s.scope,
-                    version: rec.version,
-                    key_id: &rec.key_id,
-                },
-            )
-            .await
-            .unwrap()
-    });
+    let dek = s.rt.block_on(stored_dek(&*s.store, &s.kek, &s.scope, 1));
     let fk = FieldKey::new(&dek, KeyVersion(1), Suite::Gcm96, &s.scope, &s.column).unwrap();
     let mut g = c.benchmark_group("keyring-l1-hit");
     g.bench_function("harness-tokio-block-on-empty", |b| {
@@ -154,50 +122,35 @@ fn l1_hit(c: &mut Criterion) {
 }
 
 fn kek_unwrap(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = bench_setup::current_thread();
     let kek = Kek::generate().unwrap();
     let dek = Dek::generate().unwrap();
-    let scope = ScopeId::new("tenant:bench").unwrap();
-    let (store_id, key_id) = ([1u8; 16], [2u8; 16]);
-    let ctx = WrapContext {
-        store_id: &store_id,
-        scope: &scope,
-        version: KeyVersion(1),
-        key_id: &key_id,
-    };
-    let meta = KeyMetadata {
-        store_id: &store_id,
-        scope: &scope,
-        version: KeyVersion(1),
-        key_id: &key_id,
+    let slot = DekSlot {
         algorithm: "coffer-dek-v1",
+        ..DekSlot::in_scope("tenant:bench")
     };
+    let (ctx, meta) = (slot.wrap_context(), slot.metadata());
     let tag = wrap::metadata_tag(&dek, &meta).unwrap();
     let wrapped = kek.wrap_dek(&dek, WrapAlgorithm::AesKwp).unwrap();
-    let local = LocalKek::new(KekId::new("main", 1).unwrap(), kek.clone());
+    let (_, local) = local("main", 1, &kek);
+    // The two unwraps measured: the bare AES-KWP one and the provider's (KWP + its checks).
+    let kwp_unwrap = || {
+        kek.unwrap_dek(black_box(&wrapped), WrapAlgorithm::AesKwp)
+            .unwrap()
+    };
+    let local_unwrap = || {
+        rt.block_on(local.unwrap(black_box(&wrapped), &ctx))
+            .unwrap()
+    };
     let mut g = c.benchmark_group("kek-unwrap");
-    g.bench_function("baseline-kwp-unwrap", |b| {
-        b.iter(|| {
-            kek.unwrap_dek(black_box(&wrapped), WrapAlgorithm::AesKwp)
-                .unwrap()
-        })
-    });
-    g.bench_function("local-kek-unwrap", |b| {
-        b.iter(|| {
-            rt.block_on(local.unwrap(black_box(&wrapped), &ctx))
-                .unwrap()
-        })
-    });
+    g.bench_function("baseline-kwp-unwrap", |b| b.iter(kwp_unwrap));
+    g.bench_function("local-kek-unwrap", |b| b.iter(local_unwrap));
     g.bench_function("metadata-tag-check (HKDF + HMAC, DESIGN.md §K1)", |b| {
         b.iter(|| wrap::verify_metadata_tag(black_box(&dek), &meta, &tag).unwrap())
     });
     g.bench_function("local-kek-unwrap-and-tag-check", |b| {
         b.iter(|| {
-            let d = rt
-                .block_on(local.unwrap(black_box(&wrapped), &ctx))
-                .unwrap();
+            let d = local_unwrap();
             wrap::verify_metadata_tag(&d, &meta, &tag).unwrap();
             d
         })
@@ -208,9 +161,7 @@ fn kek_unwrap(c: &mut Criterion) {
 fn l1_miss(c: &mut Criterion) {
     let s = setup();
     let mut g = c.benchmark_group("keyring-l1-miss");
-    let kek_only =
-        s.rt.block_on(Keyring::new(s.store.clone(), ring(&s.kek), no_audit()))
-            .unwrap();
+    let kek_only = s.keyring(no_audit(), None);
     g.bench_function("served-by-local-kek (store read + unwrap)", |b| {
         b.iter(|| {
             kek_only.clear_l1();
@@ -227,16 +178,7 @@ fn l1_miss(c: &mut Criterion) {
         return;
     }
     let l2 = Arc::new(coffer_redis::RedisL2::new(REDIS, Default::default()).unwrap());
-    let ck = CacheKey::new(&[9; 32], 1).unwrap();
-    let with_l2 =
-        s.rt.block_on(Keyring::with_l2(
-            s.store.clone(),
-            ring(&s.kek),
-            no_audit(),
-            l2,
-            ck,
-        ))
-        .unwrap();
+    let with_l2 = s.keyring(no_audit(), Some(l2));
     s.rt.block_on(with_l2.decrypt(&s.scope, &s.column, &FieldContext::new(), &s.ct))
         .unwrap();
     g.bench_function("served-by-l2-redis (store read + GETEX + open)", |b| {
@@ -291,16 +233,7 @@ fn l1_miss_cluster(
         return;
     }
     let l2 = Arc::new(coffer_redis::RedisL2::cluster(&REDIS_CLUSTER, Default::default()).unwrap());
-    let ck = CacheKey::new(&[9; 32], 1).unwrap();
-    let with_l2 =
-        s.rt.block_on(Keyring::with_l2(
-            s.store.clone(),
-            ring(&s.kek),
-            no_audit(),
-            l2,
-            ck,
-        ))
-        .unwrap();
+    let with_l2 = s.keyring(no_audit(), Some(l2));
     s.rt.block_on(with_l2.decrypt(&s.scope, &s.column, &FieldContext::new(), &s.ct))
         .unwrap();
     g.bench_function(

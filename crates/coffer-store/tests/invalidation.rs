@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use coffer_core::{ColumnId, FieldContext, Kek, ScopeId, Suite};
 use coffer_keys::{Error, Keyring, KeyringConfig};
-use common::{keyring, ring};
+use common::keyring;
 
 /// Caches that outlive every test here: only a notice can empty them in time.
 fn long_caches() -> KeyringConfig {
@@ -41,8 +41,8 @@ where
 
 async fn two_processes(url: &str) -> (Keyring, Keyring) {
     let kek = Kek::generate().unwrap();
-    let a = keyring(url, ring(&[("main", 1, &kek)], ("main", 1)), long_caches()).await;
-    let b = keyring(url, ring(&[("main", 1, &kek)], ("main", 1)), long_caches()).await;
+    let a = keyring(url, &kek, long_caches()).await;
+    let b = keyring(url, &kek, long_caches()).await;
     (a, b)
 }
 

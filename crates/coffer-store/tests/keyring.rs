@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use coffer_keys::KeyStore;
 use coffer_store::SqlStore;
+use coffer_testkit::store_audit;
 use common::TestDb;
 
 /// A test database; each keyring a scenario builds opens its own pool on it, as a process would.
@@ -25,43 +26,12 @@ impl support::Env for Sql<'_> {
 
     async fn tamper_audit_detail(&self, id: i64, detail: &str) {
         let store = SqlStore::connect(&self.0.url).await.unwrap();
-        let done = sqlx::query("UPDATE coffer_audit SET detail = $1 WHERE id = $2")
-            .bind(detail.to_owned())
-            .bind(id)
-            .execute(store.pool())
-            .await
-            .unwrap();
-        assert_eq!(done.rows_affected(), 1, "no audit record {id}");
+        store_audit::tamper_audit_detail(store.pool(), id, detail).await;
     }
 
     async fn rewrite_audit(&self, records: &[coffer_keys::AuditRecord]) {
         let store = SqlStore::connect(&self.0.url).await.unwrap();
-        let mut tx = store.pool().begin().await.unwrap();
-        sqlx::query("DELETE FROM coffer_audit")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        for r in records {
-            let e = &r.event;
-            sqlx::query(
-                "INSERT INTO coffer_audit (id, at_us, actor, operation, scope, version, kek, \
-                 detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(r.id)
-            .bind(r.at_us)
-            .bind(e.actor.clone())
-            .bind(e.operation.as_str())
-            .bind(e.scope.clone())
-            .bind(e.version.map(i64::from))
-            .bind(e.kek.clone())
-            .bind(e.detail.clone())
-            .bind(r.prev_hash.to_vec())
-            .bind(r.hash.to_vec())
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        }
-        tx.commit().await.unwrap();
+        store_audit::rewrite_audit(store.pool(), records).await;
     }
 }
 

@@ -4,13 +4,14 @@
 //! cannot check the keyed records.
 
 use coffer_core::{FieldContext, Kek, KeyVersion, Suite};
-use coffer_keys::audit::{self, Anchor, ChainBreak, Outcome};
+use coffer_keys::audit::{Anchor, ChainBreak, Outcome};
 use coffer_keys::{
     AUDIT_SCOPE, AuditEvent, AuditFilter, AuditRecord, DekState, Error, Keyring, KeyringConfig,
     Operation,
 };
+use coffer_testkit::keyring_audit::rehash_unkeyed;
 
-use super::{Env, col, keyring, one_kek, ring, scope};
+use super::{Env, col, configured, keyring, one_kek, ring, scope};
 
 /// Two records from before the store had a chain key, then a keyring's work (keyed).
 async fn history<E: Env>(env: &E, kr: &Keyring) -> Vec<AuditRecord> {
@@ -34,23 +35,6 @@ async fn history<E: Env>(env: &E, kr: &Keyring) -> Vec<AuditRecord> {
         .await
         .unwrap();
     store.audit(&AuditFilter::default()).await.unwrap()
-}
-
-/// Re-hashes `records[from..]` with plain SHA-256 (what an attacker without the key can do),
-/// renumbering ids so they stay consecutive.
-fn rehash_unkeyed(mut records: Vec<AuditRecord>, from: usize) -> Vec<AuditRecord> {
-    let mut prev = if from == 0 {
-        audit::GENESIS
-    } else {
-        records[from - 1].hash
-    };
-    for (i, r) in records.iter_mut().enumerate().skip(from) {
-        r.id = i as i64 + 1;
-        r.prev_hash = prev;
-        r.hash = audit::chain_hash(&prev, r.id, r.at_us, &r.event).unwrap();
-        prev = r.hash;
-    }
-    records
 }
 
 async fn verdict(kr: &Keyring) -> Outcome {
@@ -135,7 +119,7 @@ pub async fn truncation_is_found_against_the_anchor<E: Env>(env: &E) {
         audit_anchor_file: Some(path.clone()),
         ..KeyringConfig::default()
     };
-    let kr = keyring(env, ring(&[("main", 1, &kek)], ("main", 1)), config).await;
+    let kr = configured(env, &kek, config).await;
     let good = history(env, &kr).await;
     let anchor = Anchor::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let last = good.last().unwrap();

@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use coffer_core::{FieldContext, Kek, KeyVersion, Suite};
-use coffer_keys::{AuditFilter, DekState, KeyringConfig, Operation};
+use coffer_keys::{AuditFilter, DekState, Operation};
 
-use super::{Env, col, keyring, one_kek, ring, scope};
+use super::{Env, col, configured, leasing, one_kek, scope, seal};
 
 pub async fn rotation_under_load_loses_nothing<E: Env>(env: &E) {
     let kek = Kek::generate().unwrap();
@@ -171,10 +171,7 @@ pub async fn cold_requests_make_one_kek_call<E: Env>(env: &E) {
     let s = scope("tenant:busy");
     warm.create_scope(&s).await.unwrap();
     let c = col("email");
-    let ct = warm
-        .encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"a@example.org")
-        .await
-        .unwrap();
+    let ct = seal(&warm, &s, &c, b"a@example.org").await;
 
     let cold = one_kek(env, &kek).await;
     let results = futures_join((0..1000).map(|_| {
@@ -197,11 +194,7 @@ pub async fn cold_requests_make_one_kek_call<E: Env>(env: &E) {
 /// than were made (docs/BENCHMARKS.md, the service benchmark).
 pub async fn concurrent_writers_lease_one_block_at_a_time<E: Env>(env: &E) {
     let kek = Kek::generate().unwrap();
-    let config = KeyringConfig {
-        lease_block: 1000,
-        ..KeyringConfig::default()
-    };
-    let kr = keyring(env, ring(&[("main", 1, &kek)], ("main", 1)), config).await;
+    let kr = configured(env, &kek, leasing(1000)).await;
     let s = scope("table:busy");
     kr.create_scope(&s).await.unwrap();
     let writers: Vec<_> = (0..200u32)

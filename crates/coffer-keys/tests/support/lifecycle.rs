@@ -3,7 +3,7 @@
 use coffer_core::{FieldContext, Kek, KeyVersion, Suite};
 use coffer_keys::{AuditFilter, DekState, Error, KeyringConfig, Operation};
 
-use super::{Env, col, keyring, one_kek, ring, scope};
+use super::{Env, col, keyring, one_kek, open, ring, scope, seal};
 
 pub async fn lifecycle_and_errors<E: Env>(env: &E) {
     let kek = Kek::generate().unwrap();
@@ -178,28 +178,16 @@ pub async fn compromise_and_restore<E: Env>(env: &E) {
     let s = scope("tenant:breached");
     let c = col("x");
     kr.create_scope(&s).await.unwrap();
-    let old = kr
-        .encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"old")
-        .await
-        .unwrap();
+    let old = seal(&kr, &s, &c, b"old").await;
     let rec = kr.compromise(&s, "laptop stolen").await.unwrap();
     assert_eq!(rec.version, KeyVersion(2));
-    let new = kr
-        .encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"new")
-        .await
-        .unwrap();
+    let new = seal(&kr, &s, &c, b"new").await;
     assert_eq!(
         coffer_core::Header::parse(&new).unwrap().0.version,
         KeyVersion(2)
     );
     // Old data still reads (re-encryption moves it), through a fresh unwrap.
-    assert_eq!(
-        kr.decrypt(&s, &c, &FieldContext::new(), &old)
-            .await
-            .unwrap()
-            .unwrap(),
-        b"old"
-    );
+    assert_eq!(open(&kr, &s, &c, &old).await, b"old");
     let trail = kr.store().audit(&AuditFilter::default()).await.unwrap();
     let alert = trail
         .iter()
@@ -223,14 +211,7 @@ pub async fn compromise_and_restore<E: Env>(env: &E) {
         after.create_scope(&fresh).await.unwrap().version,
         KeyVersion(1)
     );
-    assert_eq!(
-        after
-            .decrypt(&s, &c, &FieldContext::new(), &new)
-            .await
-            .unwrap()
-            .unwrap(),
-        b"new"
-    );
+    assert_eq!(open(&after, &s, &c, &new).await, b"new");
     let trail = after.store().audit(&AuditFilter::default()).await.unwrap();
     assert!(
         trail
@@ -260,16 +241,7 @@ pub async fn kek_rotation_rewraps_every_dek<E: Env>(env: &E) {
         if i % 3 == 0 {
             old.rotate(&s).await.unwrap();
         }
-        let ct = old
-            .encrypt(
-                &s,
-                &c,
-                Suite::Gcm96,
-                &FieldContext::new(),
-                format!("{i}").as_bytes(),
-            )
-            .await
-            .unwrap();
+        let ct = seal(&old, &s, &c, format!("{i}").as_bytes()).await;
         cts.push((s, ct));
     }
     old.destroy(&scope("row:29")).await.unwrap();

@@ -16,8 +16,10 @@ pub mod wrong_kek;
 use std::future::Future;
 use std::sync::Arc;
 
-use coffer_core::{ColumnId, Kek, ScopeId};
-use coffer_keys::{KekId, KekProvider, KekRing, KeyStore, Keyring, KeyringConfig, LocalKek};
+use coffer_core::Kek;
+use coffer_keys::{KekRing, KeyStore, Keyring, KeyringConfig};
+use coffer_testkit::keyring_fixtures::KeyringSetup;
+pub use coffer_testkit::keyring_fixtures::{col, open, ring, scope, seal};
 
 /// A key store the scenarios run on.
 pub trait Env {
@@ -33,38 +35,31 @@ pub trait Env {
     fn rewrite_audit(&self, records: &[coffer_keys::AuditRecord]) -> impl Future<Output = ()>;
 }
 
-pub fn scope(s: &str) -> ScopeId {
-    ScopeId::new(s).unwrap()
-}
-
-pub fn col(s: &str) -> ColumnId {
-    ColumnId::new(s).unwrap()
-}
-
-pub fn local(name: &str, version: u32, kek: &Kek) -> (KekId, Arc<dyn KekProvider>) {
-    let id = KekId::new(name, version).unwrap();
-    (id.clone(), Arc::new(LocalKek::new(id, kek.clone())))
-}
-
-pub fn ring(keks: &[(&str, u32, &Kek)], primary: (&str, u32)) -> KekRing {
-    KekRing::new(
-        keks.iter().map(|(n, v, k)| local(n, *v, k)),
-        KekId::new(primary.0, primary.1).unwrap(),
-    )
-    .unwrap()
-}
-
 /// A keyring over the environment's store, as a new process would build it.
 pub async fn keyring<E: Env>(env: &E, ring: KekRing, config: KeyringConfig) -> Keyring {
-    Keyring::new(env.store().await, ring, config).await.unwrap()
+    KeyringSetup::with_ring(env.store().await, ring)
+        .config(config)
+        .build()
+        .await
+}
+
+/// A keyring with one local KEK, `main/v1`, and `config`.
+pub async fn configured<E: Env>(env: &E, kek: &Kek, config: KeyringConfig) -> Keyring {
+    KeyringSetup::new(env.store().await, kek)
+        .config(config)
+        .build()
+        .await
+}
+
+/// The default settings but for leases of `block` encryptions.
+pub fn leasing(block: u64) -> KeyringConfig {
+    KeyringConfig {
+        lease_block: block,
+        ..KeyringConfig::default()
+    }
 }
 
 /// A keyring with one local KEK, `main/v1`, and the default settings.
 pub async fn one_kek<E: Env>(env: &E, kek: &Kek) -> Keyring {
-    keyring(
-        env,
-        ring(&[("main", 1, kek)], ("main", 1)),
-        KeyringConfig::default(),
-    )
-    .await
+    configured(env, kek, KeyringConfig::default()).await
 }

@@ -3,36 +3,27 @@
 use coffer_core::{FieldContext, Kek, KeyVersion, Suite};
 use coffer_keys::{AuditFilter, KeyringConfig, Operation};
 
-use super::{Env, col, keyring, ring, scope};
+use super::{Env, col, configured, leasing, open, scope, seal};
 
 pub async fn counters_rotate_automatically<E: Env>(env: &E) {
     let kek = Kek::generate().unwrap();
     let config = KeyringConfig {
         max_encryptions: 100,
-        lease_block: 10,
-        ..KeyringConfig::default()
+        ..leasing(10)
     };
-    let kr = keyring(env, ring(&[("main", 1, &kek)], ("main", 1)), config).await;
+    let kr = configured(env, &kek, config).await;
     let s = scope("table:ballots");
     kr.create_scope(&s).await.unwrap();
     let c = col("choice");
     let mut cts = Vec::new();
     for i in 0..250u32 {
-        cts.push(
-            kr.encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), &i.to_be_bytes())
-                .await
-                .unwrap(),
-        );
+        cts.push(seal(&kr, &s, &c, &i.to_be_bytes()).await);
     }
     let deks = kr.store().deks(&s).await.unwrap();
     assert_eq!(deks.len(), 3, "{deks:?}");
     assert!(deks.iter().all(|d| d.encryptions <= 100));
     for (i, ct) in cts.iter().enumerate() {
-        let p = kr
-            .decrypt(&s, &c, &FieldContext::new(), ct)
-            .await
-            .unwrap()
-            .unwrap();
+        let p = open(&kr, &s, &c, ct).await;
         assert_eq!(p, (i as u32).to_be_bytes());
     }
     let trail = kr.store().audit(&AuditFilter::default()).await.unwrap();
@@ -46,10 +37,9 @@ pub async fn the_next_block_is_leased_ahead<E: Env>(env: &E) {
     let kek = Kek::generate().unwrap();
     let config = KeyringConfig {
         max_encryptions: 1000,
-        lease_block: 100,
-        ..KeyringConfig::default()
+        ..leasing(100)
     };
-    let kr = keyring(env, ring(&[("main", 1, &kek)], ("main", 1)), config).await;
+    let kr = configured(env, &kek, config).await;
     let s = scope("tenant:ahead");
     kr.create_scope(&s).await.unwrap();
     let c = col("a");
@@ -61,24 +51,22 @@ pub async fn the_next_block_is_leased_ahead<E: Env>(env: &E) {
             .unwrap()
             .encryptions
     };
-    let seal = |n: u32| {
+    let seal_n = |n: u32| {
         let (kr, s, c) = (&kr, &s, &c);
         async move {
             for i in 0..n {
-                kr.encrypt(s, c, Suite::Gcm96, &FieldContext::new(), &i.to_be_bytes())
-                    .await
-                    .unwrap();
+                seal(kr, s, c, &i.to_be_bytes()).await;
             }
         }
     };
-    seal(40).await;
+    seal_n(40).await;
     assert_eq!(
         leased().await,
         100,
         "one block while more than half is left"
     );
     // Past half the block, the next one is leased in the background, before it is needed.
-    seal(20).await;
+    seal_n(20).await;
     let mut total = leased().await;
     for _ in 0..500 {
         if total == 200 {
@@ -89,10 +77,10 @@ pub async fn the_next_block_is_leased_ahead<E: Env>(env: &E) {
     }
     assert_eq!(total, 200, "the spare block");
     // 150 seals in all use the two blocks and lease nothing more: no block is thrown away.
-    seal(90).await;
+    seal_n(90).await;
     assert_eq!(leased().await, 200);
     // Near the limit nothing is leased ahead past it, and the version rotates as before.
-    seal(851).await;
+    seal_n(851).await;
     let deks = kr.store().deks(&s).await.unwrap();
     assert!(deks.iter().all(|d| d.encryptions <= 1000), "{deks:?}");
     assert_eq!(deks.len(), 2, "{deks:?}");
@@ -102,10 +90,9 @@ pub async fn batches_lease_once_and_keep_order<E: Env>(env: &E) {
     let kek = Kek::generate().unwrap();
     let config = KeyringConfig {
         max_encryptions: 1000,
-        lease_block: 16,
-        ..KeyringConfig::default()
+        ..leasing(16)
     };
-    let kr = keyring(env, ring(&[("main", 1, &kek)], ("main", 1)), config).await;
+    let kr = configured(env, &kek, config).await;
     let s = scope("tenant:acme");
     kr.create_scope(&s).await.unwrap();
     let (a, b) = (col("a"), col("b"));
@@ -172,23 +159,14 @@ pub async fn age_rotates_once_and_metrics_count<E: Env>(env: &E) {
         max_age: Some(std::time::Duration::from_millis(1500)),
         ..KeyringConfig::default()
     };
-    let kr = keyring(env, ring(&[("main", 1, &kek)], ("main", 1)), config).await;
+    let kr = configured(env, &kek, config).await;
     let s = scope("tenant:aging");
     let c = col("x");
     kr.create_scope(&s).await.unwrap();
-    let a = kr
-        .encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"a")
-        .await
-        .unwrap();
+    let a = seal(&kr, &s, &c, b"a").await;
     tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
-    let b = kr
-        .encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"b")
-        .await
-        .unwrap();
-    let b2 = kr
-        .encrypt(&s, &c, Suite::Gcm96, &FieldContext::new(), b"c")
-        .await
-        .unwrap();
+    let b = seal(&kr, &s, &c, b"b").await;
+    let b2 = seal(&kr, &s, &c, b"c").await;
     let v = |ct: &[u8]| coffer_core::Header::parse(ct).unwrap().0.version;
     assert_eq!(
         (v(&a), v(&b), v(&b2)),
@@ -202,11 +180,7 @@ pub async fn age_rotates_once_and_metrics_count<E: Env>(env: &E) {
 /// current when the keyring drops its keys.
 pub async fn leased_field_keys_keep_to_their_lease<E: Env>(env: &E) {
     let kek = Kek::generate().unwrap();
-    let config = KeyringConfig {
-        lease_block: 4,
-        ..KeyringConfig::default()
-    };
-    let kr = keyring(env, ring(&[("main", 1, &kek)], ("main", 1)), config).await;
+    let kr = configured(env, &kek, leasing(4)).await;
     let s = scope("tenant:leased");
     let c = col("email");
     kr.create_scope(&s).await.unwrap();

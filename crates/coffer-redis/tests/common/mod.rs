@@ -4,9 +4,13 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use coffer_core::{ColumnId, FieldContext, ScopeId};
+use coffer_keys::Keyring;
 use coffer_redis::RedisOptions;
+use coffer_store::SqlStore;
 use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 
@@ -30,6 +34,33 @@ pub fn fast() -> RedisOptions {
         connect_timeout: Duration::from_millis(250),
         retry_every: Duration::from_millis(100),
     }
+}
+
+/// A key store in a fresh SQLite file, with the directory that holds it.
+pub async fn sqlite_store() -> (tempfile::TempDir, Arc<SqlStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("keys.db").display());
+    (dir, Arc::new(SqlStore::connect(&url).await.unwrap()))
+}
+
+/// Whether `kr` refuses `ct` as sealed under a destroyed key within 10 s (asked every 20 ms):
+/// another process's destroy reaches it through a published invalidation. Panics on any other
+/// error.
+pub async fn refused_as_destroyed(
+    kr: &Keyring,
+    scope: &ScopeId,
+    column: &ColumnId,
+    ct: &[u8],
+) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match kr.decrypt(scope, column, &FieldContext::new(), ct).await {
+            Err(coffer_keys::Error::Destroyed { .. }) => return true,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    false
 }
 
 /// A direct (non-cluster) connection to one node.

@@ -3,7 +3,13 @@
 //! 127.0.0.1:0 inside the test's runtime, tokens created through `coffer_server::tokens`, and an
 //! HTTP client.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -20,6 +26,8 @@ use coffer_server::{App, ServiceConfig};
 use coffer_store::SqlStore;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::Value;
+
+pub use coffer_testkit::server_client::{Client, expect_error, expect_retry_after};
 
 /// The mode of the "nid" item: deterministic, except in FIPS builds, which refuse AES-SIV.
 pub const DETERMINISTIC: &str = if cfg!(feature = "fips") {
@@ -117,6 +125,22 @@ impl Service {
     /// A fresh key store with `service` as the `[service]` table, serving.
     pub async fn start(service: &str) -> Service {
         Self::start_with(service, false).await
+    }
+
+    /// A fresh key store with `service` as the `[service]` table, serving, an admin token and
+    /// a token of tenant `acme`.
+    pub async fn start_with_tokens(service: &str) -> (Service, String, String) {
+        let svc = Self::start(service).await;
+        let admin = svc.admin_token().await;
+        let acme = svc.tenant_token("acme", "").await;
+        (svc, admin, acme)
+    }
+
+    /// The same with `scope` created for tenant `acme`.
+    pub async fn start_with_scope(service: &str, scope: &str) -> (Service, String, String) {
+        let (svc, admin, acme) = Self::start_with_tokens(service).await;
+        svc.create_scope(&admin, scope, "acme").await;
+        (svc, admin, acme)
     }
 
     /// The same with a private Redis as L2 (1 s lifetimes) when `with_redis`.
@@ -230,15 +254,74 @@ impl Service {
 
     /// Creates `scope` for `tenant` through the admin endpoint.
     pub async fn create_scope(&self, admin: &str, scope: &str, tenant: &str) {
-        let r = self
+        let r = self.client().admin_scope(admin, scope, tenant).await;
+        assert_eq!(r.0, 201, "{}", r.1);
+    }
+}
+
+/// A service with the scopes `acme:patients` (tenant acme) and `globex:users` (tenant globex),
+/// and a token for each tenant and an admin.
+pub struct Tenants {
+    pub svc: Service,
+    pub admin: String,
+    pub acme: String,
+    pub globex: String,
+}
+
+impl Tenants {
+    /// A fresh key store with `service` as the `[service]` table, serving, with the two scopes.
+    pub async fn start(service: &str) -> Tenants {
+        let svc = Service::start(service).await;
+        let admin = svc.admin_token().await;
+        let acme = svc.tenant_token("acme", "api").await;
+        let globex = svc.tenant_token("globex", "").await;
+        let r = svc
             .client()
-            .post(
-                "/v1/admin/scopes",
-                admin,
-                serde_json::json!({"scope": scope, "tenant": tenant}),
-            )
+            .admin_scope(&admin, "acme:patients", "acme")
             .await;
         assert_eq!(r.0, 201, "{}", r.1);
+        assert_eq!(r.1["outcome"], "created");
+        svc.create_scope(&admin, "globex:users", "globex").await;
+        Tenants {
+            svc,
+            admin,
+            acme,
+            globex,
+        }
+    }
+
+    /// Sends the failing requests that carry plaintexts, each checked against the error it
+    /// answers: acme's values to globex's scope, a ciphertext under the wrong context (the
+    /// error names the item), a value that is not base64, truncated JSON, an admin token on a
+    /// data endpoint. `ssn_ct` is [`SSN`] sealed under column `ssn`, context `42`, in
+    /// `acme:patients`. Returns how many requests it sent.
+    pub async fn failing_requests(&self, ssn_ct: &Value) -> usize {
+        let c = self.svc.client();
+        let both = serde_json::json!([
+            {"column": "ssn", "plaintext": SSN},
+            {"column": "m", "plaintext": MARKER},
+        ]);
+        let r = c.utf8("encrypt", "globex:users", &self.acme, both).await;
+        expect_error(&r, 403, "wrong_tenant");
+        let wrong = serde_json::json!([{"column": "ssn", "context": "43", "ciphertext": ssn_ct}]);
+        let r = c.utf8("decrypt", "acme:patients", &self.acme, wrong).await;
+        expect_error(&r, 422, "decryption_failed");
+        assert_eq!(r.1["error"]["item"], 0);
+        let not_base64 = serde_json::json!({"items": [{"column": "ssn", "plaintext": MARKER}]});
+        let path = "/v1/scopes/acme:patients/encrypt";
+        expect_error(
+            &c.post(path, &self.acme, not_base64).await,
+            400,
+            "bad_base64",
+        );
+        let truncated = format!(
+            "{{\"encoding\":\"utf8\",\"items\":[{{\"column\":\"m\",\"plaintext\":\"{MARKER} {SSN}\""
+        );
+        let r = c.post_raw(path, &self.acme, &truncated).await;
+        expect_error(&r, 400, "bad_json");
+        let r = c.encrypt_one(&self.admin, "acme:patients", EMAIL).await;
+        expect_error(&r, 403, "admin_token");
+        5
     }
 }
 
@@ -272,90 +355,6 @@ fn config(dir: &Path, service: &str, redis_port: Option<u16>) -> Config {
         metrics_token.display()
     );
     Config::from_toml(&toml).unwrap()
-}
-
-/// JSON over HTTP to the service: every answer as (status, body), the body as a string when it
-/// is not JSON.
-pub struct Client {
-    pub http: reqwest::Client,
-    pub base: String,
-}
-
-impl Client {
-    pub fn new(base: &str) -> Client {
-        Client {
-            http: reqwest::Client::new(),
-            base: base.to_owned(),
-        }
-    }
-
-    pub async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut r = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        answer(r.send().await.unwrap()).await
-    }
-
-    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
-        self.send(reqwest::Method::POST, path, Some(token), Some(body))
-            .await
-    }
-
-    /// POSTs `body` as sent, with `Content-Type: application/json`.
-    pub async fn post_raw(&self, path: &str, token: &str, body: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .unwrap();
-        answer(resp).await
-    }
-
-    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        self.send(reqwest::Method::GET, path, token, None).await
-    }
-
-    /// /metrics as text (with the metrics token).
-    pub async fn metrics(&self) -> String {
-        let (s, m) = self.get("/metrics", Some(METRICS_TOKEN)).await;
-        assert_eq!(s, 200, "{m}");
-        m.as_str().unwrap().to_owned()
-    }
-}
-
-async fn answer(resp: reqwest::Response) -> (u16, Value) {
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, v)
-}
-
-/// The answer is an error with this status and code, and a message that says something.
-#[track_caller]
-pub fn expect_error(r: &(u16, Value), status: u16, code: &str) {
-    assert_eq!(r.0, status, "{}", r.1);
-    assert_eq!(r.1["error"]["code"], code, "{}", r.1);
-    assert!(
-        r.1["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.len() > 10),
-        "no useful message: {}",
-        r.1
-    );
 }
 
 /// The sum of the samples of the metric lines that start with `prefix`.

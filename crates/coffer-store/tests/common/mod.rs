@@ -7,8 +7,9 @@
 use std::sync::Arc;
 
 use coffer_core::Kek;
-use coffer_keys::{KekId, KekRing, Keyring, KeyringConfig, LocalKek};
+use coffer_keys::{Keyring, KeyringConfig};
 use coffer_store::SqlStore;
+use coffer_testkit::keyring_fixtures::KeyringSetup;
 use coffer_testkit::pg;
 
 /// A test database; a PostgreSQL one is dropped with it.
@@ -42,20 +43,9 @@ impl TestDb {
     pub async fn drop_pg(self) {}
 }
 
-pub fn local(name: &str, version: u32, kek: &Kek) -> (KekId, Arc<dyn coffer_keys::KekProvider>) {
-    let id = KekId::new(name, version).unwrap();
-    (id.clone(), Arc::new(LocalKek::new(id, kek.clone())))
-}
-
-pub fn ring(keks: &[(&str, u32, &Kek)], primary: (&str, u32)) -> KekRing {
-    KekRing::new(
-        keks.iter().map(|(n, v, k)| local(n, *v, k)),
-        KekId::new(primary.0, primary.1).unwrap(),
-    )
-    .unwrap()
-}
-
-pub async fn keyring(url: &str, ring: KekRing, config: KeyringConfig) -> Keyring {
+/// A keyring on its own connection pool to `url`, as a process would open it: one local KEK,
+/// `main/v1` over `kek`, and `config`.
+pub async fn keyring(url: &str, kek: &Kek, config: KeyringConfig) -> Keyring {
     let store = Arc::new(SqlStore::connect(url).await.unwrap());
-    Keyring::new(store, ring, config).await.unwrap()
+    KeyringSetup::new(store, kek).config(config).build().await
 }
