@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod cli_audit;
 pub mod columns_schema;
 pub mod conformance;
 pub mod fixtures;
