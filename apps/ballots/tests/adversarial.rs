@@ -141,23 +141,11 @@ fn path_ids() -> Vec<String> {
 
 #[test]
 fn adversarial_corpus_gets_no_5xx_and_loses_nothing() {
-    let db = Database::new("adversarial");
-    let setup = Setup::postgres(&db, None, "", "");
-    let server = setup.start();
-    let base = server.base.clone();
-    let pid = server.pid();
+    let (served, c, base) = serve_postgres("adversarial");
+    let pid = served.server.pid();
     let rt = runtime();
     let (tried, created, voted) = rt.block_on(async {
-        let c = Client::new(&base);
-        let (s, b) = c
-            .post(
-                "/api/ballots",
-                json!({"measure": "M", "options": ["A", "B"]}),
-            )
-            .await;
-        assert_eq!(s, 201, "{b}");
-        let id = b["id"].as_str().unwrap().to_owned();
-        let admin = b["admin_token"].as_str().unwrap().to_owned();
+        let (id, admin, _) = create_with(&c, "M", &["A", "B"]).await;
         // A connection per request: the server closes a connection whose request body it did
         // not read (a refusal before the body), and a pooled client could race that close.
         let http = reqwest::Client::builder()
@@ -477,21 +465,26 @@ fn adversarial_corpus_gets_no_5xx_and_loses_nothing() {
             "RSS grew from {before} KiB to {after} KiB"
         );
         // The ballot still works.
-        let (s, _) = c
-            .post(
-                &format!("/api/ballots/{id}/votes"),
-                json!({"voter": "after-the-corpus", "option_id": 2}),
-            )
-            .await;
-        assert_eq!(s, 201);
+        vote(
+            &c,
+            &id,
+            json!({"voter": "after-the-corpus", "option_id": 2}),
+        )
+        .await;
         (tried, created, voted + 1)
     });
     assert!(tried > 1_000, "{tried}");
     // Nothing stored but what was accepted.
     assert_eq!(
-        db.sql("SELECT count(*) FROM ballots"),
+        served.db.sql("SELECT count(*) FROM ballots"),
         (1 + created).to_string()
     );
-    assert_eq!(db.sql("SELECT count(*) FROM votes"), voted.to_string());
-    assert_eq!(db.sql("SELECT count(*) FROM has_voted"), voted.to_string());
+    assert_eq!(
+        served.db.sql("SELECT count(*) FROM votes"),
+        voted.to_string()
+    );
+    assert_eq!(
+        served.db.sql("SELECT count(*) FROM has_voted"),
+        voted.to_string()
+    );
 }

@@ -300,32 +300,13 @@ fn ballots_are_shredded_after_retention_and_counts_remain() {
         let (id, admin, opts) = create(&c).await;
         let (keep, _, _) = create(&c).await;
         for (i, o) in [opts[0], opts[0], opts[1]].iter().enumerate() {
-            let (s, _) = c
-                .post(
-                    &format!("/api/ballots/{id}/votes"),
-                    json!({"voter": format!("v{i}"), "option_id": o}),
-                )
-                .await;
-            assert_eq!(s, 201);
+            vote(&c, &id, json!({"voter": format!("v{i}"), "option_id": o})).await;
         }
-        let (s, _) = c
-            .post(
-                &format!("/api/ballots/{id}/votes"),
-                json!({"voter": "w", "write_in": WRITE_IN}),
-            )
-            .await;
-        assert_eq!(s, 201);
+        vote(&c, &id, json!({"voter": "w", "write_in": WRITE_IN})).await;
         let sealed_key = db.sql(&format!(
             "SELECT encode(encrypted_dek, 'hex') FROM ballots WHERE id = '{id}'"
         ));
-        let (s, _) = c
-            .post_raw(
-                &format!("/api/ballots/{id}/close"),
-                String::new(),
-                Some(&admin),
-            )
-            .await;
-        assert_eq!(s, 200);
+        close(&c, &id, &admin).await;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let (_, t) = c.get(&format!("/api/ballots/{id}/tally")).await;
@@ -428,25 +409,12 @@ fn embedded_defaults_run_with_one_command() {
         "{err}"
     );
 
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let server = Server::start_in(
-        dir.path(),
-        &[],
-        port,
-        &["serve", "--dev", "--listen", &listen],
-    );
+    let server = Server::start_dev(dir.path());
     let rt = runtime();
     rt.block_on(async {
         let c = Client::new(&server.base);
         let (id, admin, opts) = create(&c).await;
-        let (s, _) = c
-            .post(
-                &format!("/api/ballots/{id}/votes"),
-                json!({"voter": "a", "option_id": opts[1]}),
-            )
-            .await;
-        assert_eq!(s, 201);
+        vote(&c, &id, json!({"voter": "a", "option_id": opts[1]})).await;
         // Write-ins and a second vote on SQLite (the same batch SQL as PostgreSQL).
         let path = format!("/api/ballots/{id}/votes");
         let (s1, a) = c
@@ -470,14 +438,7 @@ fn embedded_defaults_run_with_one_command() {
             (s, e["error"]["code"].as_str()),
             (409, Some("already_voted"))
         );
-        let (s, _) = c
-            .post_raw(
-                &format!("/api/ballots/{id}/close"),
-                String::new(),
-                Some(&admin),
-            )
-            .await;
-        assert_eq!(s, 200);
+        close(&c, &id, &admin).await;
         let (_, t) = c.get(&format!("/api/ballots/{id}/tally")).await;
         assert_eq!(counts(&t)[OPTIONS[1]], 1);
         assert_eq!(counts(&t)[WRITE_IN], 2);

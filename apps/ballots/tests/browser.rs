@@ -191,13 +191,7 @@ fn create_vote_and_watch_the_tally_in_chromium() {
         let c = Client::new(&base);
         let (_, view) = c.get(&format!("/api/ballots/{id}")).await;
         let no = view["options"][1]["id"].as_i64().unwrap();
-        let (s, _) = c
-            .post(
-                &format!("/api/ballots/{id}/votes"),
-                json!({"voter": "api", "option_id": no}),
-            )
-            .await;
-        assert_eq!(s, 201);
+        vote(&c, &id, json!({"voter": "api", "option_id": no})).await;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let t = total(&a).await;
@@ -307,21 +301,10 @@ fn create_vote_and_watch_the_tally_in_chromium() {
 
 #[test]
 fn a_link_from_another_site_keeps_the_voters_identity() {
-    let db = Database::new("browser_lax");
-    let setup = Setup::postgres(&db, None, "", "");
-    let server = setup.start();
+    let (_served, c, base) = serve_postgres("browser_lax");
     let driver = Driver::start();
-    let base = server.base.clone();
     runtime().block_on(async {
-        let c = Client::new(&base);
-        let (s, created) = c
-            .post(
-                "/api/ballots",
-                json!({"measure": "Paint the bike shed green?", "options": ["Yes", "No"]}),
-            )
-            .await;
-        assert_eq!(s, 201, "{created}");
-        let id = created["id"].as_str().unwrap().to_owned();
+        let (id, _, _) = create_with(&c, "Paint the bike shed green?", &["Yes", "No"]).await;
         let a = driver.browser().await;
         a.goto(&format!("{base}/b/{id}")).await.unwrap();
         click_choice(&a, "Yes").await;

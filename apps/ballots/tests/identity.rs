@@ -71,12 +71,8 @@ type Forged<'a> = (
 
 #[test]
 fn forged_forms_are_refused_and_identities_stay() {
-    let db = Database::new("csrf");
-    let setup = Setup::postgres(&db, None, "", "");
-    let server = setup.start();
-    let base = server.base.clone();
+    let (served, c, base) = serve_postgres("csrf");
     runtime().block_on(async {
-        let c = Client::new(&base);
         let (id, admin, opts) = create(&c).await;
         let ballot = format!("/b/{id}");
 
@@ -205,10 +201,10 @@ fn forged_forms_are_refused_and_identities_stay() {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 403);
-        assert_eq!(db.sql("SELECT count(*) FROM votes"), "0");
-        assert_eq!(db.sql("SELECT count(*) FROM has_voted"), "0");
-        assert_eq!(db.sql("SELECT count(*) FROM ballots"), "1");
-        assert_eq!(db.sql("SELECT status FROM ballots"), "open");
+        assert_eq!(served.db.sql("SELECT count(*) FROM votes"), "0");
+        assert_eq!(served.db.sql("SELECT count(*) FROM has_voted"), "0");
+        assert_eq!(served.db.sql("SELECT count(*) FROM ballots"), "1");
+        assert_eq!(served.db.sql("SELECT status FROM ballots"), "open");
 
         // The real form, from the page (same origin): counted once; again: refused.
         let same = [("origin", base.as_str()), ("sec-fetch-site", "same-origin")];
@@ -221,7 +217,7 @@ fn forged_forms_are_refused_and_identities_stay() {
         let (s, location, _) = post_form(&base, &vote, Some(cookie.as_str()), &fields, &same).await;
         assert_eq!(s, 303);
         assert!(location.ends_with("?error=already_voted"), "{location}");
-        assert_eq!(db.sql("SELECT count(*) FROM votes"), "1");
+        assert_eq!(served.db.sql("SELECT count(*) FROM votes"), "1");
         // The creator closes it from the page.
         let (s, _, _) = post_form(
             &base,
@@ -232,6 +228,6 @@ fn forged_forms_are_refused_and_identities_stay() {
         )
         .await;
         assert_eq!(s, 303);
-        assert_eq!(db.sql("SELECT status FROM ballots"), "closed");
+        assert_eq!(served.db.sql("SELECT status FROM ballots"), "closed");
     });
 }

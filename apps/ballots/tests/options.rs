@@ -12,12 +12,9 @@ use serde_json::json;
 
 #[test]
 fn option_ids_are_per_ballot_and_older_databases_are_renumbered() {
-    let db = Database::new("numbers");
-    let setup = Setup::postgres(&db, None, "", "");
-    let mut server = setup.start();
+    let (mut served, c, _) = serve_postgres("numbers");
     let rt = runtime();
     let (first, second, second_admin) = rt.block_on(async {
-        let c = Client::new(&server.base);
         let (first, _, a) = create(&c).await;
         let (second, second_admin, b) = create(&c).await;
         assert_eq!(a, vec![1, 2, 3]);
@@ -33,13 +30,7 @@ fn option_ids_are_per_ballot_and_older_databases_are_renumbered() {
                 .await;
             assert_eq!((s, &v), (201, &json!({"write_in": true})));
         }
-        let (s, _) = c
-            .post(
-                &format!("/api/ballots/{first}/votes"),
-                json!({"voter": "a", "write_in": "Ants"}),
-            )
-            .await;
-        assert_eq!(s, 201);
+        vote(&c, &first, json!({"voter": "a", "write_in": "Ants"})).await;
         // An id of no option of this ballot: refused.
         for bad in [0, 6, -1, i64::MAX] {
             let (s, e) = c.post(&path, json!({"voter": "e", "option_id": bad})).await;
@@ -51,18 +42,20 @@ fn option_ids_are_per_ballot_and_older_databases_are_renumbered() {
         }
         (first, second, second_admin)
     });
-    server.stop();
+    served.server.stop();
 
     // A database from before per-ballot numbers: no number column, the rows' ids global.
-    db.sql("ALTER TABLE ballot_options DROP COLUMN number");
-    let server = setup.start();
+    served
+        .db
+        .sql("ALTER TABLE ballot_options DROP COLUMN number");
+    served.server = served.setup.start();
     assert!(
-        server.log().contains("numbered the options"),
+        served.server.log().contains("numbered the options"),
         "{}",
-        server.log()
+        served.server.log()
     );
     rt.block_on(async {
-        let c = Client::new(&server.base);
+        let c = Client::new(&served.server.base);
         for id in [&first, &second] {
             let (_, v) = c.get(&format!("/api/ballots/{id}")).await;
             let ids: Vec<i64> = v["options"]
@@ -81,14 +74,7 @@ fn option_ids_are_per_ballot_and_older_databases_are_renumbered() {
                 .await;
             assert_eq!(s, 201);
         }
-        let (s, _) = c
-            .post_raw(
-                &format!("/api/ballots/{second}/close"),
-                String::new(),
-                Some(&second_admin),
-            )
-            .await;
-        assert_eq!(s, 200);
+        close(&c, &second, &second_admin).await;
         let (_, t) = c.get(&format!("/api/ballots/{second}/tally")).await;
         let lines: Vec<(i64, String, i64)> = t["options"]
             .as_array()
@@ -116,7 +102,9 @@ fn option_ids_are_per_ballot_and_older_databases_are_renumbered() {
         );
     });
     assert_eq!(
-        db.sql("SELECT count(*) FROM ballot_options WHERE number IS NULL"),
+        served
+            .db
+            .sql("SELECT count(*) FROM ballot_options WHERE number IS NULL"),
         "0"
     );
 }
@@ -151,29 +139,17 @@ fn readme_api_examples_run_as_written() {
         .and_then(|rest| rest.split("\n```").next())
         .expect("the README's API example");
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
     // As the README says: `ballots serve --dev`, on another port.
-    let server = Server::start_in(
-        dir.path(),
-        &[],
-        port,
-        &["serve", "--dev", "--listen", &listen],
-    );
+    let server = Server::start_dev(dir.path());
     let script = block.replace("http://127.0.0.1:8080", &server.base);
     assert_ne!(script, block, "the example names the default address");
     // One answer per line: curl prints no newline of its own.
     std::fs::write(dir.path().join(".curlrc"), "write-out = \"\\n\"\n").unwrap();
-    let out = Command::new("bash")
-        .args(["-c", &script])
-        .env("CURL_HOME", dir.path())
-        .env("HOME", dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = coffer_testkit::process::output_of(
+        Command::new("bash")
+            .args(["-c", &script])
+            .env("CURL_HOME", dir.path())
+            .env("HOME", dir.path()),
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let answers: Vec<&str> = stdout.lines().collect();
@@ -254,21 +230,8 @@ fn sqlite_databases_from_before_are_renumbered_too() {
                 .collect();
             assert_eq!(ids, vec![1, 2, 3], "{v}");
         }
-        let (s, _) = c
-            .post(
-                &format!("/api/ballots/{second}/votes"),
-                json!({"voter": "e", "write_in": "Moths"}),
-            )
-            .await;
-        assert_eq!(s, 201);
-        let (s, _) = c
-            .post_raw(
-                &format!("/api/ballots/{second}/close"),
-                String::new(),
-                Some(&admin),
-            )
-            .await;
-        assert_eq!(s, 200);
+        vote(&c, &second, json!({"voter": "e", "write_in": "Moths"})).await;
+        close(&c, &second, &admin).await;
         let (_, t) = c.get(&format!("/api/ballots/{second}/tally")).await;
         let lines: Vec<(i64, String, i64)> = t["options"]
             .as_array()

@@ -10,17 +10,11 @@ use serde_json::json;
 
 #[test]
 fn the_tally_page_is_styled_like_the_other_pages() {
-    let db = Database::new("styled");
-    let setup = Setup::postgres(&db, None, "", "");
-    let server = setup.start();
-    let base = server.base.clone();
+    let (_served, c, base) = serve_postgres("styled");
     runtime().block_on(async {
-        let c = Client::new(&base);
         let (id, admin, opts) = create(&c).await;
-        let path = format!("/api/ballots/{id}/votes");
         for (voter, option) in [("a", opts[0]), ("b", opts[0]), ("c", opts[2])] {
-            let (s, _) = c.post(&path, json!({"voter": voter, "option_id": option})).await;
-            assert_eq!(s, 201);
+            vote(&c, &id, json!({"voter": voter, "option_id": option})).await;
         }
         let style = |page: &str| {
             let start = page.find("<style>").expect("an inline stylesheet");
@@ -31,10 +25,7 @@ fn the_tally_page_is_styled_like_the_other_pages() {
         assert_eq!(s, 200);
         assert!(open.starts_with("<!DOCTYPE html>"), "a whole page: {open}");
         assert_eq!(style(&open), style(&home), "the same stylesheet");
-        let (s, _) = c
-            .post_raw(&format!("/api/ballots/{id}/close"), String::new(), Some(&admin))
-            .await;
-        assert_eq!(s, 200);
+        close(&c, &id, &admin).await;
         let (_, page) = fetch(&base, &format!("/b/{id}/tally"), None).await;
         assert_eq!(style(&page), style(&home));
         for needle in [

@@ -30,12 +30,8 @@ fn normalized(body: &str, id: &str, options: &[i64]) -> String {
 
 #[test]
 fn nothing_reveals_per_option_counts_before_close() {
-    let db = Database::new("privacy");
-    let setup = Setup::postgres(&db, None, "", "");
-    let server = setup.start();
-    let base = server.base.clone();
+    let (_served, c, base) = serve_postgres("privacy");
     runtime().block_on(async {
-        let c = Client::new(&base);
         let (x, x_admin, x_opts) = create(&c).await;
         let (y, y_admin, y_opts) = create(&c).await;
         let (_, home_before) = fetch(&base, "/", None).await;
@@ -162,14 +158,7 @@ fn nothing_reveals_per_option_counts_before_close() {
 
         // Closed: the results, right.
         for (id, admin) in [(&x, &x_admin), (&y, &y_admin)] {
-            let (s, _) = c
-                .post_raw(
-                    &format!("/api/ballots/{id}/close"),
-                    String::new(),
-                    Some(admin),
-                )
-                .await;
-            assert_eq!(s, 200);
+            close(&c, id, admin).await;
         }
         let (_, t) = c.get(&format!("/api/ballots/{x}/tally")).await;
         assert_eq!(

@@ -6,9 +6,10 @@
 mod common;
 
 use coffer_core::Kek;
-use coffer_keys::audit::{self, AuditRecord};
+use coffer_keys::audit::AuditRecord;
 use coffer_keys::{AuditFilter, KeyStore as _};
 use coffer_store::SqlStore;
+use coffer_testkit::keyring_audit::rehash_unkeyed;
 use common::{keys, ok};
 
 async fn trail(url: &str) -> Vec<AuditRecord> {
@@ -47,40 +48,10 @@ async fn rewrite(url: &str, records: &[AuditRecord]) {
     tx.commit().await.unwrap();
 }
 
-/// Re-hashes `records[from..]` with plain SHA-256, ids renumbered: all an attacker without the
-/// KEK can compute.
-fn rehash_unkeyed(mut records: Vec<AuditRecord>, from: usize) -> Vec<AuditRecord> {
-    let mut prev = if from == 0 {
-        audit::GENESIS
-    } else {
-        records[from - 1].hash
-    };
-    for (i, r) in records.iter_mut().enumerate().skip(from) {
-        r.id = i as i64 + 1;
-        r.prev_hash = prev;
-        r.hash = audit::chain_hash(&prev, r.id, r.at_us, &r.event).unwrap();
-        prev = r.hash;
-    }
-    records
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_finds_a_rewritten_or_truncated_trail() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let kek = Kek::generate().unwrap().to_base64().to_string();
-    let env = [("COFFER_KEK", kek.as_str())];
-    ok(&keys(
-        d,
-        &[
-            "init",
-            "--store",
-            "sqlite:keys.db",
-            "--kek",
-            "env:COFFER_KEK",
-        ],
-        &env,
-    ));
+    let store = common::KeyStoreDir::init();
+    let (d, env) = (store.path(), store.env());
     // The anchor file, kept by every command that appends.
     let mut toml = std::fs::read_to_string(d.join("coffer.toml")).unwrap();
     if toml.contains("[audit]\n") {
@@ -97,7 +68,7 @@ async fn verify_finds_a_rewritten_or_truncated_trail() {
     ] {
         ok(&keys(d, args, &env));
     }
-    let url = format!("sqlite:{}", d.join("keys.db").display());
+    let url = store.store_url();
     let good = trail(&url).await;
     assert!(good.len() >= 5, "{good:?}");
     let last = good.last().unwrap();

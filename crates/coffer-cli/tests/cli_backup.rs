@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use coffer_testkit::pg;
+use coffer_testkit::process::output_of;
 use common::{Out, coffer};
 
 const KEK_VAR: &str = "COFFER_BACKUP_TEST_KEK";
@@ -511,31 +512,21 @@ fn python_esdk_decrypts_a_backup_for_pg_restore() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/dr_decrypt.py");
     for (var, name) in [(KEK_VAR, "default/v1"), (RECOVERY_VAR, "recovery/v1")] {
         let dump = dir.path().join(format!("{var}.dump"));
-        let out = Command::new("python3")
-            .arg(&script)
-            .arg(&b)
-            .args(["--key-env", var, "--key-name", name])
-            .env(KEK_VAR, &keys.kek)
-            .env(RECOVERY_VAR, &keys.recovery)
-            .stdout(std::fs::File::create(&dump).unwrap())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "dr_decrypt.py: {}",
-            String::from_utf8_lossy(&out.stderr)
+        output_of(
+            Command::new("python3")
+                .arg(&script)
+                .arg(&b)
+                .args(["--key-env", var, "--key-name", name])
+                .env(KEK_VAR, &keys.kek)
+                .env(RECOVERY_VAR, &keys.recovery)
+                .stdout(std::fs::File::create(&dump).unwrap()),
         );
         let dst = Db::new("py");
-        let restored = Command::new("pg_restore")
-            .envs(PG_ENV)
-            .args(["--exit-on-error", "--dbname", dst.name()])
-            .arg(&dump)
-            .output()
-            .unwrap();
-        assert!(
-            restored.status.success(),
-            "{}",
-            String::from_utf8_lossy(&restored.stderr)
+        output_of(
+            Command::new("pg_restore")
+                .envs(PG_ENV)
+                .args(["--exit-on-error", "--dbname", dst.name()])
+                .arg(&dump),
         );
         assert_eq!(dst.checksums(), src.checksums());
     }

@@ -6,11 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{file as run, kek_base64 as key};
-
-fn data(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 7 % 253) as u8).collect()
-}
+use common::{data, file as run, kek_base64 as key};
 
 #[test]
 fn files_round_trip_and_ranges_decrypt() {
@@ -437,26 +433,21 @@ fn hsm_wrapped_files_open_with_the_same_key_anywhere() {
     };
     std::fs::write(d.join("raw.key"), hex::decode(&khex).unwrap()).unwrap();
     let label = format!("coffer-file-{}", &hex_of(&key())[..12]);
-    let import = std::process::Command::new("softhsm2-util")
-        .env("SOFTHSM2_CONF", &conf)
-        .args([
-            "--import", "raw.key", "--aes", "--token", &token, "--label", &label,
-        ])
-        .args([
-            "--id",
-            &label.as_bytes()[..4]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>(),
-        ])
-        .args(["--pin", pin.trim()])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    assert!(
-        import.status.success(),
-        "{}",
-        String::from_utf8_lossy(&import.stderr)
+    coffer_testkit::process::output_of(
+        std::process::Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &conf)
+            .args([
+                "--import", "raw.key", "--aes", "--token", &token, "--label", &label,
+            ])
+            .args([
+                "--id",
+                &label.as_bytes()[..4]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>(),
+            ])
+            .args(["--pin", pin.trim()])
+            .current_dir(d),
     );
     let reference = format!("pkcs11:module={module};token={token};key={label};pin-env=HSM_PIN");
     let env = [
@@ -493,22 +484,8 @@ fn hsm_wrapped_files_open_with_the_same_key_anywhere() {
 /// open it, and destroying the scope shreds the file.
 #[test]
 fn files_keyed_by_a_key_store_scope() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let k = key();
-    let env = [("COFFER_KEK", k.as_str())];
-    let init = common::keys(
-        d,
-        &[
-            "init",
-            "--store",
-            "sqlite:keys.db",
-            "--kek",
-            "env:COFFER_KEK",
-        ],
-        &env,
-    );
-    assert_eq!(init.code, Some(0), "{}", init.stderr);
+    let store = common::KeyStoreDir::init();
+    let (d, env) = (store.path(), store.env());
     let created = common::keys(d, &["create-scope", "tenant:a", "tenant:b"], &env);
     assert_eq!(created.code, Some(0), "{}", created.stderr);
     let pt = data(100_000);

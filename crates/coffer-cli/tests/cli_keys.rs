@@ -15,7 +15,7 @@ use coffer_keys::{
     BlindIndexSpec, KekId, KekRing, KeyStore as _, Keyring, KeyringConfig, LocalKek,
 };
 use coffer_store::SqlStore;
-use common::{Out, coffer, keys, ok};
+use common::{INIT_SQLITE, KeyStoreDir, Out, coffer, keys, ok};
 
 fn new_key() -> String {
     Kek::generate().unwrap().to_base64().to_string()
@@ -23,22 +23,9 @@ fn new_key() -> String {
 
 #[test]
 fn a_whole_key_lifecycle_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let kek = new_key();
-    let env = [("COFFER_KEK", kek.as_str())];
+    let store = KeyStoreDir::init();
+    let (d, env, init) = (store.path(), store.env(), &store.init);
 
-    let init = ok(&keys(
-        d,
-        &[
-            "init",
-            "--store",
-            "sqlite:keys.db",
-            "--kek",
-            "env:COFFER_KEK",
-        ],
-        &env,
-    ));
     assert!(init.contains("KEK main/v1 (local), registered"), "{init}");
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(d.join("keys.db"))
@@ -47,19 +34,8 @@ fn a_whole_key_lifecycle_on_sqlite() {
         .mode();
     assert_eq!(mode & 0o077, 0, "the store file is private");
     let toml = std::fs::read_to_string(d.join("coffer.toml")).unwrap();
-    assert!(!toml.contains(&kek), "no secret in the config");
-    keys(
-        d,
-        &[
-            "init",
-            "--store",
-            "sqlite:keys.db",
-            "--kek",
-            "env:COFFER_KEK",
-        ],
-        &env,
-    )
-    .fails(2, "never overwrites");
+    assert!(!toml.contains(&store.kek), "no secret in the config");
+    keys(d, &INIT_SQLITE, &env).fails(2, "never overwrites");
 
     ok(&keys(
         d,
@@ -165,21 +141,8 @@ fn store_rows(d: &std::path::Path, env: &[(&str, &str)]) -> (String, usize) {
 
 #[test]
 fn a_wrong_kek_is_refused_before_anything_is_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let kek = new_key();
-    let env = [("COFFER_KEK", kek.as_str())];
-    ok(&keys(
-        d,
-        &[
-            "init",
-            "--store",
-            "sqlite:keys.db",
-            "--kek",
-            "env:COFFER_KEK",
-        ],
-        &env,
-    ));
+    let store = KeyStoreDir::init();
+    let (d, env) = (store.path(), store.env());
     ok(&keys(d, &["create-scope", "tenant:acme"], &env));
 
     let wrong = new_key();
@@ -209,21 +172,8 @@ fn a_wrong_kek_is_refused_before_anything_is_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_the_scopes_whose_deks_the_keks_cannot_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let kek = new_key();
-    let env = [("COFFER_KEK", kek.as_str())];
-    ok(&keys(
-        d,
-        &[
-            "init",
-            "--store",
-            "sqlite:keys.db",
-            "--kek",
-            "env:COFFER_KEK",
-        ],
-        &env,
-    ));
+    let store = KeyStoreDir::init();
+    let (d, env) = (store.path(), store.env());
     ok(&keys(d, &["create-scope", "tenant:good"], &env));
     // A DEK row wrapped under other key material than main/v1's, beside a good canary (as a
     // wrong key wrote them before writes were proven).
@@ -248,21 +198,8 @@ async fn check_names_the_scopes_whose_deks_the_keks_cannot_open() {
 
 #[test]
 fn missing_keys_and_reused_names_get_advice_that_fits_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let kek = new_key();
-    let env = [("COFFER_KEK", kek.as_str())];
-    ok(&keys(
-        d,
-        &[
-            "init",
-            "--store",
-            "sqlite:keys.db",
-            "--kek",
-            "env:COFFER_KEK",
-        ],
-        &env,
-    ));
+    let store = KeyStoreDir::init();
+    let (d, env) = (store.path(), store.env());
     ok(&keys(d, &["create-scope", "tenant:a"], &env));
 
     // The store has keys under main/v1: restore the key; a new one is not offered.
@@ -311,21 +248,8 @@ fn missing_keys_and_reused_names_get_advice_that_fits_the_store() {
 
 #[test]
 fn the_audit_trail_names_who_ran_a_command() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let kek = new_key();
-    let env = [("COFFER_KEK", kek.as_str())];
-    ok(&keys(
-        d,
-        &[
-            "init",
-            "--store",
-            "sqlite:keys.db",
-            "--kek",
-            "env:COFFER_KEK",
-        ],
-        &env,
-    ));
+    let store = KeyStoreDir::init();
+    let (d, env) = (store.path(), store.env());
     // The file names the service's identity, as a shared coffer.toml does.
     let path = d.join("coffer.toml");
     let mut cfg = Config::load(&path).unwrap();
@@ -345,7 +269,7 @@ fn the_audit_trail_names_who_ran_a_command() {
     ok(&keys(
         d,
         &["create-scope", "tenant:a"],
-        &[("COFFER_KEK", kek.as_str()), ("USER", "alice")],
+        &[("COFFER_KEK", store.kek.as_str()), ("USER", "alice")],
     ));
     assert!(
         last_actor("create").starts_with("alice@"),
@@ -355,7 +279,7 @@ fn the_audit_trail_names_who_ran_a_command() {
     ok(&keys(
         d,
         &["rotate", "tenant:a"],
-        &[("COFFER_KEK", kek.as_str()), ("COFFER_ACTOR", "bob")],
+        &[("COFFER_KEK", store.kek.as_str()), ("COFFER_ACTOR", "bob")],
     ));
     assert_eq!(last_actor("rotate"), "bob");
     ok(&keys(
@@ -413,21 +337,8 @@ impl NamesVar for Out {
 
 #[test]
 fn malformed_configs_are_clear_errors_and_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let kek = new_key();
-    let env = [("COFFER_KEK", kek.as_str())];
-    ok(&keys(
-        d,
-        &[
-            "init",
-            "--store",
-            "sqlite:keys.db",
-            "--kek",
-            "env:COFFER_KEK",
-        ],
-        &env,
-    ));
+    let store = KeyStoreDir::init();
+    let (d, env) = (store.path(), store.env());
     let good = std::fs::read_to_string(d.join("coffer.toml")).unwrap();
     for (bad, needle) in [
         (good.replace("l1_ttl", "l1_tll"), "unknown field"),
@@ -503,17 +414,7 @@ fn kek_rotation_from_a_local_key_to_an_hsm() {
                 .as_str(),
         ),
     ];
-    ok(&keys(
-        d,
-        &[
-            "init",
-            "--store",
-            "sqlite:keys.db",
-            "--kek",
-            "env:COFFER_KEK",
-        ],
-        &env,
-    ));
+    ok(&keys(d, &INIT_SQLITE, &env));
     ok(&keys(
         d,
         &["create-scope", "tenant:a", "tenant:b", "tenant:c"],

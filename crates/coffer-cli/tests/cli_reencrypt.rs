@@ -22,23 +22,13 @@ use common::{coffer, keys, ok, output};
 
 const ROWS: i64 = 30_000;
 
-const SCHEMA: &str = r#"
-[[table]]
-name = "patients"
-scope = "table:patients"
-
-[[table.column]]
-name = "ssn"
-type = "text"
-migrate_from = "ssn_plain"
-
-[[table.index]]
-name = "ssn_bidx"
-columns = ["ssn"]
-bits = 20
-normalize = ["digits"]
-"#;
-
+/// coffer-columns.toml: the SSN column, migrated from `ssn_plain`, and its blind index.
+fn schema() -> String {
+    coffer_testkit::columns_schema::table("patients", "table:patients")
+        .column("ssn", "text", &[("migrate_from", "ssn_plain")])
+        .index("ssn_bidx", &["ssn"], 20, &["digits"])
+        .toml()
+}
 fn count(url: &str, sql: &str) -> i64 {
     psql(url, sql).parse().unwrap()
 }
@@ -75,22 +65,9 @@ async fn migration_survives_kill_9_then_two_processes_reencrypt_and_v1_retires()
              SELECT g, lpad((g * 7919 % 1000000000)::text, 9, '0') FROM generate_series(1, {ROWS}) g;"
         ),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let kek = Kek::generate().unwrap();
-    let key = kek.to_base64().to_string();
-    let env = [("COFFER_KEK", key.as_str())];
-    ok(&keys(
-        d,
-        &[
-            "init",
-            "--store",
-            "sqlite:keys.db",
-            "--kek",
-            "env:COFFER_KEK",
-        ],
-        &env,
-    ));
+    let store = common::KeyStoreDir::init();
+    let (d, env, key) = (store.path(), store.env(), store.kek.as_str());
+    let kek = Kek::from_base64(key).unwrap();
     let toml = std::fs::read_to_string(d.join("coffer.toml")).unwrap();
     std::fs::write(
         d.join("coffer.toml"),
@@ -98,10 +75,10 @@ async fn migration_survives_kill_9_then_two_processes_reencrypt_and_v1_retires()
     )
     .unwrap();
     ok(&keys(d, &["create-scope", "table:patients"], &env));
-    std::fs::write(d.join("coffer-columns.toml"), SCHEMA).unwrap();
+    std::fs::write(d.join("coffer-columns.toml"), schema()).unwrap();
 
     // Before anything: the status names what is left.
-    let st = output(reencrypt(d, &url, &key, &["--status"]), None);
+    let st = output(reencrypt(d, &url, key, &["--status"]), None);
     st.success();
     assert!(
         st.stdout_str().contains(&format!("{ROWS} rows pending"))
@@ -111,7 +88,7 @@ async fn migration_survives_kill_9_then_two_processes_reencrypt_and_v1_retires()
     );
 
     // 1. A slow migration, killed with SIGKILL part-way through.
-    let mut child = reencrypt(d, &url, &key, &["--batch-size", "100", "--rate", "2000"])
+    let mut child = reencrypt(d, &url, key, &["--batch-size", "100", "--rate", "2000"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -155,7 +132,7 @@ async fn migration_survives_kill_9_then_two_processes_reencrypt_and_v1_retires()
     );
 
     // 2. The rerun does exactly the rest.
-    let out = output(reencrypt(d, &url, &key, &[]), None);
+    let out = output(reencrypt(d, &url, key, &[]), None);
     out.success();
     assert_eq!(
         moved(out.stdout_str()) as i64,
@@ -170,7 +147,7 @@ async fn migration_survives_kill_9_then_two_processes_reencrypt_and_v1_retires()
         ),
         ROWS
     );
-    let st = output(reencrypt(d, &url, &key, &["--status"]), None);
+    let st = output(reencrypt(d, &url, key, &["--status"]), None);
     assert!(
         st.stdout_str().contains("0 rows pending")
             && st.stdout_str().contains(&format!("v1: {ROWS}"))
@@ -182,7 +159,7 @@ async fn migration_survives_kill_9_then_two_processes_reencrypt_and_v1_retires()
     // 3. Rotate, then two processes at once: every row moved exactly once between them.
     ok(&keys(d, &["rotate", "table:patients"], &env));
     let spawn = || {
-        reencrypt(d, &url, &key, &["--batch-size", "50"])
+        reencrypt(d, &url, key, &["--batch-size", "50"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -229,7 +206,7 @@ async fn migration_survives_kill_9_then_two_processes_reencrypt_and_v1_retires()
     let keyring = Keyring::new(store, ring, KeyringConfig::default())
         .await
         .unwrap();
-    let table = Schema::from_toml(SCHEMA)
+    let table = Schema::from_toml(&schema())
         .unwrap()
         .table("patients")
         .unwrap();
@@ -258,7 +235,7 @@ async fn migration_survives_kill_9_then_two_processes_reencrypt_and_v1_retires()
 
     // 4. Retire v1 (after the writers' grace period: 2 × active_ttl).
     std::thread::sleep(Duration::from_millis(1100));
-    let out = output(reencrypt(d, &url, &key, &["--retire"]), None);
+    let out = output(reencrypt(d, &url, key, &["--retire"]), None);
     out.success();
     assert!(
         out.stdout_str().contains("retired v1"),
@@ -279,7 +256,7 @@ async fn migration_survives_kill_9_then_two_processes_reencrypt_and_v1_retires()
         &url,
         "SELECT md5(string_agg(ssn::text, ',' ORDER BY id)) FROM patients",
     );
-    let out = output(reencrypt(d, &url, &key, &["--batch-size", "1000"]), None);
+    let out = output(reencrypt(d, &url, key, &["--batch-size", "1000"]), None);
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("row 77"), "{}", out.stderr);
     let after = psql(
@@ -294,12 +271,12 @@ async fn migration_survives_kill_9_then_two_processes_reencrypt_and_v1_retires()
         out.stderr
     );
     let out = output(
-        reencrypt(d, "postgres://postgres@127.0.0.1:1/none", &key, &[]),
+        reencrypt(d, "postgres://postgres@127.0.0.1:1/none", key, &[]),
         None,
     );
     assert_eq!(out.code, Some(3), "{}", out.stderr);
     std::fs::write(d.join("bad.toml"), "[[table]]\nname = \"x\"\n").unwrap();
-    let out = output(reencrypt(d, &url, &key, &["--schema", "bad.toml"]), None);
+    let out = output(reencrypt(d, &url, key, &["--schema", "bad.toml"]), None);
     out.fails(2, "missing field `scope`");
 
     pool.close().await;

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use base64::Engine as _;
-use common::{Key, Out, coffer, moto};
+use common::{Key, Out, coffer, data, moto};
 
 /// Runs a Python helper from tests/interop with `input` on stdin; its stdout.
 fn python(script: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
@@ -54,10 +54,6 @@ fn run(dir: &Path, key: &Key, args: &[&str], stdin: Option<&[u8]>) -> Out {
         .env("AWS_REGION", "us-east-1")
         .env_remove("AWS_ENDPOINT_URL");
     common::output(cmd, stdin)
-}
-
-fn data(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 13 % 251) as u8).collect()
 }
 
 #[test]

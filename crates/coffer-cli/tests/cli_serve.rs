@@ -15,14 +15,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use coffer_testkit::pg::TestDb;
+use coffer_testkit::process::output_of;
 use coffer_testkit::psql::psql;
-use common::coffer;
-
-fn keygen() -> String {
-    let out = coffer().arg("keygen").output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
+use common::{Key, coffer_in, create_token, listening_on, runtime};
 
 /// A fresh database, a config, and (once started) a running `coffer serve`.
 struct Service {
@@ -51,7 +46,7 @@ impl Service {
             dir,
             _db: db,
             url,
-            kek: keygen(),
+            kek: Key::env().secret,
             child: None,
             base: String::new(),
             log,
@@ -59,14 +54,7 @@ impl Service {
     }
 
     fn cmd(&self) -> Command {
-        let mut c = coffer();
-        c.current_dir(self.dir.path())
-            .env_remove("COFFER_CONFIG")
-            .env_remove("COFFER_STORE_URL")
-            .env_remove("COFFER_REDIS_URL")
-            .env_remove("RUST_LOG")
-            .env("SVC_KEK", &self.kek);
-        c
+        coffer_in(self.dir.path(), &[("SVC_KEK", &self.kek)])
     }
 
     /// Starts `coffer serve` and waits for its `listening on` line.
@@ -81,16 +69,7 @@ impl Service {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(
-            line.starts_with("listening on "),
-            "serve did not start: {line:?}; log: {}",
-            self.logs()
-        );
-        self.base = line["listening on ".len()..].trim().to_owned();
+        self.base = listening_on(&mut child, || self.logs());
         self.child = Some(child);
     }
 
@@ -107,18 +86,7 @@ impl Service {
     }
 
     fn token(&self, args: &[&str]) -> String {
-        let out = self
-            .cmd()
-            .args(["tokens", "create", "--config", "coffer.toml"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tokens create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        create_token(self.cmd(), args)
     }
 
     fn tokens(&self, args: &[&str]) -> std::process::Output {
@@ -161,43 +129,40 @@ impl Client {
         }
     }
 
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut r = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
+    /// Sends `req`: the status, and the body as JSON (as a string when it is not JSON).
+    async fn answer(req: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, v)
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
-        self.send(reqwest::Method::POST, path, Some(token), Some(body))
-            .await
+        let url = format!("{}{path}", self.base);
+        Self::answer(self.http.post(url).bearer_auth(token).json(&body)).await
     }
 
-    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        self.send(reqwest::Method::GET, path, token, None).await
+    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        Self::answer(self.http.get(url).bearer_auth(token)).await
     }
-}
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    /// [`Client::post`], asserting 200: the answer.
+    async fn post_ok(&self, path: &str, token: &str, body: Value) -> Value {
+        let (status, answer) = self.post(path, token, body).await;
+        assert_eq!(status, 200, "POST {path}: {answer}");
+        answer
+    }
+
+    /// Creates `scope` for `tenant` through the admin API; asserts 201.
+    async fn create_scope(&self, admin: &str, scope: &str, tenant: &str) {
+        let body = json!({"scope": scope, "tenant": tenant});
+        let (status, answer) = self.post("/v1/admin/scopes", admin, body).await;
+        assert_eq!(status, 201, "{answer}");
+    }
 }
 
 #[test]
@@ -210,33 +175,30 @@ fn tokens_from_the_cli_serve_data_log_json_and_audit_verifies() {
     let c = Client::new(&svc.base);
     let rt = runtime();
     rt.block_on(async {
-        let r = c
-            .post("/v1/admin/scopes", &admin, json!({"scope": "acme:patients", "tenant": "acme"}))
-            .await;
-        assert_eq!(r.0, 201, "{}", r.1);
+        c.create_scope(&admin, "acme:patients", "acme").await;
+        let item = json!({"column": "m", "context": "42", "plaintext": plaintext});
         let enc = c
-            .post(
+            .post_ok(
                 "/v1/scopes/acme:patients/encrypt",
                 &acme,
-                json!({"encoding": "utf8", "items": [{"column": "m", "context": "42", "plaintext": plaintext}]}),
+                json!({"encoding": "utf8", "items": [item]}),
             )
             .await;
-        assert_eq!(enc.0, 200, "{}", enc.1);
+        let item =
+            json!({"column": "m", "context": "42", "ciphertext": enc["items"][0]["ciphertext"]});
         let dec = c
-            .post(
+            .post_ok(
                 "/v1/scopes/acme:patients/decrypt",
                 &acme,
-                json!({"encoding": "utf8", "items": [{"column": "m", "context": "42", "ciphertext": enc.1["items"][0]["ciphertext"]}]}),
+                json!({"encoding": "utf8", "items": [item]}),
             )
             .await;
-        assert_eq!(dec.1["items"][0]["plaintext"], plaintext, "{}", dec.1);
+        assert_eq!(dec["items"][0]["plaintext"], plaintext, "{dec}");
     });
     // `coffer tokens list` and `revoke` against the store the service reads.
-    let out = svc.tokens(&["list", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = output_of(
+        svc.cmd()
+            .args(["tokens", "list", "--json", "--config", "coffer.toml"]),
     );
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = list
@@ -258,7 +220,7 @@ fn tokens_from_the_cli_serve_data_log_json_and_audit_verifies() {
         "revoking twice"
     );
     rt.block_on(async {
-        let r = c.get("/v1/scopes/acme:patients", Some(&acme)).await;
+        let r = c.get("/v1/scopes/acme:patients", &acme).await;
         assert_eq!(r.0, 401, "{}", r.1);
     });
     assert_eq!(svc.stop(), Some(0), "{}", svc.logs());
@@ -290,15 +252,9 @@ fn tokens_from_the_cli_serve_data_log_json_and_audit_verifies() {
         access.contains("operation=decrypt ok=1 failed=0"),
         "{access}"
     );
-    let verify = svc
-        .cmd()
-        .args(["keys", "audit", "--verify", "--config", "coffer.toml"])
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
+    output_of(
+        svc.cmd()
+            .args(["keys", "audit", "--verify", "--config", "coffer.toml"]),
     );
 }
 
@@ -313,23 +269,11 @@ fn data_access_answered_before_a_kill_9_is_in_the_audit_trail() {
     let rt = runtime();
     rt.block_on(async {
         let c = Client::new(&svc.base);
-        let r = c
-            .post(
-                "/v1/admin/scopes",
-                &admin,
-                json!({"scope": "acme:k", "tenant": "acme"}),
-            )
-            .await;
-        assert_eq!(r.0, 201, "{}", r.1);
+        c.create_scope(&admin, "acme:k", "acme").await;
+        let body = json!({"encoding": "utf8", "items": [{"column": "c", "plaintext": "v"}]});
         for _ in 0..5 {
-            let r = c
-                .post(
-                    "/v1/scopes/acme:k/encrypt",
-                    &acme,
-                    json!({"encoding": "utf8", "items": [{"column": "c", "plaintext": "v"}]}),
-                )
+            c.post_ok("/v1/scopes/acme:k/encrypt", &acme, body.clone())
                 .await;
-            assert_eq!(r.0, 200, "{}", r.1);
         }
     });
     let mut child = svc.child.take().unwrap();
@@ -357,16 +301,7 @@ fn shutdown_lets_the_request_in_flight_finish() {
     let rt = runtime();
     rt.block_on(async {
         let c = Client::new(&svc.base);
-        assert_eq!(
-            c.post(
-                "/v1/admin/scopes",
-                &admin,
-                json!({"scope": "acme:a", "tenant": "acme"})
-            )
-            .await
-            .0,
-            201
-        );
+        c.create_scope(&admin, "acme:a", "acme").await;
     });
     // Half a request on a raw connection, then SIGTERM, then the rest once the server says it
     // is shutting down: the request completes, then the process exits 0.
@@ -413,34 +348,29 @@ fn shutdown_lets_the_request_in_flight_finish() {
 fn openssl_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
+    output_of(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+            ])
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
     );
     (cert, key)
 }
@@ -470,16 +400,11 @@ fn tls_serves_the_configured_certificate_with_core_dumps_off() {
     } else {
         svc.start(&[]);
         assert!(svc.base.starts_with("https://"), "{}", svc.base);
-        let out = Command::new("curl")
-            .args(["-sS", "--cacert"])
-            .arg(&cert)
-            .arg(format!("{}/healthz", svc.base))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = output_of(
+            Command::new("curl")
+                .args(["-sS", "--cacert"])
+                .arg(&cert)
+                .arg(format!("{}/healthz", svc.base)),
         );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["status"], "ok");
@@ -525,12 +450,8 @@ fn plain_http_on_a_non_loopback_address_is_refused_with_exit_2() {
 
 /// `coffer` in an empty directory, with no configuration or store from the environment.
 fn bare(dir: &Path) -> Command {
-    let mut c = coffer();
-    c.current_dir(dir)
-        .env_remove("COFFER_CONFIG")
-        .env_remove("COFFER_STORE_URL")
-        .env_remove("COFFER_REDIS_URL")
-        .stdin(Stdio::null());
+    let mut c = coffer_in(dir, &[]);
+    c.stdin(Stdio::null());
     c
 }
 

@@ -25,7 +25,6 @@ mod common;
 #[path = "scale_out/haproxy.rs"]
 mod haproxy;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -36,7 +35,7 @@ use cluster::{
     CLUSTER_PORTS, KilledNode, cluster_whole, info_field, nodes_seen_by, redis_cli, wait_until,
 };
 use coffer_testkit::pg::TestDb;
-use common::coffer;
+use common::{Key, coffer_in, create_token, listening_on, runtime};
 use haproxy::Haproxy;
 use serde_json::{Value, json};
 
@@ -140,38 +139,25 @@ impl Deployment {
         Deployment {
             dir,
             _db: db,
-            kek: keygen(),
-            cache_key: keygen(),
+            kek: Key::env().secret,
+            cache_key: Key::env().secret,
         }
     }
 
     fn cmd(&self) -> Command {
-        let mut c = coffer();
-        c.current_dir(self.dir.path())
-            .env_remove("COFFER_CONFIG")
-            .env_remove("COFFER_STORE_URL")
-            .env_remove("COFFER_REDIS_URL")
-            .env_remove("RUST_LOG")
-            .env("SCALE_KEK", &self.kek)
-            .env("SCALE_CACHE_KEY", &self.cache_key)
-            .env("SCALE_METRICS_TOKEN", METRICS_TOKEN);
-        c
+        coffer_in(
+            self.dir.path(),
+            &[
+                ("SCALE_KEK", &self.kek),
+                ("SCALE_CACHE_KEY", &self.cache_key),
+                ("SCALE_METRICS_TOKEN", METRICS_TOKEN),
+            ],
+        )
     }
 
     /// `coffer tokens create --config coffer.toml ARGS…`: the token.
     fn token(&self, args: &[&str]) -> String {
-        let out = self
-            .cmd()
-            .args(["tokens", "create", "--config", "coffer.toml"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tokens create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        create_token(self.cmd(), args)
     }
 
     /// Starts `coffer serve` as `name` (its log in `name.log`), without waiting.
@@ -188,16 +174,8 @@ impl Deployment {
 
     /// Waits for the `listening on` line of a spawned instance.
     fn listening(&self, name: &str, child: &mut Child) -> Instance {
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(
-            line.starts_with("listening on "),
-            "{name} did not start: {line:?}; its log:\n{}",
-            tail(&self.dir.path().join(format!("{name}.log")))
-        );
-        let base = line["listening on ".len()..].trim().to_owned();
+        let log = self.dir.path().join(format!("{name}.log"));
+        let base = listening_on(child, || format!("{name}: {}", tail(&log)));
         let port = base.rsplit(':').next().unwrap().parse().unwrap();
         Instance {
             name: name.to_owned(),
@@ -205,12 +183,6 @@ impl Deployment {
             port,
         }
     }
-}
-
-fn keygen() -> String {
-    let out = coffer().arg("keygen").output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -363,11 +335,7 @@ fn three_instances_behind_haproxy_survive_instance_and_redis_master_loss() {
         "the Redis Cluster on 127.0.0.1:7000-7005 is absent or not whole (every node ok, each \
          master with a replica in sync): run scripts/services-up.sh"
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()

@@ -70,49 +70,20 @@ CREATE INDEX patients_plain_email ON patients_plain (email text_pattern_ops);
 
 /// The schema; `migrate` adds the plaintext source columns the migration reads.
 fn schema_toml(bits: u16, migrate: bool) -> String {
-    let from = |c: &str| {
+    let from = |src: &'static str| {
         if migrate {
-            format!("migrate_from = \"{c}_src\"")
+            vec![("migrate_from", src)]
         } else {
-            String::new()
+            Vec::new()
         }
     };
-    let (ssn, email, dob) = (from("ssn"), from("email"), from("dob"));
-    format!(
-        r#"
-[[table]]
-name = "patients"
-scope = "table:patients"
-
-[[table.column]]
-name = "ssn"
-type = "text"
-{ssn}
-
-[[table.column]]
-name = "email"
-type = "text"
-{email}
-
-[[table.column]]
-name = "dob"
-type = "date"
-{dob}
-
-[[table.index]]
-name = "ssn_bidx"
-columns = ["ssn"]
-bits = {bits}
-normalize = ["digits"]
-
-[[table.index]]
-name = "email_prefix"
-columns = ["email"]
-bits = {bits}
-normalize = ["trim", "casefold"]
-prefix = [3, 8]
-"#
-    )
+    coffer_testkit::columns_schema::table("patients", "table:patients")
+        .column("ssn", "text", &from("ssn_src"))
+        .column("email", "text", &from("email_src"))
+        .column("dob", "date", &from("dob_src"))
+        .index("ssn_bidx", &["ssn"], bits, &["digits"])
+        .prefix_index("email_prefix", "email", bits, &["trim", "casefold"], (3, 8))
+        .toml()
 }
 
 /// Emails are 10 letters from this 16-letter alphabet, so a 4-letter prefix matches about

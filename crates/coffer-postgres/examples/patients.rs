@@ -6,17 +6,16 @@
 //! ```
 //!
 //! It creates the table `example_patients` (dropping an earlier one) and keeps the key store in
-//! the same database under a KEK generated for the run (set COFFER_EXAMPLE_KEK to a base64
-//! 256-bit key to keep one).
+//! the same database. Its keyring comes from a coffer.toml, as an application's does
+//! (docs/KEYS.md): the example writes one in `.coffer-example/` (COFFER_EXAMPLE_DIR to choose
+//! another directory), naming a KEK file beside it that is generated on the first run and
+//! reused after, since the key store refuses a KEK other than the one it registered.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use coffer_core::Kek;
-use coffer_keys::{KekId, KekRing, Keyring, KeyringConfig, LocalKek};
 use coffer_postgres::reencrypt::retirable;
 use coffer_postgres::{Columns, Encrypted, ReencryptOptions, Reencryptor, Schema};
-use coffer_store::SqlStore;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -163,32 +162,41 @@ async fn find_by_email_prefix(
     Ok(found)
 }
 
-/// The whole walk-through against the database at `url`.
-pub async fn run(url: &str) -> Result<(), Error> {
+/// Writes `dir`/coffer.toml for the key store at `url`, under the KEK in `dir`/example.key
+/// (created with mode 0600 when missing, as `coffer keygen --out` does; kept otherwise).
+fn write_config(dir: &Path, url: &str) -> Result<PathBuf, Error> {
+    std::fs::create_dir_all(dir)?;
+    let key = std::path::absolute(dir.join("example.key"))?;
+    coffer_keys::source::create_key_file(&key)?;
+    let config = dir.join("coffer.toml");
+    let toml = format!(
+        r#"[store]
+url = "{url}"
+
+[[kek]]
+name = "example"
+version = 1
+source = "file:{key}"
+primary = true
+
+[cache]
+active_ttl = "200ms"
+"#,
+        key = key.display()
+    );
+    std::fs::write(&config, toml)?;
+    Ok(config)
+}
+
+/// The whole walk-through against the database at `url`, with coffer.toml and the KEK file in
+/// `dir`.
+pub async fn run(url: &str, dir: &Path) -> Result<(), Error> {
     let pool = PgPool::connect(url).await?;
     sqlx::raw_sql(DDL).execute(&pool).await?;
 
-    // Keys: a KEK (here a local one) wraps the scope's DEK versions, kept in a key store.
-    let kek = match std::env::var("COFFER_EXAMPLE_KEK") {
-        Ok(b64) => Kek::from_base64(&b64)?,
-        Err(_) => Kek::generate()?,
-    };
-    let kek_id = KekId::new("example", 1)?;
-    let ring = KekRing::new(
-        [(
-            kek_id.clone(),
-            Arc::new(LocalKek::new(kek_id.clone(), kek)) as Arc<dyn coffer_keys::KekProvider>,
-        )],
-        kek_id,
-    )?;
-    sqlx::any::install_default_drivers();
-    let store = Arc::new(SqlStore::connect(url).await?);
-    let config = KeyringConfig {
-        active_ttl: Duration::from_millis(200),
-        ..KeyringConfig::default()
-    };
-    let keyring = Keyring::new(store, ring, config).await?;
-    keyring.register_keks().await?;
+    // Keys: a KEK (here a local one) wraps the scope's DEK versions, kept in a key store; both
+    // are named in coffer.toml, and one call opens them.
+    let keyring = coffer_assembly::keyring_from_file(write_config(dir, url)?).await?;
 
     let schema = Schema::from_toml(SCHEMA)?;
     let table = schema.table("example_patients")?;
@@ -257,8 +265,9 @@ pub async fn run(url: &str) -> Result<(), Error> {
     println!("emails starting with 'ann': {emails:?}");
     assert_eq!(emails, ["Ann.Lee@example.org", "anna.kim@example.org"]);
 
-    // 4. Rotate the key: new writes use v2 at once; reads and searches span v1 and v2.
-    keyring.rotate(patients.table().scope()).await?;
+    // 4. Rotate the key: new writes use the new version at once; reads and searches span both
+    //    (v1 and v2 on the first run).
+    let active = keyring.rotate(patients.table().scope()).await?.version.0;
     tokio::time::sleep(Duration::from_millis(250)).await;
     let late = insert(
         &patients,
@@ -274,13 +283,14 @@ pub async fn run(url: &str) -> Result<(), Error> {
     .await?;
     let hits = find_by_ssn(&patients, &pool, "123-45-6789").await?;
     println!(
-        "after rotation, ssn 123-45-6789 → {} patient(s) across v1 and v2",
-        hits.len()
+        "after rotation, ssn 123-45-6789 → {} patient(s) across v{} and v{active}",
+        hits.len(),
+        active - 1
     );
     assert_eq!(hits.len(), 2);
     assert!(hits.contains(&ids[0]) && hits.contains(&late));
 
-    // 5. Re-encrypt the old rows (what `coffer reencrypt` does), then retire v1.
+    // 5. Re-encrypt the old rows (what `coffer reencrypt` does), then retire the old version.
     let job = Reencryptor::new(patients.clone(), pool.clone(), ReencryptOptions::default());
     let report = job.run(|_| {}).await?;
     let census = job.census().await?;
@@ -290,7 +300,7 @@ pub async fn run(url: &str) -> Result<(), Error> {
     );
     assert_eq!(
         census.values_by_version.keys().copied().collect::<Vec<_>>(),
-        vec![2]
+        vec![active]
     );
     tokio::time::sleep(keyring.retire_grace()).await;
     let retired = retirable(std::slice::from_ref(&job), true).await?;
@@ -306,5 +316,6 @@ pub async fn run(url: &str) -> Result<(), Error> {
 async fn main() -> Result<(), Error> {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    run(&url).await
+    let dir = std::env::var_os("COFFER_EXAMPLE_DIR").unwrap_or_else(|| ".coffer-example".into());
+    run(&url, Path::new(&dir)).await
 }

@@ -508,32 +508,17 @@ async fn plaintext_columns_migrate_and_two_workers_split_the_rows() {
         .keyring(&Kek::generate().unwrap(), Duration::from_millis(100))
         .await;
     let schema = Schema::from_toml(
-        r#"
-[[table]]
-name = "people"
-scope = "table:people"
-[[table.column]]
-name = "ssn"
-type = "text"
-migrate_from = "ssn_plain"
-[[table.column]]
-name = "dob"
-type = "date"
-migrate_from = "born"
-[[table.column]]
-name = "seen_at"
-type = "timestamp"
-storage = "text"
-migrate_from = "seen"
-[[table.column]]
-name = "doc_enc"
-type = "json"
-migrate_from = "doc"
-[[table.index]]
-name = "ssn_bidx"
-columns = ["ssn"]
-bits = 24
-"#,
+        &coffer_testkit::columns_schema::table("people", "table:people")
+            .column("ssn", "text", &[("migrate_from", "ssn_plain")])
+            .column("dob", "date", &[("migrate_from", "born")])
+            .column(
+                "seen_at",
+                "timestamp",
+                &[("storage", "text"), ("migrate_from", "seen")],
+            )
+            .column("doc_enc", "json", &[("migrate_from", "doc")])
+            .index("ssn_bidx", &["ssn"], 24, &[])
+            .toml(),
     )
     .unwrap();
     let table = schema.table("people").unwrap();

@@ -16,34 +16,20 @@ use coffer_core::Kek;
 use coffer_postgres::{Columns, Encrypted, ReencryptOptions, Reencryptor, Schema};
 use rand::Rng as _;
 
-const SCHEMA: &str = r#"
-[[table]]
-name = "records"
-scope = "table:records"
-
-[[table.column]]
-name = "ssn"
-type = "text"
-migrate_from = "ssn_plain"
-
-[[table.column]]
-name = "email"
-type = "text"
-storage = "text"
-migrate_from = "email_plain"
-
-[[table.index]]
-name = "ssn_bidx"
-columns = ["ssn"]
-bits = 24
-
-[[table.index]]
-name = "email_prefix"
-columns = ["email"]
-bits = 32
-prefix = [3, 6]
-"#;
-
+/// The records table: two columns migrated from plaintext, an equality and a prefix index.
+fn schema() -> Schema {
+    let toml = coffer_testkit::columns_schema::table("records", "table:records")
+        .column("ssn", "text", &[("migrate_from", "ssn_plain")])
+        .column(
+            "email",
+            "text",
+            &[("storage", "text"), ("migrate_from", "email_plain")],
+        )
+        .index("ssn_bidx", &["ssn"], 24, &[])
+        .prefix_index("email_prefix", "email", 32, &[], (3, 6))
+        .toml();
+    Schema::from_toml(&toml).unwrap()
+}
 fn ssn(id: i64, generation: u32) -> String {
     format!("{:09}-{generation}", id * 7919 % 1_000_000_000)
 }
@@ -107,7 +93,7 @@ async fn million_rows_reencrypted_under_live_traffic() {
     .await
     .unwrap();
     let kek = Kek::generate().unwrap();
-    let table = Schema::from_toml(SCHEMA).unwrap().table("records").unwrap();
+    let table = schema().table("records").unwrap();
     // The job and the application each have their own keyring, as separate processes would;
     // the application trusts its cached active version for 1 s.
     let job_keyring = db.keyring(&kek, Duration::from_millis(100)).await;

@@ -14,8 +14,9 @@ import os
 import secrets
 import shutil
 import subprocess
+import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import psycopg
 import pytest
@@ -143,3 +144,46 @@ def scope(keyring: coffer.Keyring) -> str:
 
 def which(name: str) -> str | None:
     return shutil.which(name)
+
+
+T = TypeVar("T")
+
+
+def while_reading(
+    job: Callable[[], T],
+    read_once: Callable[[], None],
+    *,
+    threads: int = 2,
+    on_exit: Callable[[], None] | None = None,
+) -> tuple[T, int]:
+    """Runs `job` while `threads` threads call `read_once` over and over (each thread calls
+    `on_exit`, if given, when it stops): the job's result and how many reads were made. The first
+    read that failed fails the caller."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    reads = [0]
+    lock = threading.Lock()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                read_once()
+                with lock:
+                    reads[0] += 1
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            if on_exit is not None:
+                on_exit()
+
+    workers = [threading.Thread(target=reader) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    try:
+        result = job()
+    finally:
+        stop.set()
+        for t in workers:
+            t.join()
+    assert not errors, errors[0]
+    return result, reads[0]

@@ -6,14 +6,13 @@ import datetime as dt
 import os
 import random
 import subprocess
-import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 import coffer
-from conftest import Store
+from conftest import Store, while_reading
 from tomlw import schema_toml
 
 
@@ -125,37 +124,20 @@ def test_rotation_and_reencrypt_command_while_reads_continue(dj: Any) -> None:
     assert keyring.rotate("table:dj_patients") >= 2
     active = keyring.active_version("table:dj_patients")
 
-    stop = threading.Event()
-    errors: list[BaseException] = []
-    reads = [0]
     ids = list(expected)
 
-    def reader() -> None:
-        from django.db import connection as conn
+    def read_once() -> None:
+        pk = random.choice(ids)
+        p = Patient.objects.get(pk=pk)
+        assert (p.ssn, p.email, p.birth_date, p.diagnoses, p.notes) == expected[pk]
+        assert Patient.objects.filter(ssn=p.ssn).filter(pk=pk).exists()
 
-        try:
-            while not stop.is_set():
-                pk = random.choice(ids)
-                p = Patient.objects.get(pk=pk)
-                assert (p.ssn, p.email, p.birth_date, p.diagnoses, p.notes) == expected[pk]
-                assert Patient.objects.filter(ssn=p.ssn).filter(pk=pk).exists()
-                reads[0] += 1
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-        finally:
-            conn.close()
-
-    threads = [threading.Thread(target=reader) for _ in range(2)]
-    for t in threads:
-        t.start()
-    try:
+    def reencrypt() -> None:
         call_command("coffer_reencrypt", "patients.Patient", batch_size=50, stdout=open(os.devnull, "w"))
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    assert not errors, errors[0]
-    assert reads[0] > 0
+
+    # Each reader thread has its own Django connection: closed when the thread stops.
+    _, reads = while_reading(reencrypt, read_once, on_exit=lambda: connection.close())
+    assert reads > 0
     rows = _raw("SELECT id, key_version, get_byte(ssn, 0) FROM dj_patients")
     assert rows and all(v == active for _, v, _ in rows)
     for p in Patient.objects.filter(pk__in=ids):

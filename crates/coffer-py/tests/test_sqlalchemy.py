@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import random
 import secrets
-import threading
 import uuid
 from typing import Any, Iterator
 
@@ -16,7 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import coffer
 import coffer.sqlalchemy as csa
-from conftest import Store
+from conftest import Store, while_reading
 
 TABLE = f"sa_patients_{secrets.token_hex(3)}"
 
@@ -124,33 +123,16 @@ def test_rotation_and_reencrypt_while_reads_continue(engine: sa.Engine, sqlite_s
     ring.rotate(f"table:{TABLE}")
     active = ring.active_version(f"table:{TABLE}")
     assert keyring.active_version(f"table:{TABLE}") == active
-    stop = threading.Event()
-    errors: list[BaseException] = []
-    reads = [0]
     ids = list(expected)
 
-    def reader() -> None:
-        try:
-            while not stop.is_set():
-                with Session(engine) as s:
-                    pk = random.choice(ids)
-                    p = s.get(Patient, pk)
-                    assert (p.ssn, p.email, p.birth_date, p.diagnoses, p.visits) == expected[pk]
-                    reads[0] += 1
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
+    def read_once() -> None:
+        with Session(engine) as s:
+            pk = random.choice(ids)
+            p = s.get(Patient, pk)
+            assert (p.ssn, p.email, p.birth_date, p.diagnoses, p.visits) == expected[pk]
 
-    threads = [threading.Thread(target=reader) for _ in range(2)]
-    for t in threads:
-        t.start()
-    try:
-        report = csa.reencrypt(Patient, pg_database, batch_size=40)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    assert not errors, errors[0]
-    assert reads[0] > 0 and report["pending"] == 0 and report["active_version"] == active
+    report, reads = while_reading(lambda: csa.reencrypt(Patient, pg_database, batch_size=40), read_once)
+    assert reads > 0 and report["pending"] == 0 and report["active_version"] == active
     with Session(engine) as s:
         versions = s.execute(sa.text(f"SELECT DISTINCT key_version FROM {TABLE}")).scalars().all()
         assert versions == [active]

@@ -21,6 +21,7 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod bench_setup;
+pub mod columns_schema;
 pub mod conformance;
 pub mod fixtures;
 pub mod hex;

@@ -36,6 +36,23 @@ pub fn wait_for_listener(port: u16, within: Duration) -> bool {
     }
 }
 
+/// Runs `cmd` to completion and returns all it wrote (stdout as bytes, stderr too); panics with
+/// its stderr when it fails (or cannot start). [`stdout_of`] for text output.
+#[track_caller]
+pub fn output_of(cmd: &mut Command) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+    assert!(
+        out.status.success(),
+        "{:?} failed ({}): {}",
+        cmd.get_program(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +66,15 @@ mod tests {
     #[should_panic(expected = "failed")]
     fn a_failure_panics() {
         stdout_of(&mut Command::new("false"));
+    }
+
+    #[test]
+    fn output_is_kept_whole_and_a_failure_panics() {
+        let out = output_of(Command::new("sh").args(["-c", "printf ' a\\n'; echo e >&2"]));
+        assert_eq!(out.stdout, b" a\n");
+        assert_eq!(out.stderr, b"e\n");
+        let failed = std::panic::catch_unwind(|| output_of(&mut Command::new("false")));
+        assert!(failed.is_err());
     }
 
     #[test]

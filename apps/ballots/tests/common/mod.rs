@@ -84,6 +84,13 @@ impl Server {
         Server::start_in(setup.dir.path(), &setup.env, setup.port, args)
     }
 
+    /// `ballots serve --dev` in `dir` on a free port (the embedded defaults).
+    pub fn start_dev(dir: &Path) -> Server {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        Server::start_in(dir, &[], port, &["serve", "--dev", "--listen", &listen])
+    }
+
     pub fn start_in(dir: &Path, env: &[(String, String)], port: u16, args: &[&str]) -> Server {
         let log = dir.join(format!("serve-{}.log", fastrand::u64(..)));
         let child = Command::new(bin())
@@ -244,11 +251,21 @@ pub fn runtime() -> tokio::runtime::Runtime {
 pub const MEASURE: &str = "Shall the Marsh Lane allotments become a wildflower meadow?";
 pub const OPTIONS: [&str; 3] = ["Yes, all of it", "Only the north half", "No"];
 
+/// Creates the ballot [`MEASURE`] with [`OPTIONS`]: its id, admin token and option ids.
 pub async fn create(c: &Client) -> (String, String, Vec<i64>) {
+    create_with(c, MEASURE, &OPTIONS).await
+}
+
+/// Creates a ballot on `measure` with `options`: its id, admin token and option ids.
+pub async fn create_with(
+    c: &Client,
+    measure: &str,
+    options: &[&str],
+) -> (String, String, Vec<i64>) {
     let (s, b) = c
         .post(
             "/api/ballots",
-            json!({"measure": MEASURE, "options": OPTIONS}),
+            json!({"measure": measure, "options": options}),
         )
         .await;
     assert_eq!(s, 201, "{b}");
@@ -287,4 +304,41 @@ pub async fn fetch(base: &str, path: &str, cookie: Option<&str>) -> (u16, String
     }
     let r = req.send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// `ballots serve` on a fresh PostgreSQL database with the default configuration (no Redis, no
+/// extra `[app]` lines). Dropped in field order: the server stops before its directory and
+/// database go.
+pub struct Served {
+    pub server: Server,
+    pub setup: Setup,
+    pub db: Database,
+}
+
+/// [`Served`] on a database named after `name`, a client for it and its base URL.
+pub fn serve_postgres(name: &str) -> (Served, Client, String) {
+    let db = Database::new(name);
+    let setup = Setup::postgres(&db, None, "", "");
+    let server = setup.start();
+    let client = Client::new(&server.base);
+    let base = server.base.clone();
+    (Served { server, setup, db }, client, base)
+}
+
+/// Closes ballot `id` through the API with its admin token; asserts 200.
+pub async fn close(c: &Client, id: &str, admin: &str) {
+    let (s, body) = c
+        .post_raw(
+            &format!("/api/ballots/{id}/close"),
+            String::new(),
+            Some(admin),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+}
+
+/// Casts `vote` (`voter` and `option_id` or `write_in`) on ballot `id`; asserts 201.
+pub async fn vote(c: &Client, id: &str, vote: Value) {
+    let (s, body) = c.post(&format!("/api/ballots/{id}/votes"), vote).await;
+    assert_eq!(s, 201, "{body}");
 }

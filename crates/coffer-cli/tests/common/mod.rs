@@ -260,3 +260,100 @@ pub fn kek_base64() -> String {
         .to_base64()
         .to_string()
 }
+
+/// `coffer keys init` of a SQLite key store (keys.db) under the KEK in COFFER_KEK.
+pub const INIT_SQLITE: [&str; 5] = [
+    "init",
+    "--store",
+    "sqlite:keys.db",
+    "--kek",
+    "env:COFFER_KEK",
+];
+
+/// A new directory where `coffer keys` [`INIT_SQLITE`] wrote coffer.toml and keys.db, under a
+/// new KEK.
+pub struct KeyStoreDir {
+    dir: tempfile::TempDir,
+    /// The KEK (base64), for COFFER_KEK.
+    pub kek: String,
+    /// What `keys init` printed.
+    pub init: String,
+}
+
+impl KeyStoreDir {
+    /// Runs `keys init` in a new directory; panics unless it succeeds.
+    #[track_caller]
+    pub fn init() -> KeyStoreDir {
+        let dir = tempfile::tempdir().unwrap();
+        let kek = kek_base64();
+        let init = ok(&keys(dir.path(), &INIT_SQLITE, &[("COFFER_KEK", &kek)]));
+        KeyStoreDir { dir, kek, init }
+    }
+
+    /// The directory (`keys` runs there).
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The environment `keys` needs: COFFER_KEK.
+    pub fn env(&self) -> [(&'static str, &str); 1] {
+        [("COFFER_KEK", self.kek.as_str())]
+    }
+
+    /// The key store's URL (`sqlite:…/keys.db`).
+    pub fn store_url(&self) -> String {
+        format!("sqlite:{}", self.path().join("keys.db").display())
+    }
+}
+
+/// `coffer` in `dir` with `envs` set and nothing inherited that would change what it reads:
+/// COFFER_CONFIG, COFFER_STORE_URL, COFFER_REDIS_URL and RUST_LOG are unset.
+pub fn coffer_in(dir: &Path, envs: &[(&str, &str)]) -> Command {
+    let mut cmd = coffer();
+    cmd.current_dir(dir)
+        .env_remove("COFFER_CONFIG")
+        .env_remove("COFFER_STORE_URL")
+        .env_remove("COFFER_REDIS_URL")
+        .env_remove("RUST_LOG")
+        .envs(envs.iter().copied());
+    cmd
+}
+
+/// `coffer tokens create --config coffer.toml ARGS…` through `cmd` (e.g. [`coffer_in`]): the
+/// new token. Panics with stderr when it fails.
+#[track_caller]
+pub fn create_token(mut cmd: Command, args: &[&str]) -> String {
+    coffer_testkit::process::stdout_of(
+        cmd.args(["tokens", "create", "--config", "coffer.toml"])
+            .args(args),
+    )
+}
+
+/// The URL of the `listening on URL` line a spawned `coffer serve` prints first (its stdout
+/// piped). Panics with `log()` (what it wrote to its log) when the line is anything else.
+#[track_caller]
+pub fn listening_on(child: &mut std::process::Child, log: impl FnOnce() -> String) -> String {
+    use std::io::BufRead as _;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    match line.strip_prefix("listening on ") {
+        Some(url) => url.trim().to_owned(),
+        None => panic!("serve did not start: {line:?}; its log:\n{}", log()),
+    }
+}
+
+/// The Tokio runtime the HTTP clients of the serve tests run on: two worker threads.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `n` bytes of test data for the file and S3 round trips: a byte pattern of period 253.
+pub fn data(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 % 253) as u8).collect()
+}

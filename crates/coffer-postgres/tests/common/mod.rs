@@ -91,69 +91,28 @@ CREATE INDEX patients_email_prefix ON patients USING gin (email_prefix);
 CREATE INDEX patients_ssn_dob ON patients (ssn_dob);
 ";
 
-/// [`PATIENTS_TOML`], with the deterministic column made randomized in FIPS builds (which
-/// refuse AES-SIV).
+/// The patients schema of docs/COLUMNS.md for [`PATIENTS_SQL`], with the deterministic column
+/// made randomized in FIPS builds (which refuse AES-SIV).
 pub fn patients_toml() -> String {
-    if cfg!(feature = "fips") {
-        PATIENTS_TOML.replace("mode = \"deterministic\"", "mode = \"randomized\"")
+    let mrn_mode = if cfg!(feature = "fips") {
+        "randomized"
     } else {
-        PATIENTS_TOML.to_owned()
-    }
+        "deterministic"
+    };
+    coffer_testkit::columns_schema::table("patients", "table:patients")
+        .column("ssn", "text", &[])
+        .column("mrn", "text", &[("mode", mrn_mode)])
+        .column("email", "text", &[("storage", "text")])
+        .column("dob", "date", &[])
+        .column("visits", "int", &[])
+        .column("profile", "json", &[])
+        .column(
+            "notes",
+            "text",
+            &[("storage", "text"), ("nulls", "authenticated")],
+        )
+        .index("ssn_bidx", &["ssn"], 8, &["digits"])
+        .prefix_index("email_prefix", "email", 32, &["trim", "casefold"], (3, 8))
+        .index("ssn_dob", &["ssn", "dob"], 32, &[])
+        .toml()
 }
-
-pub const PATIENTS_TOML: &str = r#"
-[[table]]
-name = "patients"
-scope = "table:patients"
-
-[[table.column]]
-name = "ssn"
-type = "text"
-
-[[table.column]]
-name = "mrn"
-type = "text"
-mode = "deterministic"
-
-[[table.column]]
-name = "email"
-type = "text"
-storage = "text"
-
-[[table.column]]
-name = "dob"
-type = "date"
-
-[[table.column]]
-name = "visits"
-type = "int"
-
-[[table.column]]
-name = "profile"
-type = "json"
-
-[[table.column]]
-name = "notes"
-type = "text"
-storage = "text"
-nulls = "authenticated"
-
-[[table.index]]
-name = "ssn_bidx"
-columns = ["ssn"]
-bits = 8
-normalize = ["digits"]
-
-[[table.index]]
-name = "email_prefix"
-columns = ["email"]
-bits = 32
-normalize = ["trim", "casefold"]
-prefix = [3, 8]
-
-[[table.index]]
-name = "ssn_dob"
-columns = ["ssn", "dob"]
-bits = 32
-normalize = []
-"#;
