@@ -9,6 +9,7 @@
 //! with local KEKs, and a scope with a sealed value), [`keyring_audit`] (an audit trail rewritten
 //! by an attacker without the KEK).
 //!
+//! Tests, benchmarks and the patients example: [`columns_schema`] (coffer-columns.toml text).
 //! Benchmarks: [`bench_setup`] (their runtimes). With the `server` feature, `server_client` (JSON
 //! over HTTP to the encryption service); with `store`, `store_audit` (a SQL store's audit table
 //! edited behind its back).
