@@ -43,7 +43,8 @@ impl Keyring {
     /// Encrypts many field values of one scope under its active version, in order: one lease
     /// and one key lookup for the whole batch, and, per run of items with the same column and
     /// suite, the batch path of [`FieldKey::encrypt_batch`] (one CSPRNG draw for all IVs in the
-    /// default build). `None` seals an authenticated NULL. Returns the version used.
+    /// default build; a run of one value is sealed alone, [`FieldKey::encrypt`]). `None` seals
+    /// an authenticated NULL. Returns the version used.
     pub async fn encrypt_batch(
         &self,
         scope: &ScopeId,
@@ -67,7 +68,13 @@ impl Keyring {
             }
             let key = live.field_key(scope, first.column, first.suite)?;
             let run = &items[start..end];
-            if first.plaintext.is_some() {
+            if let [one] = run
+                && let Some(pt) = one.plaintext
+            {
+                // A run of one: the single seal draws its own IV, without the batch path's
+                // IV buffer and pair list (the same bytes, one value).
+                out.push(key.encrypt(&one.ctx, pt)?);
+            } else if first.plaintext.is_some() {
                 let pairs: Vec<(FieldContext<'_>, &[u8])> = run
                     .iter()
                     .map(|i| (i.ctx, i.plaintext.unwrap_or_default()))

@@ -2,8 +2,9 @@
 //! the lease of encryptions this process may still make under each; and the cached pointer to a
 //! scope's active version.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -37,12 +38,44 @@ impl<K: Eq + Hash, V> Derived<K, V> {
     /// first: then that one).
     pub(super) fn get_or_make(&self, key: K, make: impl FnOnce() -> Result<V>) -> Result<Arc<V>> {
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
-        if let Ok(map) = self.map.read()
-            && let Some((v, used)) = map.get(&key)
-        {
-            used.store(now, Ordering::Relaxed);
-            return Ok(Arc::clone(v));
+        match self.kept(&key, now) {
+            Some(v) => Ok(v),
+            None => self.make(key, make, now),
         }
+    }
+
+    /// As [`get_or_make`](Self::get_or_make), looked up by a borrowed form of the key: the
+    /// owned key (`own`) is built only when the key is not kept yet.
+    pub(super) fn get_or_make_by<Q: ?Sized + Eq + Hash>(
+        &self,
+        probe: &Q,
+        own: impl FnOnce() -> K,
+        make: impl FnOnce() -> Result<V>,
+    ) -> Result<Arc<V>>
+    where
+        K: Borrow<Q>,
+    {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        match self.kept(probe, now) {
+            Some(v) => Ok(v),
+            None => self.make(own(), make, now),
+        }
+    }
+
+    /// The key kept under `probe`, marked used at `now`.
+    fn kept<Q: ?Sized + Eq + Hash>(&self, probe: &Q, now: u64) -> Option<Arc<V>>
+    where
+        K: Borrow<Q>,
+    {
+        let map = self.map.read().ok()?;
+        let (v, used) = map.get(probe)?;
+        used.store(now, Ordering::Relaxed);
+        Some(Arc::clone(v))
+    }
+
+    /// Derives the key of `key` and keeps it (unless another task kept one first: then that
+    /// one).
+    fn make(&self, key: K, make: impl FnOnce() -> Result<V>, now: u64) -> Result<Arc<V>> {
         let made = Arc::new(make()?);
         let Ok(mut map) = self.map.write() else {
             return Ok(made);
@@ -84,7 +117,7 @@ impl<K: Eq + Hash, V> Derived<K, V> {
 pub(crate) struct LiveDek {
     pub(crate) dek: Dek,
     pub(super) version: KeyVersion,
-    pub(super) columns: Derived<(ColumnId, Suite), FieldKey>,
+    pub(super) columns: Derived<ColumnKey, FieldKey>,
     pub(super) indexes: Derived<IndexCacheKey, BlindIndexKey>,
     /// When this copy was read from L2 or unwrapped: L1 serves it for at most `l1_ttl` from
     /// here, and reloads it in the background once it is older than
@@ -105,6 +138,62 @@ pub(crate) struct LiveDek {
 }
 
 type IndexCacheKey = (ColumnId, String, u16, Vec<Normalizer>);
+
+/// The column and suite a column key is kept under.
+pub(crate) struct ColumnKey(ColumnId, Suite);
+
+/// A column and suite, owned ([`ColumnKey`]) or borrowed: the write path looks a column key up
+/// without copying the column name (`HashMap::get` takes any form the key borrows as).
+pub(crate) trait ColumnLookup {
+    fn parts(&self) -> (&str, Suite);
+}
+
+impl ColumnLookup for ColumnKey {
+    fn parts(&self) -> (&str, Suite) {
+        (self.0.as_str(), self.1)
+    }
+}
+
+impl ColumnLookup for (&ColumnId, Suite) {
+    fn parts(&self) -> (&str, Suite) {
+        (self.0.as_str(), self.1)
+    }
+}
+
+impl<'a> Borrow<dyn ColumnLookup + 'a> for ColumnKey {
+    fn borrow(&self) -> &(dyn ColumnLookup + 'a) {
+        self
+    }
+}
+
+// Both forms hash and compare by `parts`, as `Borrow` requires.
+impl Hash for dyn ColumnLookup + '_ {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.parts().hash(h);
+    }
+}
+
+impl PartialEq for dyn ColumnLookup + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn ColumnLookup + '_ {}
+
+impl Hash for ColumnKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.parts().hash(h);
+    }
+}
+
+impl PartialEq for ColumnKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for ColumnKey {}
 
 /// The encryptions this process may still make under a version. Only counts matter: the key
 /// store's total is what bounds the version, and every block counted here was added to it.
@@ -150,15 +239,19 @@ impl LiveDek {
         column: &ColumnId,
         suite: Suite,
     ) -> Result<Arc<FieldKey>> {
-        self.columns.get_or_make((column.clone(), suite), || {
-            Ok(FieldKey::new(
-                &self.dek,
-                self.version,
-                suite,
-                scope,
-                column,
-            )?)
-        })
+        self.columns.get_or_make_by(
+            &(column, suite) as &dyn ColumnLookup,
+            || ColumnKey(column.clone(), suite),
+            || {
+                Ok(FieldKey::new(
+                    &self.dek,
+                    self.version,
+                    suite,
+                    scope,
+                    column,
+                )?)
+            },
+        )
     }
 
     /// The blind-index key of `spec` under this version, derived once and kept while it is
@@ -317,5 +410,45 @@ impl<K: Eq + Hash + Clone, V: Clone> Flights<K, V> {
             .await
             .clone();
         (out, ran)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A column key looked up by a borrowed column and suite finds the one kept under the
+    /// owned key: nothing is derived twice, and each suite has its own key.
+    #[test]
+    fn borrowed_lookup_finds_the_kept_key() {
+        let kept: Derived<ColumnKey, u32> = Derived::new(8);
+        let ssn = ColumnId::new("patients.ssn").unwrap();
+        let made = std::cell::Cell::new(0);
+        let get = |column: &ColumnId, suite: Suite| {
+            kept.get_or_make_by(
+                &(column, suite) as &dyn ColumnLookup,
+                || ColumnKey(column.clone(), suite),
+                || {
+                    made.set(made.get() + 1);
+                    Ok(made.get())
+                },
+            )
+            .unwrap()
+        };
+        let a = get(&ssn, Suite::Gcm96);
+        let b = get(&ColumnId::new("patients.ssn").unwrap(), Suite::Gcm96);
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = get(&ssn, Suite::Gcm128);
+        assert!(!Arc::ptr_eq(&a, &c));
+        let d = get(&ColumnId::new("patients.email").unwrap(), Suite::Gcm96);
+        assert_eq!((*a, *c, *d), (1, 2, 3));
+        assert_eq!(made.get(), 3);
+        assert_eq!(kept.len(), 3);
+        // The owned form finds the same entries.
+        let e = kept
+            .get_or_make(ColumnKey(ssn.clone(), Suite::Gcm128), || Ok(99))
+            .unwrap();
+        assert!(Arc::ptr_eq(&c, &e));
     }
 }

@@ -214,10 +214,11 @@ impl Keyring {
     /// A live DEK a write keeps beside the active pointer, if it is still within `l1_ttl` of
     /// its load (starting its reload when due, as an L1 hit does).
     pub(super) fn kept_live(&self, scope: &ScopeId, live: &Arc<LiveDek>) -> Option<Arc<LiveDek>> {
-        if live.loaded_at.elapsed() >= self.inner.config.l1_ttl {
+        let age = live.loaded_at.elapsed();
+        if age >= self.inner.config.l1_ttl {
             return None;
         }
-        if live.loaded_at.elapsed() >= refresh_after(self.inner.config.l1_ttl) {
+        if age >= refresh_after(self.inner.config.l1_ttl) {
             self.refresh_if_due(&(scope.clone(), live.version), live);
         }
         Some(Arc::clone(live))

@@ -4,15 +4,16 @@ use axum::Json;
 use axum::extract::State;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use coffer_core::FieldContext;
 use coffer_core::field::text;
+use coffer_core::{ColumnId, FieldContext};
 use coffer_keys::BatchItem;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use zeroize::Zeroizing;
 
 use super::{
-    Components, DataErrors, Encoding, Mode, Plain, TypeName, audit, check_batch, check_components,
-    check_distinct, column, decode_value,
+    Components, DataErrors, Encoding, Mode, Parts, Plain, TypeName, audit, check_batch,
+    check_components, check_distinct, column, decode_value,
 };
 use crate::app::{App, JsonBody, Owned};
 use crate::error::{ApiError, ErrorBody};
@@ -73,6 +74,15 @@ pub struct EncryptResponse {
     pub items: Vec<Sealed>,
 }
 
+/// One request item, checked: its column, its value (`None`: an authenticated NULL) and its row
+/// context and domain components, borrowed from the request.
+struct Prepared<'a> {
+    column: ColumnId,
+    value: Option<Zeroizing<Vec<u8>>>,
+    row: Parts<'a>,
+    domain: Parts<'a>,
+}
+
 /// Encrypt a batch of field values under the scope's active key version.
 #[utoipa::path(post, path = "/v1/scopes/{scope}/encrypt", tag = "data",
     params(("scope" = String, Path, description = "A scope the token's tenant owns")),
@@ -91,10 +101,10 @@ pub async fn encrypt(
 ) -> Result<Json<EncryptResponse>, ApiError> {
     check_batch(&app, req.items.len())?;
     check_distinct("columns", req.items.iter().map(|i| (i.column.as_str(), "")))?;
-    let mut columns = Vec::with_capacity(req.items.len());
-    let mut values = Vec::with_capacity(req.items.len());
+    // Each item checked and prepared, borrowing from the request: one list for all of it.
+    let mut prepared = Vec::with_capacity(req.items.len());
     for (i, item) in req.items.iter().enumerate() {
-        columns.push(column(&item.column).map_err(|e| e.at(i))?);
+        let column = column(&item.column).map_err(|e| e.at(i))?;
         check_components("context", &item.context).map_err(|e| e.at(i))?;
         check_components("domain", &item.domain).map_err(|e| e.at(i))?;
         if matches!(item.mode, Mode::Deterministic) && item.context.is_some() {
@@ -105,7 +115,7 @@ pub async fn encrypt(
             )
             .at(i));
         }
-        let v = match (&item.plaintext, item.null) {
+        let value = match (&item.plaintext, item.null) {
             (Some(p), false) => Some(
                 item.value_type
                     .encode(req.encoding, p)
@@ -120,27 +130,25 @@ pub async fn encrypt(
                 .at(i));
             }
         };
-        values.push(v);
+        prepared.push(Prepared {
+            column,
+            value,
+            row: Components::parts(&item.context),
+            domain: Components::parts(&item.domain),
+        });
     }
-    // Each item's row-context and domain components, borrowed from the request.
-    type Parts<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>);
-    let contexts: Vec<Parts<'_>> = req
-        .items
-        .iter()
-        .map(|i| (Components::parts(&i.context), Components::parts(&i.domain)))
-        .collect();
     let batch: Vec<BatchItem<'_>> = req
         .items
         .iter()
-        .enumerate()
-        .map(|(i, item)| BatchItem {
-            column: &columns[i],
+        .zip(&prepared)
+        .map(|(item, p)| BatchItem {
+            column: &p.column,
             suite: item.mode.suite(),
             ctx: FieldContext::new()
-                .with_row(&contexts[i].0)
-                .with_domain(&contexts[i].1)
+                .with_row(p.row.as_slice())
+                .with_domain(p.domain.as_slice())
                 .with_type(item.value_type.value_type()),
-            plaintext: values[i].as_deref().map(|v| v.as_slice()),
+            plaintext: p.value.as_deref().map(|v| v.as_slice()),
         })
         .collect();
     let (version, sealed) = app.keyring().encrypt_batch(&scope, &batch).await?;

@@ -64,6 +64,10 @@ pub(crate) fn check_distinct<'a>(
     what: &str,
     names: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Result<(), ApiError> {
+    if names.size_hint().1.is_some_and(|n| n <= MAX_DISTINCT_NAMES) {
+        // Too few names to pass the bound: no set to build.
+        return Ok(());
+    }
     let mut seen = std::collections::HashSet::new();
     for n in names {
         seen.insert(n);
@@ -156,8 +160,8 @@ fn failed(
 struct FieldRef<'a> {
     column: ColumnId,
     ciphertext: Vec<u8>,
-    row: Vec<&'a [u8]>,
-    domain: Vec<&'a [u8]>,
+    row: Parts<'a>,
+    domain: Parts<'a>,
     value_type: ValueType,
 }
 
@@ -184,8 +188,8 @@ impl<'a> FieldRef<'a> {
     /// The context the value is bound to.
     fn context(&self) -> FieldContext<'_> {
         FieldContext::new()
-            .with_row(&self.row)
-            .with_domain(&self.domain)
+            .with_row(self.row.as_slice())
+            .with_domain(self.domain.as_slice())
             .with_type(self.value_type)
     }
 

@@ -62,11 +62,28 @@ impl std::fmt::Debug for Components {
 }
 
 impl Components {
-    pub(crate) fn parts(c: &Option<Components>) -> Vec<&[u8]> {
+    /// The components as the field context takes them.
+    pub(crate) fn parts(c: &Option<Components>) -> Parts<'_> {
         match c {
-            None => Vec::new(),
-            Some(Components::One(s)) => vec![s.as_bytes()],
-            Some(Components::Many(v)) => v.iter().map(|s| s.as_bytes()).collect(),
+            None => Parts::Many(Vec::new()),
+            Some(Components::One(s)) => Parts::One([s.as_bytes()]),
+            Some(Components::Many(v)) => Parts::Many(v.iter().map(|s| s.as_bytes()).collect()),
+        }
+    }
+}
+
+/// A row context's or search domain's components, borrowed from the request; one component
+/// (the usual row context) is held inline, without an allocation.
+pub(crate) enum Parts<'a> {
+    One([&'a [u8]; 1]),
+    Many(Vec<&'a [u8]>),
+}
+
+impl<'a> Parts<'a> {
+    pub(crate) fn as_slice(&self) -> &[&'a [u8]] {
+        match self {
+            Parts::One(one) => one,
+            Parts::Many(v) => v,
         }
     }
 }
