@@ -20,32 +20,7 @@ async fn trail(url: &str) -> Vec<AuditRecord> {
 /// Replaces the whole trail behind the store's back.
 async fn rewrite(url: &str, records: &[AuditRecord]) {
     let store = SqlStore::connect(url).await.unwrap();
-    let mut tx = store.pool().begin().await.unwrap();
-    sqlx::query("DELETE FROM coffer_audit")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    for r in records {
-        let e = &r.event;
-        sqlx::query(
-            "INSERT INTO coffer_audit (id, at_us, actor, operation, scope, version, kek, \
-             detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(r.id)
-        .bind(r.at_us)
-        .bind(e.actor.clone())
-        .bind(e.operation.as_str())
-        .bind(e.scope.clone())
-        .bind(e.version.map(i64::from))
-        .bind(e.kek.clone())
-        .bind(e.detail.clone())
-        .bind(r.prev_hash.to_vec())
-        .bind(r.hash.to_vec())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    }
-    tx.commit().await.unwrap();
+    coffer_testkit::store_audit::rewrite_audit(store.pool(), records).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -258,18 +258,28 @@ fn tokens_from_the_cli_serve_data_log_json_and_audit_verifies() {
     );
 }
 
-#[test]
-fn data_access_answered_before_a_kill_9_is_in_the_audit_trail() {
-    // The reproduction: 5 encrypts, then SIGKILL. With a bound of 0 each answer waits
-    // for its record; the default bound loses at most that many items (audit_durability.rs).
-    let mut svc = Service::new("audit_interval = \"1h\"\naudit_max_unrecorded = 0\n");
+/// A started service whose admin made the scope `scope` for tenant acme; acme's token, and the
+/// runtime the test's requests run on.
+fn serving_acme(service: &str, scope: &str) -> (Service, String, tokio::runtime::Runtime) {
+    let mut svc = Service::new(service);
     svc.start(&[]);
     let admin = svc.token(&["--admin"]);
     let acme = svc.token(&["--tenant", "acme"]);
     let rt = runtime();
+    rt.block_on(Client::new(&svc.base).create_scope(&admin, scope, "acme"));
+    (svc, acme, rt)
+}
+
+#[test]
+fn data_access_answered_before_a_kill_9_is_in_the_audit_trail() {
+    // The reproduction: 5 encrypts, then SIGKILL. With a bound of 0 each answer waits
+    // for its record; the default bound loses at most that many items (audit_durability.rs).
+    let (mut svc, acme, rt) = serving_acme(
+        "audit_interval = \"1h\"\naudit_max_unrecorded = 0\n",
+        "acme:k",
+    );
     rt.block_on(async {
         let c = Client::new(&svc.base);
-        c.create_scope(&admin, "acme:k", "acme").await;
         let body = json!({"encoding": "utf8", "items": [{"column": "c", "plaintext": "v"}]});
         for _ in 0..5 {
             c.post_ok("/v1/scopes/acme:k/encrypt", &acme, body.clone())
@@ -294,15 +304,7 @@ fn data_access_answered_before_a_kill_9_is_in_the_audit_trail() {
 
 #[test]
 fn shutdown_lets_the_request_in_flight_finish() {
-    let mut svc = Service::new("");
-    svc.start(&[]);
-    let admin = svc.token(&["--admin"]);
-    let acme = svc.token(&["--tenant", "acme"]);
-    let rt = runtime();
-    rt.block_on(async {
-        let c = Client::new(&svc.base);
-        c.create_scope(&admin, "acme:a", "acme").await;
-    });
+    let (mut svc, acme, _rt) = serving_acme("", "acme:a");
     // Half a request on a raw connection, then SIGTERM, then the rest once the server says it
     // is shutting down: the request completes, then the process exits 0.
     let addr = svc.base.trim_start_matches("http://").to_owned();

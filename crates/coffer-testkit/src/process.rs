@@ -8,16 +8,7 @@ use std::time::{Duration, Instant};
 /// fails (or cannot start).
 #[track_caller]
 pub fn stdout_of(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
-    assert!(
-        out.status.success(),
-        "{:?} failed ({}): {}",
-        cmd.get_program(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = output_of(cmd);
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 

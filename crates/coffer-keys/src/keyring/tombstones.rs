@@ -120,13 +120,7 @@ impl Keyring {
         let Some(e) = newest.last() else {
             return Ok(TombstoneReport::default());
         };
-        let alive = self
-            .inner
-            .store
-            .scope(&e.scope)
-            .await?
-            .is_some_and(|s| !s.is_destroyed());
-        if !alive {
+        if !self.is_alive(&e.scope).await? {
             return Ok(TombstoneReport::default());
         }
         tracing::warn!(
@@ -193,15 +187,19 @@ impl Keyring {
             })
     }
 
-    /// Destroys `e.scope` again if the store holds it alive; whether it did.
-    async fn reapply(&self, e: &Entry) -> Result<bool> {
-        let alive = self
+    /// Whether the store holds `scope` and it is not destroyed.
+    async fn is_alive(&self, scope: &ScopeId) -> Result<bool> {
+        Ok(self
             .inner
             .store
-            .scope(&e.scope)
+            .scope(scope)
             .await?
-            .is_some_and(|s| !s.is_destroyed());
-        if !alive {
+            .is_some_and(|s| !s.is_destroyed()))
+    }
+
+    /// Destroys `e.scope` again if the store holds it alive; whether it did.
+    async fn reapply(&self, e: &Entry) -> Result<bool> {
+        if !self.is_alive(&e.scope).await? {
             return Ok(false);
         }
         let deks = self.inner.store.deks(&e.scope).await?;
