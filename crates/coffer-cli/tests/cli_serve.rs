@@ -303,6 +303,20 @@ fn data_access_answered_before_a_kill_9_is_in_the_audit_trail() {
 }
 
 #[test]
+fn sigterm_the_moment_it_says_listening_is_a_graceful_shutdown() {
+    // The signal handlers are installed before the `listening on` line: a SIGTERM sent as soon
+    // as a supervisor reads it shuts down gracefully (exit 0), never kills the process. Before,
+    // a spawned task installed them after the line; on a loaded machine the signal could win
+    // and kill the process (seen once in a FIPS test run). That race does not show on an idle
+    // machine, so this guards the order rather than reproducing the race each time.
+    let mut svc = Service::new("");
+    for _ in 0..5 {
+        svc.start(&[]);
+        assert_eq!(svc.stop(), Some(0), "{}", svc.logs());
+    }
+}
+
+#[test]
 fn shutdown_lets_the_request_in_flight_finish() {
     let (mut svc, acme, _rt) = serving_acme("", "acme:a");
     // Half a request on a raw connection, then SIGTERM, then the rest once the server says it

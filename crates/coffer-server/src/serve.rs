@@ -67,12 +67,25 @@ fn tls_config(cert: &Path, key: &Path) -> Result<TlsConfig> {
     Ok(cfg)
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now (a signal that arrives before they exist kills
+/// the process with no graceful shutdown, so they must be in place before the service says it
+/// is listening); the returned future ends at the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
+    );
+    async move { wait_for(handlers).await }
+}
+
+async fn wait_for(
+    handlers: (
+        std::io::Result<tokio::signal::unix::Signal>,
+        std::io::Result<tokio::signal::unix::Signal>,
+    ),
+) {
+    match handlers {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -137,8 +150,9 @@ pub async fn serve(
     let handle = Handle::new();
     let h = handle.clone();
     let grace = cfg.shutdown_timeout;
+    let signalled = shutdown_signal();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signalled.await;
         tracing::info!(
             grace_s = grace.as_secs(),
             "shutting down: no new connections; waiting for requests in flight"
