@@ -157,6 +157,9 @@ impl Keyring {
                 }
                 Err(e) => return Err(e),
             };
+            if last_only && let Some(e) = newest_in_tail(&f, &store_id, &key)? {
+                return Ok((vec![e], 0));
+            }
             let (mut out, mut rejected) = (Vec::new(), 0u64);
             for line in std::io::BufReader::new(f).lines() {
                 let line = line?;
@@ -218,6 +221,39 @@ impl Keyring {
         .await?;
         Ok(true)
     }
+}
+
+/// How much of the ledger's end the start-up check reads (a few hundred lines): the newest
+/// entry is found there without reading, or verifying, the millions before it.
+const TAIL_BYTES: u64 = 64 * 1024;
+
+/// The newest verified entry among the ledger's last [`TAIL_BYTES`], if any (the caller reads
+/// the whole file when there is none, e.g. after a run of altered lines). Leaves `f` at its
+/// start.
+fn newest_in_tail(
+    mut f: &std::fs::File,
+    store_id: &[u8; 16],
+    key: &crate::audit::ChainKey,
+) -> std::io::Result<Option<Entry>> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let len = f.metadata()?.len();
+    let from = len.saturating_sub(TAIL_BYTES);
+    f.seek(SeekFrom::Start(from))?;
+    let mut tail = Vec::new();
+    f.take(TAIL_BYTES).read_to_end(&mut tail)?;
+    f.seek(SeekFrom::Start(0))?;
+    let text = String::from_utf8_lossy(&tail);
+    // Starting mid-file, the first piece is part of a line: never parse it.
+    let skip = usize::from(from > 0);
+    Ok(text
+        .lines()
+        .skip(skip)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .find_map(|l| parse(l, store_id, key)))
 }
 
 /// A line, if it parses and its MAC verifies.
