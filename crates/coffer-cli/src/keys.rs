@@ -629,28 +629,14 @@ async fn verify_audit(
 }
 
 /// Keyed audit records this configuration cannot check (exit status 2: give it the KEKs).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct AuditUnchecked(pub String);
 
-impl std::fmt::Display for AuditUnchecked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for AuditUnchecked {}
-
 /// A broken audit chain (exit status 1: an integrity failure).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct AuditBroken(pub String);
-
-impl std::fmt::Display for AuditBroken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for AuditBroken {}
 
 async fn check(a: &CheckArgs) -> Result<()> {
     let cfg = load(&a.config.config)?;
