@@ -414,11 +414,23 @@ async fn destroy_during_a_cold_load(by_other: bool) {
         matches!(result, Err(Error::Destroyed { .. })),
         "the racing load must fail as destroyed: {result:?}"
     );
-    assert_eq!(a.derived_keys_cached(&s, v).await, None, "L1 refilled");
+    assert_nothing_cached(&a, &l2, (&s, v), &c, &ctx, &sealed).await;
+}
+
+/// After a destroy: the key is in neither L1 nor L2, and the value fails as destroyed.
+async fn assert_nothing_cached(
+    a: &coffer_keys::Keyring,
+    l2: &MemoryL2,
+    (s, v): (&coffer_core::ScopeId, coffer_core::KeyVersion),
+    c: &coffer_core::ColumnId,
+    ctx: &FieldContext<'_>,
+    sealed: &[u8],
+) {
+    assert_eq!(a.derived_keys_cached(s, v).await, None, "L1 refilled");
     assert_eq!(l2.len(), 0, "L2 refilled with a destroyed key");
     assert!(matches!(
-        a.decrypt(&s, &c, &ctx, &sealed).await,
-        Err(Error::Destroyed { .. })
+        a.decrypt(s, c, ctx, sealed).await,
+        Err(coffer_keys::Error::Destroyed { .. })
     ));
 }
 
@@ -628,7 +640,7 @@ async fn steady_traffic_across_many_lifetimes_never_misses() {
 /// not in L2, and decryption fails as destroyed. `by_other` destroys from another process
 /// sharing the store and L2.
 async fn destroy_during_a_refresh(by_other: bool) {
-    use coffer_keys::{CacheKey, Error, Keyring};
+    use coffer_keys::{CacheKey, Keyring};
     use std::sync::atomic::AtomicUsize;
     use tokio::sync::Notify;
     let env = Memory::default();
@@ -680,12 +692,7 @@ async fn destroy_during_a_refresh(by_other: bool) {
     })
     .await;
     a.set_load_hook(None);
-    assert_eq!(a.derived_keys_cached(&s, v).await, None, "L1 refilled");
-    assert_eq!(l2.len(), 0, "L2 refilled with a destroyed key");
-    assert!(matches!(
-        a.decrypt(&s, &c, &ctx, &sealed).await,
-        Err(Error::Destroyed { .. })
-    ));
+    assert_nothing_cached(&a, &l2, (&s, v), &c, &ctx, &sealed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
