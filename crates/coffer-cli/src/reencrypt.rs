@@ -145,7 +145,7 @@ async fn status(jobs: &[Reencryptor]) -> Result<()> {
         out.push_str(&format!(
             "{}: scope {}, active {active}; {pending} rows pending; values by version: {}; plaintext left: {}{}\n",
             t.name(),
-            t.scope(),
+            t.scope_template(),
             if values.is_empty() { "none".to_owned() } else { values.join(", ") },
             c.plaintext_left,
             if c.not_ciphertext > 0 {
@@ -215,17 +215,20 @@ async fn offer_retirement(schema: &Schema, jobs: &[Reencryptor], retire: bool) -
     let all = schema.tables()?;
     let mut scopes: Vec<_> = jobs
         .iter()
-        .map(|j| j.columns().table().scope().clone())
+        .filter_map(|j| j.columns().table().scope_template().fixed().cloned())
         .collect();
     scopes.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     scopes.dedup();
     for scope in scopes {
         let group: Vec<Reencryptor> = jobs
             .iter()
-            .filter(|j| j.columns().table().scope() == &scope)
+            .filter(|j| j.columns().table().scope_template().fixed() == Some(&scope))
             .cloned()
             .collect();
-        let in_schema = all.iter().filter(|t| t.scope() == &scope).count();
+        let in_schema = all
+            .iter()
+            .filter(|t| t.scope_template().fixed() == Some(&scope))
+            .count();
         if group.len() < in_schema {
             println!(
                 "scope {scope}: other tables of the schema use it; run without --table to check whether old versions can be retired"

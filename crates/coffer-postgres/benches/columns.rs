@@ -717,7 +717,7 @@ async fn sizes(pool: &PgPool) -> Result<String> {
 // The run.
 
 async fn rotate(cols: &Columns) -> Result<u32> {
-    let rec = cols.keyring().rotate(cols.table().scope()).await?;
+    let rec = cols.keyring().rotate(cols.table().scope()?).await?;
     // Let every cached "active version" pointer expire.
     tokio::time::sleep(ACTIVE_TTL * 3).await;
     Ok(rec.version.0)
@@ -791,7 +791,7 @@ async fn run(cfg: &Config, url: &str) -> Result<()> {
     sqlx::raw_sql(TABLES_SQL).execute(&pool).await?;
     let keyring = keyring(url).await?;
     let table = Schema::from_toml(&schema_toml(cfg.bits, false))?.table("patients")?;
-    keyring.ensure_scope(table.scope()).await?;
+    keyring.ensure_scope(table.scope()?).await?;
     let cols = Columns::new(keyring.clone(), table);
     // The same columns and keys, with the plaintext sources the migration reads.
     let migrating = Columns::new(

@@ -200,7 +200,7 @@ pub async fn run(url: &str, dir: &Path) -> Result<(), Error> {
 
     let schema = Schema::from_toml(SCHEMA)?;
     let table = schema.table("example_patients")?;
-    keyring.ensure_scope(table.scope()).await?;
+    keyring.ensure_scope(table.scope()?).await?;
     let patients = Columns::new(keyring.clone(), table);
 
     // 1. Write.
@@ -267,7 +267,7 @@ pub async fn run(url: &str, dir: &Path) -> Result<(), Error> {
 
     // 4. Rotate the key: new writes use the new version at once; reads and searches span both
     //    (v1 and v2 on the first run).
-    let active = keyring.rotate(patients.table().scope()).await?.version.0;
+    let active = keyring.rotate(patients.table().scope()?).await?.version.0;
     tokio::time::sleep(Duration::from_millis(250)).await;
     let late = insert(
         &patients,

@@ -4,10 +4,11 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use coffer_core::{BlindIndexKey, FieldContext, KeyVersion, Nulls, ValueType};
+use coffer_core::{BlindIndexKey, FieldContext, KeyVersion, Nulls, ScopeId, ValueType};
 use coffer_keys::Keyring;
 
 use crate::error::{Error, Result};
+use crate::rowkey::RowKey;
 use crate::schema::{Column, Index, Table};
 use crate::sealed::{Encrypted, IndexValue, Sealed};
 use crate::value::{FromPlain, ToPlain, type_name};
@@ -129,12 +130,16 @@ impl Plain {
 pub struct Columns {
     keyring: Keyring,
     table: Table,
+    /// The scope this handle seals under: the table's fixed scope, or the one a scope
+    /// template resolved to ([`Columns::for_scope`]); `None` for an unresolved template.
+    scope: Option<ScopeId>,
 }
 
 impl std::fmt::Debug for Columns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Columns")
             .field("table", &self.table.name())
+            .field("scope", &self.scope)
             .finish_non_exhaustive()
     }
 }
@@ -142,7 +147,50 @@ impl std::fmt::Debug for Columns {
 impl Columns {
     /// Binds a table definition to a keyring.
     pub fn new(keyring: Keyring, table: Table) -> Self {
-        Columns { keyring, table }
+        let scope = table.scope_template().fixed().cloned();
+        Columns {
+            keyring,
+            table,
+            scope,
+        }
+    }
+
+    /// This table's columns in the scope of the rows whose placeholder columns hold `values`
+    /// (`&[("tenant_id", "acme")]` for `scope = "tenant:{tenant_id}/patients"`). Every
+    /// placeholder needs a value; a value must be 1–128 letters, digits or `. _ - @ +`.
+    /// Cheap: the keyring's caches are shared.
+    pub fn for_scope(&self, values: &[(&str, &str)]) -> Result<Columns> {
+        Ok(Columns {
+            keyring: self.keyring.clone(),
+            table: self.table.clone(),
+            scope: Some(self.table.resolve_scope(values)?),
+        })
+    }
+
+    /// The scope this handle seals under; an error naming the missing placeholder values for
+    /// a table with a scope template not yet resolved by [`for_scope`](Self::for_scope).
+    pub fn scope(&self) -> Result<&ScopeId> {
+        match &self.scope {
+            Some(s) => Ok(s),
+            None => self.table.scope(),
+        }
+    }
+
+    /// Before a write: with `create_scopes`, makes the scope if it does not exist yet (a
+    /// destroyed scope stays destroyed: the write fails).
+    pub(crate) async fn ready_to_write(&self) -> Result<()> {
+        let scope = self.scope()?;
+        if !self.table.creates_scopes() {
+            return Ok(());
+        }
+        match self.keyring.active_version(scope).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == coffer_core::ErrorKind::NotFound => {
+                self.keyring.ensure_scope(scope).await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The table definition.
@@ -182,9 +230,25 @@ impl Columns {
     ) -> Result<Encrypted<T>> {
         let c = self.table.column(column)?;
         self.check_type(c, T::TYPE)?;
+        self.refuse_row_keyed("seal")?;
         let plain = value.to_plain().map_err(|e| self.err(column, e.0))?;
-        let bytes = self.seal_bytes(c, &row.row_context(), Some(&plain)).await?;
+        self.ready_to_write().await?;
+        let bytes = self
+            .seal_bytes(c, &row.row_context(), Some(&plain), None)
+            .await?;
         Encrypted::from_bytes(bytes, c.storage).map_err(|e| self.err(column, e.to_string()))
+    }
+
+    /// Tables with per-row keys seal and open through the row's key, never one value alone.
+    fn refuse_row_keyed(&self, what: &str) -> Result<()> {
+        match self.table.row_key_column() {
+            Some(rk) => Err(Error::Schema(format!(
+                "table '{}' has a key per row (keys = \"row\"): {what} values with row() / \
+                 open_keyed, which take the row's '{rk}' column",
+                self.table.name()
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Seals canonical bytes (or an authenticated NULL for `None`).
@@ -193,10 +257,14 @@ impl Columns {
         c: &Column,
         row: &str,
         plain: Option<&[u8]>,
+        row_key: Option<&RowKey>,
     ) -> Result<Vec<u8>> {
         let row_parts: [&[u8]; 1] = [row.as_bytes()];
         let ctx = self.context(c, &row_parts);
-        let scope = self.table.scope();
+        let scope = self.scope()?;
+        if let Some(rk) = row_key {
+            return rk.seal(scope, c, &ctx, plain);
+        }
         Ok(match plain {
             Some(p) => self.keyring.encrypt(scope, &c.id, c.suite, &ctx, p).await?,
             None => {
@@ -222,13 +290,15 @@ impl Columns {
         c: &Column,
         row: &str,
         ciphertext: &[u8],
+        row_key: Option<&RowKey>,
     ) -> Result<Option<Vec<u8>>> {
         let row_parts: [&[u8]; 1] = [row.as_bytes()];
         let ctx = self.context(c, &row_parts);
-        Ok(self
-            .keyring
-            .decrypt(self.table.scope(), &c.id, &ctx, ciphertext)
-            .await?)
+        let scope = self.scope()?;
+        if let Some(rk) = row_key {
+            return rk.open(scope, c, &ctx, ciphertext);
+        }
+        Ok(self.keyring.decrypt(scope, &c.id, &ctx, ciphertext).await?)
     }
 
     /// Opens a value of `column` read from row `row`. An authenticated NULL is an error here;
@@ -264,8 +334,9 @@ impl Columns {
                 )),
             };
         };
+        self.refuse_row_keyed("open")?;
         match self
-            .open_bytes(c, &row.row_context(), value.as_bytes())
+            .open_bytes(c, &row.row_context(), value.as_bytes(), None)
             .await?
         {
             Some(p) => Ok(Some(T::from_plain(p).map_err(|e| self.err(column, e.0))?)),
@@ -276,15 +347,20 @@ impl Columns {
     /// Opens canonical bytes of `column` read from the row whose context is `row` (the row
     /// id's text form): `Some(plaintext)` in canonical form, or `None` for an authenticated
     /// NULL. For bindings that convert values themselves (the Python package).
+    ///
+    /// `row_key` is the row's key column for a table with `keys = "row"` (`None` there: the
+    /// key was erased, and the row's values are shredded); pass `None` for other tables.
     pub async fn open_plain(
         &self,
         column: &str,
         row: &str,
+        row_key: Option<&[u8]>,
         ciphertext: &[u8],
     ) -> Result<Option<Plain>> {
         let c = self.table.column(column)?;
+        let rk = self.row_key_for_open(row, row_key).await?;
         Ok(self
-            .open_bytes(c, row, ciphertext)
+            .open_bytes(c, row, ciphertext, rk.as_ref())
             .await?
             .map(|bytes| Plain::from_canonical(c.value_type, bytes)))
     }
@@ -293,7 +369,39 @@ impl Columns {
     /// [`row`](Self::row): per column one lease, one key lookup and the batch path of
     /// [`Keyring::encrypt_batch_parallel`] (all cores); per index one key lookup. Each row is
     /// its row context (the row id's text form) and its values by column name (`None`: NULL).
+    ///
+    /// With `keys = "row"`, every row gets a fresh data key ([`SealedRow::row_key`]); use
+    /// [`seal_rows_keyed`](Self::seal_rows_keyed) to keep the keys of existing rows.
     pub async fn seal_rows(&self, rows: &[PlainRow]) -> Result<Vec<SealedRow>> {
+        self.seal_rows_keyed(rows, &[]).await
+    }
+
+    /// As [`seal_rows`](Self::seal_rows), for a table with `keys = "row"`: `row_keys[i]` is
+    /// row `i`'s stored key (`None`, or a slice shorter than `rows`: a fresh key).
+    pub async fn seal_rows_keyed(
+        &self,
+        rows: &[PlainRow],
+        row_keys: &[Option<&[u8]>],
+    ) -> Result<Vec<SealedRow>> {
+        self.ready_to_write().await?;
+        if self.table.row_key_column().is_some() {
+            let mut out = Vec::with_capacity(rows.len());
+            for (i, (row, vals)) in rows.iter().enumerate() {
+                let mut sealer = self.row(row.as_str());
+                if let Some(Some(k)) = row_keys.get(i) {
+                    sealer = sealer.with_row_key(k);
+                }
+                for (name, v) in vals {
+                    sealer = match v {
+                        Some(p) => sealer.set_plain(name, p.clone()),
+                        None => sealer.set_null(name)?,
+                    };
+                }
+                out.push(sealer.seal().await?);
+            }
+            return Ok(out);
+        }
+        let scope = self.scope()?;
         let table = &self.table;
         let ncols = table.columns().len();
         // values[r][c]: not set, set to NULL, or set to canonical bytes.
@@ -333,7 +441,7 @@ impl Columns {
                         let value = match c.nulls {
                             Nulls::Passthrough => None,
                             Nulls::Authenticated => {
-                                let b = self.seal_bytes(c, &rows[r].0, None).await?;
+                                let b = self.seal_bytes(c, &rows[r].0, None, None).await?;
                                 let e = Encrypted::<()>::from_bytes(b, c.storage)
                                     .map_err(|e| self.err(&c.name, e.to_string()))?;
                                 lower(&mut versions[r], e.version());
@@ -356,7 +464,7 @@ impl Columns {
             }
             let (version, out) = self
                 .keyring
-                .encrypt_batch_parallel(table.scope(), &c.id, c.suite, &items)
+                .encrypt_batch_parallel(scope, &c.id, c.suite, &items)
                 .await?;
             for (r, b) in idx.into_iter().zip(out) {
                 let e = Encrypted::<()>::from_bytes(b, c.storage)
@@ -403,6 +511,7 @@ impl Columns {
                 values: vals,
                 indexes: ixs,
                 version,
+                row_key: None,
             });
         }
         Ok(out)
@@ -414,7 +523,52 @@ impl Columns {
             cols: self,
             row: row.row_context(),
             values: vec![None; self.table.columns().len()],
+            row_key: None,
             error: None,
+        }
+    }
+
+    /// Opens a value of a table with `keys = "row"`: `row_key` is the row's key column as
+    /// read (`None`: erased, and the row's values are shredded).
+    pub async fn open_keyed<T: FromPlain>(
+        &self,
+        column: &str,
+        row: &(impl RowId + ?Sized),
+        row_key: Option<&[u8]>,
+        value: &Encrypted<T>,
+    ) -> Result<T> {
+        self.open_opt_keyed(column, row, row_key, Some(value))
+            .await?
+            .ok_or_else(|| self.err(column, "is NULL; read it with open_opt_keyed"))
+    }
+
+    /// As [`open_opt`](Self::open_opt), for a table with `keys = "row"`.
+    pub async fn open_opt_keyed<T: FromPlain>(
+        &self,
+        column: &str,
+        row: &(impl RowId + ?Sized),
+        row_key: Option<&[u8]>,
+        value: Option<&Encrypted<T>>,
+    ) -> Result<Option<T>> {
+        let c = self.table.column(column)?;
+        self.check_type(c, T::TYPE)?;
+        let Some(value) = value else {
+            return match c.nulls {
+                Nulls::Passthrough => Ok(None),
+                Nulls::Authenticated => Err(self.err(
+                    column,
+                    "SQL NULL in a column with authenticated NULLs: the value was removed without the key",
+                )),
+            };
+        };
+        let row = row.row_context();
+        let rk = self.row_key_for_open(&row, row_key).await?;
+        match self
+            .open_bytes(c, &row, value.as_bytes(), rk.as_ref())
+            .await?
+        {
+            Some(p) => Ok(Some(T::from_plain(p).map_err(|e| self.err(column, e.0))?)),
+            None => Ok(None),
         }
     }
 
@@ -437,6 +591,7 @@ impl Columns {
     /// As [`search_eq`](Self::search_eq) for values of mixed types (compound indexes).
     pub async fn search_eq_plain(&self, index: &str, values: &[Plain]) -> Result<Search> {
         let ix = self.table.index(index)?;
+        let scope = self.scope()?;
         if ix.prefix.is_some() {
             return Err(self.err(index, "is a prefix index; use search_prefix"));
         }
@@ -459,11 +614,7 @@ impl Columns {
             .collect();
         let refs: Vec<&[u8]> = normalized.iter().map(Vec::as_slice).collect();
         let mut terms = Vec::new();
-        for (version, key) in self
-            .keyring
-            .blind_index_keys(self.table.scope(), &ix.keys[0])
-            .await?
-        {
+        for (version, key) in self.keyring.blind_index_keys(scope, &ix.keys[0]).await? {
             terms.push((version, key.compute(&refs)?));
         }
         Ok(Search {
@@ -484,6 +635,7 @@ impl Columns {
         value: &T,
     ) -> Result<Search> {
         let c = self.table.column(column)?;
+        let scope = self.scope()?;
         if !c.suite.is_deterministic() {
             return Err(self.err(
                 column,
@@ -495,7 +647,7 @@ impl Columns {
         let ctx = FieldContext::new().with_type(c.value_type);
         let terms = self
             .keyring
-            .deterministic_terms(self.table.scope(), &c.id, &ctx, &plain)
+            .deterministic_terms(scope, &c.id, &ctx, &plain)
             .await?;
         Ok(Search {
             index: c.name.clone(),
@@ -512,6 +664,7 @@ impl Columns {
     /// match too much).
     pub async fn search_prefix(&self, index: &str, prefix: &str) -> Result<Search> {
         let ix = self.table.index(index)?;
+        let scope = self.scope()?;
         let Some((min, max)) = ix.prefix else {
             return Err(self.err(index, "is not a prefix index; use search_eq"));
         };
@@ -530,11 +683,7 @@ impl Columns {
         let token_input: String = text.chars().take(k).collect();
         let spec = &ix.keys[k - usize::from(min)];
         let mut terms = Vec::new();
-        for (version, key) in self
-            .keyring
-            .blind_index_keys(self.table.scope(), spec)
-            .await?
-        {
+        for (version, key) in self.keyring.blind_index_keys(scope, spec).await? {
             terms.push((version, prefix_token(k, &key, &token_input)?));
         }
         Ok(Search {
@@ -552,11 +701,9 @@ impl Columns {
     ) -> Result<(KeyVersion, Vec<Arc<BlindIndexKey>>)> {
         let mut version = None;
         let mut keys = Vec::with_capacity(ix.keys.len());
+        let scope = self.scope()?;
         for spec in &ix.keys {
-            let (v, k) = self
-                .keyring
-                .blind_index_key(self.table.scope(), spec)
-                .await?;
+            let (v, k) = self.keyring.blind_index_key(scope, spec).await?;
             version = Some(version.map_or(v, |o: KeyVersion| o.min(v)));
             keys.push(k);
         }
@@ -654,6 +801,26 @@ impl std::fmt::Debug for Search {
 }
 
 impl Search {
+    /// One search over several scopes of a templated table (a query across tenants the caller
+    /// names): the terms of every part, computed each under its own scope, with the check of
+    /// the first. The parts must search the same index for the same value.
+    pub fn merge(parts: impl IntoIterator<Item = Search>) -> Result<Search> {
+        let mut parts = parts.into_iter();
+        let mut out = parts
+            .next()
+            .ok_or_else(|| Error::Schema("a merged search needs at least one scope".into()))?;
+        for p in parts {
+            if p.index != out.index {
+                return Err(Error::Schema(format!(
+                    "cannot merge searches of '{}' and '{}'",
+                    out.index, p.index
+                )));
+            }
+            out.terms.extend(p.terms);
+        }
+        Ok(out)
+    }
+
     /// The index values to bind (`= ANY($n)` for equality, `&& $n` for prefix tokens), or
     /// the ciphertexts of a deterministic search.
     pub fn terms(&self) -> Vec<Vec<u8>> {
@@ -714,6 +881,7 @@ pub struct RowSealer<'a> {
     cols: &'a Columns,
     row: String,
     values: Vec<Option<Option<Vec<u8>>>>,
+    row_key: Option<Vec<u8>>,
     error: Option<Error>,
 }
 
@@ -765,13 +933,29 @@ impl RowSealer<'_> {
         }
     }
 
+    /// With `keys = "row"`: the row's stored key, for an update (without it, [`seal`](Self::seal)
+    /// makes a fresh key, which suits an insert).
+    pub fn with_row_key(mut self, row_key: &[u8]) -> Self {
+        self.row_key = Some(row_key.to_vec());
+        self
+    }
+
     /// Seals every value set and computes every blind index whose columns were all set.
     pub async fn seal(self) -> Result<SealedRow> {
         if let Some(e) = self.error {
             return Err(e);
         }
         let table = &self.cols.table;
-        let mut version: Option<KeyVersion> = None;
+        self.cols.ready_to_write().await?;
+        let rk = match table.row_key_column() {
+            Some(_) => Some(
+                self.cols
+                    .row_key_for_seal(&self.row, self.row_key.as_deref())
+                    .await?,
+            ),
+            None => None,
+        };
+        let mut version: Option<KeyVersion> = rk.as_ref().map(RowKey::version);
         let mut lower = |v: KeyVersion| {
             version = Some(version.map_or(v, |o| o.min(v)));
         };
@@ -781,10 +965,15 @@ impl RowSealer<'_> {
             let sealed = match (v, c.nulls) {
                 (None, Nulls::Passthrough) => None,
                 (v, _) => {
-                    let bytes = self.cols.seal_bytes(c, &self.row, v.as_deref()).await?;
+                    let bytes = self
+                        .cols
+                        .seal_bytes(c, &self.row, v.as_deref(), rk.as_ref())
+                        .await?;
                     let e = Encrypted::<()>::from_bytes(bytes, c.storage)
                         .map_err(|e| self.cols.err(&c.name, e.to_string()))?;
-                    lower(e.version());
+                    if rk.is_none() {
+                        lower(e.version());
+                    }
                     Some(e)
                 }
             };
@@ -815,6 +1004,7 @@ impl RowSealer<'_> {
             values,
             indexes,
             version,
+            row_key: rk.map(RowKey::into_blob),
         })
     }
 }
@@ -826,6 +1016,7 @@ pub struct SealedRow {
     values: Vec<(String, Sealed)>,
     indexes: Vec<(String, IndexValue)>,
     version: KeyVersion,
+    row_key: Option<Vec<u8>>,
 }
 
 impl SealedRow {
@@ -857,6 +1048,12 @@ impl SealedRow {
     /// values or indexes used). A partial UPDATE stores `LEAST(version_column, $v)`.
     pub fn version(&self) -> i32 {
         i32::try_from(self.version.0).unwrap_or(i32::MAX)
+    }
+
+    /// With `keys = "row"`: the row's key as wrapped under its scope, for the row-key column
+    /// (a fresh one unless [`RowSealer::with_row_key`] gave the stored one).
+    pub fn row_key(&self) -> Option<&[u8]> {
+        self.row_key.as_deref()
     }
 
     /// The sealed columns, in schema order.

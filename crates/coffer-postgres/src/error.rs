@@ -38,6 +38,14 @@ pub enum Error {
         /// How long the job waited.
         waited: std::time::Duration,
     },
+    /// The row's key (`keys = "row"`) was erased: its values can never be decrypted again.
+    #[error("{table} row {row}: its row key was erased, so its values are shredded")]
+    Shredded {
+        /// The table's SQL name.
+        table: String,
+        /// The row id (as PostgreSQL prints it).
+        row: String,
+    },
     /// A row could not be re-encrypted (the job stops, its batch rolled back).
     #[error("{table} row {row}: {reason}")]
     Row {
@@ -66,6 +74,7 @@ impl Error {
             Error::Schema(_) | Error::Value { .. } => K::InvalidInput,
             // A stored value that did not open: tampered, moved, or under another key.
             Error::Row { .. } => K::Decrypt,
+            Error::Shredded { .. } => K::Destroyed,
         }
     }
 

@@ -20,13 +20,17 @@
 mod columns;
 mod error;
 pub mod reencrypt;
+mod rowkey;
 pub mod schema;
+pub mod scope;
 mod sealed;
 pub mod value;
 
 pub use columns::{Columns, Plain, PlainRow, RowId, RowSealer, SealedRow, Search};
 pub use error::{Error, Result};
 pub use reencrypt::{Census, ReencryptOptions, Reencryptor, RunReport};
+pub use rowkey::ROW_KEY_VERSION;
 pub use schema::{Schema, Storage, Table, TableSpec};
+pub use scope::ScopeTemplate;
 pub use sealed::{Encrypted, IndexValue, NotCiphertext, Sealed};
 pub use value::{FromPlain, ToPlain};

@@ -260,7 +260,12 @@ impl Reencryptor {
     /// a moment ago (in this process or another) counts.
     pub async fn pending(&self) -> Result<(KeyVersion, u64)> {
         let t = &self.inner.cols.table().inner;
-        let active = self.inner.cols.keyring().refresh_active(&t.scope).await?;
+        let active = self
+            .inner
+            .cols
+            .keyring()
+            .refresh_active(self.inner.cols.scope()?)
+            .await?;
         let n: i64 = sqlx::query_scalar(&format!(
             "SELECT count(*) FROM {} WHERE {v} IS NULL OR {v} < $1",
             t.sql,
@@ -289,7 +294,7 @@ impl Reencryptor {
                 .inner
                 .cols
                 .keyring()
-                .refresh_active(self.inner.cols.table().scope())
+                .refresh_active(self.inner.cols.scope()?)
                 .await?;
             report.active = Some(active);
             let mut cursor: Option<String> = None;
@@ -538,7 +543,7 @@ impl Reencryptor {
                     let plain = self
                         .inner
                         .cols
-                        .open_bytes(c, &rid, &ct)
+                        .open_bytes(c, &rid, &ct, None)
                         .await
                         .map_err(|e| row_err(format!("{}: {e}", c.name)))?;
                     // A value already under the active version keeps its ciphertext.
@@ -569,7 +574,7 @@ impl Reencryptor {
                 None => Some(
                     self.inner
                         .cols
-                        .seal_bytes(c, &rid, plain.as_deref())
+                        .seal_bytes(c, &rid, plain.as_deref(), None)
                         .await
                         .map_err(|e| row_err(format!("{}: {e}", c.name)))?,
                 ),
@@ -673,8 +678,11 @@ pub async fn retirable(jobs: &[Reencryptor], retire: bool) -> Result<Vec<KeyVers
         return Ok(Vec::new());
     };
     let keyring = first.columns().keyring();
-    let scope = first.columns().table().scope().clone();
-    if jobs.iter().any(|j| j.columns().table().scope() != &scope) {
+    let scope = first.columns().scope()?.clone();
+    if jobs
+        .iter()
+        .any(|j| j.columns().scope().ok() != Some(&scope))
+    {
         return Err(Error::Schema(
             "retirable: every table must share one scope".into(),
         ));

@@ -33,6 +33,7 @@ use coffer_keys::BlindIndexSpec;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::scope::ScopeTemplate;
 use crate::value::{parse_type, type_name};
 
 /// A schema file: every encrypted table.
@@ -54,8 +55,20 @@ pub struct TableSpec {
     /// when renaming the SQL table.
     #[serde(default)]
     pub id: Option<String>,
-    /// Key-store scope.
+    /// Key-store scope, or a scope template whose `{column}` placeholders take the row's values
+    /// (`tenant:{tenant_id}/patients`: one scope per tenant).
     pub scope: String,
+    /// `scope` (default): values are sealed under the scope's DEK versions. `row`: every row
+    /// gets its own data key, stored wrapped under the row's scope in the `row_key` column.
+    #[serde(default)]
+    pub keys: Option<String>,
+    /// The BYTEA column holding a row's wrapped data key with `keys = "row"` (default `row_key`).
+    #[serde(default)]
+    pub row_key: Option<String>,
+    /// Whether a write to a scope that does not exist yet creates it (default: yes for a
+    /// template, no for a fixed scope). A destroyed scope is never created again.
+    #[serde(default)]
+    pub create_scopes: Option<bool>,
     /// Row-id column (default `id`); its text form is every randomized value's row context.
     #[serde(default)]
     pub row_id: Option<String>,
@@ -182,7 +195,9 @@ pub(crate) struct TableInner {
     pub name: String,
     pub sql: String,
     pub id: String,
-    pub scope: ScopeId,
+    pub scope: ScopeTemplate,
+    pub row_keys: Option<(String, String)>,
+    pub create_scopes: bool,
     pub row_id: String,
     pub row_id_sql: String,
     pub version_sql: String,
@@ -288,8 +303,8 @@ impl Table {
     pub fn new(spec: &TableSpec) -> Result<Table> {
         let sql = ident(&spec.name, "table")?;
         let id = spec.id.clone().unwrap_or_else(|| spec.name.clone());
-        let scope = ScopeId::new(&spec.scope)
-            .map_err(|e| Error::Schema(format!("table '{}': scope: {e}", spec.name)))?;
+        let scope = ScopeTemplate::parse(&spec.scope)
+            .map_err(|e| Error::Schema(format!("table '{}': {e}", spec.name)))?;
         let row_id = spec.row_id.clone().unwrap_or_else(|| "id".to_owned());
         let row_id_sql = ident(&row_id, "row_id")?;
         let version_sql = ident(
@@ -477,12 +492,74 @@ impl Table {
                 keys,
             });
         }
+        let row_keys = match spec.keys.as_deref() {
+            None | Some("scope") => {
+                if let Some(rk) = &spec.row_key {
+                    return Err(Error::Schema(format!(
+                        "table '{t}': row_key = \"{rk}\" needs keys = \"row\""
+                    )));
+                }
+                None
+            }
+            Some("row") => {
+                let name = spec.row_key.clone().unwrap_or_else(|| "row_key".to_owned());
+                let rsql = ident(&name, "row_key")?;
+                if let Some(c) = columns.iter().find(|c| c.suite.is_deterministic()) {
+                    return Err(Error::Schema(format!(
+                        "{t}.{}: a deterministic column is compared across rows, so it cannot be \
+                         sealed under a per-row key; make it randomized with a blind index",
+                        c.name
+                    )));
+                }
+                Some((name, rsql))
+            }
+            Some(other) => {
+                return Err(Error::Schema(format!(
+                    "table '{t}': keys = \"{other}\": expected \"scope\" or \"row\""
+                )));
+            }
+        };
+        let version_name = spec.version_column.as_deref().unwrap_or("key_version");
+        for p in scope.placeholders() {
+            let clash = if columns.iter().any(|c| c.name == p) {
+                Some("an encrypted column: its plaintext is not in the row")
+            } else if indexes.iter().any(|i| i.name == p) {
+                Some("a blind index")
+            } else if p == version_name {
+                Some("the version column")
+            } else if row_keys.as_ref().is_some_and(|(n, _)| n == p) {
+                Some("the row-key column")
+            } else if columns
+                .iter()
+                .any(|c| c.migrate_from.as_ref().is_some_and(|(m, _)| m == p))
+            {
+                Some("a plaintext column being migrated and cleared")
+            } else {
+                None
+            };
+            if let Some(what) = clash {
+                return Err(Error::Schema(format!(
+                    "table '{t}': scope placeholder {{{p}}} names {what}; it must name a plaintext \
+                     column that holds the tenant's or subject's id"
+                )));
+            }
+        }
+        if let Some((rk, _)) = &row_keys
+            && (columns.iter().any(|c| &c.name == rk) || indexes.iter().any(|i| &i.name == rk))
+        {
+            return Err(Error::Schema(format!(
+                "table '{t}': the row-key column '{rk}' clashes with an encrypted column or index"
+            )));
+        }
+        let create_scopes = spec.create_scopes.unwrap_or(scope.is_template());
         Ok(Table {
             inner: Arc::new(TableInner {
                 name: spec.name.clone(),
                 sql,
                 id,
                 scope,
+                row_keys,
+                create_scopes,
                 row_id,
                 row_id_sql,
                 version_sql,
@@ -502,9 +579,42 @@ impl Table {
         &self.inner.id
     }
 
-    /// The key-store scope.
-    pub fn scope(&self) -> &ScopeId {
+    /// The key-store scope of a table with a fixed scope. A table with a scope template has
+    /// one scope per row value: this is an error naming the placeholders (use
+    /// [`Columns::for_scope`](crate::Columns::for_scope), or
+    /// [`scope_template`](Self::scope_template)).
+    pub fn scope(&self) -> Result<&ScopeId> {
+        self.inner.scope.fixed().ok_or_else(|| {
+            self.inner
+                .scope
+                .missing(&self.inner.name, &self.inner.scope.placeholders())
+        })
+    }
+
+    /// The scope as written: fixed, or a template with placeholders.
+    pub fn scope_template(&self) -> &ScopeTemplate {
         &self.inner.scope
+    }
+
+    /// The row's scope from the values of the template's placeholder columns (none for a
+    /// fixed scope).
+    pub fn resolve_scope(&self, values: &[(&str, &str)]) -> Result<ScopeId> {
+        self.inner.scope.resolve(&self.inner.name, values)
+    }
+
+    /// With `keys = "row"`: the column holding each row's wrapped data key.
+    pub fn row_key_column(&self) -> Option<&str> {
+        self.inner.row_keys.as_ref().map(|(n, _)| n.as_str())
+    }
+
+    /// Whether a write creates a scope that does not exist yet.
+    pub fn creates_scopes(&self) -> bool {
+        self.inner.create_scopes
+    }
+
+    /// The row-id column's name.
+    pub fn row_id(&self) -> &str {
+        &self.inner.row_id
     }
 
     /// The encrypted columns.

@@ -105,7 +105,7 @@ async fn setup(n: u32) -> (TestDb, Columns, Vec<Patient>) {
         .unwrap()
         .table("patients")
         .unwrap();
-    keyring.ensure_scope(table.scope()).await.unwrap();
+    keyring.ensure_scope(table.scope().unwrap()).await.unwrap();
     let cols = Columns::new(keyring, table);
     let patients: Vec<Patient> = (0..n).map(patient).collect();
     for p in &patients {
@@ -268,7 +268,7 @@ async fn typed_values_round_trip_and_search_through_rotation() {
     check_searches(&cols, pool, &patients).await;
 
     // Rotate; new rows go under v2 while old ones stay on v1: search spans both.
-    let scope = cols.table().scope().clone();
+    let scope = cols.table().scope().unwrap().clone();
     cols.keyring().rotate(&scope).await.unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
     for i in 1400..1700 {
@@ -429,7 +429,10 @@ async fn bad_input_fails_closed_with_clear_errors() {
     assert!(e.to_string().contains("authenticated NULLs"), "{e}");
 
     // The re-encryption job stops at a bad row, names it, and changes nothing.
-    cols.keyring().rotate(cols.table().scope()).await.unwrap();
+    cols.keyring()
+        .rotate(cols.table().scope().unwrap())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
     let before: Vec<(Uuid, Option<Vec<u8>>)> =
         sqlx::query_as("SELECT id, ssn FROM patients ORDER BY id")
@@ -522,7 +525,7 @@ async fn plaintext_columns_migrate_and_two_workers_split_the_rows() {
     )
     .unwrap();
     let table = schema.table("people").unwrap();
-    keyring.ensure_scope(table.scope()).await.unwrap();
+    keyring.ensure_scope(table.scope().unwrap()).await.unwrap();
     let cols = Columns::new(keyring, table);
     let job = Reencryptor::new(
         cols.clone(),
@@ -602,7 +605,10 @@ fn the_job_exports_its_progress_as_metrics() {
     metrics::with_local_recorder(&recorder, || {
         rt.block_on(async {
             let (db, cols, _) = setup(250).await;
-            cols.keyring().rotate(cols.table().scope()).await.unwrap();
+            cols.keyring()
+                .rotate(cols.table().scope().unwrap())
+                .await
+                .unwrap();
             tokio::time::sleep(Duration::from_millis(150)).await;
             let job = Reencryptor::new(
                 cols.clone(),

@@ -97,7 +97,10 @@ async fn million_rows_reencrypted_under_live_traffic() {
     // The job and the application each have their own keyring, as separate processes would;
     // the application trusts its cached active version for 1 s.
     let job_keyring = db.keyring(&kek, Duration::from_millis(100)).await;
-    job_keyring.ensure_scope(table.scope()).await.unwrap();
+    job_keyring
+        .ensure_scope(table.scope().unwrap())
+        .await
+        .unwrap();
     let app = Columns::new(
         db.keyring(&kek, Duration::from_secs(1)).await,
         table.clone(),
@@ -116,7 +119,10 @@ async fn million_rows_reencrypted_under_live_traffic() {
     sqlx::query("ANALYZE records").execute(&pool).await.unwrap();
 
     // 2. Rotate, then re-encrypt while readers and writers run.
-    job_keyring.rotate(job_cols.table().scope()).await.unwrap();
+    job_keyring
+        .rotate(job_cols.table().scope().unwrap())
+        .await
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let generations: Arc<Mutex<HashMap<i64, u32>>> = Arc::default();
     let inserted = Arc::new(AtomicU64::new(0));

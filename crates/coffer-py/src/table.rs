@@ -140,7 +140,7 @@ impl Table {
         format!(
             "Table({:?}, scope={:?}, {} encrypted columns, {} indexes)",
             self.table.name(),
-            self.table.scope().as_str(),
+            self.table.scope_template().as_str(),
             self.table.columns().len(),
             self.table.indexes().len()
         )
@@ -155,7 +155,7 @@ impl Table {
     /// The key-store scope.
     #[getter]
     fn scope(&self) -> &str {
-        self.table.scope().as_str()
+        self.table.scope_template().as_str()
     }
 
     /// seal_row(row, values) -> (ciphertexts, indexes, version)
@@ -309,7 +309,7 @@ impl Table {
         let ct = stored(&value)?;
         let (p, cols) = self.columns(py)?;
         let out = p
-            .run(py, cols.open_plain(column, row, &ct))
+            .run(py, cols.open_plain(column, row, None, &ct))
             .map_err(errors::columns)?;
         Ok(out.map(|plain| PyBytes::new(py, plain.as_bytes())))
     }

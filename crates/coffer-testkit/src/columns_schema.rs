@@ -25,6 +25,15 @@ pub fn table(name: &str, scope: &str) -> Table {
 }
 
 impl Table {
+    /// A table-level setting (`keys`, `row_key`, `create_scopes`, `row_id`, …), written
+    /// before the first column whatever the order of the calls. `value` is TOML as written
+    /// (`"\"row\""`, `false`).
+    pub fn setting(mut self, key: &str, value: &str) -> Table {
+        let at = self.toml.find("\n[[table.").unwrap_or(self.toml.len());
+        self.toml.insert_str(at, &format!("{key} = {value}\n"));
+        self
+    }
+
     /// A `[[table.column]]` of type `ty` (`text`, `int`, `date`, `json`, …) with its other
     /// settings, each a string in the file (`mode`, `storage`, `nulls`, `migrate_from`).
     pub fn column(mut self, name: &str, ty: &str, settings: &[(&str, &str)]) -> Table {

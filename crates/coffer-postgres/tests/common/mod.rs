@@ -45,6 +45,16 @@ impl TestDb {
 
     /// A keyring whose key store lives in this database, under a fresh local KEK.
     pub async fn keyring(&self, kek: &Kek, active_ttl: Duration) -> Keyring {
+        let config = KeyringConfig {
+            active_ttl,
+            audit_unwraps: false,
+            ..KeyringConfig::default()
+        };
+        self.keyring_with(kek, config).await
+    }
+
+    /// As [`TestDb::keyring`], with the keyring's settings given.
+    pub async fn keyring_with(&self, kek: &Kek, config: KeyringConfig) -> Keyring {
         sqlx::any::install_default_drivers();
         let id = KekId::new("test", 1).unwrap();
         let ring = KekRing::new(
@@ -57,11 +67,6 @@ impl TestDb {
         )
         .unwrap();
         let store = Arc::new(SqlStore::connect(&self.url).await.unwrap());
-        let config = KeyringConfig {
-            active_ttl,
-            audit_unwraps: false,
-            ..KeyringConfig::default()
-        };
         let keyring = Keyring::new(store, ring, config).await.unwrap();
         keyring.register_keks().await.unwrap();
         keyring
