@@ -154,6 +154,14 @@ async fn read_note(notes: &Columns, pool: &PgPool, id: Uuid) -> Result<String, E
     Ok(cols.open("note", &id, &note).await?)
 }
 
+/// The error of a step that must fail: the example checks what it shows.
+fn must_fail<T, E: std::fmt::Display>(result: Result<T, E>, what: &str) -> Result<String, Error> {
+    match result {
+        Ok(_) => Err(format!("{what} should have been refused").into()),
+        Err(e) => Ok(e.to_string()),
+    }
+}
+
 fn write_config(dir: &Path, url: &str) -> Result<PathBuf, Error> {
     std::fs::create_dir_all(dir)?;
     let key = std::path::absolute(dir.join("example.key"))?;
@@ -209,10 +217,10 @@ pub async fn run(url: &str, dir: &Path) -> Result<(), Error> {
     assert_eq!(n, 2);
 
     // Searching without naming the clinic is refused, with the column to filter on.
-    let refused = patients
-        .search_eq("ssn_bidx", &["123456789"])
-        .await
-        .unwrap_err();
+    let refused = must_fail(
+        patients.search_eq("ssn_bidx", &["123456789"]).await,
+        "a search without the clinic",
+    )?;
     println!("without a clinic: {refused}");
 
     // Erase one patient: destroy the patient's scope. Their notes are shredded, in every
@@ -230,16 +238,20 @@ pub async fn run(url: &str, dir: &Path) -> Result<(), Error> {
         .bind(n1)
         .execute(&pool)
         .await?;
-    let gone = read_note(&notes, &pool, note1).await.unwrap_err();
+    let gone = must_fail(
+        read_note(&notes, &pool, note1).await,
+        "an erased patient's note",
+    )?;
     println!("erased {subject}: {gone}");
     assert_eq!(read_note(&notes, &pool, note2).await?, "follow-up");
 
     // Offboard a clinic: destroy its scope; the other clinic reads and searches as before.
     let south_scope = patients.table().resolve_scope(&[("clinic", &south)])?;
     keyring.destroy(&south_scope).await?;
-    let offboarded = find(&patients, &pool, &south, "123456789")
-        .await
-        .unwrap_err();
+    let offboarded = must_fail(
+        find(&patients, &pool, &south, "123456789").await,
+        "an offboarded clinic's search",
+    )?;
     println!("offboarded {south}: {offboarded}");
     assert_eq!(find(&patients, &pool, &north, "987654321").await?, vec![n2]);
     Ok(())
