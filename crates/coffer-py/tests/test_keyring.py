@@ -336,9 +336,10 @@ def test_table_seal_rows_matches_seal_row(keyring: coffer.Keyring) -> None:
     rows = [(str(i), [("ssn", f"123-45-{i:04d}".encode()), ("email", None if i % 3 == 0 else f"u{i}@x.org".encode())])
             for i in range(50)]
     many = t.seal_rows(rows)
-    for (row, vals), (cts, ixs, ver) in zip(rows, many):
-        one_cts, one_ixs, one_ver = t.seal_row(row, vals)
+    for (row, vals), (cts, ixs, ver, row_key) in zip(rows, many):
+        one_cts, one_ixs, one_ver, one_key = t.seal_row(row, vals)
         assert ixs == one_ixs and ver == one_ver == 1
+        assert row_key is None and one_key is None  # no per-row keys on this table
         for col, v in vals:
             assert t.open(col, row, cts[col]) == v == t.open(col, row, one_cts[col])
         with pytest.raises(coffer.DecryptionError):
