@@ -159,12 +159,10 @@ impl Table {
     /// A row key argument, checked against the table's kind.
     fn row_key_arg<'a>(&self, row_key: &'a Option<Data>) -> PyResult<Option<&'a [u8]>> {
         match row_key {
-            Some(_) if self.table.row_key_column().is_none() => {
-                Err(errors::config(format!(
-                    "table '{}' has no per-row keys (keys = \"row\"): pass no row_key",
-                    self.table.name()
-                )))
-            }
+            Some(_) if self.table.row_key_column().is_none() => Err(errors::config(format!(
+                "table '{}' has no per-row keys (keys = \"row\"): pass no row_key",
+                self.table.name()
+            ))),
             Some(k) => Ok(Some(k.as_bytes())),
             None => Ok(None),
         }
@@ -339,9 +337,7 @@ impl Table {
             .into_iter()
             .map(|(r, v)| (r.to_owned(), v))
             .collect();
-        let sealed = py.detach(|| {
-            p.install(|| p.block_on(cols.seal_rows_keyed(&prepared, &keys)))
-        });
+        let sealed = py.detach(|| p.install(|| p.block_on(cols.seal_rows_keyed(&prepared, &keys))));
         let sealed = sealed.map_err(errors::columns)?;
         let list = PyList::empty(py);
         for s in &sealed {
@@ -399,9 +395,7 @@ impl Table {
         }
         let keys = self.row_keys_arg(row_keys.as_deref(), prepared.len())?;
         let (p, cols) = self.columns_in(py, scope)?;
-        let sealed = py.detach(|| {
-            p.install(|| p.block_on(cols.seal_rows_keyed(&prepared, &keys)))
-        });
+        let sealed = py.detach(|| p.install(|| p.block_on(cols.seal_rows_keyed(&prepared, &keys))));
         let sealed = sealed.map_err(errors::columns)?;
         let keyed = self.table.row_key_column().is_some();
         // One list for the batch, no container per row (see the method's docs).
@@ -651,7 +645,10 @@ impl Table {
                 keys.len()
             )));
         }
-        Ok(keys.iter().map(|k| k.as_ref().map(Data::as_bytes)).collect())
+        Ok(keys
+            .iter()
+            .map(|k| k.as_ref().map(Data::as_bytes))
+            .collect())
     }
 
     fn plains(&self, values: &[(String, Option<Data>)]) -> PyResult<Vec<(String, Option<Plain>)>> {
