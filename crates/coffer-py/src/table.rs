@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use coffer_core::ValueType;
 use coffer_core::field::text;
 use coffer_postgres::{
     Columns, IndexValue, Plain, ReencryptOptions, Reencryptor, SealedRow, Storage, TableSpec,
@@ -519,6 +520,39 @@ impl Table {
         Ok(Search { inner })
     }
 
+    /// search_deterministic(column, value, *, scope=None) -> Search
+    ///
+    /// Search terms for equality on a deterministic column (value in canonical form): the
+    /// value sealed under every live key version of each scope named, to bind to
+    /// `column = ANY(...)`. `scope` as for `search_eq`.
+    #[pyo3(signature = (column, value, *, scope=None))]
+    fn search_deterministic(
+        &self,
+        py: Python<'_>,
+        column: &str,
+        value: Data,
+        scope: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Search> {
+        let t = self
+            .table
+            .column(column)
+            .map_err(errors::columns)?
+            .value_type;
+        let parts = self.scoped(py, scope)?;
+        let mut found = Vec::with_capacity(parts.len());
+        for (p, cols) in &parts {
+            found.push(
+                p.run(
+                    py,
+                    deterministic(cols, column, t, value.as_bytes().to_vec()),
+                )
+                .map_err(errors::columns)?,
+            );
+        }
+        let inner = coffer_postgres::Search::merge(found).map_err(errors::columns)?;
+        Ok(Search { inner })
+    }
+
     /// search_prefix(index, prefix, *, scope=None) -> Search
     ///
     /// Search terms for `LIKE 'prefix%'` on a prefix index: bind `Search.terms` to
@@ -664,6 +698,44 @@ impl Table {
                 ))
             })
             .collect()
+    }
+}
+
+/// Canonical bytes of one value type, for the typed `Columns::search_deterministic`.
+macro_rules! canonical {
+    ($($name:ident => $t:ident),* $(,)?) => {$(
+        struct $name(Vec<u8>);
+        impl coffer_postgres::ToPlain for $name {
+            const TYPE: ValueType = ValueType::$t;
+            fn to_plain(&self) -> Result<Vec<u8>, coffer_postgres::value::ValueError> {
+                Ok(self.0.clone())
+            }
+        }
+    )*};
+}
+canonical!(
+    CanonBytes => Bytes, CanonText => Text, CanonInt => Int64, CanonDate => Date,
+    CanonTimestamp => Timestamp, CanonJson => Json, CanonBool => Bool, CanonUuid => Uuid,
+);
+
+async fn deterministic(
+    cols: &Columns,
+    column: &str,
+    t: ValueType,
+    v: Vec<u8>,
+) -> coffer_postgres::Result<coffer_postgres::Search> {
+    match t {
+        ValueType::Bytes => cols.search_deterministic(column, &CanonBytes(v)).await,
+        ValueType::Text => cols.search_deterministic(column, &CanonText(v)).await,
+        ValueType::Int64 => cols.search_deterministic(column, &CanonInt(v)).await,
+        ValueType::Date => cols.search_deterministic(column, &CanonDate(v)).await,
+        ValueType::Timestamp => cols.search_deterministic(column, &CanonTimestamp(v)).await,
+        ValueType::Json => cols.search_deterministic(column, &CanonJson(v)).await,
+        ValueType::Bool => cols.search_deterministic(column, &CanonBool(v)).await,
+        ValueType::Uuid => cols.search_deterministic(column, &CanonUuid(v)).await,
+        other => Err(coffer_postgres::Error::Schema(format!(
+            "column '{column}': deterministic search of {other:?} values is not supported by this build"
+        ))),
     }
 }
 

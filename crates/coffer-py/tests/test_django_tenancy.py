@@ -47,6 +47,20 @@ def test_two_tenants_same_ssn_differ_and_stay_apart(dj: Any) -> None:
     assert [x.pk for x in P.objects.filter(tenant_id=a).filter(ssn="123-45-6789")] == [pa.pk]
 
 
+def test_deterministic_column_per_tenant(dj: Any) -> None:
+    P = _patients(dj)
+    a, b = _tenants(2)
+    pa = P.objects.create(tenant_id=a, ssn="000-00-0001", mrn="MRN-7")
+    pb = P.objects.create(tenant_id=b, ssn="000-00-0002", mrn="MRN-7")
+    pa2 = P.objects.create(tenant_id=a, ssn="000-00-0003", mrn="MRN-7")
+    raw = dict(raw_sql("SELECT id, mrn FROM dj_tenant_patients WHERE id = ANY(%s)", [[pa.pk, pb.pk, pa2.pk]]))
+    assert bytes(raw[pa.pk]) == bytes(raw[pa2.pk]) != bytes(raw[pb.pk])  # equal within a tenant only
+    assert {x.pk for x in P.objects.filter(tenant_id=a, mrn="MRN-7")} == {pa.pk, pa2.pk}
+    assert {x.pk for x in P.objects.filter(tenant_id__in=[a, b], mrn__in=["MRN-7", "MRN-8"])} == {pa.pk, pa2.pk, pb.pk}
+    with pytest.raises(coffer.ConfigError, match=r"add tenant_id=… to the filter"):
+        list(P.objects.filter(mrn="MRN-7"))
+
+
 def test_value_copied_to_another_tenant_or_tenant_changed_fails(dj: Any) -> None:
     P = _patients(dj)
     a, b = _tenants(2)

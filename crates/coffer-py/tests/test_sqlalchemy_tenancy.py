@@ -36,6 +36,7 @@ class Patient(Base):
     email_prefix: Mapped[list[bytes] | None] = mapped_column(
         csa.PrefixIndex("email", bits=32, normalize=["trim", "casefold"], prefix=(3, 8))
     )
+    mrn: Mapped[str | None] = mapped_column(csa.EncryptedText(mode="deterministic"), nullable=True)
     key_version: Mapped[int | None] = mapped_column(csa.KeyVersion())
 
 
@@ -94,6 +95,22 @@ def test_two_tenants_same_ssn_differ_and_stay_apart(engine: sa.Engine) -> None:
         terms = t.search_eq("ssn_bidx", [b"123-45-6789"], scope={"tenant_id": b}).terms
         got = s.execute(sa.select(Patient.id).where(Patient.ssn_bidx.in_(terms))).scalars().all()
         assert got == [idb]
+
+
+def test_deterministic_column_per_tenant(engine: sa.Engine) -> None:
+    a, b = _tenants(2)
+    with Session(engine) as s:
+        rows = [Patient(tenant_id=t, ssn="000-00-0001", mrn="MRN-7") for t in (a, b, a)]
+        s.add_all(rows)
+        s.commit()
+        pa, pb, pa2 = (r.id for r in rows)
+        raw = {r[0]: bytes(r[1]) for r in s.execute(sa.text(f"SELECT id, mrn FROM {PATIENTS}")) if r[1] is not None}
+        assert raw[pa] == raw[pa2] != raw[pb]  # equal within a tenant only
+        assert _ids(s, sa.select(Patient).where(Patient.tenant_id == a, Patient.mrn == "MRN-7")) == {pa, pa2}
+        stmt = sa.select(Patient).where(Patient.tenant_id.in_([a, b]), Patient.mrn.in_(["MRN-7", "MRN-8"]))
+        assert _ids(s, stmt) == {pa, pa2, pb}
+        with pytest.raises(coffer.ConfigError, match="to the WHERE clause"):
+            s.scalars(sa.select(Patient).where(Patient.mrn == "MRN-7")).all()
 
 
 def test_value_copied_to_another_tenant_fails(engine: sa.Engine) -> None:

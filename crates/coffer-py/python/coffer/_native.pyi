@@ -179,6 +179,9 @@ class Table:
     def search_eq(
         self, index: str, values: Sequence[_Data], *, scope: _Scope | Sequence[_Scope] | None = None
     ) -> Search: ...
+    def search_deterministic(
+        self, column: str, value: _Data, *, scope: _Scope | Sequence[_Scope] | None = None
+    ) -> Search: ...
     def search_prefix(self, index: str, prefix: str, *, scope: _Scope | Sequence[_Scope] | None = None) -> Search: ...
     def reencrypt(
         self, database_url: str, *, batch_size: int = 1000, workers: int = 1, max_rows: int | None = None

@@ -355,7 +355,8 @@ def _plain(v: Any) -> Any:
 def _eq(col: Any, values: list[Any], scopes: list[dict[str, str]] | None = None) -> Any:
     d, t = table_for(col.table)
     ix = d.index_for(col.name, prefix=False)
-    if ix is None:
+    deterministic = ix is None and col.type.mode == "deterministic"
+    if ix is None and not deterministic:
         raise CofferError(f"column {col.name!r} is encrypted and has no BlindIndex: add one to compare it")
     if d.placeholders and scopes is None:
         return _ScopedSearch(col, values=values)
@@ -363,7 +364,12 @@ def _eq(col: Any, values: list[Any], scopes: list[dict[str, str]] | None = None)
     terms: list[bytes] = []
     if scopes != []:
         for v in values:
-            terms.extend(t.search_eq(ix.name, [_values.encode(vt, v)], scope=scopes).terms)
+            if deterministic:
+                terms.extend(t.search_deterministic(col.name, _values.encode(vt, v), scope=scopes).terms)
+            else:
+                terms.extend(t.search_eq(ix.name, [_values.encode(vt, v)], scope=scopes).terms)
+    if deterministic:  # the column itself, compared as bytes
+        return sa.type_coerce(col, LargeBinary).in_(terms)
     return col.table.c[ix.name].in_(terms)
 
 

@@ -807,23 +807,45 @@ class _BlindLookup(Lookup):
 
 
 class BlindExact(_BlindLookup):
-    """``field = value`` through the blind index, under every live key version."""
+    """``field = value`` through the blind index, under every live key version (a
+    deterministic field without a blind index: the value sealed under each version)."""
 
     lookup_name = "exact"
 
+    def _deterministic(self, compiler: Any, values: list[Any]) -> tuple[str, list[Any]] | None:
+        field = self.lhs.output_field
+        mt = table_for(field.model)
+        if field.mode != "deterministic" or mt.definition.index_for(field.column, prefix=False) is not None:
+            return None
+        scopes = self._scopes(compiler, mt)
+        terms: list[bytes] = []
+        if scopes != []:
+            for v in values:
+                if v is not None:
+                    canon = _values.encode(field.value_type, field.normalize_value(v))
+                    terms.extend(mt.table.search_deterministic(field.column, canon, scope=scopes).terms)
+        sql, params = compiler.compile(self.lhs)
+        return f"{sql} = ANY(%s)", [*params, terms]
+
     def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        det = self._deterministic(compiler, [self.rhs])
+        if det is not None:
+            return det
         mt, ixf = self._index()
         field = self.lhs.output_field
         terms = _terms(mt, ixf, field, [self.rhs], self._scopes(compiler, mt))
         return f"{self._col_sql(compiler, connection, ixf)} = ANY(%s)", [terms]
 
 
-class BlindIn(_BlindLookup):
-    """``field IN (...)`` through the blind index."""
+class BlindIn(BlindExact):
+    """``field IN (...)`` through the blind index (or a deterministic field's terms)."""
 
     lookup_name = "in"
 
     def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        det = self._deterministic(compiler, list(self.rhs))
+        if det is not None:
+            return det
         mt, ixf = self._index()
         field = self.lhs.output_field
         terms = _terms(mt, ixf, field, list(self.rhs), self._scopes(compiler, mt))

@@ -121,6 +121,7 @@ class TenantPatient(models.Model):
     ssn_bidx = BlindIndexField(of="ssn", bits=32, normalize=["digits"])
     email = EncryptedEmailField(null=True)
     email_prefix = PrefixIndexField(of="email", bits=32, normalize=["trim", "casefold"], prefix=(3, 8))
+    mrn = EncryptedCharField(max_length=20, mode="deterministic", null=True)  # searched as it is
     key_version = KeyVersionField()
 
     objects = CofferManager()
