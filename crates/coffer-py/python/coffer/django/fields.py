@@ -310,12 +310,15 @@ def seal_instances(instances: Sequence[models.Model]) -> None:
     mt = table_for(type(instances[0]))
     mt.ensure_scope()
     groups: dict[Any, list[models.Model]] = {}
-    scopes: dict[Any, dict[str, str] | None] = {}
-    for inst in instances:
-        sc = mt.scope_of(inst)
-        key = None if sc is None else tuple(sorted(sc.items()))
-        groups.setdefault(key, []).append(inst)
-        scopes[key] = sc
+    scopes: dict[Any, dict[str, str] | None] = {None: None}
+    if not mt.scope_fields:  # a fixed scope: one batch, no per-row work
+        groups[None] = list(instances)
+    else:
+        for inst in instances:
+            sc = mt.scope_of(inst)
+            key = tuple(sorted(sc.items())) if sc else None
+            groups.setdefault(key, []).append(inst)
+            scopes[key] = sc
     width = mt.width
     for key, group in groups.items():
         flat: list[Any] = []
