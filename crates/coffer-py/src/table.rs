@@ -7,10 +7,12 @@
 
 use std::time::Duration;
 
+use coffer_core::ValueType;
 use coffer_core::field::text;
 use coffer_postgres::{
     Columns, IndexValue, Plain, ReencryptOptions, Reencryptor, SealedRow, Storage, TableSpec,
 };
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use sqlx::postgres::PgPoolOptions;
@@ -76,10 +78,118 @@ impl Table {
         Ok((p, cols))
     }
 
+    /// The table's columns in the scope of `scope` (one dict of placeholder values); for a
+    /// templated table without one, an error that says what to pass.
+    fn columns_in(
+        &self,
+        py: Python<'_>,
+        scope: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<(crate::runtime::Shared, Columns)> {
+        let mut all = self.scope_list(scope)?;
+        if all.len() > 1 {
+            return Err(errors::config(format!(
+                "table '{}': a write or a read names one scope (a dict), not {}",
+                self.table.name(),
+                all.len()
+            )));
+        }
+        let (p, cols) = self.columns(py)?;
+        match all.pop() {
+            Some(values) => {
+                let refs: Vec<(&str, &str)> = values
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let scoped = cols.for_scope(&refs).map_err(errors::columns)?;
+                Ok((p, scoped))
+            }
+            None => Ok((p, cols)),
+        }
+    }
+
+    /// `scope` as a list of placeholder-value sets: None → none (a fixed scope), a dict → one,
+    /// a list or tuple of dicts → each. A templated table needs at least one.
+    fn scope_list(&self, scope: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Vec<(String, String)>>> {
+        let out = match scope {
+            None => Vec::new(),
+            Some(s) if s.is_none() => Vec::new(),
+            Some(s) => {
+                if let Ok(d) = s.cast::<PyDict>() {
+                    vec![scope_values(d)?]
+                } else if s.is_instance_of::<PyList>() || s.is_instance_of::<PyTuple>() {
+                    let mut v = Vec::new();
+                    for item in s.try_iter()? {
+                        let item = item?;
+                        let d = item.cast::<PyDict>().map_err(|_| {
+                            PyTypeError::new_err("scope: a list of dicts {column: value}")
+                        })?;
+                        v.push(scope_values(d)?);
+                    }
+                    if v.is_empty() {
+                        return Err(errors::config(format!(
+                            "table '{}': an empty list of scopes matches no row; name at least one",
+                            self.table.name()
+                        )));
+                    }
+                    v
+                } else {
+                    return Err(PyTypeError::new_err(
+                        "scope: a dict {column: value}, or a list of them",
+                    ));
+                }
+            }
+        };
+        let template = self.table.scope_template();
+        if out.is_empty() && template.is_template() {
+            return Err(errors::config(format!(
+                "table '{}' keys rows by the scope template '{}': pass scope={{{}}} with the \
+                 row's values (and filter the SQL on the same column(s))",
+                self.table.name(),
+                template.as_str(),
+                template
+                    .placeholders()
+                    .iter()
+                    .map(|p| format!("'{p}': …"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(out)
+    }
+
+    /// A row key argument, checked against the table's kind.
+    fn row_key_arg<'a>(&self, row_key: &'a Option<Data>) -> PyResult<Option<&'a [u8]>> {
+        match row_key {
+            Some(_) if self.table.row_key_column().is_none() => Err(errors::config(format!(
+                "table '{}' has no per-row keys (keys = \"row\"): pass no row_key",
+                self.table.name()
+            ))),
+            Some(k) => Ok(Some(k.as_bytes())),
+            None => Ok(None),
+        }
+    }
+
     fn plain(&self, column: &str, bytes: &[u8]) -> PyResult<Plain> {
         let c = self.table.column(column).map_err(errors::columns)?;
         Ok(Plain::from_canonical(c.value_type, bytes.to_vec()))
     }
+}
+
+/// One scope's placeholder values from a dict {column: str}.
+fn scope_values(d: &Bound<'_, PyDict>) -> PyResult<Vec<(String, String)>> {
+    let mut out = Vec::with_capacity(d.len());
+    for (k, v) in d.iter() {
+        let k: String = k
+            .extract()
+            .map_err(|_| PyTypeError::new_err("scope: the keys are column names (str)"))?;
+        let v: String = v.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "scope: the value of {k:?} must be a str (convert ids with str())"
+            ))
+        })?;
+        out.push((k, v));
+    }
+    Ok(out)
 }
 
 fn sealed_out<'py>(py: Python<'py>, row: &SealedRow) -> PyResult<Bound<'py, PyTuple>> {
@@ -108,6 +218,10 @@ fn sealed_out<'py>(py: Python<'py>, row: &SealedRow) -> PyResult<Bound<'py, PyTu
             values.into_any(),
             indexes.into_any(),
             row.version().into_pyobject(py)?.into_any(),
+            match row.row_key() {
+                Some(k) => PyBytes::new(py, k).into_any(),
+                None => py.None().into_bound(py),
+            },
         ],
     )
 }
@@ -152,50 +266,79 @@ impl Table {
         self.table.name()
     }
 
-    /// The key-store scope.
+    /// The key-store scope, or the scope template (`tenant:{tenant_id}/patients`).
     #[getter]
     fn scope(&self) -> &str {
         self.table.scope_template().as_str()
     }
 
-    /// seal_row(row, values) -> (ciphertexts, indexes, version)
+    /// The scope template's placeholders (column names, in order); empty for a fixed scope.
+    #[getter]
+    fn placeholders(&self) -> Vec<String> {
+        self.table
+            .scope_template()
+            .placeholders()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The column holding each row's wrapped key with `keys = "row"`, else None.
+    #[getter]
+    fn row_key_column(&self) -> Option<&str> {
+        self.table.row_key_column()
+    }
+
+    /// seal_row(row, values, *, scope=None, row_key=None) -> (ciphertexts, indexes, version, row_key)
     ///
     /// Seals one row: `row` is the row id's text form (as PostgreSQL prints `id::text`),
-    /// `values` maps column names to canonical bytes (None: NULL). Returns the ciphertexts by
-    /// column (bytes, or str for TEXT storage; None for SQL NULL), the blind indexes by name
-    /// (bytes, a list of bytes for prefix indexes) and the key version to store.
+    /// `values` maps column names to canonical bytes (None: NULL). `scope` gives the row's
+    /// placeholder values for a table with a scope template (`{"tenant_id": "acme"}`);
+    /// `row_key` is the row's stored key with `keys = "row"` (None: a fresh key, for an
+    /// insert). Returns the ciphertexts by column (bytes, or str for TEXT storage; None for SQL
+    /// NULL), the blind indexes by name (bytes, a list of bytes for prefix indexes), the key
+    /// version to store, and the row key to store (None without `keys = "row"`).
+    #[pyo3(signature = (row, values, *, scope=None, row_key=None))]
     fn seal_row<'py>(
         &self,
         py: Python<'py>,
         row: &str,
         values: RowValues,
+        scope: Option<&Bound<'py, PyAny>>,
+        row_key: Option<Data>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let plains = self.plains(&values)?;
-        let (p, cols) = self.columns(py)?;
+        let rk = self.row_key_arg(&row_key)?.map(<[u8]>::to_vec);
+        let (p, cols) = self.columns_in(py, scope)?;
         let sealed = p
-            .run(py, seal_one(&cols, row, plains))
+            .run(py, seal_one(&cols, row, plains, rk))
             .map_err(errors::columns)?;
         sealed_out(py, &sealed)
     }
 
-    /// seal_rows(rows) -> list of (ciphertexts, indexes, version)
+    /// seal_rows(rows, *, scope=None, row_keys=None) -> list of (ciphertexts, indexes, version, row_key)
     ///
-    /// `seal_row` for many rows (a list of (row, values)), with the GIL released.
+    /// `seal_row` for many rows of one scope (a list of (row, values)), with the GIL released.
+    /// `row_keys[i]` is row i's stored key with `keys = "row"` (None: a fresh key).
+    #[pyo3(signature = (rows, *, scope=None, row_keys=None))]
     fn seal_rows<'py>(
         &self,
         py: Python<'py>,
         rows: Vec<(String, RowValues)>,
+        scope: Option<&Bound<'py, PyAny>>,
+        row_keys: Option<Vec<Option<Data>>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let mut prepared = Vec::with_capacity(rows.len());
         for (row, values) in &rows {
             prepared.push((row.as_str(), self.plains(values)?));
         }
-        let (p, cols) = self.columns(py)?;
+        let keys = self.row_keys_arg(row_keys.as_deref(), rows.len())?;
+        let (p, cols) = self.columns_in(py, scope)?;
         let prepared: Vec<coffer_postgres::PlainRow> = prepared
             .into_iter()
             .map(|(r, v)| (r.to_owned(), v))
             .collect();
-        let sealed = py.detach(|| p.install(|| p.block_on(cols.seal_rows(&prepared))));
+        let sealed = py.detach(|| p.install(|| p.block_on(cols.seal_rows_keyed(&prepared, &keys))));
         let sealed = sealed.map_err(errors::columns)?;
         let list = PyList::empty(py);
         for s in &sealed {
@@ -204,7 +347,7 @@ impl Table {
         Ok(list)
     }
 
-    /// seal_many(flat, wrap) -> list
+    /// seal_many(flat, wrap, *, scope=None, row_keys=None) -> list
     ///
     /// `seal_rows` for integrations that keep columns by position, with no container per row
     /// either way (a bulk insert of many rows otherwise wakes Python's cyclic GC again and
@@ -212,12 +355,17 @@ impl Table {
     /// (bytes, or None) per encrypted column in the order of `column_names`. The result holds,
     /// for each row in turn, the ciphertexts in that order (each passed through `wrap`, None
     /// for SQL NULL), then the indexes in the order of `index_names` (bytes, a list of bytes
-    /// for prefix indexes, or None), then the version.
+    /// for prefix indexes, or None), then the version, then, with `keys = "row"` only, the
+    /// row key to store. All rows are of one scope (`scope`, as for `seal_row`); `row_keys`
+    /// as for `seal_rows`.
+    #[pyo3(signature = (flat, wrap, *, scope=None, row_keys=None))]
     fn seal_many<'py>(
         &self,
         py: Python<'py>,
         flat: &Bound<'py, PyList>,
         wrap: &Bound<'py, PyAny>,
+        scope: Option<&Bound<'py, PyAny>>,
+        row_keys: Option<Vec<Option<Data>>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let cols_spec = self.table.columns();
         let width = 1 + cols_spec.len();
@@ -246,9 +394,11 @@ impl Table {
             }
             prepared.push((row, vals));
         }
-        let (p, cols) = self.columns(py)?;
-        let sealed = py.detach(|| p.install(|| p.block_on(cols.seal_rows(&prepared))));
+        let keys = self.row_keys_arg(row_keys.as_deref(), prepared.len())?;
+        let (p, cols) = self.columns_in(py, scope)?;
+        let sealed = py.detach(|| p.install(|| p.block_on(cols.seal_rows_keyed(&prepared, &keys))));
         let sealed = sealed.map_err(errors::columns)?;
+        let keyed = self.table.row_key_column().is_some();
         // One list for the batch, no container per row (see the method's docs).
         let out = PyList::empty(py);
         for row in &sealed {
@@ -270,6 +420,12 @@ impl Table {
                 })?;
             }
             out.append(row.version())?;
+            if keyed {
+                out.append(match row.row_key() {
+                    Some(k) => PyBytes::new(py, k).into_any(),
+                    None => py.None().into_bound(py),
+                })?;
+            }
         }
         Ok(out)
     }
@@ -294,31 +450,46 @@ impl Table {
             .collect()
     }
 
-    /// open(column, row, stored) -> bytes | None
+    /// open(column, row, stored, *, scope=None, row_key=None) -> bytes | None
     ///
     /// Opens a stored value (BYTEA bytes or the TEXT form) of `column` read from row `row`:
-    /// canonical bytes, or None for an authenticated NULL. Raises DecryptionError if it does
-    /// not authenticate (tampered, copied from another row, column, table or scope).
+    /// canonical bytes, or None for an authenticated NULL. `scope` and `row_key` as for
+    /// `seal_row` (with `keys = "row"`, None means the row's key was erased: KeyDestroyed).
+    /// Raises DecryptionError if it does not authenticate (tampered, copied from another row,
+    /// column, table or scope), KeyDestroyed if the scope was destroyed.
+    #[pyo3(signature = (column, row, value, *, scope=None, row_key=None))]
     fn open<'py>(
         &self,
         py: Python<'py>,
         column: &str,
         row: &str,
         value: Data,
+        scope: Option<&Bound<'py, PyAny>>,
+        row_key: Option<Data>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let ct = stored(&value)?;
-        let (p, cols) = self.columns(py)?;
+        let rk = self.row_key_arg(&row_key)?;
+        let (p, cols) = self.columns_in(py, scope)?;
         let out = p
-            .run(py, cols.open_plain(column, row, None, &ct))
+            .run(py, cols.open_plain(column, row, rk, &ct))
             .map_err(errors::columns)?;
         Ok(out.map(|plain| PyBytes::new(py, plain.as_bytes())))
     }
 
-    /// search_eq(index, values) -> Search
+    /// search_eq(index, values, *, scope=None) -> Search
     ///
     /// Search terms for an equality index (values in canonical form, one per indexed
     /// column): bind `Search.terms` to `index_column = ANY(...)`, then confirm candidates.
-    fn search_eq(&self, py: Python<'_>, index: &str, values: Vec<Data>) -> PyResult<Search> {
+    /// For a table with a scope template, `scope` is one dict of placeholder values, or a
+    /// list of them for a search across the scopes named (one term per scope and version).
+    #[pyo3(signature = (index, values, *, scope=None))]
+    fn search_eq(
+        &self,
+        py: Python<'_>,
+        index: &str,
+        values: Vec<Data>,
+        scope: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Search> {
         let ix = self.table.index(index).map_err(errors::columns)?;
         let names: Vec<String> = ix
             .column_names(&self.table)
@@ -337,22 +508,73 @@ impl Table {
             .zip(&values)
             .map(|(c, v)| self.plain(c, v.as_bytes()))
             .collect::<PyResult<Vec<_>>>()?;
-        let (p, cols) = self.columns(py)?;
-        let inner = p
-            .run(py, cols.search_eq_plain(index, &plains))
-            .map_err(errors::columns)?;
+        let parts = self.scoped(py, scope)?;
+        let mut found = Vec::with_capacity(parts.len());
+        for (p, cols) in &parts {
+            found.push(
+                p.run(py, cols.search_eq_plain(index, &plains))
+                    .map_err(errors::columns)?,
+            );
+        }
+        let inner = coffer_postgres::Search::merge(found).map_err(errors::columns)?;
         Ok(Search { inner })
     }
 
-    /// search_prefix(index, prefix) -> Search
+    /// search_deterministic(column, value, *, scope=None) -> Search
+    ///
+    /// Search terms for equality on a deterministic column (value in canonical form): the
+    /// value sealed under every live key version of each scope named, to bind to
+    /// `column = ANY(...)`. `scope` as for `search_eq`.
+    #[pyo3(signature = (column, value, *, scope=None))]
+    fn search_deterministic(
+        &self,
+        py: Python<'_>,
+        column: &str,
+        value: Data,
+        scope: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Search> {
+        let t = self
+            .table
+            .column(column)
+            .map_err(errors::columns)?
+            .value_type;
+        let parts = self.scoped(py, scope)?;
+        let mut found = Vec::with_capacity(parts.len());
+        for (p, cols) in &parts {
+            found.push(
+                p.run(
+                    py,
+                    deterministic(cols, column, t, value.as_bytes().to_vec()),
+                )
+                .map_err(errors::columns)?,
+            );
+        }
+        let inner = coffer_postgres::Search::merge(found).map_err(errors::columns)?;
+        Ok(Search { inner })
+    }
+
+    /// search_prefix(index, prefix, *, scope=None) -> Search
     ///
     /// Search terms for `LIKE 'prefix%'` on a prefix index: bind `Search.terms` to
-    /// `index_column && ARRAY[...]` (array overlap), then confirm candidates.
-    fn search_prefix(&self, py: Python<'_>, index: &str, prefix: &str) -> PyResult<Search> {
-        let (p, cols) = self.columns(py)?;
-        let inner = p
-            .run(py, cols.search_prefix(index, prefix))
-            .map_err(errors::columns)?;
+    /// `index_column && ARRAY[...]` (array overlap), then confirm candidates. `scope` as for
+    /// `search_eq`.
+    #[pyo3(signature = (index, prefix, *, scope=None))]
+    fn search_prefix(
+        &self,
+        py: Python<'_>,
+        index: &str,
+        prefix: &str,
+        scope: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Search> {
+        let parts = self.scoped(py, scope)?;
+        let mut found = Vec::with_capacity(parts.len());
+        for (p, cols) in &parts {
+            found.push(
+                p.run(py, cols.search_prefix(index, prefix))
+                    .map_err(errors::columns)?,
+            );
+        }
+        let inner = coffer_postgres::Search::merge(found).map_err(errors::columns)?;
         Ok(Search { inner })
     }
 
@@ -413,6 +635,56 @@ impl Table {
 }
 
 impl Table {
+    /// One handle per scope named (one for a fixed scope).
+    fn scoped(
+        &self,
+        py: Python<'_>,
+        scope: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<(crate::runtime::Shared, Columns)>> {
+        let list = self.scope_list(scope)?;
+        let (p, cols) = self.columns(py)?;
+        if list.is_empty() {
+            return Ok(vec![(p, cols)]);
+        }
+        list.iter()
+            .map(|values| {
+                let refs: Vec<(&str, &str)> = values
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let c = cols.for_scope(&refs).map_err(errors::columns)?;
+                Ok((p.clone(), c))
+            })
+            .collect()
+    }
+
+    /// The stored row keys of a batch, checked against the table's kind and the row count.
+    fn row_keys_arg<'a>(
+        &self,
+        row_keys: Option<&'a [Option<Data>]>,
+        rows: usize,
+    ) -> PyResult<Vec<Option<&'a [u8]>>> {
+        let Some(keys) = row_keys else {
+            return Ok(Vec::new());
+        };
+        if self.table.row_key_column().is_none() && keys.iter().any(Option::is_some) {
+            return Err(errors::config(format!(
+                "table '{}' has no per-row keys (keys = \"row\"): pass no row_keys",
+                self.table.name()
+            )));
+        }
+        if keys.len() != rows {
+            return Err(errors::config(format!(
+                "row_keys: {} keys for {rows} rows (give one per row, None for a new row)",
+                keys.len()
+            )));
+        }
+        Ok(keys
+            .iter()
+            .map(|k| k.as_ref().map(Data::as_bytes))
+            .collect())
+    }
+
     fn plains(&self, values: &[(String, Option<Data>)]) -> PyResult<Vec<(String, Option<Plain>)>> {
         values
             .iter()
@@ -429,12 +701,54 @@ impl Table {
     }
 }
 
+/// Canonical bytes of one value type, for the typed `Columns::search_deterministic`.
+macro_rules! canonical {
+    ($($name:ident => $t:ident),* $(,)?) => {$(
+        struct $name(Vec<u8>);
+        impl coffer_postgres::ToPlain for $name {
+            const TYPE: ValueType = ValueType::$t;
+            fn to_plain(&self) -> Result<Vec<u8>, coffer_postgres::value::ValueError> {
+                Ok(self.0.clone())
+            }
+        }
+    )*};
+}
+canonical!(
+    CanonBytes => Bytes, CanonText => Text, CanonInt => Int64, CanonDate => Date,
+    CanonTimestamp => Timestamp, CanonJson => Json, CanonBool => Bool, CanonUuid => Uuid,
+);
+
+async fn deterministic(
+    cols: &Columns,
+    column: &str,
+    t: ValueType,
+    v: Vec<u8>,
+) -> coffer_postgres::Result<coffer_postgres::Search> {
+    match t {
+        ValueType::Bytes => cols.search_deterministic(column, &CanonBytes(v)).await,
+        ValueType::Text => cols.search_deterministic(column, &CanonText(v)).await,
+        ValueType::Int64 => cols.search_deterministic(column, &CanonInt(v)).await,
+        ValueType::Date => cols.search_deterministic(column, &CanonDate(v)).await,
+        ValueType::Timestamp => cols.search_deterministic(column, &CanonTimestamp(v)).await,
+        ValueType::Json => cols.search_deterministic(column, &CanonJson(v)).await,
+        ValueType::Bool => cols.search_deterministic(column, &CanonBool(v)).await,
+        ValueType::Uuid => cols.search_deterministic(column, &CanonUuid(v)).await,
+        other => Err(coffer_postgres::Error::Schema(format!(
+            "column '{column}': deterministic search of {other:?} values is not supported by this build"
+        ))),
+    }
+}
+
 async fn seal_one(
     cols: &Columns,
     row: &str,
     plains: Vec<(String, Option<Plain>)>,
+    row_key: Option<Vec<u8>>,
 ) -> coffer_postgres::Result<SealedRow> {
     let mut sealer = cols.row(row);
+    if let Some(k) = &row_key {
+        sealer = sealer.with_row_key(k);
+    }
     for (c, v) in plains {
         sealer = match v {
             Some(p) => sealer.set_plain(&c, p),

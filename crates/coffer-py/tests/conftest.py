@@ -187,3 +187,30 @@ def while_reading(
             t.join()
     assert not errors, errors[0]
     return result, reads[0]
+
+
+@pytest.fixture(scope="session")
+def dj(pg_store: Store, pg_database: str) -> Iterator[type]:
+    """Django set up on the test project (tests/djproject) with its tables made: the Patient
+    model. One per session (Django's settings are read once per process)."""
+    os.environ["COFFER_TEST_KEK"] = pg_store.env["COFFER_TEST_KEK"]
+    os.environ["COFFER_CONFIG"] = str(pg_store.config)
+    os.environ["DJANGO_DB_URL"] = pg_database
+    os.environ["DJANGO_SETTINGS_MODULE"] = "djproject.settings"
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", run_syncdb=True, verbosity=0)
+    from djproject.patients.models import Patient
+
+    yield Patient
+
+
+def raw_sql(sql: str, params: list | None = None) -> list[tuple]:
+    """Runs SQL on Django's default connection: the rows, if any."""
+    from django.db import connection
+
+    with connection.cursor() as c:
+        c.execute(sql, params or [])
+        return c.fetchall() if c.description else []

@@ -7,37 +7,14 @@ import os
 import random
 import subprocess
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 import coffer
 from conftest import Store, while_reading
+from conftest import raw_sql as _raw
 from tomlw import schema_toml
-
-
-@pytest.fixture(scope="module")
-def dj(pg_store: Store, pg_database: str) -> Iterator[Any]:
-    os.environ["COFFER_TEST_KEK"] = pg_store.env["COFFER_TEST_KEK"]
-    os.environ["COFFER_CONFIG"] = str(pg_store.config)
-    os.environ["DJANGO_DB_URL"] = pg_database
-    os.environ["DJANGO_SETTINGS_MODULE"] = "djproject.settings"
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", run_syncdb=True, verbosity=0)
-    from djproject.patients.models import Patient
-
-    yield Patient
-
-
-def _raw(sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    from django.db import connection
-
-    with connection.cursor() as c:
-        c.execute(sql, params or [])
-        return c.fetchall() if c.description else []
 
 
 def _make(Patient: Any, i: int) -> Any:

@@ -336,9 +336,10 @@ def test_table_seal_rows_matches_seal_row(keyring: coffer.Keyring) -> None:
     rows = [(str(i), [("ssn", f"123-45-{i:04d}".encode()), ("email", None if i % 3 == 0 else f"u{i}@x.org".encode())])
             for i in range(50)]
     many = t.seal_rows(rows)
-    for (row, vals), (cts, ixs, ver) in zip(rows, many):
-        one_cts, one_ixs, one_ver = t.seal_row(row, vals)
+    for (row, vals), (cts, ixs, ver, row_key) in zip(rows, many):
+        one_cts, one_ixs, one_ver, one_key = t.seal_row(row, vals)
         assert ixs == one_ixs and ver == one_ver == 1
+        assert row_key is None and one_key is None  # no per-row keys on this table
         for col, v in vals:
             assert t.open(col, row, cts[col]) == v == t.open(col, row, one_cts[col])
         with pytest.raises(coffer.DecryptionError):
@@ -346,3 +347,54 @@ def test_table_seal_rows_matches_seal_row(keyring: coffer.Keyring) -> None:
     assert many[0][1]["email_prefix"] is None and len(many[1][1]["email_prefix"]) == 3
     with pytest.raises(coffer.ConfigError):
         t.seal_rows([("1", [("nope", b"x")])])
+
+
+def test_table_scope_templates_and_row_keys(keyring: coffer.Keyring) -> None:
+    """The binding under the integrations: a scope per placeholder value set, searches merged
+    across the scopes named, row keys returned on seal and needed on open."""
+    import json
+
+    tag = unique_scope("t").split(":")[1]
+    spec = {
+        "name": "visits", "scope": f"tenant:{{tenant_id}}/v{tag}", "keys": "row",
+        "column": [{"name": "dx", "type": "text"}],
+        "index": [{"name": "dx_bidx", "columns": ["dx"], "bits": 32}],
+    }
+    t = coffer.Table(keyring, json.dumps(spec))
+    assert t.placeholders == ["tenant_id"] and t.row_key_column == "row_key"
+    with pytest.raises(coffer.ConfigError, match=r"pass scope=\{'tenant_id': …\}"):
+        t.seal_row("1", [("dx", b"E11")])
+    with pytest.raises(coffer.ConfigError, match="one scope"):
+        t.seal_row("1", [("dx", b"E11")], scope=[{"tenant_id": "a"}, {"tenant_id": "b"}])
+    with pytest.raises(TypeError, match="must be a str"):
+        t.seal_row("1", [("dx", b"E11")], scope={"tenant_id": 7})
+    with pytest.raises(coffer.ConfigError, match="not a placeholder"):
+        t.seal_row("1", [("dx", b"E11")], scope={"tenant_id": "a", "other": "b"})
+    a, b = {"tenant_id": "a"}, {"tenant_id": "b"}
+    cts_a, ix_a, _, key_a = t.seal_row("1", [("dx", b"E11")], scope=a)
+    cts_b, ix_b, _, key_b = t.seal_row("2", [("dx", b"E11")], scope=b)
+    assert key_a and key_b and key_a != key_b and ix_a["dx_bidx"] != ix_b["dx_bidx"]
+    assert t.open("dx", "1", cts_a["dx"], scope=a, row_key=key_a) == b"E11"
+    with pytest.raises(coffer.KeyDestroyed, match="row key was erased"):
+        t.open("dx", "1", cts_a["dx"], scope=a, row_key=None)
+    with pytest.raises(coffer.CofferError):  # a's row key does not unwrap under b's scope
+        t.open("dx", "1", cts_a["dx"], scope=b, row_key=key_a)
+    # An update with the stored key keeps it; seal_rows takes one key per row.
+    _, _, _, again = t.seal_row("1", [("dx", b"I10")], scope=a, row_key=key_a)
+    assert again == key_a
+    many = t.seal_rows([("3", [("dx", b"J45")]), ("1", [("dx", b"Z00")])], scope=a, row_keys=[None, key_a])
+    assert many[0][3] not in (None, key_a) and many[1][3] == key_a
+    with pytest.raises(coffer.ConfigError, match="1 keys for 2 rows"):
+        t.seal_rows([("3", [("dx", b"J45")]), ("4", [("dx", b"J45")])], scope=a, row_keys=[None])
+    # One search per scope named, merged: each tenant's term is in it.
+    one = t.search_eq("dx_bidx", [b"E11"], scope=a).terms
+    both = t.search_eq("dx_bidx", [b"E11"], scope=[a, b]).terms
+    assert ix_a["dx_bidx"] in one and ix_b["dx_bidx"] not in one
+    assert ix_a["dx_bidx"] in both and ix_b["dx_bidx"] in both
+    with pytest.raises(coffer.ConfigError, match="empty list"):
+        t.search_eq("dx_bidx", [b"E11"], scope=[])
+    # A fixed-scope table refuses row keys it does not have.
+    fixed = coffer.Table(keyring, json.dumps({"name": "f", "scope": unique_scope(), "column": [{"name": "x", "type": "text"}]}))
+    assert fixed.placeholders == [] and fixed.row_key_column is None
+    with pytest.raises(coffer.ConfigError, match="no per-row keys"):
+        fixed.open("x", "1", b"\x00" * 40, row_key=b"k")

@@ -9,6 +9,7 @@ indexes, prefix tokens and version column are exactly those of the Rust library 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -48,6 +49,12 @@ class TableDef:
     columns: tuple[ColumnDef, ...]
     indexes: tuple[IndexDef, ...] = field(default=())
     table_id: str | None = None
+    # "row": a data key per row, stored wrapped in the column `row_key` (docs/COLUMNS.md §8).
+    keys: str | None = None
+    row_key: str | None = None
+    # Whether a write to a scope that does not exist yet creates it (None: the Rust default,
+    # yes for a scope template).
+    create_scopes: bool | None = None
 
     def spec(self) -> dict[str, Any]:
         """The definition as the Rust side reads it."""
@@ -73,7 +80,18 @@ class TableDef:
         }
         if self.table_id:
             spec["id"] = self.table_id
+        if self.keys:
+            spec["keys"] = self.keys
+        if self.row_key:
+            spec["row_key"] = self.row_key
+        if self.create_scopes is not None:
+            spec["create_scopes"] = self.create_scopes
         return spec
+
+    @property
+    def placeholders(self) -> list[str]:
+        """The scope template's placeholders (column names); empty for a fixed scope."""
+        return placeholders(self.scope)
 
     def bind(self, keyring: Keyring) -> Table:
         """A :class:`coffer.Table` for this definition on ``keyring``."""
@@ -129,6 +147,37 @@ def row_context(value: Any) -> str:
         )
     if isinstance(value, bool):
         raise ConfigError("a bool cannot be a row id")
+    return str(value)
+
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def placeholders(scope: str) -> list[str]:
+    """The ``{name}`` placeholders of a scope template, in order, each once."""
+    out: list[str] = []
+    for m in _PLACEHOLDER.finditer(scope):
+        if m.group(1) not in out:
+            out.append(m.group(1))
+    return out
+
+
+def rename_placeholders(scope: str, rename: Any) -> str:
+    """The template with each placeholder ``{name}`` replaced by ``{rename(name)}``."""
+    return _PLACEHOLDER.sub(lambda m: "{" + rename(m.group(1)) + "}", scope)
+
+
+def scope_value(column: str, value: Any) -> str:
+    """A row's value of a placeholder column in text form (an id: str, int or UUID)."""
+    if value is None:
+        raise ConfigError(
+            f"the row's {column} is not set: it names the row's scope (its tenant or subject), so "
+            "set it before saving or reading encrypted values"
+        )
+    if isinstance(value, bool):
+        raise ConfigError(f"{column}: a bool cannot name a scope")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise ConfigError(f"{column}: bytes cannot name a scope (use a str, int or UUID)")
     return str(value)
 
 

@@ -31,6 +31,7 @@ always hold plaintext. Core queries that select an encrypted column get
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any, Iterable
 
@@ -40,12 +41,15 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapper
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql import operators
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.visitors import iterate
 from sqlalchemy.types import Integer, LargeBinary, TypeDecorator
 
 import coffer
 from coffer import values as _values
 from coffer._native import CofferError, ConfigError, Keyring, Table
-from coffer._table import ColumnDef, IndexDef, Sealed, Stored, TableDef, row_context
+from coffer._table import ColumnDef, IndexDef, Sealed, Stored, TableDef, placeholders, row_context, scope_value
 
 __all__ = [
     "BlindIndex",
@@ -60,6 +64,7 @@ __all__ = [
     "EncryptedUUID",
     "KeyVersion",
     "PrefixIndex",
+    "RowKey",
     "configure",
     "open_value",
     "reencrypt",
@@ -243,6 +248,17 @@ class KeyVersion(TypeDecorator):
     cache_ok = True
 
 
+class RowKey(TypeDecorator):
+    """With ``info={"coffer_keys": "row"}``: the row's own data key, wrapped under the row's
+    scope (BYTEA; filled in on every flush). Setting it to NULL erases the row's values."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else bytes(value)
+
+
 # ---- the table of a mapped class ---------------------------------------------------------------
 
 
@@ -269,9 +285,30 @@ def _definition(table: sa.Table) -> TableDef:
                 IndexDef(c.name, (t.of,), bits=t.bits, normalize=t.normalize, prefix=getattr(t, "prefix", None))
             )
     name = f"{table.schema}.{table.name}" if table.schema else table.name
+    scope = table.info.get("coffer_scope") or f"table:{table.name}"
+    for p in placeholders(scope):
+        c = table.columns.get(p)
+        if c is None:
+            raise ConfigError(f"table {table.name!r}: coffer_scope {scope!r}: {{{p}}} names no column of the table")
+        if isinstance(c.type, (Encrypted, BlindIndex, PrefixIndex, KeyVersion, RowKey)):
+            raise ConfigError(
+                f"table {table.name!r}: coffer_scope {scope!r}: {{{p}}} names a Coffer column; a placeholder "
+                "takes a plaintext column of the row (a tenant or subject id)"
+            )
+    keys = table.info.get("coffer_keys") or "scope"
+    rk = [c for c in table.columns if isinstance(c.type, RowKey)]
+    if keys not in ("scope", "row"):
+        raise ConfigError(f"table {table.name!r}: coffer_keys = {keys!r}: \"scope\" (default) or \"row\"")
+    if keys == "row" and len(rk) != 1:
+        raise ConfigError(
+            f"table {table.name!r}: coffer_keys = \"row\" keeps each row's key in a RowKey column; the table "
+            f"has {len(rk)} (add row_key = mapped_column(RowKey(), nullable=True))"
+        )
+    if keys == "scope" and rk:
+        raise ConfigError(f"table {table.name!r}: {rk[0].name} is a RowKey column: set info['coffer_keys'] = 'row'")
     return TableDef(
         name=name,
-        scope=table.info.get("coffer_scope") or f"table:{table.name}",
+        scope=scope,
         row_id=row_id,
         version_column=ver[0].name,
         columns=tuple(
@@ -280,6 +317,9 @@ def _definition(table: sa.Table) -> TableDef:
         ),
         indexes=tuple(indexes),
         table_id=table.info.get("coffer_table_id"),
+        keys="row" if rk else None,
+        row_key=rk[0].name if rk else None,
+        create_scopes=table.info.get("coffer_create_scopes"),
     )
 
 
@@ -301,6 +341,8 @@ def table_for(table: Any) -> tuple[TableDef, Table]:
 
 
 def _ensure_scope(d: TableDef) -> None:
+    if d.placeholders:  # a template: the Rust side creates a tenant's scope on its first write
+        return
     if d.scope not in _scopes_ready:
         _ring().ensure_scope(d.scope)
         _scopes_ready.add(d.scope)
@@ -310,34 +352,124 @@ def _plain(v: Any) -> Any:
     return v.value if isinstance(v, sa.sql.elements.BindParameter) else v
 
 
-def _eq(col: Any, values: list[Any]) -> Any:
+def _eq(col: Any, values: list[Any], scopes: list[dict[str, str]] | None = None) -> Any:
     d, t = table_for(col.table)
     ix = d.index_for(col.name, prefix=False)
-    if ix is None:
+    deterministic = ix is None and col.type.mode == "deterministic"
+    if ix is None and not deterministic:
         raise CofferError(f"column {col.name!r} is encrypted and has no BlindIndex: add one to compare it")
+    if d.placeholders and scopes is None:
+        return _ScopedSearch(col, values=values)
     vt = col.type.value_type
     terms: list[bytes] = []
-    for v in values:
-        terms.extend(t.search_eq(ix.name, [_values.encode(vt, v)]).terms)
+    if scopes != []:
+        for v in values:
+            if deterministic:
+                terms.extend(t.search_deterministic(col.name, _values.encode(vt, v), scope=scopes).terms)
+            else:
+                terms.extend(t.search_eq(ix.name, [_values.encode(vt, v)], scope=scopes).terms)
+    if deterministic:  # the column itself, compared as bytes
+        return sa.type_coerce(col, LargeBinary).in_(terms)
     return col.table.c[ix.name].in_(terms)
 
 
-def _prefix(col: Any, prefix: Any) -> Any:
+def _prefix(col: Any, prefix: Any, scopes: list[dict[str, str]] | None = None) -> Any:
     d, t = table_for(col.table)
     ix = d.index_for(col.name, prefix=True)
     if ix is None:
         raise CofferError(f"column {col.name!r} is encrypted and has no PrefixIndex: add one for startswith")
-    terms = t.search_prefix(ix.name, prefix).terms
+    if d.placeholders and scopes is None:
+        return _ScopedSearch(col, prefix=prefix)
+    if scopes == []:
+        return sa.false()
+    terms = t.search_prefix(ix.name, prefix, scope=scopes).terms
     return col.table.c[ix.name].op("&&")(sa.literal(terms, ARRAY(LargeBinary)))
 
 
-def open_value(table: Any, column: str, row_id: Any, stored: Stored | None) -> Any:
-    """Opens a value a Core query returned (``Stored``) with its row id."""
+class _ScopedSearch(ColumnElement):
+    """A search on a table with a scope template: its terms depend on the scopes the
+    statement's WHERE names (``Patient.tenant_id == "acme"`` or ``.in_([...])``), so they are
+    computed when the statement compiles (such statements are not cached)."""
+
+    inherit_cache = False
+    type = sa.Boolean()
+
+    def __init__(self, col: Any, values: list[Any] | None = None, prefix: Any = None) -> None:
+        self.col = col
+        self.values = values
+        self.prefix = prefix
+
+    @property
+    def _from_objects(self) -> list[Any]:
+        return self.col._from_objects
+
+
+def _same_column(c: Any, table: sa.Table, name: str) -> bool:
+    return getattr(c, "name", None) == name and getattr(getattr(c, "table", None), "name", None) == table.name
+
+
+def _statement_scopes(statement: Any, col: Any) -> list[dict[str, str]]:
+    """The scopes a statement's WHERE names for `col`'s table: ``placeholder == value`` and
+    ``placeholder.in_([...])`` (several of them: their intersection; several placeholders: every
+    combination)."""
+    d, _ = table_for(col.table)
+    table = col.table
+    found: dict[str, list[Any] | None] = {p: None for p in d.placeholders}
+    for el in iterate(statement):
+        if not isinstance(el, sa.sql.elements.BinaryExpression):
+            continue
+        for p in found:
+            if not _same_column(el.left, table, p) or not isinstance(el.right, BindParameter):
+                continue
+            if el.operator is operators.eq:
+                vals = [el.right.effective_value]
+            elif el.operator is operators.in_op:
+                vals = list(el.right.effective_value or [])
+            else:
+                continue
+            prev = found[p]
+            found[p] = vals if prev is None else [v for v in prev if v in vals]
+    missing = [p for p, v in found.items() if v is None]
+    if missing:
+        need = " and ".join(f"{table.name}.{m} == …" for m in missing)
+        raise ConfigError(
+            f"column {col.name!r} of {table.name!r} is sealed per scope ({d.scope!r}): add {need} to the "
+            f"WHERE clause (or .in_([…]) for several); a search is computed for the scopes the statement "
+            "names and finds only their rows"
+        )
+    cols = list(found)
+    values = [[scope_value(c, v) for v in found[c] or []] for c in cols]
+    return [dict(zip(cols, combo)) for combo in itertools.product(*values)]
+
+
+@compiles(_ScopedSearch)
+def _compile_scoped(element: _ScopedSearch, compiler: Any, **kw: Any) -> str:
+    scopes = _statement_scopes(compiler.statement, element.col)
+    if element.values is not None:
+        expr = _eq(element.col, element.values, scopes)
+    else:
+        expr = _prefix(element.col, element.prefix, scopes)
+    return compiler.process(expr, **kw)
+
+
+def open_value(
+    table: Any,
+    column: str,
+    row_id: Any,
+    stored: Stored | None,
+    *,
+    scope: dict[str, Any] | None = None,
+    row_key: bytes | None = None,
+) -> Any:
+    """Opens a value a Core query returned (``Stored``) with its row id; for a table with a
+    scope template, ``scope`` gives the row's placeholder values (``{"tenant_id": "acme"}``),
+    and with per-row keys ``row_key`` the row's key column."""
     if stored is None:
         return None
     d, t = table_for(table)
     vt = next(c.value_type for c in d.columns if c.name == column)
-    plain = t.open(column, row_context(row_id), stored.data)
+    sc = None if scope is None else {k: scope_value(k, v) for k, v in scope.items()}
+    plain = t.open(column, row_context(row_id), stored.data, scope=sc, row_key=row_key)
     return None if plain is None else _values.decode(vt, plain)
 
 
@@ -356,6 +488,21 @@ class _Mapped:
         self.ver = key[d.version_column]
         self.row = key[d.row_id]
         self.row_col = self.table.c[d.row_id]
+        # (column, attribute key) of each placeholder; the row key's attribute.
+        self.scope = [(p, key[p]) for p in d.placeholders]
+        self.row_key = key[d.row_key] if d.row_key else None
+
+    def scope_of(self, values: Any) -> dict[str, str] | None:
+        """The placeholder values of a row (`values`: the object's __dict__ or state dict)."""
+        if not self.scope:
+            return None
+        return {col: scope_value(col, values.get(k)) for col, k in self.scope}
+
+    def row_key_of(self, values: Any) -> bytes | None:
+        if self.row_key is None:
+            return None
+        v = values.get(self.row_key)
+        return None if v is None else bytes(v)
 
     def row_id(self, target: Any) -> str:
         v = getattr(target, self.row)
@@ -380,11 +527,15 @@ def _open_loaded(target: Any, *_: Any) -> None:
     d, t = table_for(m.table)
     state = inspect(target)
     row = None
+    scope = rk = None
     for col, key, vt in m.enc:
         v = state.dict.get(key)
         if isinstance(v, Stored):
-            row = row or row_context(state.dict.get(m.row))
-            plain = t.open(col, row, v.data)
+            if row is None:
+                row = row_context(state.dict.get(m.row))
+                scope = m.scope_of(state.dict)
+                rk = m.row_key_of(state.dict)
+            plain = t.open(col, row, v.data, scope=scope, row_key=rk)
             set_committed_value(target, key, None if plain is None else _values.decode(vt, plain))
 
 
@@ -392,22 +543,30 @@ def _seal(mapper: Mapper, connection: Any, target: Any, insert: bool) -> None:
     m = _mapped[type(target)]
     state = inspect(target)
     if not insert:
-        keys = [k for _, k, _ in m.enc] + [m.row]
+        keys = [k for _, k, _ in m.enc] + [m.row] + [k for _, k in m.scope]
         if not any(state.attrs[k].history.has_changes() for k in keys):
             return
     d, t = table_for(m.table)
     _ensure_scope(d)
     row = m.row_id(target)
+    values_now = {k: getattr(target, k) for _, k in m.scope}
+    scope = m.scope_of(values_now)
+    rk = None
+    if m.row_key is not None:
+        # The stored key (an update keeps it); a new row, or one whose key was set to None,
+        # gets a fresh one.
+        current = getattr(target, m.row_key)
+        rk = None if insert or current is None else bytes(current)
     plains = {}
     canon = []
     for col, key, vt in m.enc:
         v = getattr(target, key)
         if isinstance(v, Stored):  # not loaded through the ORM events (should not happen)
-            raw = t.open(col, row, v.data)
+            raw = t.open(col, row, v.data, scope=scope, row_key=rk)
             v = None if raw is None else _values.decode(vt, raw)
         plains[key] = v
         canon.append((col, None if v is None else _values.encode(vt, v)))
-    values, indexes, version = t.seal_row(row, canon)
+    values, indexes, version, new_key = t.seal_row(row, canon, scope=scope, row_key=rk)
     target.__dict__["_coffer_plain"] = plains
     for col, key, _ in m.enc:
         c = values.get(col)
@@ -415,6 +574,8 @@ def _seal(mapper: Mapper, connection: Any, target: Any, insert: bool) -> None:
     for name, key in m.idx:
         setattr(target, key, indexes.get(name))
     setattr(target, m.ver, version)
+    if m.row_key is not None:
+        setattr(target, m.row_key, new_key)
 
 
 def _restore(mapper: Mapper, connection: Any, target: Any) -> None:

@@ -11,22 +11,33 @@ it is opened with the row id and cached. A value that fails to authenticate rais
 from __future__ import annotations
 
 import datetime
+import itertools
 import threading
 import uuid
 from typing import Any, Iterable, Sequence
 from urllib.parse import quote
 
 from django.core import checks
-from django.core.exceptions import FieldError
+from django.core.exceptions import FieldDoesNotExist, FieldError
 from django.db import connections, models
 from django.db.models import signals
 from django.db.models.expressions import Col
 from django.db.models.lookups import Lookup
+from django.db.models.sql.where import AND, WhereNode
 
 import coffer
 from coffer import values as _values
 from coffer._native import Ciphertext, CofferError, ConfigError, DecryptionError, Keyring, Table
-from coffer._table import ColumnDef, IndexDef, Stored, TableDef, row_context
+from coffer._table import (
+    ColumnDef,
+    IndexDef,
+    Stored,
+    TableDef,
+    placeholders,
+    rename_placeholders,
+    row_context,
+    scope_value,
+)
 
 _lock = threading.Lock()
 _keyring: Keyring | None = None
@@ -56,6 +67,59 @@ def _settings() -> dict[str, Any]:
 # ---- the table of a model ----------------------------------------------------------------
 
 
+def _scope_of_model(model: type[models.Model]) -> tuple[str, list[tuple[str, str]]]:
+    """The model's scope template with placeholders as SQL columns, and (column, attname) of
+    each placeholder. A placeholder names a plain field of the model (its name or column); an
+    encrypted field, an index, the version or the row key is refused, naming it."""
+    opts = model._meta
+    label = opts.label
+    text = getattr(model, "coffer_scope", None) or f"table:{opts.db_table}"
+    fields: list[tuple[str, str]] = []
+
+    def column(name: str) -> str:
+        try:
+            f = opts.get_field(name)
+        except FieldDoesNotExist:
+            f = next((x for x in opts.concrete_fields if x.column == name or x.attname == name), None)
+        if f is None or not getattr(f, "concrete", False) or f.many_to_many:
+            raise ConfigError(f"{label}.coffer_scope {text!r}: {{{name}}} names no field of the model")
+        if isinstance(f, (EncryptedField, _IndexField, KeyVersionField, RowKeyField)):
+            raise ConfigError(
+                f"{label}.coffer_scope {text!r}: {{{name}}} names the Coffer field {f.name!r}; a placeholder "
+                "takes a plaintext field of the row (a tenant or subject id)"
+            )
+        if (f.column, f.attname) not in fields:
+            fields.append((f.column, f.attname))
+        return f.column
+
+    return rename_placeholders(text, column), fields
+
+
+def _check_model(sender: type[models.Model], **kwargs: Any) -> None:
+    """At class setup (class_prepared): the scope template's placeholders and the row-key
+    setting, so a mistake fails at import, naming the field."""
+    if sender._meta.abstract or sender._meta.proxy or sender.__module__ == "__fake__":
+        return  # (migrations' historical models carry no class attributes such as coffer_scope)
+    _scope_of_model(sender)
+    _row_key_field(sender)
+
+
+def _row_key_field(model: type[models.Model]) -> "RowKeyField | None":
+    opts = model._meta
+    keys = getattr(model, "coffer_keys", None) or "scope"
+    rk = [f for f in opts.concrete_fields if isinstance(f, RowKeyField)]
+    if keys not in ("scope", "row"):
+        raise ConfigError(f"{opts.label}.coffer_keys = {keys!r}: \"scope\" (default) or \"row\"")
+    if keys == "row" and len(rk) != 1:
+        raise ConfigError(
+            f"{opts.label}: coffer_keys = \"row\" keeps each row's key in a RowKeyField; the model has "
+            f"{len(rk)} (add row_key = RowKeyField())"
+        )
+    if keys == "scope" and rk:
+        raise ConfigError(f"{opts.label}.{rk[0].name} is a RowKeyField: set coffer_keys = \"row\" on the model")
+    return rk[0] if rk else None
+
+
 class _ModelTable:
     """The Coffer definition of one model and its bound :class:`coffer.Table`."""
 
@@ -65,6 +129,8 @@ class _ModelTable:
         idx = [f for f in opts.concrete_fields if isinstance(f, _IndexField)]
         ver = [f for f in opts.concrete_fields if isinstance(f, KeyVersionField)]
         label = opts.label
+        scope, scope_fields = _scope_of_model(model)
+        rkf = _row_key_field(model)
         if len(ver) != 1:
             raise ConfigError(
                 f"{label}: a model with encrypted fields needs exactly one KeyVersionField "
@@ -89,7 +155,7 @@ class _ModelTable:
             )
         self.definition = TableDef(
             name=opts.db_table,
-            scope=getattr(model, "coffer_scope", None) or f"table:{opts.db_table}",
+            scope=scope,
             row_id=row_field.column,
             version_column=ver[0].column,
             columns=tuple(
@@ -98,7 +164,14 @@ class _ModelTable:
             ),
             indexes=tuple(indexes),
             table_id=getattr(model, "coffer_table_id", None),
+            keys="row" if rkf is not None else None,
+            row_key=rkf.column if rkf is not None else None,
+            create_scopes=bool(_settings().get("CREATE_SCOPES", True)) if scope_fields else None,
         )
+        self.model = model
+        # (column, attname) of each placeholder of the scope template (none: a fixed scope).
+        self.scope_fields = scope_fields
+        self.row_key_attr = rkf.attname if rkf is not None else None
         self.encrypted = enc
         self.row_attr = row_field.attname
         self.table: Table = self.definition.bind(keyring())
@@ -113,13 +186,31 @@ class _ModelTable:
             next(f for f in idx if f.column == name)._coffer_slot = len(names) + j
         ver[0]._coffer_slot = len(names) + len(self.table.index_names)
         self.width = len(names) + len(self.table.index_names) + 1
+        if rkf is not None:  # seal_many appends the row key after the version
+            rkf._coffer_slot = self.width
+            self.width += 1
         # (attname, encoder) per encrypted column, in that order.
         self.encoders = [(by_column[n].attname, _encoder(by_column[n])) for n in names]
 
     def row(self, instance: models.Model) -> str:
         return row_context(getattr(instance, self.row_attr))
 
+    def scope_of(self, instance: models.Model) -> dict[str, str] | None:
+        """The row's placeholder values (None for a fixed scope)."""
+        if not self.scope_fields:
+            return None
+        return {col: scope_value(attname, getattr(instance, attname)) for col, attname in self.scope_fields}
+
+    def row_key_of(self, instance: models.Model) -> bytes | None:
+        """The row's stored key (None: a new row, or an erased key)."""
+        if self.row_key_attr is None:
+            return None
+        v = getattr(instance, self.row_key_attr)
+        return None if v is None else bytes(v)
+
     def ensure_scope(self) -> None:
+        if self.scope_fields:  # a template: the Rust side creates a tenant's scope (create_scopes)
+            return
         scope = self.definition.scope
         if scope in _scopes_ready or not _settings().get("CREATE_SCOPES", True):
             return
@@ -201,7 +292,8 @@ def _sealed(instance: models.Model, field: models.Field) -> Any:
         mt.ensure_scope()
         flat: list[Any] = []
         _plains(mt, instance, flat)
-        res = d[_CACHE] = mt.table.seal_many(flat, Ciphertext)
+        row_keys = None if mt.row_key_attr is None else [mt.row_key_of(instance)]
+        res = d[_CACHE] = mt.table.seal_many(flat, Ciphertext, scope=mt.scope_of(instance), row_keys=row_keys)
         d[_AT] = 0
     return res[d[_AT] + field._coffer_slot]
 
@@ -212,20 +304,32 @@ def _forget(sender: Any, instance: models.Model, **kwargs: Any) -> None:
 
 
 def seal_instances(instances: Sequence[models.Model]) -> None:
-    """Seals many instances in one call (GIL released) for the write that follows."""
+    """Seals many instances for the write that follows: one call (GIL released) per scope."""
     if not instances:
         return
     mt = table_for(type(instances[0]))
     mt.ensure_scope()
-    flat: list[Any] = []
-    for i in instances:
-        _plains(mt, i, flat)
-    res = mt.table.seal_many(flat, Ciphertext)
+    groups: dict[Any, list[models.Model]] = {}
+    scopes: dict[Any, dict[str, str] | None] = {None: None}
+    if not mt.scope_fields:  # a fixed scope: one batch, no per-row work
+        groups[None] = list(instances)
+    else:
+        for inst in instances:
+            sc = mt.scope_of(inst)
+            key = tuple(sorted(sc.items())) if sc else None
+            groups.setdefault(key, []).append(inst)
+            scopes[key] = sc
     width = mt.width
-    for k, inst in enumerate(instances):
-        d = inst.__dict__
-        d[_CACHE] = res
-        d[_AT] = k * width
+    for key, group in groups.items():
+        flat: list[Any] = []
+        for i in group:
+            _plains(mt, i, flat)
+        row_keys = None if mt.row_key_attr is None else [mt.row_key_of(i) for i in group]
+        res = mt.table.seal_many(flat, Ciphertext, scope=scopes[key], row_keys=row_keys)
+        for k, inst in enumerate(group):
+            d = inst.__dict__
+            d[_CACHE] = res
+            d[_AT] = k * width
 
 
 class CofferQuerySet(models.QuerySet):
@@ -326,6 +430,7 @@ class EncryptedField(models.Field):
             uid = f"coffer-{cls.__module__}.{cls.__qualname__}"
             signals.pre_save.connect(_forget, sender=cls, weak=False, dispatch_uid=uid + "-pre")
             signals.post_save.connect(_forget, sender=cls, weak=False, dispatch_uid=uid + "-post")
+            signals.class_prepared.connect(_check_model, sender=cls, weak=False, dispatch_uid=uid + "-check")
 
     def db_type(self, connection: Any) -> str | None:
         return models.BinaryField().db_type(connection)
@@ -350,7 +455,9 @@ class EncryptedField(models.Field):
                 "NULLs: the value was removed without the key"
             )
         mt = table_for(type(instance))
-        plain = mt.table.open(self.column, mt.row(instance), stored.data)
+        plain = mt.table.open(
+            self.column, mt.row(instance), stored.data, scope=mt.scope_of(instance), row_key=mt.row_key_of(instance)
+        )
         return None if plain is None else _values.decode(self.value_type, plain)
 
     # Writing: the row is sealed once, each field binds its ciphertext.
@@ -606,6 +713,32 @@ class KeyVersionField(models.IntegerField):
         return _sealed(model_instance, self)
 
 
+class RowKeyField(models.BinaryField):
+    """With ``coffer_keys = "row"`` on the model: the row's own data key, wrapped under the
+    row's scope (BYTEA; docs/COLUMNS.md §8). Filled in on every save (a new row gets a fresh
+    key, a saved row keeps its own). Setting it to NULL
+    (``Model.objects.filter(pk=…).update(row_key=None)``) erases that row's values."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("null", True)
+        kwargs.setdefault("editable", False)
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self) -> Any:
+        name, path, args, kwargs = super().deconstruct()
+        kwargs.pop("null", None)
+        kwargs.pop("editable", None)
+        return name, path, args, kwargs
+
+    def pre_save(self, model_instance: models.Model, add: bool) -> Any:
+        v = _sealed(model_instance, self)
+        setattr(model_instance, self.attname, v)
+        return v
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        return None if value is None else bytes(value)
+
+
 # ---- lookups -------------------------------------------------------------------------------
 
 
@@ -630,28 +763,95 @@ class _BlindLookup(Lookup):
         sql, _ = compiler.compile(Col(self.lhs.alias, index_field))
         return sql
 
+    def _scopes(self, compiler: Any, mt: _ModelTable) -> list[dict[str, str]] | None:
+        """For a model with a scope template: the scopes this query's filter names, from
+        ``<placeholder>=value`` and ``<placeholder>__in=[...]`` lookups on the same table joined
+        by AND (one search term per scope). None for a fixed scope."""
+        if not mt.scope_fields:
+            return None
+        found: dict[str, list[Any] | None] = {col: None for col, _ in mt.scope_fields}
+        alias = self.lhs.alias
+
+        def walk(node: Any) -> None:
+            if getattr(node, "negated", False):
+                return
+            if isinstance(node, WhereNode):
+                if node.connector == AND:
+                    for child in node.children:
+                        walk(child)
+                return
+            lhs = getattr(node, "lhs", None)
+            if not (isinstance(node, Lookup) and isinstance(lhs, Col) and lhs.alias == alias):
+                return
+            col = lhs.target.column
+            if col not in found or node.lookup_name not in ("exact", "in"):
+                return
+            rhs = node.rhs
+            if hasattr(rhs, "resolve_expression") or hasattr(rhs, "as_sql"):
+                return  # an expression or a subquery: no value known here
+            vals = [rhs] if node.lookup_name == "exact" else list(rhs)
+            vals = [getattr(v, "pk", v) for v in vals if v is not None]
+            prev = found[col]
+            found[col] = vals if prev is None else [v for v in prev if v in vals]
+
+        walk(compiler.query.where)
+        missing = [attname for col, attname in mt.scope_fields if found[col] is None]
+        if missing:
+            field = self.lhs.output_field
+            need = " and ".join(f"{m}=…" for m in missing)
+            raise ConfigError(
+                f"{field.model._meta.label}.{field.name} is sealed per scope ({mt.definition.scope!r}): add {need} "
+                f"to the filter (or {missing[0]}__in=[…] for several); a search is computed for the scopes the "
+                "filter names and finds only their rows"
+            )
+        cols = [col for col, _ in mt.scope_fields]
+        values = [[scope_value(col, v) for v in found[col] or []] for col in cols]
+        return [dict(zip(cols, combo)) for combo in itertools.product(*values)]
+
 
 class BlindExact(_BlindLookup):
-    """``field = value`` through the blind index, under every live key version."""
+    """``field = value`` through the blind index, under every live key version (a
+    deterministic field without a blind index: the value sealed under each version)."""
 
     lookup_name = "exact"
 
+    def _deterministic(self, compiler: Any, values: list[Any]) -> tuple[str, list[Any]] | None:
+        field = self.lhs.output_field
+        mt = table_for(field.model)
+        if field.mode != "deterministic" or mt.definition.index_for(field.column, prefix=False) is not None:
+            return None
+        scopes = self._scopes(compiler, mt)
+        terms: list[bytes] = []
+        if scopes != []:
+            for v in values:
+                if v is not None:
+                    canon = _values.encode(field.value_type, field.normalize_value(v))
+                    terms.extend(mt.table.search_deterministic(field.column, canon, scope=scopes).terms)
+        sql, params = compiler.compile(self.lhs)
+        return f"{sql} = ANY(%s)", [*params, terms]
+
     def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        det = self._deterministic(compiler, [self.rhs])
+        if det is not None:
+            return det
         mt, ixf = self._index()
         field = self.lhs.output_field
-        terms = _terms(mt, ixf, field, [self.rhs])
+        terms = _terms(mt, ixf, field, [self.rhs], self._scopes(compiler, mt))
         return f"{self._col_sql(compiler, connection, ixf)} = ANY(%s)", [terms]
 
 
-class BlindIn(_BlindLookup):
-    """``field IN (...)`` through the blind index."""
+class BlindIn(BlindExact):
+    """``field IN (...)`` through the blind index (or a deterministic field's terms)."""
 
     lookup_name = "in"
 
     def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        det = self._deterministic(compiler, list(self.rhs))
+        if det is not None:
+            return det
         mt, ixf = self._index()
         field = self.lhs.output_field
-        terms = _terms(mt, ixf, field, list(self.rhs))
+        terms = _terms(mt, ixf, field, list(self.rhs), self._scopes(compiler, mt))
         return f"{self._col_sql(compiler, connection, ixf)} = ANY(%s)", [terms]
 
 
@@ -665,7 +865,10 @@ class BlindStartswith(_BlindLookup):
         mt, ixf = self._index()
         if not isinstance(self.rhs, str):
             raise ConfigError("startswith on an encrypted field takes a str")
-        s = mt.table.search_prefix(ixf.column, self.rhs)
+        scopes = self._scopes(compiler, mt)
+        if scopes == []:
+            return "FALSE", []
+        s = mt.table.search_prefix(ixf.column, self.rhs, scope=scopes)
         return f"{self._col_sql(compiler, connection, ixf)} && %s::bytea[]", [s.terms]
 
 
@@ -684,13 +887,17 @@ class BlindIStartswith(BlindStartswith):
         return super().as_sql(compiler, connection)
 
 
-def _terms(mt: _ModelTable, ixf: Any, field: EncryptedField, values: list[Any]) -> list[bytes]:
+def _terms(
+    mt: _ModelTable, ixf: Any, field: EncryptedField, values: list[Any], scopes: list[dict[str, str]] | None
+) -> list[bytes]:
     out: list[bytes] = []
+    if scopes == []:  # the filter's scope values exclude each other: no row matches
+        return out
     for v in values:
         if v is None:
             continue
         canon = _values.encode(field.value_type, field.normalize_value(v))
-        out.extend(mt.table.search_eq(ixf.column, [canon]).terms)
+        out.extend(mt.table.search_eq(ixf.column, [canon], scope=scopes).terms)
     return out
 
 
@@ -722,11 +929,12 @@ def search(queryset: models.QuerySet, **lookups: Any) -> list[models.Model]:
                 ix = mt.definition.index_for(f.column, prefix=op in ("startswith", "istartswith"))
                 if ix is None:
                     continue
+                sc = mt.scope_of(r)
                 if op in ("startswith", "istartswith"):
-                    s = mt.table.search_prefix(ix.name, want)
+                    s = mt.table.search_prefix(ix.name, want, scope=sc)
                     ok &= have is not None and s.matches([_values.encode(f.value_type, have)])
                 elif op in ("", "exact"):
-                    s = mt.table.search_eq(ix.name, [_values.encode(f.value_type, f.normalize_value(want))])
+                    s = mt.table.search_eq(ix.name, [_values.encode(f.value_type, f.normalize_value(want))], scope=sc)
                     ok &= have is not None and s.matches([_values.encode(f.value_type, have)])
         if ok:
             out.append(r)

@@ -15,6 +15,7 @@ from coffer.django import (
     EncryptedTextField,
     KeyVersionField,
     PrefixIndexField,
+    RowKeyField,
 )
 
 
@@ -107,3 +108,45 @@ class PlainIndexedPatient(models.Model):
         app_label = "patients"
         db_table = "dj_plain_indexed_patients"
         indexes = [models.Index(models.functions.Lower("email"), name="dj_plain_email_lower")]
+
+
+class TenantPatient(models.Model):
+    """Many tenants in one table: each tenant's rows under a scope of its own."""
+
+    coffer_scope = "tenant:{tenant_id}/dj_tenant_patients"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    tenant_id = models.CharField(max_length=64)
+    ssn = EncryptedCharField(max_length=11)
+    ssn_bidx = BlindIndexField(of="ssn", bits=32, normalize=["digits"])
+    email = EncryptedEmailField(null=True)
+    email_prefix = PrefixIndexField(of="email", bits=32, normalize=["trim", "casefold"], prefix=(3, 8))
+    mrn = EncryptedCharField(max_length=20, mode="deterministic", null=True)  # searched as it is
+    key_version = KeyVersionField()
+
+    objects = CofferManager()
+
+    class Meta:
+        app_label = "patients"
+        db_table = "dj_tenant_patients"
+        indexes = [models.Index(fields=["tenant_id", "ssn_bidx"])]
+
+
+class TenantVisit(models.Model):
+    """A key per row, under the tenant's scope: erasing one row's key shreds that row."""
+
+    coffer_scope = "tenant:{tenant_id}/dj_tenant_visits"
+    coffer_keys = "row"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    tenant_id = models.CharField(max_length=64)
+    diagnosis = EncryptedTextField()
+    diagnosis_bidx = BlindIndexField(of="diagnosis", bits=32)
+    row_key = RowKeyField()
+    key_version = KeyVersionField()
+
+    objects = CofferManager()
+
+    class Meta:
+        app_label = "patients"
+        db_table = "dj_tenant_visits"
