@@ -300,7 +300,10 @@ async fn create_in_bulk(kr: &Keyring, path: &Path) -> Result<()> {
     ))?;
     if refused_n > 0 {
         for (s, at) in &refused {
-            eprintln!("coffer: not created: scope '{s}' was destroyed on {}", when(*at));
+            eprintln!(
+                "coffer: not created: scope '{s}' was destroyed on {}",
+                when(*at)
+            );
         }
         if refused_n > refused.len() as u64 {
             eprintln!("coffer: … and {} more", refused_n - refused.len() as u64);

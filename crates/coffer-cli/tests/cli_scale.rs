@@ -32,7 +32,11 @@ fn names(json: &str) -> Vec<String> {
 fn scopes_are_created_from_a_file_and_listed_a_page_at_a_time() {
     let ks = KeyStoreDir::init();
     let (d, env) = (ks.path(), ks.env());
-    ok(&keys(d, &["create-scope", "patient:0007", "patient:gone"], &env));
+    ok(&keys(
+        d,
+        &["create-scope", "patient:0007", "patient:gone"],
+        &env,
+    ));
     ok(&keys(d, &["destroy", "patient:gone", "--yes"], &env));
 
     // 250 scopes from a file, among them one that exists and a destroyed one.
@@ -92,13 +96,20 @@ fn scopes_are_created_from_a_file_and_listed_a_page_at_a_time() {
     assert!(!ok(&keys(d, &["list", "tenant:b"], &env)).contains("tenant:b"));
 
     // A page by prefix, with the command for the next one.
-    let page = ok(&keys(d, &["list", "--prefix", "patient:01", "--limit", "20"], &env));
+    let page = ok(&keys(
+        d,
+        &["list", "--prefix", "patient:01", "--limit", "20"],
+        &env,
+    ));
     assert_eq!(
         page.lines().filter(|l| l.starts_with("patient:01")).count(),
         20,
         "{page}"
     );
-    assert!(page.contains("patient:0100") && page.contains("patient:0119"), "{page}");
+    assert!(
+        page.contains("patient:0100") && page.contains("patient:0119"),
+        "{page}"
+    );
     assert!(!page.contains("patient:0120 "), "{page}");
     assert!(
         page.contains(
@@ -169,7 +180,9 @@ fn erase_subject_destroys_the_subject_and_its_sub_scopes_on_postgresql() {
     let out = keys(d, &["erase-subject", "patient:1234"], &env);
     out.fails(2, "pass --yes in scripts");
     assert_eq!(
-        ok(&keys(d, &["list", "--prefix", "patient:"], &env)).matches(" active ").count(),
+        ok(&keys(d, &["list", "--prefix", "patient:"], &env))
+            .matches(" active ")
+            .count(),
         6
     );
 
@@ -227,8 +240,10 @@ fn erase_subject_destroys_the_subject_and_its_sub_scopes_on_postgresql() {
         again.contains("nothing left to erase: data subject 'patient:1234' was erased before"),
         "{again}"
     );
-    keys(d, &["erase-subject", "patient:999", "--yes"], &env)
-        .fails(2, "nothing to erase: the key store has no scope 'patient:999'");
+    keys(d, &["erase-subject", "patient:999", "--yes"], &env).fails(
+        2,
+        "nothing to erase: the key store has no scope 'patient:999'",
+    );
     // The erased names are never reused.
     let out = keys(d, &["create-scope", "patient:1234/visits"], &env);
     assert_eq!(out.code, Some(2), "{}", out.stderr);

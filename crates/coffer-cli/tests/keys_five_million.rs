@@ -18,7 +18,11 @@ use coffer_store::SqlStore;
 use common::{coffer_in, keys, ok};
 
 fn rate(n: u64, d: Duration) -> String {
-    format!("{n} in {:.1} s ({:.0}/s)", d.as_secs_f64(), n as f64 / d.as_secs_f64())
+    format!(
+        "{n} in {:.1} s ({:.0}/s)",
+        d.as_secs_f64(),
+        n as f64 / d.as_secs_f64()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,7 +41,11 @@ async fn five_million_scopes_created_listed_and_kek_rotated_through_a_kill() {
         Kek::generate().unwrap().to_base64().to_string(),
     );
     let env = [("K1", k1.as_str()), ("K2", k2.as_str())];
-    ok(&keys(d, &["init", "--store", &url, "--kek", "env:K1"], &env));
+    ok(&keys(
+        d,
+        &["init", "--store", &url, "--kek", "env:K1"],
+        &env,
+    ));
 
     // One scope per patient.
     {
@@ -49,10 +57,16 @@ async fn five_million_scopes_created_listed_and_kek_rotated_through_a_kill() {
         w.flush().unwrap();
     }
     let t = Instant::now();
-    let out = ok(&keys(d, &["create-scope", "--from-file", "patients.txt"], &env));
+    let out = ok(&keys(
+        d,
+        &["create-scope", "--from-file", "patients.txt"],
+        &env,
+    ));
     let created = t.elapsed();
     assert!(
-        out.contains(&format!("created {n} scopes from patients.txt; 0 existed already")),
+        out.contains(&format!(
+            "created {n} scopes from patients.txt; 0 existed already"
+        )),
         "{out}"
     );
     println!("create-scope --from-file: {}", rate(n, created));
@@ -67,7 +81,8 @@ async fn five_million_scopes_created_listed_and_kek_rotated_through_a_kill() {
         &env,
     ));
     let listed = t.elapsed();
-    let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&page).unwrap()
+    let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&page)
+        .unwrap()
         .as_array()
         .unwrap()
         .iter()
@@ -83,7 +98,11 @@ async fn five_million_scopes_created_listed_and_kek_rotated_through_a_kill() {
     );
 
     // A new primary KEK; the re-wrap is SIGKILLed half-way, then run again to the end.
-    ok(&keys(d, &["add-kek", "--source", "env:K2", "--primary"], &env));
+    ok(&keys(
+        d,
+        &["add-kek", "--source", "env:K2", "--primary"],
+        &env,
+    ));
     let store = SqlStore::connect(&url).await.unwrap();
     let target = KekId::new("main", 2).unwrap();
     let total = store.count_deks_not_under(&target).await.unwrap();
@@ -116,7 +135,10 @@ async fn five_million_scopes_created_listed_and_kek_rotated_through_a_kill() {
         }
         left = now;
     }
-    assert!(left > 0 && left < total, "killed part-way: {left} of {total} left");
+    assert!(
+        left > 0 && left < total,
+        "killed part-way: {left} of {total} left"
+    );
     println!(
         "rotate-kek, first run (SIGKILLed): {}",
         rate(total - left, first_run)

@@ -792,7 +792,9 @@ async fn l1_stays_within_its_bound_at_200_000_scopes() {
         ..coffer_keys::KeyringConfig::default()
     };
     let kr = support::configured(&env, &kek, config).await;
-    let names: Vec<_> = (0..SCOPES).map(|i| scope(&format!("patient:{i}"))).collect();
+    let names: Vec<_> = (0..SCOPES)
+        .map(|i| scope(&format!("patient:{i}")))
+        .collect();
     kr.create_scopes(&names).await.unwrap();
     let c = col("ssn");
     let mut first = None;
@@ -805,7 +807,11 @@ async fn l1_stays_within_its_bound_at_200_000_scopes() {
         if i % 10_000 == 9_999 {
             let (l1, pointers) = kr.l1_entries().await;
             assert!(l1 <= BOUND, "{l1} DEKs cached after {} scopes", i + 1);
-            assert!(pointers <= BOUND, "{pointers} pointers cached after {} scopes", i + 1);
+            assert!(
+                pointers <= BOUND,
+                "{pointers} pointers cached after {} scopes",
+                i + 1
+            );
             peak = (peak.0.max(l1), peak.1.max(pointers));
         }
     }

@@ -92,31 +92,34 @@ fn first_encrypt_on_a_new_scope(c: &mut Criterion) {
             })
         });
         let mut next = 1;
-        g.bench_function(format!("{}/cold-encrypt-50B (L1+L2 miss, local KEK)", b.name), |bench| {
-            bench.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    if next == names.len() {
-                        // Every scope was touched: forget them all, so each is cold again.
-                        kr.clear_l1();
-                        next = 1;
+        g.bench_function(
+            format!("{}/cold-encrypt-50B (L1+L2 miss, local KEK)", b.name),
+            |bench| {
+                bench.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        if next == names.len() {
+                            // Every scope was touched: forget them all, so each is cold again.
+                            kr.clear_l1();
+                            next = 1;
+                        }
+                        let s = &names[next];
+                        next += 1;
+                        let t = Instant::now();
+                        rt.block_on(kr.encrypt(
+                            s,
+                            &column,
+                            Suite::Gcm96,
+                            &FieldContext::new(),
+                            black_box(&[7u8; 50]),
+                        ))
+                        .unwrap();
+                        total += t.elapsed();
                     }
-                    let s = &names[next];
-                    next += 1;
-                    let t = Instant::now();
-                    rt.block_on(kr.encrypt(
-                        s,
-                        &column,
-                        Suite::Gcm96,
-                        &FieldContext::new(),
-                        black_box(&[7u8; 50]),
-                    ))
-                    .unwrap();
-                    total += t.elapsed();
-                }
-                total
-            })
-        });
+                    total
+                })
+            },
+        );
         let misses = kr.stats().l1_misses;
         assert!(misses > 100, "the cold figure measured misses: {misses}");
     }
@@ -140,28 +143,34 @@ fn bulk_creation(c: &mut Criterion) {
             out
         };
         // Per scope: `iters` scopes, one `create_scope` call each.
-        g.bench_function(format!("{}/baseline-create_scope-one-by-one", b.name), |bench| {
-            bench.iter_custom(|iters| {
-                let names = fresh(iters as usize);
-                let t = Instant::now();
-                for s in &names {
-                    rt.block_on(kr.create_scope(s)).unwrap();
-                }
-                t.elapsed()
-            })
-        });
+        g.bench_function(
+            format!("{}/baseline-create_scope-one-by-one", b.name),
+            |bench| {
+                bench.iter_custom(|iters| {
+                    let names = fresh(iters as usize);
+                    let t = Instant::now();
+                    for s in &names {
+                        rt.block_on(kr.create_scope(s)).unwrap();
+                    }
+                    t.elapsed()
+                })
+            },
+        );
         // Per scope: batches of BULK_BATCH, the time divided over the scopes.
-        g.bench_function(format!("{}/create_scopes-batch-of-{BATCH}", b.name), |bench| {
-            bench.iter_custom(|iters| {
-                let batches = (iters as usize).div_ceil(BATCH).max(1);
-                let names = fresh(batches * BATCH);
-                let t = Instant::now();
-                for chunk in names.chunks(BATCH) {
-                    rt.block_on(kr.create_scopes(chunk)).unwrap();
-                }
-                t.elapsed().mul_f64(iters as f64 / (batches * BATCH) as f64)
-            })
-        });
+        g.bench_function(
+            format!("{}/create_scopes-batch-of-{BATCH}", b.name),
+            |bench| {
+                bench.iter_custom(|iters| {
+                    let batches = (iters as usize).div_ceil(BATCH).max(1);
+                    let names = fresh(batches * BATCH);
+                    let t = Instant::now();
+                    for chunk in names.chunks(BATCH) {
+                        rt.block_on(kr.create_scopes(chunk)).unwrap();
+                    }
+                    t.elapsed().mul_f64(iters as f64 / (batches * BATCH) as f64)
+                })
+            },
+        );
     }
     g.finish();
 }

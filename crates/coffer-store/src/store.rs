@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use coffer_core::{KeyVersion, ScopeId};
 use coffer_keys::audit::{self, AuditEvent, AuditFilter, AuditRecord};
 use coffer_keys::{
-    BulkCreate, CreateOutcome, ScopePage, DekRecord, DekState, Error, KekId, KekRecord, KeyStore, NewDek, Result, Rewrap,
-    RotateOutcome, ScopeRecord, StoreInfo,
+    BulkCreate, CreateOutcome, DekRecord, DekState, Error, KekId, KekRecord, KeyStore, NewDek,
+    Result, Rewrap, RotateOutcome, ScopePage, ScopeRecord, StoreInfo,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
@@ -744,8 +744,9 @@ impl KeyStore for SqlStore {
 
     async fn list_scopes(&self, page: &ScopePage) -> Result<Vec<ScopeRecord>> {
         let c = self.backend.code_point();
-        let mut sql =
-            String::from("SELECT scope, created_at_us, destroyed_at_us FROM coffer_scopes WHERE 1 = 1");
+        let mut sql = String::from(
+            "SELECT scope, created_at_us, destroyed_at_us FROM coffer_scopes WHERE 1 = 1",
+        );
         let mut binds = Vec::new();
         if let Some(p) = page.prefix.as_deref().filter(|p| !p.is_empty()) {
             binds.push(p.to_owned());
@@ -777,7 +778,11 @@ impl KeyStore for SqlStore {
         limit: usize,
     ) -> Result<Vec<DekRecord>> {
         // The partial unique index on the active version serves this range in scope order.
-        let cond = if after.is_some() { "AND scope > $1" } else { "" };
+        let cond = if after.is_some() {
+            "AND scope > $1"
+        } else {
+            ""
+        };
         let sql = format!(
             "SELECT {DEK_COLUMNS} FROM coffer_deks WHERE state = 'active' {cond} \
              ORDER BY scope LIMIT {}",

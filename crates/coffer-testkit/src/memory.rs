@@ -263,7 +263,11 @@ impl KeyStore for MemoryStore {
         };
         Ok(s.scopes
             .range::<String, _>((lower, Bound::Unbounded))
-            .take_while(|(name, _)| page.prefix.as_ref().is_none_or(|p| name.starts_with(p.as_str())))
+            .take_while(|(name, _)| {
+                page.prefix
+                    .as_ref()
+                    .is_none_or(|p| name.starts_with(p.as_str()))
+            })
             .filter(|(name, _)| page.admits(name))
             .take(page.limit.max(1))
             .map(|(_, sc)| sc.record.clone())

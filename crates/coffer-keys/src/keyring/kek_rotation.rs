@@ -45,11 +45,7 @@ impl Keyring {
             let todo = self
                 .inner
                 .store
-                .deks_not_under_after(
-                    &target,
-                    after.as_ref().map(|(s, v)| (s, *v)),
-                    batch.max(1),
-                )
+                .deks_not_under_after(&target, after.as_ref().map(|(s, v)| (s, *v)), batch.max(1))
                 .await?;
             let Some(last) = todo.last() else {
                 if after.is_some() && self.inner.store.count_deks_not_under(&target).await? > 0 {

@@ -518,11 +518,13 @@ impl Keyring {
         let versions: Vec<KeyVersion> = deks.iter().map(|d| d.version).collect();
         self.forget(scope, &versions).await;
         self.audit(
-            self.event(op).scope(scope.as_str()).detail(if why.is_empty() {
-                format!("{n} key versions erased")
-            } else {
-                format!("{why}: {n} key versions erased")
-            }),
+            self.event(op)
+                .scope(scope.as_str())
+                .detail(if why.is_empty() {
+                    format!("{n} key versions erased")
+                } else {
+                    format!("{why}: {n} key versions erased")
+                }),
         )
         .await?;
         let at = self

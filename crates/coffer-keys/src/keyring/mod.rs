@@ -47,8 +47,8 @@ pub use config::{KeyringConfig, Stats, StatsSnapshot};
 pub use fields::{BatchItem, BlindIndexSpec};
 pub use kek_rotation::RewrapReport;
 pub use leased::LeasedFieldKey;
-pub use scale::BULK_BATCH;
 pub(crate) use live::{ActivePointer, Flights, LiveDek};
+pub use scale::BULK_BATCH;
 pub use tombstones::TombstoneReport;
 pub use trail::{AUDIT_SCOPE, RESERVED_PREFIX, write_anchor};
 

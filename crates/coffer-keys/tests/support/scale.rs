@@ -55,8 +55,14 @@ pub async fn scopes_are_created_in_bulk_with_an_outcome_each<E: Env>(env: &E) {
         .count();
     assert_eq!(created, n);
     assert_eq!(outcomes[10], BulkCreate::Exists);
-    assert!(matches!(outcomes[20], BulkCreate::Destroyed { destroyed_at_us } if destroyed_at_us > 0));
-    assert_eq!(outcomes[30], BulkCreate::Exists, "a repeated name is created once");
+    assert!(
+        matches!(outcomes[20], BulkCreate::Destroyed { destroyed_at_us } if destroyed_at_us > 0)
+    );
+    assert_eq!(
+        outcomes[30],
+        BulkCreate::Exists,
+        "a repeated name is created once"
+    );
 
     // The destroyed scope stays a tombstone; new scopes work, in this process and another.
     assert!(store.active_dek(&scope("p:gone")).await.unwrap().is_none());
@@ -185,7 +191,11 @@ pub async fn scopes_are_listed_a_page_at_a_time_by_prefix<E: Env>(env: &E) {
     }
     seen.retain(|s| !s.starts_with("coffer:"));
     seen.sort_unstable();
-    let mut live: Vec<&str> = sorted.iter().copied().filter(|s| *s != "patient:10").collect();
+    let mut live: Vec<&str> = sorted
+        .iter()
+        .copied()
+        .filter(|s| *s != "patient:10")
+        .collect();
     live.sort_unstable();
     assert_eq!(seen, live);
 }
@@ -203,7 +213,12 @@ pub async fn a_subject_is_erased_with_its_sub_scopes<E: Env>(env: &E) {
     let store = env.store().await;
     let c = col("notes");
     let erased = ["patient:1234", "patient:1234/notes", "patient:1234/visits"];
-    let kept = ["patient:12345", "patient:1234x", "patient:123", "patient:12345/visits"];
+    let kept = [
+        "patient:12345",
+        "patient:1234x",
+        "patient:123",
+        "patient:12345/visits",
+    ];
     let mut sealed = Vec::new();
     for n in erased.iter().chain(&kept) {
         let s = scope(n);
@@ -223,7 +238,9 @@ pub async fn a_subject_is_erased_with_its_sub_scopes<E: Env>(env: &E) {
     for (s, ct) in &sealed {
         let gone = erased.contains(&s.as_str());
         for k in [&kr, &fresh] {
-            let r = k.decrypt(s, &c, &coffer_core::FieldContext::new(), ct).await;
+            let r = k
+                .decrypt(s, &c, &coffer_core::FieldContext::new(), ct)
+                .await;
             if gone {
                 assert!(matches!(r, Err(Error::Destroyed { .. })), "{s}: {r:?}");
             } else {
@@ -240,7 +257,11 @@ pub async fn a_subject_is_erased_with_its_sub_scopes<E: Env>(env: &E) {
     assert_eq!(records.len(), 3);
     for (r, n) in records.iter().zip(erased) {
         assert_eq!(r.event.scope.as_deref(), Some(n));
-        assert!(r.event.detail.contains("erasure of data subject 'patient:1234'"));
+        assert!(
+            r.event
+                .detail
+                .contains("erasure of data subject 'patient:1234'")
+        );
     }
     // A tombstone line per scope, as destroy writes.
     let lines = std::fs::read_to_string(&ledger).unwrap();
@@ -253,9 +274,25 @@ pub async fn a_subject_is_erased_with_its_sub_scopes<E: Env>(env: &E) {
         kr.create_scope(&scope("patient:1234/visits")).await,
         Err(Error::ScopeDestroyed { .. })
     ));
-    assert!(kr.erase_subject(&scope("patient:1234")).await.unwrap().is_empty());
-    assert_eq!(kr.subject_scopes(&scope("patient:1234")).await.unwrap().len(), 3);
-    assert!(kr.subject_scopes(&scope("patient:9")).await.unwrap().is_empty());
+    assert!(
+        kr.erase_subject(&scope("patient:1234"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        kr.subject_scopes(&scope("patient:1234"))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(
+        kr.subject_scopes(&scope("patient:9"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn kek_rotation_walks_the_deks_in_pages<E: Env>(env: &E) {
@@ -271,7 +308,12 @@ pub async fn kek_rotation_walks_the_deks_in_pages<E: Env>(env: &E) {
     for s in &names {
         sealed.push(seal(&old, s, &c, s.as_str().as_bytes()).await);
     }
-    let new = keyring(env, ring(&[("main", 1, &a), ("main", 2, &b)], ("main", 2)), KeyringConfig::default()).await;
+    let new = keyring(
+        env,
+        ring(&[("main", 1, &a), ("main", 2, &b)], ("main", 2)),
+        KeyringConfig::default(),
+    )
+    .await;
     let mut batches = 0;
     let report = new.rotate_kek(5, |_| batches += 1).await.unwrap();
     // 57 first versions, 12 second ones (and the audit chain key).
@@ -281,7 +323,12 @@ pub async fn kek_rotation_walks_the_deks_in_pages<E: Env>(env: &E) {
     let target = coffer_keys::KekId::new("main", 2).unwrap();
     assert_eq!(store.count_deks_not_under(&target).await.unwrap(), 0);
     // Every DEK opens under the new KEK alone.
-    let only_b = keyring(env, ring(&[("main", 2, &b)], ("main", 2)), KeyringConfig::default()).await;
+    let only_b = keyring(
+        env,
+        ring(&[("main", 2, &b)], ("main", 2)),
+        KeyringConfig::default(),
+    )
+    .await;
     for (s, ct) in names.iter().zip(&sealed) {
         assert_eq!(open(&only_b, s, &c, ct).await, s.as_str().as_bytes());
     }
@@ -291,7 +338,10 @@ pub async fn kek_rotation_walks_the_deks_in_pages<E: Env>(env: &E) {
 
 #[test]
 fn prefix_upper_bounds_follow_code_point_order() {
-    assert_eq!(prefix_upper_bound("patient:1").as_deref(), Some("patient:2"));
+    assert_eq!(
+        prefix_upper_bound("patient:1").as_deref(),
+        Some("patient:2")
+    );
     assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
     assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
     assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
