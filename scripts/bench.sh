@@ -21,6 +21,9 @@ fi
 # S3 client-side encryption through moto: 64 MiB put/get and a 64 KiB range, each beside plain
 # unencrypted object_store calls of the same size in the same run.
 cargo bench -p coffer-s3 --bench s3 -- --noplot "$@"
+# The key store at many scopes: first encrypt on a never-touched scope (L1+L2 miss) vs a warm
+# encrypt, and bulk scope creation vs one by one, on SQLite and PostgreSQL.
+cargo bench -p coffer-store --bench scale -- --noplot "$@"
 # rotate-kek of COFFER_BENCH_DEKS (default 100 000) DEKs on PostgreSQL, DEKs/s.
 cargo bench -p coffer-store --bench rotate_kek
 # Encrypted PostgreSQL columns vs the same table in plaintext, same run: inserts, select-by-id,

@@ -381,7 +381,15 @@ pub enum KeysCommand {
       --redis redis://127.0.0.1:6379 --cache-key env:COFFER_CACHE_KEY")]
     Init(InitArgs),
     /// Create scopes (a DEK chain each: a tenant, table, column, ballot or row)
-    CreateScope(ScopesArgs),
+    #[command(after_help = "Examples:
+  coffer keys create-scope tenant:acme table:patients
+  coffer keys create-scope --from-file patients.txt     # one scope a line, in bulk
+  seq 1 1000000 | sed 's/^/patient:/' | coffer keys create-scope --from-file -
+
+With --from-file, scopes are created in batches (one transaction per 5 000); a scope that
+exists already is left as it is and counted, so an interrupted run can be repeated with the same
+file. A destroyed scope's name is never reused: such lines are listed and the exit status is 2.")]
+    CreateScope(CreateScopeArgs),
     /// Make a new DEK version of a scope active now (the old one becomes decrypt-only)
     Rotate(ScopesArgs),
     /// Add a KEK version to coffer.toml (generating it on an HSM token if needed) and register it
@@ -398,6 +406,15 @@ reports nothing left to do. Interrupted runs resume where they stopped."
     RotateKek(RotateKekArgs),
     /// Crypto-shred scopes: erase their DEKs so their data can never be decrypted
     Destroy(DestroyArgs),
+    /// Erase a data subject: crypto-shred SUBJECT and every scope under SUBJECT/
+    #[command(after_help = "Examples:
+  coffer keys erase-subject patient:1234          # patient:1234, patient:1234/visits, …
+  coffer keys erase-subject patient:1234 --yes    # in scripts
+
+Each scope is destroyed as `coffer keys destroy` does (tombstone ledger line, caches dropped in
+every process) and audited as `erase`, naming the subject. A subject with no scope at all exits 2;
+one whose scopes were all destroyed before says so and exits 0.")]
+    EraseSubject(EraseSubjectArgs),
     /// Emergency rotation: new active version now, caches flushed, an alerting audit event
     Compromise(CompromiseArgs),
     /// Declare the key store restored from a backup: bump its epoch, skip version numbers
@@ -406,7 +423,15 @@ reports nothing left to do. Interrupted runs resume where they stopped."
 from it; then restart every process. See docs/KEYS.md §7.7 for the whole runbook."
     )]
     Restored(RestoredArgs),
-    /// List scopes and their DEK versions, states and encryption counters
+    /// List scopes and their DEK versions, states and encryption counters, a page at a time
+    #[command(after_help = "Examples:
+  coffer keys list                                   # the first 100 scopes
+  coffer keys list --prefix patient:12 --limit 20
+  coffer keys list --prefix patient: --after patient:1234 --json
+  coffer keys list tenant:acme table:patients        # these scopes only
+
+Scopes come in code point order of their names. A full page ends with the command that shows
+the next one (--after the last scope listed).")]
     List(ListArgs),
     /// Show (and verify) the audit trail
     Audit(AuditArgs),
@@ -471,6 +496,33 @@ pub struct ScopesArgs {
     pub scopes: Vec<String>,
 }
 
+/// `coffer keys create-scope`.
+#[derive(Debug, Args)]
+pub struct CreateScopeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Scopes, e.g. tenant:acme table:patients ballot:2026-11
+    #[arg(value_name = "SCOPE", required_unless_present = "from_file")]
+    pub scopes: Vec<String>,
+    /// Read the scopes from FILE, one a line (`-` for standard input); blank lines and lines
+    /// starting with # are skipped
+    #[arg(long, value_name = "FILE", conflicts_with = "scopes")]
+    pub from_file: Option<PathBuf>,
+}
+
+/// `coffer keys erase-subject`.
+#[derive(Debug, Args)]
+pub struct EraseSubjectArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The data subject's scope, e.g. patient:1234 (its sub-scopes are patient:1234/…)
+    #[arg(value_name = "SUBJECT")]
+    pub subject: String,
+    /// Do not ask for confirmation (for scripts)
+    #[arg(long)]
+    pub yes: bool,
+}
+
 /// `coffer keys add-kek`.
 #[derive(Debug, Args)]
 pub struct AddKekArgs {
@@ -498,8 +550,8 @@ pub struct AddKekArgs {
 pub struct RotateKekArgs {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// DEKs re-wrapped per batch
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// DEKs re-wrapped per batch (one transaction each)
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch: u32,
 }
 
@@ -554,6 +606,16 @@ pub struct ListArgs {
     /// Only these scopes
     #[arg(value_name = "SCOPE")]
     pub scopes: Vec<String>,
+    /// Only scopes whose name starts with this
+    #[arg(long, value_name = "P", conflicts_with = "scopes")]
+    pub prefix: Option<String>,
+    /// Only scopes after this one (the last scope of the previous page)
+    #[arg(long, value_name = "SCOPE", conflicts_with = "scopes")]
+    pub after: Option<String>,
+    /// At most this many scopes
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub limit: u32,
     /// Print JSON
     #[arg(long)]
     pub json: bool,

@@ -14,8 +14,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::cli::{
-    AddKekArgs, AuditArgs, CheckArgs, CompromiseArgs, ConfigArg, DestroyArgs, InitArgs, KdfChoice,
-    KeysCommand, ListArgs, RestoredArgs, RotateKekArgs, ScopesArgs,
+    AddKekArgs, AuditArgs, CheckArgs, CompromiseArgs, ConfigArg, CreateScopeArgs, DestroyArgs,
+    EraseSubjectArgs, InitArgs, KdfChoice, KeysCommand, ListArgs, RestoredArgs, RotateKekArgs,
+    ScopesArgs,
 };
 use crate::input;
 
@@ -30,6 +31,7 @@ pub fn run(cmd: &KeysCommand) -> Result<()> {
             KeysCommand::AddKek(a) => add_kek(a).await,
             KeysCommand::RotateKek(a) => rotate_kek(a).await,
             KeysCommand::Destroy(a) => destroy(a).await,
+            KeysCommand::EraseSubject(a) => erase_subject(a).await,
             KeysCommand::Compromise(a) => compromise(a).await,
             KeysCommand::Restored(a) => restored(a).await,
             KeysCommand::List(a) => list(a).await,
@@ -188,12 +190,129 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-async fn create_scopes(a: &ScopesArgs) -> Result<()> {
+async fn create_scopes(a: &CreateScopeArgs) -> Result<()> {
     let cfg = load(&a.config.config)?;
     let kr = open(&cfg, &a.config).await?;
+    if let Some(path) = &a.from_file {
+        return create_in_bulk(&kr, path).await;
+    }
     for s in scopes(&a.scopes)? {
         let rec = kr.create_scope(&s).await?;
         out(&format!("created {s} {} (KEK {})\n", rec.version, rec.kek))?;
+    }
+    Ok(())
+}
+
+/// Destroyed names listed one by one before the rest are only counted.
+const SHOW_REFUSED: usize = 20;
+
+/// `create-scope --from-file`: the names read a batch at a time (memory stays bounded at
+/// millions of lines), each batch created in one store transaction.
+async fn create_in_bulk(kr: &Keyring, path: &Path) -> Result<()> {
+    use coffer_keys::BulkCreate;
+    let stdin = path.as_os_str() == "-";
+    let name = if stdin {
+        "standard input".to_owned()
+    } else {
+        path.display().to_string()
+    };
+    let reader: Box<dyn std::io::BufRead> = if stdin {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(path)
+            .with_context(|| format!("cannot read the scope list {name}"))?;
+        Box::new(std::io::BufReader::with_capacity(1 << 20, f))
+    };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        // A file's lines are counted first, so the bar has an end; standard input gets a
+        // counter.
+        let total = if stdin {
+            None
+        } else {
+            std::fs::File::open(path)
+                .ok()
+                .map(|f| std::io::BufReader::new(f).lines().count() as u64)
+        };
+        let bar = match total {
+            Some(n) => indicatif::ProgressBar::new(n),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(if total.is_some() {
+                "creating scopes {bar:40} {pos}/{len} ({per_sec}, eta {eta})"
+            } else {
+                "creating scopes {pos} ({per_sec})"
+            })
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let (mut created, mut existed, mut lines) = (0u64, 0u64, 0u64);
+    let mut refused: Vec<(String, i64)> = Vec::new();
+    let mut refused_n = 0u64;
+    let mut batch = Vec::with_capacity(coffer_keys::keyring::BULK_BATCH);
+    let mut reader = reader.lines();
+    loop {
+        let line = reader.next().transpose()?;
+        let done = line.is_none();
+        if let Some(line) = line {
+            lines += 1;
+            let t = line.trim();
+            if !t.is_empty() && !t.starts_with('#') {
+                let scope = ScopeId::new(t).map_err(|e| {
+                    anyhow!(
+                        "{name} line {lines}: scope '{}': {e}; the {created} scopes created \
+                         before it are kept, fix the line and run the same command again \
+                         (existing scopes are skipped)",
+                        t.escape_debug()
+                    )
+                })?;
+                batch.push(scope);
+            }
+        }
+        if batch.len() >= coffer_keys::keyring::BULK_BATCH || (done && !batch.is_empty()) {
+            let outcomes = kr.create_scopes(&batch).await?;
+            for (s, o) in batch.drain(..).zip(outcomes) {
+                match o {
+                    BulkCreate::Created { .. } => created += 1,
+                    BulkCreate::Exists => existed += 1,
+                    BulkCreate::Destroyed { destroyed_at_us } => {
+                        refused_n += 1;
+                        if refused.len() < SHOW_REFUSED {
+                            refused.push((s.as_str().to_owned(), destroyed_at_us));
+                        }
+                    }
+                }
+            }
+            if let Some(b) = &bar {
+                b.set_position(lines);
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    out(&format!(
+        "created {created} scopes from {name}; {existed} existed already (left as they were)\n"
+    ))?;
+    if refused_n > 0 {
+        for (s, at) in &refused {
+            eprintln!(
+                "coffer: not created: scope '{s}' was destroyed on {}",
+                when(*at)
+            );
+        }
+        if refused_n > refused.len() as u64 {
+            eprintln!("coffer: … and {} more", refused_n - refused.len() as u64);
+        }
+        bail!(
+            "{refused_n} scope(s) in {name} were destroyed before and were not created: the name \
+             of a destroyed scope cannot be reused (its old ciphertexts must stay unreadable); \
+             give those data new scope names"
+        );
     }
     Ok(())
 }
@@ -333,6 +452,58 @@ async fn destroy(a: &DestroyArgs) -> Result<()> {
     Ok(())
 }
 
+async fn erase_subject(a: &EraseSubjectArgs) -> Result<()> {
+    let cfg = load(&a.config.config)?;
+    let subject = ScopeId::new(a.subject.as_str())
+        .map_err(|e| anyhow!("subject '{}': {e}", a.subject.escape_debug()))?;
+    let kr = open(&cfg, &a.config).await?;
+    let found = kr.subject_scopes(&subject).await?;
+    if found.is_empty() {
+        bail!(
+            "nothing to erase: the key store has no scope '{subject}' and none under \
+             '{subject}/'; check the name with `coffer keys list --prefix {subject}`"
+        );
+    }
+    let live: Vec<ScopeId> = found
+        .iter()
+        .filter(|s| !s.is_destroyed())
+        .map(|s| s.scope.clone())
+        .collect();
+    if live.is_empty() {
+        let last = found.iter().filter_map(|s| s.destroyed_at_us).max();
+        return out(&format!(
+            "nothing left to erase: data subject '{subject}' was erased before ({} scope(s) \
+             destroyed, the last on {})\n",
+            found.len(),
+            last.map(when).unwrap_or_default()
+        ));
+    }
+    if !a.yes {
+        let names: Vec<&str> = live.iter().map(ScopeId::as_str).collect();
+        confirm_typed(
+            &format!(
+                "This erases data subject '{subject}': every key of {} scope(s) ({}). Data \
+                 encrypted under them becomes unrecoverable, in every database, backup and copy.\n\
+                 Type the subject name to confirm: ",
+                names.len(),
+                names.join(" ")
+            ),
+            subject.as_str(),
+        )?;
+    }
+    let done = kr.erase_subject(&subject).await?;
+    let mut text = String::new();
+    for (s, n) in &done {
+        text.push_str(&format!("destroyed {s}: {n} key versions erased\n"));
+    }
+    text.push_str(&format!(
+        "erased data subject '{subject}': {} scope(s) destroyed; their data can no longer be \
+         decrypted\n",
+        done.len()
+    ));
+    out(&text)
+}
+
 async fn compromise(a: &CompromiseArgs) -> Result<()> {
     let cfg = load(&a.config.config)?;
     let kr = open(&cfg, &a.config).await?;
@@ -396,17 +567,25 @@ async fn restored(a: &RestoredArgs) -> Result<()> {
 }
 
 fn confirm(list: &[ScopeId]) -> Result<()> {
+    let names: Vec<&str> = list.iter().map(ScopeId::as_str).collect();
+    let expected = names.join(" ");
+    confirm_typed(
+        &format!(
+            "This erases every key of {expected}. Data encrypted under them becomes unrecoverable, \
+             in every database, backup and copy.\nType the scope name{} to confirm: ",
+            if names.len() > 1 { "s" } else { "" }
+        ),
+        &expected,
+    )
+}
+
+/// Asks on the terminal with `prompt` and goes on only if `expected` is typed back.
+fn confirm_typed(prompt: &str, expected: &str) -> Result<()> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         bail!("refusing to destroy keys without confirmation; pass --yes in scripts");
     }
-    let names: Vec<&str> = list.iter().map(ScopeId::as_str).collect();
-    let expected = names.join(" ");
-    eprint!(
-        "This erases every key of {expected}. Data encrypted under them becomes unrecoverable, \
-         in every database, backup and copy.\nType the scope name{} to confirm: ",
-        if names.len() > 1 { "s" } else { "" }
-    );
+    eprint!("{prompt}");
     std::io::stderr().flush().ok();
     let mut line = String::new();
     stdin.lock().read_line(&mut line)?;
@@ -428,14 +607,47 @@ async fn list(a: &ListArgs) -> Result<()> {
     let cfg = load(&a.config.config)?;
     let store = coffer_assembly::open_store(&cfg).await?;
     let wanted = scopes(&a.scopes)?;
-    let mut rows = Vec::new();
-    for s in store.scopes().await? {
-        if !wanted.is_empty() && !wanted.contains(&s.scope) {
-            continue;
+    let mut records = Vec::new();
+    let mut more = false;
+    if wanted.is_empty() {
+        // One page, read as one index range: never the whole store.
+        let limit = a.limit as usize;
+        records = store
+            .list_scopes(&coffer_keys::ScopePage {
+                prefix: a.prefix.clone(),
+                after: a.after.clone(),
+                limit: limit + 1,
+            })
+            .await?;
+        more = records.len() > limit;
+        records.truncate(limit);
+    } else {
+        for s in &wanted {
+            records.extend(store.scope(s).await?);
         }
+    }
+    let mut rows = Vec::with_capacity(records.len());
+    for s in records {
         let deks = store.deks(&s.scope).await?;
         rows.push((s, deks));
     }
+    let next = more
+        .then(|| rows.last().map(|(s, _)| s.scope.as_str().to_owned()))
+        .flatten()
+        .map(|last| {
+            let mut cmd = String::from("coffer keys list");
+            if let Some(p) = &a.prefix {
+                cmd.push_str(&format!(" --prefix {}", shell_word(p)));
+            }
+            cmd.push_str(&format!(" --after {}", shell_word(&last)));
+            if a.limit != 100 {
+                cmd.push_str(&format!(" --limit {}", a.limit));
+            }
+            if a.json {
+                cmd.push_str(" --json");
+            }
+            cmd
+        });
     if a.json {
         let v: Vec<_> = rows
             .iter()
@@ -457,6 +669,9 @@ async fn list(a: &ListArgs) -> Result<()> {
                 })
             })
             .collect();
+        if let Some(next) = &next {
+            eprintln!("coffer: more scopes follow; next page: {next}");
+        }
         return out(&format!("{}\n", serde_json::to_string_pretty(&v)?));
     }
     let mut text = format!(
@@ -477,9 +692,32 @@ async fn list(a: &ListArgs) -> Result<()> {
         }
     }
     if rows.is_empty() {
-        text.push_str("(no scopes; create one with `coffer keys create-scope SCOPE`)\n");
+        if wanted.is_empty() && a.prefix.is_none() && a.after.is_none() {
+            text.push_str("(no scopes; create one with `coffer keys create-scope SCOPE`)\n");
+        } else {
+            text.push_str("(no scopes match)\n");
+        }
+    }
+    if let Some(next) = &next {
+        text.push_str(&format!(
+            "({} scopes shown; more follow, next page: {next})\n",
+            rows.len()
+        ));
     }
     out(&text)
+}
+
+/// `text` as one shell word (quoted when it holds anything but plain characters).
+fn shell_word(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/@+=,".contains(c))
+    {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 /// Parses `--since`: an age (`24h`, `7d`), a date or an RFC 3339 time.

@@ -43,6 +43,9 @@ pub enum Operation {
     StateChange,
     /// A scope was crypto-shredded.
     Destroy,
+    /// A scope was crypto-shredded as part of a data subject's erasure (`coffer keys
+    /// erase-subject`): one record per scope, naming the subject.
+    Erase,
     /// A DEK was unwrapped by its KEK (a cache miss reaching the KEK provider).
     KekUnwrap,
     /// A request was refused (destroyed key, wrong tenant, wrong KEK).
@@ -70,6 +73,7 @@ impl Operation {
             Operation::Rewrap => "rewrap",
             Operation::StateChange => "state-change",
             Operation::Destroy => "destroy",
+            Operation::Erase => "erase",
             Operation::KekUnwrap => "kek-unwrap",
             Operation::AccessDenied => "access-denied",
             Operation::Compromise => "compromise",
@@ -98,6 +102,7 @@ impl FromStr for Operation {
             "rewrap" => Operation::Rewrap,
             "state-change" => Operation::StateChange,
             "destroy" => Operation::Destroy,
+            "erase" => Operation::Erase,
             "kek-unwrap" => Operation::KekUnwrap,
             "access-denied" => Operation::AccessDenied,
             "compromise" => Operation::Compromise,

@@ -32,6 +32,6 @@ pub use keyring::{
 };
 pub use source::{KekScheme, KekSource, SecretRef};
 pub use store::{
-    CreateOutcome, DekRecord, DekState, KekRecord, KeyStore, NewDek, Rewrap, RotateOutcome,
-    ScopeRecord, StoreInfo,
+    BulkCreate, CreateOutcome, DekRecord, DekState, KekRecord, KeyStore, NewDek, Rewrap,
+    RotateOutcome, ScopePage, ScopeRecord, StoreInfo, prefix_upper_bound,
 };

@@ -199,6 +199,61 @@ pub enum CreateOutcome {
     Existing(DekRecord),
 }
 
+/// What [`KeyStore::create_scopes`] did with one scope of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BulkCreate {
+    /// The scope and its first version were inserted (database clock, µs).
+    Created {
+        /// When.
+        created_at_us: i64,
+    },
+    /// The scope existed already and is alive: nothing was written for it.
+    Exists,
+    /// The scope was destroyed: its name is a tombstone and is never reused.
+    Destroyed {
+        /// When it was destroyed (database clock, µs).
+        destroyed_at_us: i64,
+    },
+}
+
+/// One page of a scope listing: keyset pagination on the scope name in byte (code point)
+/// order, so a page costs the same at any depth of a store with millions of scopes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScopePage {
+    /// Only scopes whose name starts with this.
+    pub prefix: Option<String>,
+    /// Only scopes whose name sorts after this one (the last of the previous page).
+    pub after: Option<String>,
+    /// At most this many (at least 1 is asked for).
+    pub limit: usize,
+}
+
+impl ScopePage {
+    /// Whether `name` belongs to this page's range (prefix and `after`; not the limit).
+    pub fn admits(&self, name: &str) -> bool {
+        self.prefix.as_deref().is_none_or(|p| name.starts_with(p))
+            && self.after.as_deref().is_none_or(|a| name > a)
+    }
+}
+
+/// The smallest string above every string that starts with `prefix`, in code point order
+/// (`None` when no such bound exists: the prefix is empty or only U+10FFFF). A prefix filter
+/// then is the index range `prefix <= name < upper`.
+pub fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = u32::from(last) + 1;
+        if (0xD800..=0xDFFF).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 /// What [`KeyStore::rotate`] did.
 #[derive(Debug)]
 pub enum RotateOutcome {
@@ -227,11 +282,84 @@ pub trait KeyStore: Send + Sync + 'static {
     /// Creates a scope with its first (active) version, unless it exists.
     async fn create_scope(&self, first: &NewDek) -> Result<CreateOutcome>;
 
+    /// Creates many scopes, each with its first (active) version, in few round trips: one
+    /// outcome per entry, in order. A scope that exists or was destroyed is left as it is and
+    /// reported so. The entries must name distinct scopes. The default creates them one by one.
+    async fn create_scopes(&self, firsts: &[NewDek]) -> Result<Vec<BulkCreate>> {
+        let mut out = Vec::with_capacity(firsts.len());
+        for first in firsts {
+            out.push(match self.create_scope(first).await {
+                Ok(CreateOutcome::Created(rec)) => BulkCreate::Created {
+                    created_at_us: rec.created_at_us,
+                },
+                Ok(CreateOutcome::Existing(_)) => BulkCreate::Exists,
+                Err(e) => match self.scope(&first.scope).await? {
+                    Some(s) => match s.destroyed_at_us {
+                        Some(at) => BulkCreate::Destroyed {
+                            destroyed_at_us: at,
+                        },
+                        None => BulkCreate::Exists,
+                    },
+                    None => return Err(e),
+                },
+            });
+        }
+        Ok(out)
+    }
+
     /// A scope.
     async fn scope(&self, scope: &ScopeId) -> Result<Option<ScopeRecord>>;
 
-    /// All scopes.
+    /// All scopes, loaded at once: for small stores and tests. Anything that may run against a
+    /// store of millions of scopes pages with [`list_scopes`](Self::list_scopes).
     async fn scopes(&self) -> Result<Vec<ScopeRecord>>;
+
+    /// One page of scopes (destroyed ones included), in code point order of their names.
+    /// The default filters [`scopes`](Self::scopes); the SQL stores read one index range.
+    async fn list_scopes(&self, page: &ScopePage) -> Result<Vec<ScopeRecord>> {
+        let mut all: Vec<ScopeRecord> = self
+            .scopes()
+            .await?
+            .into_iter()
+            .filter(|s| page.admits(s.scope.as_str()))
+            .collect();
+        all.sort_by(|a, b| a.scope.as_str().cmp(b.scope.as_str()));
+        all.truncate(page.limit.max(1));
+        Ok(all)
+    }
+
+    /// Up to `limit` active DEKs of live scopes whose name sorts after `after`, in the store's
+    /// scope order (what `coffer keys check` walks). The default pages through
+    /// [`list_scopes`](Self::list_scopes).
+    async fn active_deks_page(
+        &self,
+        after: Option<&ScopeId>,
+        limit: usize,
+    ) -> Result<Vec<DekRecord>> {
+        let mut out = Vec::new();
+        let mut cursor = after.map(|s| s.as_str().to_owned());
+        while out.len() < limit.max(1) {
+            let page = self
+                .list_scopes(&ScopePage {
+                    prefix: None,
+                    after: cursor.clone(),
+                    limit: limit.max(1),
+                })
+                .await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            cursor = Some(last.scope.as_str().to_owned());
+            for s in page.iter().filter(|s| !s.is_destroyed()) {
+                if out.len() < limit.max(1)
+                    && let Some(d) = self.active_dek(&s.scope).await?
+                {
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
+    }
 
     /// One DEK version.
     async fn dek(&self, scope: &ScopeId, version: KeyVersion) -> Result<Option<DekRecord>>;
@@ -264,6 +392,20 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Up to `limit` live (not destroyed) DEKs wrapped under a KEK other than `kek`.
     async fn deks_not_under(&self, kek: &KekId, limit: usize) -> Result<Vec<DekRecord>>;
+
+    /// Up to `limit` live DEKs wrapped under a KEK other than `kek` that come after `after`
+    /// (scope, version) in the store's order: how a KEK rotation walks millions of DEKs
+    /// without reading the ones it already re-wrapped again. The default ignores `after`
+    /// (correct, since re-wrapped DEKs no longer match, but each call rescans them).
+    async fn deks_not_under_after(
+        &self,
+        kek: &KekId,
+        after: Option<(&ScopeId, KeyVersion)>,
+        limit: usize,
+    ) -> Result<Vec<DekRecord>> {
+        let _ = after;
+        self.deks_not_under(kek, limit).await
+    }
 
     /// Up to `limit` live (not destroyed) DEKs wrapped under `kek`: what a KEK with no canary
     /// in the registry is proven against before anything new is wrapped under it. The default
@@ -310,6 +452,21 @@ pub trait KeyStore: Send + Sync + 'static {
         event: &AuditEvent,
         key: Option<std::sync::Arc<crate::audit::ChainKey>>,
     ) -> Result<AuditRecord>;
+
+    /// Appends several events in order, chained as [`append_audit`](Self::append_audit) would
+    /// chain them one by one, in few round trips; returns the last record written. The default
+    /// appends them one by one.
+    async fn append_audits(
+        &self,
+        events: &[AuditEvent],
+        key: Option<std::sync::Arc<crate::audit::ChainKey>>,
+    ) -> Result<Option<AuditRecord>> {
+        let mut last = None;
+        for e in events {
+            last = Some(self.append_audit(e, key.clone()).await?);
+        }
+        Ok(last)
+    }
 
     /// Reads the audit trail, oldest first.
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;

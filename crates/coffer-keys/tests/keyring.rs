@@ -758,3 +758,66 @@ async fn the_active_pointer_is_read_once_and_refreshed_ahead_of_expiry() {
     );
     assert_eq!(after.l1_misses, cold.l1_misses, "{after:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scopes_are_created_in_bulk_with_an_outcome_each() {
+    support::scale::scopes_are_created_in_bulk_with_an_outcome_each(&Memory::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scopes_are_listed_a_page_at_a_time_by_prefix() {
+    support::scale::scopes_are_listed_a_page_at_a_time_by_prefix(&Memory::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subject_is_erased_with_its_sub_scopes() {
+    support::scale::a_subject_is_erased_with_its_sub_scopes(&Memory::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kek_rotation_walks_the_deks_in_pages() {
+    support::scale::kek_rotation_walks_the_deks_in_pages(&Memory::default()).await;
+}
+
+/// L1 and the active-pointer cache stay within `l1_capacity` entries whatever the number of
+/// scopes a process touches: 200 000 distinct scopes against a bound of 1 000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_stays_within_its_bound_at_200_000_scopes() {
+    const SCOPES: usize = 200_000;
+    const BOUND: u64 = 1_000;
+    let env = Memory::default();
+    let kek = Kek::generate().unwrap();
+    let config = coffer_keys::KeyringConfig {
+        l1_capacity: BOUND,
+        ..coffer_keys::KeyringConfig::default()
+    };
+    let kr = support::configured(&env, &kek, config).await;
+    let names: Vec<_> = (0..SCOPES)
+        .map(|i| scope(&format!("patient:{i}")))
+        .collect();
+    kr.create_scopes(&names).await.unwrap();
+    let c = col("ssn");
+    let mut first = None;
+    let mut peak = (0, 0);
+    for (i, s) in names.iter().enumerate() {
+        let ct = seal(&kr, s, &c, b"v").await;
+        if i == 0 {
+            first = Some(ct);
+        }
+        if i % 10_000 == 9_999 {
+            let (l1, pointers) = kr.l1_entries().await;
+            assert!(l1 <= BOUND, "{l1} DEKs cached after {} scopes", i + 1);
+            assert!(
+                pointers <= BOUND,
+                "{pointers} pointers cached after {} scopes",
+                i + 1
+            );
+            peak = (peak.0.max(l1), peak.1.max(pointers));
+        }
+    }
+    assert!(peak.0 > 0 && peak.1 > 0, "the caches were used: {peak:?}");
+    // Every key went through the KEK once at least; the first, long evicted, loads again.
+    assert!(kr.stats().kek_unwraps >= SCOPES as u64 - BOUND);
+    let back = support::open(&kr, &names[0], &c, &first.unwrap()).await;
+    assert_eq!(back, b"v");
+}

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use coffer_core::{KeyVersion, ScopeId};
 use coffer_keys::audit::{self, AuditEvent, AuditFilter, AuditRecord};
 use coffer_keys::{
-    CreateOutcome, DekRecord, DekState, Error, KekId, KekRecord, KeyStore, NewDek, Result, Rewrap,
-    RotateOutcome, ScopeRecord, StoreInfo,
+    BulkCreate, CreateOutcome, DekRecord, DekState, Error, KekId, KekRecord, KeyStore, NewDek,
+    Result, Rewrap, RotateOutcome, ScopePage, ScopeRecord, StoreInfo,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
@@ -22,11 +22,17 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// DEKs per multi-row UPDATE in a KEK rotation (8 parameters each, well under both databases'
 /// parameter limits).
 const REWRAP_CHUNK: usize = 250;
+
+/// Rows per multi-row statement of a bulk scope creation: 1 parameter per scope row, 7 per DEK
+/// row, 10 per audit row (SQLite allows 32 766 parameters a statement, PostgreSQL 65 535).
+const SCOPE_CHUNK: usize = 5_000;
+const DEK_CHUNK: usize = 4_000;
+const AUDIT_CHUNK: usize = 3_000;
 
 /// How many times a transaction that lost a race (unique violation, SQLite busy) is retried.
 const RETRIES: u32 = 20;
@@ -45,6 +51,16 @@ impl Backend {
         match self {
             Backend::Postgres => "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT",
             Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)",
+        }
+    }
+
+    /// The collation clause that makes a comparison of scope names follow code point order
+    /// (PostgreSQL's `"C"`, served by the index of migration 0004; SQLite's default BINARY
+    /// already does).
+    fn code_point(self) -> &'static str {
+        match self {
+            Backend::Postgres => " COLLATE \"C\"",
+            Backend::Sqlite => "",
         }
     }
 
@@ -430,6 +446,170 @@ async fn insert_dek(
     decode_dek(&row)
 }
 
+/// `($first, <now>), ($first+1, <now>), …` style placeholders: `rows` groups of `per`
+/// parameters, each group followed by `tail` (SQL with no parameters) inside its parentheses.
+fn placeholders(rows: usize, per: usize, tail: &str) -> String {
+    let mut sql = String::with_capacity(rows * (per * 7 + tail.len() + 4));
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for p in 0..per {
+            if p > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(r * per + p + 1).to_string());
+        }
+        sql.push_str(tail);
+        sql.push(')');
+    }
+    sql
+}
+
+/// Inserts a batch of new scopes and their first DEKs in the open transaction: the outcome of
+/// each, in order (see [`KeyStore::create_scopes`]).
+async fn create_scopes_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    now: &str,
+    firsts: &[NewDek],
+) -> Result<Vec<BulkCreate>, sqlx::Error> {
+    use std::collections::HashMap;
+    let mut created: HashMap<String, i64> = HashMap::with_capacity(firsts.len());
+    for chunk in firsts.chunks(SCOPE_CHUNK) {
+        let sql = format!(
+            "INSERT INTO coffer_scopes (scope, created_at_us) VALUES {} \
+             ON CONFLICT (scope) DO NOTHING RETURNING scope, created_at_us",
+            placeholders(chunk.len(), 1, &format!(", {now}"))
+        );
+        let mut q = sqlx::query(&sql);
+        for f in chunk {
+            q = q.bind(f.scope.as_str().to_owned());
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            created.insert(row.try_get("scope")?, row.try_get("created_at_us")?);
+        }
+    }
+    let new: Vec<&NewDek> = firsts
+        .iter()
+        .filter(|f| created.contains_key(f.scope.as_str()))
+        .collect();
+    for chunk in new.chunks(DEK_CHUNK) {
+        let sql = format!(
+            "INSERT INTO coffer_deks (scope, version, key_id, wrapped, kek_name, kek_version, \
+             wrap_algorithm, key_check, state, encryptions, created_at_us, state_changed_at_us) \
+             VALUES {}",
+            placeholders(chunk.len(), 8, &format!(", 'active', 0, {now}, {now}"))
+        );
+        let mut q = sqlx::query(&sql);
+        for f in chunk {
+            q = q
+                .bind(f.scope.as_str().to_owned())
+                .bind(i64::from(f.version.0))
+                .bind(f.key_id.to_vec())
+                .bind(f.wrapped.clone())
+                .bind(f.kek.name().to_owned())
+                .bind(i64::from(f.kek.version()))
+                .bind(f.wrap_algorithm.clone())
+                .bind(f.check.clone());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    // The scopes not inserted exist: alive, or tombstones.
+    let others: Vec<&str> = firsts
+        .iter()
+        .map(|f| f.scope.as_str())
+        .filter(|s| !created.contains_key(*s))
+        .collect();
+    let mut destroyed: HashMap<String, i64> = HashMap::new();
+    for chunk in others.chunks(SCOPE_CHUNK) {
+        let sql = format!(
+            "SELECT scope, destroyed_at_us FROM coffer_scopes \
+             WHERE destroyed_at_us IS NOT NULL AND scope IN ({})",
+            (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let mut q = sqlx::query(&sql);
+        for s in chunk {
+            q = q.bind((*s).to_owned());
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            destroyed.insert(row.try_get("scope")?, row.try_get("destroyed_at_us")?);
+        }
+    }
+    Ok(firsts
+        .iter()
+        .map(|f| {
+            let s = f.scope.as_str();
+            if let Some(&created_at_us) = created.get(s) {
+                BulkCreate::Created { created_at_us }
+            } else if let Some(&destroyed_at_us) = destroyed.get(s) {
+                BulkCreate::Destroyed { destroyed_at_us }
+            } else {
+                BulkCreate::Exists
+            }
+        })
+        .collect())
+}
+
+/// The last audit record's id and hash (the genesis hash when there is none) and the database
+/// clock, read in the open transaction.
+async fn audit_head_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    now: &str,
+) -> Result<(i64, [u8; 32], i64), sqlx::Error> {
+    let sql = format!(
+        "SELECT {now} AS now_us, \
+         (SELECT id FROM coffer_audit ORDER BY id DESC LIMIT 1) AS last_id, \
+         (SELECT hash FROM coffer_audit ORDER BY id DESC LIMIT 1) AS last_hash"
+    );
+    let row = sqlx::query(&sql).fetch_one(&mut **tx).await?;
+    let at_us: i64 = row.try_get("now_us")?;
+    let last_id: Option<i64> = row.try_get("last_id")?;
+    let last_hash: Option<Vec<u8>> = row.try_get("last_hash")?;
+    let prev: [u8; 32] = match last_hash {
+        None => audit::GENESIS,
+        Some(h) => h
+            .try_into()
+            .map_err(|_| sqlx::Error::Decode("audit hash is not 32 bytes".into()))?,
+    };
+    Ok((last_id.unwrap_or(0), prev, at_us))
+}
+
+/// Inserts chained audit records in multi-row statements.
+async fn insert_audits_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    records: &[AuditRecord],
+) -> Result<(), sqlx::Error> {
+    for chunk in records.chunks(AUDIT_CHUNK) {
+        let sql = format!(
+            "INSERT INTO coffer_audit (id, at_us, actor, operation, scope, version, kek, detail, \
+             prev_hash, hash) VALUES {}",
+            placeholders(chunk.len(), 10, "")
+        );
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            let e = &r.event;
+            q = q
+                .bind(r.id)
+                .bind(r.at_us)
+                .bind(e.actor.clone())
+                .bind(e.operation.as_str())
+                .bind(e.scope.clone())
+                .bind(e.version.map(i64::from))
+                .bind(e.kek.clone())
+                .bind(e.detail.clone())
+                .bind(r.prev_hash.to_vec())
+                .bind(r.hash.to_vec());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl KeyStore for SqlStore {
     async fn info(&self) -> Result<StoreInfo> {
@@ -547,6 +727,152 @@ impl KeyStore for SqlStore {
                 })
             }
         }
+    }
+
+    async fn create_scopes(&self, firsts: &[NewDek]) -> Result<Vec<BulkCreate>> {
+        if firsts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.backend.now();
+        let firsts: Arc<[NewDek]> = firsts.into();
+        self.retry(|tx| {
+            let firsts = Arc::clone(&firsts);
+            Box::pin(async move { create_scopes_in(tx, now, &firsts).await })
+        })
+        .await
+    }
+
+    async fn list_scopes(&self, page: &ScopePage) -> Result<Vec<ScopeRecord>> {
+        let c = self.backend.code_point();
+        let mut sql = String::from(
+            "SELECT scope, created_at_us, destroyed_at_us FROM coffer_scopes WHERE 1 = 1",
+        );
+        let mut binds = Vec::new();
+        if let Some(p) = page.prefix.as_deref().filter(|p| !p.is_empty()) {
+            binds.push(p.to_owned());
+            sql.push_str(&format!(" AND scope{c} >= ${}", binds.len()));
+            if let Some(upper) = coffer_keys::prefix_upper_bound(p) {
+                binds.push(upper);
+                sql.push_str(&format!(" AND scope{c} < ${}", binds.len()));
+            }
+        }
+        if let Some(a) = &page.after {
+            binds.push(a.clone());
+            sql.push_str(&format!(" AND scope{c} > ${}", binds.len()));
+        }
+        sql.push_str(&format!(" ORDER BY scope{c} LIMIT {}", page.limit.max(1)));
+        let mut q = sqlx::query(&sql);
+        for b in binds {
+            q = q.bind(b);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter()
+            .map(decode_scope)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    async fn active_deks_page(
+        &self,
+        after: Option<&ScopeId>,
+        limit: usize,
+    ) -> Result<Vec<DekRecord>> {
+        // The partial unique index on the active version serves this range in scope order.
+        let cond = if after.is_some() {
+            "AND scope > $1"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {DEK_COLUMNS} FROM coffer_deks WHERE state = 'active' {cond} \
+             ORDER BY scope LIMIT {}",
+            limit.max(1)
+        );
+        let mut q = sqlx::query(&sql);
+        if let Some(a) = after {
+            q = q.bind(a.as_str().to_owned());
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter()
+            .map(decode_dek)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    async fn deks_not_under_after(
+        &self,
+        kek: &KekId,
+        after: Option<(&ScopeId, KeyVersion)>,
+        limit: usize,
+    ) -> Result<Vec<DekRecord>> {
+        // A range of the primary key from the cursor on: each batch costs the same however
+        // many DEKs were re-wrapped before it.
+        let cond = if after.is_some() {
+            "AND (scope, version) > ($3, $4)"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {DEK_COLUMNS} FROM coffer_deks \
+             WHERE wrapped IS NOT NULL AND NOT (kek_name = $1 AND kek_version = $2) {cond} \
+             ORDER BY scope, version LIMIT {}",
+            limit.max(1)
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(kek.name().to_owned())
+            .bind(i64::from(kek.version()));
+        if let Some((scope, version)) = after {
+            q = q.bind(scope.as_str().to_owned()).bind(i64::from(version.0));
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter()
+            .map(decode_dek)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    async fn append_audits(
+        &self,
+        events: &[AuditEvent],
+        key: Option<Arc<audit::ChainKey>>,
+    ) -> Result<Option<AuditRecord>> {
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let now = self.backend.now();
+        let serialize = self.backend == Backend::Postgres;
+        let events: Arc<[AuditEvent]> = events.into();
+        self.retry(|tx| {
+            let events = Arc::clone(&events);
+            let key = key.clone();
+            Box::pin(async move {
+                // As append_audit: appends take turns (SQLite's BEGIN IMMEDIATE, PostgreSQL's
+                // self-conflicting lock), then the whole batch is chained onto the head.
+                if serialize {
+                    sqlx::query("LOCK TABLE coffer_audit IN SHARE ROW EXCLUSIVE MODE")
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                let (mut id, mut prev, at_us) = audit_head_in(tx, now).await?;
+                let mut records = Vec::with_capacity(events.len());
+                for event in events.iter() {
+                    id += 1;
+                    let hash = audit::record_hash(key.as_deref(), &prev, id, at_us, event)
+                        .map_err(|e| sqlx::Error::Encode(e.to_string().into()))?;
+                    records.push(AuditRecord {
+                        id,
+                        at_us,
+                        event: event.clone(),
+                        prev_hash: prev,
+                        hash,
+                    });
+                    prev = hash;
+                }
+                insert_audits_in(tx, &records).await?;
+                Ok(records.pop())
+            })
+        })
+        .await
     }
 
     async fn scope(&self, scope: &ScopeId) -> Result<Option<ScopeRecord>> {

@@ -63,3 +63,7 @@ on_both!(lifecycle::kek_rotation_rewraps_every_dek);
 on_both!(concurrency::rotation_under_load_loses_nothing);
 on_both!(concurrency::concurrent_creates_and_rotations_leave_one_active_version);
 on_both!(concurrency::concurrent_writers_lease_one_block_at_a_time);
+on_both!(scale::scopes_are_created_in_bulk_with_an_outcome_each);
+on_both!(scale::scopes_are_listed_a_page_at_a_time_by_prefix);
+on_both!(scale::a_subject_is_erased_with_its_sub_scopes);
+on_both!(scale::kek_rotation_walks_the_deks_in_pages);

@@ -15,12 +15,12 @@ use coffer_core::{KeyVersion, ScopeId};
 use coffer_keys::audit::{self, AuditEvent, AuditFilter, AuditRecord};
 use coffer_keys::{
     CreateOutcome, DekRecord, DekState, Error, KekId, KekRecord, KeyStore, NewDek, Result, Rewrap,
-    RotateOutcome, ScopeRecord, StoreInfo,
+    RotateOutcome, ScopePage, ScopeRecord, StoreInfo,
 };
 
 /// The schema version the memory store reports: the one `coffer-store` writes, whose contract
 /// it keeps.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// A key store held in memory; dropped with the value. Cheap to create: one per test.
 #[derive(Debug)]
@@ -247,6 +247,30 @@ impl KeyStore for MemoryStore {
             .scopes
             .values()
             .map(|s| s.record.clone())
+            .collect())
+    }
+
+    async fn list_scopes(&self, page: &ScopePage) -> Result<Vec<ScopeRecord>> {
+        use std::ops::Bound;
+        // The map is ordered by name (byte order = code point order): one range, as the SQL
+        // stores read one index range.
+        let s = self.lock();
+        let lower = match (&page.prefix, &page.after) {
+            (Some(p), Some(a)) if a.as_str() < p.as_str() => Bound::Included(p.clone()),
+            (_, Some(a)) => Bound::Excluded(a.clone()),
+            (Some(p), None) => Bound::Included(p.clone()),
+            (None, None) => Bound::Unbounded,
+        };
+        Ok(s.scopes
+            .range::<String, _>((lower, Bound::Unbounded))
+            .take_while(|(name, _)| {
+                page.prefix
+                    .as_ref()
+                    .is_none_or(|p| name.starts_with(p.as_str()))
+            })
+            .filter(|(name, _)| page.admits(name))
+            .take(page.limit.max(1))
+            .map(|(_, sc)| sc.record.clone())
             .collect())
     }
 

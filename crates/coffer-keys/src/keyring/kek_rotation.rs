@@ -36,15 +36,25 @@ impl Keyring {
         self.prove_kek(&target, None).await?;
         // Opened (under the KEK it is wrapped under now) before that wrap is replaced.
         self.audit_ready().await?;
+        // Keyset pagination on (scope, version): each batch starts after the last one read, so
+        // millions of DEKs are walked once, not rescanned from the start per batch. A pass that
+        // ends with DEKs still not under the primary (written behind the cursor meanwhile by a
+        // process with the old primary) starts another from the beginning.
+        let mut after: Option<(coffer_core::ScopeId, coffer_core::KeyVersion)> = None;
         loop {
             let todo = self
                 .inner
                 .store
-                .deks_not_under(&target, batch.max(1))
+                .deks_not_under_after(&target, after.as_ref().map(|(s, v)| (s, *v)), batch.max(1))
                 .await?;
-            if todo.is_empty() {
+            let Some(last) = todo.last() else {
+                if after.is_some() && self.inner.store.count_deks_not_under(&target).await? > 0 {
+                    after = None;
+                    continue;
+                }
                 break;
-            }
+            };
+            after = Some((last.scope.clone(), last.version));
             // Unwrap and re-wrap the batch a few DEKs at a time (KEK providers may be remote),
             // then commit all its new wraps in one transaction.
             let mut rewraps = Vec::with_capacity(todo.len());
@@ -66,12 +76,7 @@ impl Keyring {
             let changed = self.inner.store.replace_wraps(&rewraps).await?;
             report.rewrapped += changed;
             report.skipped += rewraps.len() as u64 - changed;
-            let progressed = changed > 0;
             progress(&report);
-            if !progressed {
-                // Everything in this batch changed under us; read again.
-                tokio::task::yield_now().await;
-            }
         }
         self.audit(
             self.event(Operation::Rewrap)

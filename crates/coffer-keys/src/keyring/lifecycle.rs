@@ -503,6 +503,11 @@ impl Keyring {
     /// it. Data under the scope then fails with [`Error::Destroyed`]. Returns the number of
     /// versions that held a key.
     pub async fn destroy(&self, scope: &ScopeId) -> Result<u32> {
+        self.shred(scope, Operation::Destroy, "").await
+    }
+
+    /// [`destroy`](Self::destroy), audited as `op` with `why` before the count in its detail.
+    pub(super) async fn shred(&self, scope: &ScopeId, op: Operation, why: &str) -> Result<u32> {
         Self::refuse_reserved(scope)?;
         let deks = self.inner.store.deks(scope).await?;
         if self.inner.store.scope(scope).await?.is_none() {
@@ -513,9 +518,13 @@ impl Keyring {
         let versions: Vec<KeyVersion> = deks.iter().map(|d| d.version).collect();
         self.forget(scope, &versions).await;
         self.audit(
-            self.event(Operation::Destroy)
+            self.event(op)
                 .scope(scope.as_str())
-                .detail(format!("{n} key versions erased")),
+                .detail(if why.is_empty() {
+                    format!("{n} key versions erased")
+                } else {
+                    format!("{why}: {n} key versions erased")
+                }),
         )
         .await?;
         let at = self

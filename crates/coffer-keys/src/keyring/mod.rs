@@ -23,6 +23,7 @@ mod lifecycle;
 mod live;
 mod notify;
 mod resolve;
+mod scale;
 mod tombstones;
 mod trail;
 mod write;
@@ -47,6 +48,7 @@ pub use fields::{BatchItem, BlindIndexSpec};
 pub use kek_rotation::RewrapReport;
 pub use leased::LeasedFieldKey;
 pub(crate) use live::{ActivePointer, Flights, LiveDek};
+pub use scale::BULK_BATCH;
 pub use tombstones::TombstoneReport;
 pub use trail::{AUDIT_SCOPE, RESERVED_PREFIX, write_anchor};
 
@@ -276,6 +278,16 @@ impl Keyring {
             .get(&(scope.clone(), version))
             .await
             .map(|live| live.derived_len())
+    }
+
+    /// How many DEKs (L1) and active-version pointers this process caches now, after the
+    /// cache's pending evictions ran: each stays at most [`KeyringConfig::l1_capacity`],
+    /// however many scopes the process touches. A diagnostic (and what the tests of the bound
+    /// read).
+    pub async fn l1_entries(&self) -> (u64, u64) {
+        self.inner.l1.run_pending_tasks().await;
+        self.inner.active.run_pending_tasks();
+        (self.inner.l1.entry_count(), self.inner.active.entry_count())
     }
 
     /// Drops every cached key of this process (L1 only; other processes keep theirs until

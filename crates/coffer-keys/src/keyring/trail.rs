@@ -78,6 +78,18 @@ impl Keyring {
         Ok(())
     }
 
+    /// Appends `events` as one chained batch (one store round trip or a few).
+    pub(super) async fn audit_batch(&self, events: &[AuditEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let key = Box::pin(self.chain_key()).await?;
+        if let Some(rec) = self.inner.store.append_audits(events, Some(key)).await? {
+            self.export_head(&rec);
+        }
+        Ok(())
+    }
+
     /// The store's chain key, created (under the primary KEK) if the store has none; opened
     /// once per process.
     pub(super) async fn chain_key(&self) -> Result<Arc<ChainKey>> {

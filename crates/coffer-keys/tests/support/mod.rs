@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod concurrency;
 pub mod lifecycle;
+pub mod scale;
 pub mod scoped_keys;
 pub mod writes;
 pub mod wrong_kek;
