@@ -27,11 +27,11 @@ exactly what is left. Run it on several machines at once, or with --workers, to 
 When no value is left under an old version (checked twice from the ciphertext headers) it
 offers to retire that version (--retire does so without asking).
 
-A table whose scope is a template (scope = "tenant:{tenant_id}/patients") is walked scope by
+A table whose scope is a template (scope = \"tenant:{tenant_id}/patients\") is walked scope by
 scope: each tenant's rows move to that tenant's active version, destroyed scopes are counted
 and left as they are, scopes missing from the key store are reported. --scope restricts the
 job to one scope; old versions of a templated table are retired scope by scope, with --scope.
-With keys = "row", a rotation re-wraps each row's key and leaves every value as it is.
+With keys = \"row\", a rotation re-wraps each row's key and leaves every value as it is.
 
 The schema file (--schema, COFFER_COLUMNS, default coffer-columns.toml) declares the
 encrypted columns; docs/COLUMNS.md describes it. Keys come from coffer.toml (--config).

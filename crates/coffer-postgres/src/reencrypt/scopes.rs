@@ -326,14 +326,6 @@ impl Reencryptor {
                 break;
             }
         }
-        if s.active.is_none()
-            && !matches!(self.inner.mode, Mode::Walk)
-            && let Ok(scope) = self.inner.cols.scope()
-            && s.destroyed_scopes == 0
-        {
-            // A fixed scope over an empty table: its version still answers `pending`.
-            s.active = Some(self.inner.cols.keyring().refresh_active(scope).await?);
-        }
         let table = t.name.clone();
         metrics::gauge!("coffer_reencrypt_pending_rows", "table" => table).set(s.pending as f64);
         Ok(s)
