@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
+use coffer_core::ScopeId;
 use coffer_keys::config::Config;
 use coffer_postgres::reencrypt::retirable;
-use coffer_core::ScopeId;
 use coffer_postgres::{Columns, ReencryptOptions, Reencryptor, Schema, Standing, Table};
 use sqlx::postgres::PgPoolOptions;
 
@@ -143,7 +143,11 @@ pub fn run(a: &ReencryptArgs) -> Result<()> {
         {
             bail!(
                 "--scope {scope}: no table{} has that scope or a scope template it fits",
-                if a.tables.is_empty() { " of the schema" } else { " named by --table" }
+                if a.tables.is_empty() {
+                    " of the schema"
+                } else {
+                    " named by --table"
+                }
             );
         }
         if a.status {
@@ -207,7 +211,8 @@ async fn status(jobs: &[Reencryptor]) -> Result<()> {
             format!(
                 "{}: scope {scope}, active {}; {} rows pending",
                 t.name(),
-                s.active.map_or_else(|| "none".to_owned(), |v| v.to_string()),
+                s.active
+                    .map_or_else(|| "none".to_owned(), |v| v.to_string()),
                 s.pending
             )
         };
@@ -223,7 +228,11 @@ async fn status(jobs: &[Reencryptor]) -> Result<()> {
                 .collect();
             out.push_str(&format!(
                 "; row keys by version: {}; values under row keys: {}",
-                if keys.is_empty() { "none".to_owned() } else { keys.join(", ") },
+                if keys.is_empty() {
+                    "none".to_owned()
+                } else {
+                    keys.join(", ")
+                },
                 c.values_under_row_keys
             ));
         }
@@ -271,7 +280,11 @@ fn left_alone(name: &str, s: &Standing) -> String {
             s.missing_scopes,
             s.missing_rows,
             s.missing.join(", "),
-            if more > 0 { format!(" and {more} more") } else { String::new() }
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
         ));
     }
     if s.unresolvable_rows > 0 {
@@ -331,7 +344,10 @@ async fn reencrypt(job: &Reencryptor, workers: u16) -> Result<()> {
             .map_or_else(|| "the active version".to_owned(), |v| v.to_string())
     };
     let rewrapped = if job.columns().table().row_key_column().is_some() {
-        format!(", {} row keys re-wrapped with values untouched", report.rewrapped)
+        format!(
+            ", {} row keys re-wrapped with values untouched",
+            report.rewrapped
+        )
     } else {
         String::new()
     };

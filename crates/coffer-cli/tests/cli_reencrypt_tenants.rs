@@ -86,8 +86,15 @@ fn reencrypt_walks_every_tenant_and_scope_restricts_it_to_one() {
         text.contains("  tenant:t00/patients: new scope (made by the job); 4 of 4 rows pending"),
         "{text}"
     );
-    assert_eq!(text.lines().filter(|l| l.starts_with("  tenant:")).count(), 20, "{text}");
-    assert!(text.contains("… and 5 more scopes with pending rows"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("  tenant:")).count(),
+        20,
+        "{text}"
+    );
+    assert!(
+        text.contains("… and 5 more scopes with pending rows"),
+        "{text}"
+    );
 
     // 2. The migration: every tenant's rows sealed under its own new scope.
     let out = output(reencrypt(d, &url, key, &["--batch-size", "7"]), None);
@@ -101,7 +108,10 @@ fn reencrypt_walks_every_tenant_and_scope_restricts_it_to_one() {
     );
     assert!(text.contains("retired scope by scope"), "{text}");
     assert_eq!(
-        count(&url, "SELECT count(*) FROM patients WHERE key_version = 1 AND ssn IS NOT NULL"),
+        count(
+            &url,
+            "SELECT count(*) FROM patients WHERE key_version = 1 AND ssn IS NOT NULL"
+        ),
         all
     );
     let list = ok(&keys(d, &["list"], &env));
@@ -127,7 +137,12 @@ fn reencrypt_walks_every_tenant_and_scope_restricts_it_to_one() {
 
     // 4. --scope: one tenant's rows only, then its v1 retired (after the writers' grace).
     let out = output(
-        reencrypt(d, &url, key, &["--table", "patients", "--scope", "tenant:t03/patients"]),
+        reencrypt(
+            d,
+            &url,
+            key,
+            &["--table", "patients", "--scope", "tenant:t03/patients"],
+        ),
         None,
     );
     out.success();
@@ -137,7 +152,10 @@ fn reencrypt_walks_every_tenant_and_scope_restricts_it_to_one() {
         out.stdout_str()
     );
     assert_eq!(
-        count(&url, "SELECT count(*) FROM patients WHERE tenant_id = 't03' AND key_version = 2"),
+        count(
+            &url,
+            "SELECT count(*) FROM patients WHERE tenant_id = 't03' AND key_version = 2"
+        ),
         PER_TENANT
     );
     assert_eq!(
@@ -149,12 +167,18 @@ fn reencrypt_walks_every_tenant_and_scope_restricts_it_to_one() {
     );
     std::thread::sleep(Duration::from_millis(1100));
     let out = output(
-        reencrypt(d, &url, key, &["--scope", "tenant:t03/patients", "--retire"]),
+        reencrypt(
+            d,
+            &url,
+            key,
+            &["--scope", "tenant:t03/patients", "--retire"],
+        ),
         None,
     );
     out.success();
     assert!(
-        out.stdout_str().contains("scope tenant:t03/patients: retired v1"),
+        out.stdout_str()
+            .contains("scope tenant:t03/patients: retired v1"),
         "{}",
         out.stdout_str()
     );
@@ -170,6 +194,9 @@ fn reencrypt_walks_every_tenant_and_scope_restricts_it_to_one() {
     );
 
     // 6. A scope no table's template fits is a usage error.
-    let out = output(reencrypt(d, &url, key, &["--scope", "tenant:t03/visits"]), None);
+    let out = output(
+        reencrypt(d, &url, key, &["--scope", "tenant:t03/visits"]),
+        None,
+    );
     out.fails(2, "no table of the schema has that scope");
 }

@@ -158,13 +158,11 @@ async fn search(cols: &Columns, pool: &PgPool, tenant: &str, i: usize) -> Vec<Uu
 }
 
 async fn versions(pool: &PgPool, tenant: &str) -> Vec<Option<i32>> {
-    sqlx::query_scalar(
-        "SELECT DISTINCT key_version FROM patients WHERE tenant_id = $1 ORDER BY 1",
-    )
-    .bind(tenant)
-    .fetch_all(pool)
-    .await
-    .unwrap()
+    sqlx::query_scalar("SELECT DISTINCT key_version FROM patients WHERE tenant_id = $1 ORDER BY 1")
+        .bind(tenant)
+        .fetch_all(pool)
+        .await
+        .unwrap()
 }
 
 fn opts(batch_size: u32) -> ReencryptOptions {
@@ -191,7 +189,10 @@ async fn rotating_one_tenant_moves_only_its_rows_and_a_destroyed_tenant_is_left_
     let job = Reencryptor::new(cols.clone(), pool.clone(), opts(7));
     assert!(job.walks_scopes());
     let s = job.standing(20).await.unwrap();
-    assert_eq!((s.scopes, s.rows, s.pending, s.pending_scopes), (3, 60, 30, 1));
+    assert_eq!(
+        (s.scopes, s.rows, s.pending, s.pending_scopes),
+        (3, 60, 30, 1)
+    );
     assert_eq!(s.listed.len(), 1);
     assert_eq!(s.listed[0].scope, "tenant:acme/patients");
     assert_eq!(s.listed[0].active, Some(KeyVersion(2)));
@@ -270,7 +271,10 @@ async fn a_run_stopped_half_way_resumes_every_row_moved_once_and_missing_scopes_
     let s = job.standing(20).await.unwrap();
     assert_eq!((s.pending, s.pending_scopes), (75, 2), "{s:?}");
     assert_eq!(s.missing, vec!["tenant:ghost/patients".to_owned()]);
-    assert_eq!((s.missing_scopes, s.missing_rows, s.unresolvable_rows), (1, 1, 2));
+    assert_eq!(
+        (s.missing_scopes, s.missing_rows, s.unresolvable_rows),
+        (1, 1, 2)
+    );
 
     // Stopped after 37 rows: those are wholly moved, the rest untouched.
     let r = job.run(|_| {}).await.unwrap();
@@ -292,7 +296,14 @@ async fn a_run_stopped_half_way_resumes_every_row_moved_once_and_missing_scopes_
     opens(&cols, pool, "a1", &a).await;
     opens(&cols, pool, "b2", &b).await;
     // The missing scope was not created behind the operator's back.
-    assert!(keyring.store().scope(&scope("ghost")).await.unwrap().is_none());
+    assert!(
+        keyring
+            .store()
+            .scope(&scope("ghost"))
+            .await
+            .unwrap()
+            .is_none()
+    );
     db.drop().await;
 }
 
@@ -461,10 +472,15 @@ async fn rotating_a_row_keyed_table_rewraps_the_keys_and_leaves_every_value_byte
     assert!(e.to_string().contains("scope by scope"), "{e}");
     let acme_job = Reencryptor::new(t.clone(), pool.clone(), opts(5));
     let c = acme_job.census().await.unwrap();
-    assert_eq!(c.row_keys_by_version.keys().copied().collect::<Vec<_>>(), vec![2]);
+    assert_eq!(
+        c.row_keys_by_version.keys().copied().collect::<Vec<_>>(),
+        vec![2]
+    );
     assert_eq!(c.old_versions(KeyVersion(2)), Vec::<KeyVersion>::new());
     tokio::time::sleep(cols.keyring().retire_grace()).await;
-    let retired = retirable(std::slice::from_ref(&acme_job), true).await.unwrap();
+    let retired = retirable(std::slice::from_ref(&acme_job), true)
+        .await
+        .unwrap();
     assert_eq!(retired, vec![KeyVersion(1)]);
     // Still opens after retirement (a retired version decrypts).
     opens(&cols, pool, "globex", &globex).await;

@@ -32,8 +32,8 @@ use crate::columns::Columns;
 use crate::error::{Error, Result};
 
 pub use census::{Census, retirable};
-pub use scopes::{ScopeStanding, Standing};
 use scopes::{PAGE, ScopeState};
+pub use scopes::{ScopeStanding, Standing};
 use sql::Mode;
 
 /// Job settings.

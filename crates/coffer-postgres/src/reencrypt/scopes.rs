@@ -301,10 +301,7 @@ impl Reencryptor {
                     ScopeState::New => (None, r.rows),
                     ScopeState::Active(v) => (
                         Some(*v),
-                        counted
-                            .iter()
-                            .find(|(k, _)| *k == i)
-                            .map_or(0, |(_, n)| *n),
+                        counted.iter().find(|(k, _)| *k == i).map_or(0, |(_, n)| *n),
                     ),
                     _ => continue,
                 };
@@ -315,7 +312,10 @@ impl Reencryptor {
                 s.pending_scopes += 1;
                 if s.listed.len() < list {
                     s.listed.push(ScopeStanding {
-                        scope: scope.as_ref().map(|x| x.as_str().to_owned()).unwrap_or_default(),
+                        scope: scope
+                            .as_ref()
+                            .map(|x| x.as_str().to_owned())
+                            .unwrap_or_default(),
                         active,
                         rows: r.rows,
                         pending,
