@@ -122,7 +122,7 @@ async fn snapshot(pool: &PgPool, tenant: &str) -> Vec<Raw> {
 }
 
 fn scope(tenant: &str) -> ScopeId {
-    ScopeId::new(&format!("tenant:{tenant}/patients")).unwrap()
+    ScopeId::new(format!("tenant:{tenant}/patients")).unwrap()
 }
 
 /// Opens every row of `tenant` and checks its SSN (rows in `ids` order, `ssn_of(i)`).

@@ -26,11 +26,14 @@ struct ScopeKeys {
     lowest: KeyVersion,
 }
 
+/// One column of a rewritten row: (plaintext, new ciphertext); `None`: NULL.
+type ColumnValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// One row rewritten.
 struct Rewritten {
     rid: String,
     /// Per column: (plaintext, new ciphertext).
-    values: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>,
+    values: Vec<ColumnValue>,
     /// The lowest version any value (or the row key) is under.
     version: KeyVersion,
     migrated: bool,
