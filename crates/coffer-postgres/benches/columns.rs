@@ -163,6 +163,11 @@ impl Config {
 
 /// A keyring whose key store lives in the bench database, under a fresh local KEK.
 async fn keyring(url: &str) -> Result<Keyring> {
+    keyring_with_ttl(url, ACTIVE_TTL).await
+}
+
+/// As [`keyring`], trusting its cached active versions for `active_ttl`.
+async fn keyring_with_ttl(url: &str, active_ttl: Duration) -> Result<Keyring> {
     sqlx::any::install_default_drivers();
     let id = KekId::new("bench", 1)?;
     let ring = KekRing::new(
@@ -175,7 +180,7 @@ async fn keyring(url: &str) -> Result<Keyring> {
     )?;
     let store = Arc::new(SqlStore::connect(url).await?);
     let config = KeyringConfig {
-        active_ttl: ACTIVE_TTL,
+        active_ttl,
         audit_unwraps: false,
         ..KeyringConfig::default()
     };

@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use coffer_keys::KeyringConfig;
 use coffer_postgres::{Columns, Encrypted, Schema};
 use rand::{Rng as _, SeedableRng as _};
 use sqlx::PgPool;
@@ -17,7 +18,7 @@ use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 use super::{
-    Config, Person, ROUNDS, Throughput, env_num, keyring, overhead, percentile, person, us,
+    Config, Person, ROUNDS, Throughput, env_num, keyring_with_ttl, overhead, percentile, person, us,
 };
 
 const SQL: &str = "
@@ -239,7 +240,10 @@ pub(super) async fn run(cfg: &Config, url: &str) -> Result<()> {
         .connect(url)
         .await?;
     sqlx::raw_sql(SQL).execute(&pool).await?;
-    let keyring = keyring(url).await?;
+    // The default active-pointer lifetime (5 s), as an application runs: with the 100 ms the
+    // other groups use (to see rotations quickly), a tenant written less often than every
+    // 100 ms would read its active version from the key store on nearly every write.
+    let keyring = keyring_with_ttl(url, KeyringConfig::default().active_ttl).await?;
     let bits = 16;
     let template = Columns::new(
         keyring.clone(),
@@ -265,18 +269,21 @@ pub(super) async fn run(cfg: &Config, url: &str) -> Result<()> {
     let template_side = Side::Template(template.clone());
     let mut cold = Vec::with_capacity(tenants);
     let mut warm = Vec::with_capacity(tenants);
+    let mut cold_seal = Vec::with_capacity(tenants);
+    let mut warm_seal = Vec::with_capacity(tenants);
     for name in &names {
         let p = person(&mut rng)?;
         let t = Instant::now();
-        insert(&template_side, &pool, name, &p).await?;
+        cold_seal.push(insert(&template_side, &pool, name, &p).await?);
         cold.push(t.elapsed());
         let p = person(&mut rng)?;
         let t = Instant::now();
-        insert(&template_side, &pool, name, &p).await?;
+        warm_seal.push(insert(&template_side, &pool, name, &p).await?);
         warm.push(t.elapsed());
     }
-    cold.sort();
-    warm.sort();
+    for v in [&mut cold, &mut warm, &mut cold_seal, &mut warm_seal] {
+        v.sort();
+    }
     let med = |v: &[Duration], p: f64| us(percentile(v, p)) / 1000.0;
     println!(
         "  first write of a new tenant (scope created, seal + INSERT), one at a time: median {:.2} ms, p99 {:.2} ms",
@@ -287,6 +294,13 @@ pub(super) async fn run(cfg: &Config, url: &str) -> Result<()> {
         "  the next write of the same tenant (warm):                                  median {:.2} ms, p99 {:.2} ms (target <= 1 ms)",
         med(&warm, 50.0),
         med(&warm, 99.0)
+    );
+    println!(
+        "  of which in Coffer (seal; the cold one creates the scope): cold median {:.2} ms, p99 {:.2} ms; warm median {:.3} ms, p99 {:.3} ms",
+        med(&cold_seal, 50.0),
+        med(&cold_seal, 99.0),
+        med(&warm_seal, 50.0),
+        med(&warm_seal, 99.0)
     );
     // The cold pass wrote two rows per tenant into the templated table; give the other sides
     // the same rows so the tables stay alike.
