@@ -5,7 +5,8 @@
 //! miss, local KEK) beside a warm write of the same tenant.
 //!
 //! Sizes: `COFFER_BENCH_TENANTS` (default 1 000) × `COFFER_BENCH_TENANT_ROWS` (rows per tenant,
-//! default 100; quick mode 10). `COFFER_BENCH_ONLY=tenants` runs this group alone.
+//! default 100; quick mode 10). `COFFER_BENCH_ONLY=tenants` runs this group alone;
+//! `COFFER_BENCH_TENANT_TTL_S` sets the keyring's active-pointer lifetime (default 5 s).
 
 use std::time::{Duration, Instant};
 
@@ -243,7 +244,12 @@ pub(super) async fn run(cfg: &Config, url: &str) -> Result<()> {
     // The default active-pointer lifetime (5 s), as an application runs: with the 100 ms the
     // other groups use (to see rotations quickly), a tenant written less often than every
     // 100 ms would read its active version from the key store on nearly every write.
-    let keyring = keyring_with_ttl(url, KeyringConfig::default().active_ttl).await?;
+    // `COFFER_BENCH_TENANT_TTL_S` sets another lifetime (seconds).
+    let ttl = match env_num("COFFER_BENCH_TENANT_TTL_S", 0u64)? {
+        0 => KeyringConfig::default().active_ttl,
+        s => Duration::from_secs(s),
+    };
+    let keyring = keyring_with_ttl(url, ttl).await?;
     let bits = 16;
     let template = Columns::new(
         keyring.clone(),
@@ -261,7 +267,7 @@ pub(super) async fn run(cfg: &Config, url: &str) -> Result<()> {
     println!(
         "8. Many tenants in one table: {tenants} tenants × {per} rows per side, a scope per tenant \
          (template tenant:{{tenant_id}}/patients) vs one fixed scope, both vs plaintext; \
-         {tasks} tasks, {ROUNDS} rounds rotating which side goes first"
+         {tasks} tasks, {ROUNDS} rounds rotating which side goes first; active_ttl {ttl:?}"
     );
 
     // Cold: the first write of each tenant creates its scope (one per tenant, so each is an
