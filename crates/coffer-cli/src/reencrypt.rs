@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
+use coffer_core::ScopeId;
 use coffer_keys::config::Config;
 use coffer_postgres::reencrypt::retirable;
-use coffer_postgres::{Columns, ReencryptOptions, Reencryptor, Schema, Table};
+use coffer_postgres::{Columns, ReencryptOptions, Reencryptor, Schema, Standing, Table};
 use sqlx::postgres::PgPoolOptions;
 
 use crate::cli::ConfigArg;
@@ -26,6 +27,12 @@ exactly what is left. Run it on several machines at once, or with --workers, to 
 When no value is left under an old version (checked twice from the ciphertext headers) it
 offers to retire that version (--retire does so without asking).
 
+A table whose scope is a template (scope = \"tenant:{tenant_id}/patients\") is walked scope by
+scope: each tenant's rows move to that tenant's active version, destroyed scopes are counted
+and left as they are, scopes missing from the key store are reported. --scope restricts the
+job to one scope; old versions of a templated table are retired scope by scope, with --scope.
+With keys = \"row\", a rotation re-wraps each row's key and leaves every value as it is.
+
 The schema file (--schema, COFFER_COLUMNS, default coffer-columns.toml) declares the
 encrypted columns; docs/COLUMNS.md describes it. Keys come from coffer.toml (--config).
 
@@ -35,6 +42,7 @@ Examples:
   coffer reencrypt --status                  # where each table stands, changes nothing
   coffer reencrypt --rate 5000 --workers 2   # at most 5 000 rows/s per worker
   coffer reencrypt --clear-plaintext         # migration: NULL the plaintext columns as it goes
+  coffer reencrypt --table patients --scope tenant:acme/patients --retire   # one tenant
 
 Exit status: 0 done; 1 a value failed to authenticate or is not a ciphertext (the row is
 named, its batch rolled back); 2 usage, schema or key-state error; 3 the database, key store
@@ -75,6 +83,10 @@ pub struct ReencryptArgs {
     /// Set each migrated plaintext column to NULL in the same UPDATE
     #[arg(long)]
     pub clear_plaintext: bool,
+    /// Only the rows of this scope (e.g. tenant:acme/patients), in the tables whose scope
+    /// template it fits
+    #[arg(long, value_name = "SCOPE")]
+    pub scope: Option<String>,
     /// Show where each table stands (values per key version, rows pending) and change nothing
     #[arg(long, conflicts_with_all = ["retire", "max_rows", "clear_plaintext"])]
     pub status: bool,
@@ -114,10 +126,30 @@ pub fn run(a: &ReencryptArgs) -> Result<()> {
             max_rows: a.max_rows,
             ..ReencryptOptions::default()
         };
-        let jobs: Vec<Reencryptor> = tables
-            .into_iter()
-            .map(|t| Reencryptor::new(Columns::new(keyring.clone(), t), pool.clone(), opts.clone()))
-            .collect();
+        let mut jobs: Vec<Reencryptor> = Vec::new();
+        for t in tables {
+            let cols = Columns::new(keyring.clone(), t);
+            let cols = match &a.scope {
+                None => cols,
+                Some(scope) => match restrict(&cols, scope)? {
+                    Some(c) => c,
+                    None => continue,
+                },
+            };
+            jobs.push(Reencryptor::new(cols, pool.clone(), opts.clone()));
+        }
+        if let Some(scope) = &a.scope
+            && jobs.is_empty()
+        {
+            bail!(
+                "--scope {scope}: no table{} has that scope or a scope template it fits",
+                if a.tables.is_empty() {
+                    " of the schema"
+                } else {
+                    " named by --table"
+                }
+            );
+        }
         if a.status {
             return status(&jobs).await;
         }
@@ -131,45 +163,162 @@ pub fn run(a: &ReencryptArgs) -> Result<()> {
     })
 }
 
+/// The table's columns restricted to `scope` if its scope (or scope template) fits it; `None`
+/// if it does not.
+fn restrict(cols: &Columns, scope: &str) -> Result<Option<Columns>> {
+    let template = cols.table().scope_template();
+    if let Some(fixed) = template.fixed() {
+        return Ok((fixed.as_str() == scope).then(|| cols.clone()));
+    }
+    let Some(values) = template.match_scope(scope) else {
+        return Ok(None);
+    };
+    Ok(Some(cols.for_scope(&values)?))
+}
+
+/// Scopes with pending rows listed one per line in --status (the rest are counted).
+const LISTED: usize = 20;
+
 async fn status(jobs: &[Reencryptor]) -> Result<()> {
     let mut out = String::new();
     for job in jobs {
         let t = job.columns().table();
-        let (active, pending) = job.pending().await?;
+        let s = job.standing(LISTED).await?;
         let c = job.census().await?;
         let values: Vec<String> = c
             .values_by_version
             .iter()
             .map(|(v, n)| format!("v{v}: {n}"))
             .collect();
+        let values = if values.is_empty() {
+            "none".to_owned()
+        } else {
+            values.join(", ")
+        };
+        let scope = match job.columns().scope() {
+            Ok(sc) => sc.to_string(),
+            Err(_) => format!("template {}", t.scope_template()),
+        };
+        let head = if job.walks_scopes() {
+            format!(
+                "{}: scope {scope}, {} scopes; {} rows pending in {} scopes",
+                t.name(),
+                s.scopes,
+                s.pending,
+                s.pending_scopes
+            )
+        } else {
+            format!(
+                "{}: scope {scope}, active {}; {} rows pending",
+                t.name(),
+                s.active
+                    .map_or_else(|| "none".to_owned(), |v| v.to_string()),
+                s.pending
+            )
+        };
         out.push_str(&format!(
-            "{}: scope {}, active {active}; {pending} rows pending; values by version: {}; plaintext left: {}{}\n",
-            t.name(),
-            t.scope_template(),
-            if values.is_empty() { "none".to_owned() } else { values.join(", ") },
-            c.plaintext_left,
-            if c.not_ciphertext > 0 {
-                format!("; NOT CIPHERTEXT: {} values", c.not_ciphertext)
+            "{head}; values by version: {values}; plaintext left: {}",
+            c.plaintext_left
+        ));
+        if t.row_key_column().is_some() {
+            let keys: Vec<String> = c
+                .row_keys_by_version
+                .iter()
+                .map(|(v, n)| format!("v{v}: {n}"))
+                .collect();
+            out.push_str(&format!(
+                "; row keys by version: {}; values under row keys: {}",
+                if keys.is_empty() {
+                    "none".to_owned()
+                } else {
+                    keys.join(", ")
+                },
+                c.values_under_row_keys
+            ));
+        }
+        if c.not_ciphertext > 0 {
+            out.push_str(&format!("; NOT CIPHERTEXT: {} values", c.not_ciphertext));
+        }
+        out.push('\n');
+        out.push_str(&left_alone(t.name(), &s));
+        if job.walks_scopes() {
+            for l in &s.listed {
+                out.push_str(&format!(
+                    "  {}: {}; {} of {} rows pending\n",
+                    l.scope,
+                    l.active.map_or_else(
+                        || "new scope (made by the job)".to_owned(),
+                        |v| format!("active {v}")
+                    ),
+                    l.pending,
+                    l.rows
+                ));
+            }
+            let rest = s.pending_scopes.saturating_sub(s.listed.len() as u64);
+            if rest > 0 {
+                out.push_str(&format!("  … and {rest} more scopes with pending rows\n"));
+            }
+        }
+    }
+    input::write_stdout(out.as_bytes())
+}
+
+/// The lines about rows the job leaves as they are (none when there are none).
+fn left_alone(name: &str, s: &Standing) -> String {
+    let mut out = String::new();
+    if s.destroyed_rows > 0 || s.destroyed_scopes > 0 {
+        out.push_str(&format!(
+            "{name}: destroyed: {} scopes, {} rows left as they are (shredded)\n",
+            s.destroyed_scopes, s.destroyed_rows
+        ));
+    }
+    if s.missing_scopes > 0 {
+        let more = s.missing_scopes.saturating_sub(s.missing.len() as u64);
+        out.push_str(&format!(
+            "{name}: missing from the key store: {} scopes, {} rows left as they are ({}{}); \
+             restore the key store, or create the scopes if the rows were never encrypted\n",
+            s.missing_scopes,
+            s.missing_rows,
+            s.missing.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
             } else {
                 String::new()
             }
         ));
     }
-    input::write_stdout(out.as_bytes())
+    if s.unresolvable_rows > 0 {
+        out.push_str(&format!(
+            "{name}: {} rows have scope values that are NULL or cannot form a scope id; left as they are\n",
+            s.unresolvable_rows
+        ));
+    }
+    if s.erased_rows > 0 {
+        out.push_str(&format!(
+            "{name}: {} rows have an erased row key (shredded); left as they are\n",
+            s.erased_rows
+        ));
+    }
+    out
 }
 
 async fn reencrypt(job: &Reencryptor, workers: u16) -> Result<()> {
     let name = job.columns().table().name().to_owned();
-    let (active, pending) = job.pending().await?;
+    let before = job.standing(0).await?;
+    let target = match (job.walks_scopes(), before.active) {
+        (true, _) => format!("{} scopes", before.pending_scopes),
+        (false, Some(v)) => v.to_string(),
+        (false, None) => "the active version".to_owned(),
+    };
     let bar = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(pending);
+        let bar = indicatif::ProgressBar::new(before.pending);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{msg} {bar:40} {pos}/{len} rows ({per_sec}, eta {eta})",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        bar.set_message(format!("{name} → {active}"));
+        bar.set_message(format!("{name} → {target}"));
         Some(bar)
     } else {
         None
@@ -187,9 +336,23 @@ async fn reencrypt(job: &Reencryptor, workers: u16) -> Result<()> {
         b.finish_and_clear();
     }
     let secs = report.elapsed.as_secs_f64();
-    let active = report.active.unwrap_or(active);
+    let to = if job.walks_scopes() {
+        format!("the active version of each of {} scopes", report.scopes)
+    } else {
+        report
+            .active
+            .map_or_else(|| "the active version".to_owned(), |v| v.to_string())
+    };
+    let rewrapped = if job.columns().table().row_key_column().is_some() {
+        format!(
+            ", {} row keys re-wrapped with values untouched",
+            report.rewrapped
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "{name}: {} rows moved to {active} ({} from plaintext) in {secs:.1} s ({:.0} rows/s, {} batches)",
+        "{name}: {} rows moved to {to} ({} from plaintext{rewrapped}) in {secs:.1} s ({:.0} rows/s, {} batches)",
         report.rows,
         report.migrated,
         if secs > 0.0 {
@@ -199,35 +362,61 @@ async fn reencrypt(job: &Reencryptor, workers: u16) -> Result<()> {
         },
         report.batches
     );
+    let after = Standing {
+        destroyed_scopes: report.destroyed_scopes,
+        destroyed_rows: report.destroyed_rows,
+        missing_scopes: report.missing_scopes,
+        missing_rows: report.missing_rows,
+        missing: before.missing.clone(),
+        unresolvable_rows: report.unresolvable_rows,
+        erased_rows: report.erased_rows,
+        ..Standing::default()
+    };
+    print!("{}", left_alone(&name, &after));
     if report.remaining > 0 {
         println!(
-            "{name}: {} rows still pending (below {active} or not migrated); run again to finish",
+            "{name}: {} rows still pending (below their scope's active version or not migrated); run again to finish",
             report.remaining
         );
     }
     Ok(())
 }
 
-/// Groups the tables by scope; for each scope whose every table in the schema was just
-/// processed, finds decrypt-only versions with no value left and retires them (with
-/// --retire or a yes on a terminal).
+/// Groups the jobs by scope (a fixed scope, or the one --scope named); for each scope whose
+/// every table in the schema was just processed, finds decrypt-only versions with no value
+/// left and retires them (with --retire or a yes on a terminal). Jobs that walk a scope
+/// template are retired scope by scope: the output says how.
 async fn offer_retirement(schema: &Schema, jobs: &[Reencryptor], retire: bool) -> Result<()> {
     let all = schema.tables()?;
-    let mut scopes: Vec<_> = jobs
+    for job in jobs.iter().filter(|j| j.walks_scopes()) {
+        let t = job.columns().table();
+        println!(
+            "{}: old versions of a scope template are retired scope by scope: \
+             coffer reencrypt --table {} --scope {} --retire (checks that scope's rows twice, then retires)",
+            t.name(),
+            t.name(),
+            t.scope_template()
+        );
+    }
+    let mut scopes: Vec<ScopeId> = jobs
         .iter()
-        .filter_map(|j| j.columns().table().scope_template().fixed().cloned())
+        .filter(|j| !j.walks_scopes())
+        .filter_map(|j| j.columns().scope().ok().cloned())
         .collect();
     scopes.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     scopes.dedup();
     for scope in scopes {
         let group: Vec<Reencryptor> = jobs
             .iter()
-            .filter(|j| j.columns().table().scope_template().fixed() == Some(&scope))
+            .filter(|j| !j.walks_scopes() && j.columns().scope().ok() == Some(&scope))
             .cloned()
             .collect();
         let in_schema = all
             .iter()
-            .filter(|t| t.scope_template().fixed() == Some(&scope))
+            .filter(|t| {
+                let tpl = t.scope_template();
+                tpl.fixed() == Some(&scope) || tpl.match_scope(scope.as_str()).is_some()
+            })
             .count();
         if group.len() < in_schema {
             println!(

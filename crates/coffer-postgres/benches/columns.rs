@@ -10,11 +10,15 @@
 //! 4. the SELECTs of 2 at the full row count;
 //! 5. blind-index equality and prefix search latency vs `ssn = $1` / `email LIKE 'abcd%'`;
 //! 6. re-encryption after a rotation with 1 worker, and after another rotation with 2 workers;
-//! 7. the searches of 5 again, now with three live key versions (one search term each).
+//! 7. the searches of 5 again, now with three live key versions (one search term each);
+//! 8. many tenants in one table: inserts and selects by id through a scope template (a scope
+//!    per tenant) and through one fixed scope, both vs plaintext, and a new tenant's first
+//!    write beside a warm one (`columns/tenants.rs`).
 //!
 //! ```text
 //! cargo bench -p coffer-postgres --bench columns
 //! COFFER_BENCH_QUICK=1 cargo bench -p coffer-postgres --bench columns   # smoke run
+//! COFFER_BENCH_ONLY=tenants cargo bench -p coffer-postgres --bench columns   # group 8 alone
 //! ```
 //!
 //! Sizes: `COFFER_BENCH_ROWS` (rows loaded for 3–7, default 1 000 000), `COFFER_BENCH_OPS`
@@ -25,6 +29,9 @@
 //! `COFFER_BENCH_QUICK=1` makes the defaults 20 000 rows, 2 000 ops and 200 queries.
 
 #![allow(missing_docs)]
+
+#[path = "columns/tenants.rs"]
+mod tenants;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -156,6 +163,11 @@ impl Config {
 
 /// A keyring whose key store lives in the bench database, under a fresh local KEK.
 async fn keyring(url: &str) -> Result<Keyring> {
+    keyring_with_ttl(url, ACTIVE_TTL).await
+}
+
+/// As [`keyring`], trusting its cached active versions for `active_ttl`.
+async fn keyring_with_ttl(url: &str, active_ttl: Duration) -> Result<Keyring> {
     sqlx::any::install_default_drivers();
     let id = KekId::new("bench", 1)?;
     let ring = KekRing::new(
@@ -168,7 +180,7 @@ async fn keyring(url: &str) -> Result<Keyring> {
     )?;
     let store = Arc::new(SqlStore::connect(url).await?);
     let config = KeyringConfig {
-        active_ttl: ACTIVE_TTL,
+        active_ttl,
         audit_unwraps: false,
         ..KeyringConfig::default()
     };
@@ -1042,6 +1054,9 @@ fn main() -> Result<()> {
     rt.block_on(async {
         // Dropped (with the database) when the run ends, however it ends.
         let db = coffer_testkit::pg::TestDb::try_new("coffer_bench").map_err(anyhow::Error::msg)?;
-        run(&cfg, db.url()).await
+        if std::env::var("COFFER_BENCH_ONLY").as_deref() != Ok("tenants") {
+            run(&cfg, db.url()).await?;
+        }
+        tenants::run(&cfg, db.url()).await
     })
 }

@@ -28,7 +28,7 @@ pub mod value;
 
 pub use columns::{Columns, Plain, PlainRow, RowId, RowSealer, SealedRow, Search};
 pub use error::{Error, Result};
-pub use reencrypt::{Census, ReencryptOptions, Reencryptor, RunReport};
+pub use reencrypt::{Census, ReencryptOptions, Reencryptor, RunReport, ScopeStanding, Standing};
 pub use rowkey::ROW_KEY_VERSION;
 pub use schema::{Schema, Storage, Table, TableSpec};
 pub use scope::ScopeTemplate;
