@@ -24,6 +24,7 @@ mod rowkey;
 pub mod schema;
 pub mod scope;
 mod sealed;
+mod search;
 pub mod value;
 
 pub use columns::{Columns, Plain, PlainRow, RowId, RowSealer, SealedRow, Search};

@@ -12,11 +12,12 @@ use sqlx::postgres::PgRow;
 
 use super::sql::{Mode, Statements, array_literal, read_cipher, read_source, version_i32};
 use super::{BatchReport, Reencryptor};
-use crate::columns::{Columns, index_value};
+use crate::columns::Columns;
 use crate::error::{Error, Result};
 use crate::rowkey::{ROW_KEY_VERSION, RowKey};
 use crate::schema::Storage;
 use crate::sealed::IndexValue;
+use crate::search::index_value;
 
 /// A scope met in a batch: its columns handle and its active index keys.
 struct ScopeKeys {
