@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 mod notify;
+mod rows;
 mod store;
 
 pub use notify::CHANNEL as INVALIDATION_CHANNEL;
