@@ -26,7 +26,7 @@ impl Keyring {
     /// does not open is listed with its error ([`Error::WrongKek`], [`Error::UnknownKek`], a
     /// provider error); the store is only read. Unwraps made here are not audited one by one.
     ///
-    /// The store is read a page of [`CHECK_PAGE`] active DEKs at a time, so memory stays
+    /// The store is read a page of 1 000 active DEKs at a time, so memory stays
     /// bounded at any number of scopes: with `limit`, a reservoir sample of `limit` DEKs is
     /// kept while every page is read (a uniform sample); without, each page is checked and
     /// dropped.
