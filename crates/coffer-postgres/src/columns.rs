@@ -324,25 +324,10 @@ impl Columns {
         row: &(impl RowId + ?Sized),
         value: Option<&Encrypted<T>>,
     ) -> Result<Option<T>> {
-        let c = self.table.column(column)?;
-        self.check_type(c, T::TYPE)?;
-        let Some(value) = value else {
-            return match c.nulls {
-                Nulls::Passthrough => Ok(None),
-                Nulls::Authenticated => Err(self.err(
-                    column,
-                    "SQL NULL in a column with authenticated NULLs: the value was removed without the key",
-                )),
-            };
-        };
-        self.refuse_row_keyed("open")?;
-        match self
-            .open_bytes(c, &row.row_context(), value.as_bytes(), None)
-            .await?
-        {
-            Some(p) => Ok(Some(T::from_plain(p).map_err(|e| self.err(column, e.0))?)),
-            None => Ok(None),
+        if value.is_some() {
+            self.refuse_row_keyed("open")?;
         }
+        self.open_opt_keyed(column, row, None, value).await
     }
 
     /// Opens canonical bytes of `column` read from the row whose context is `row` (the row
