@@ -694,9 +694,9 @@ class PrefixIndexField(_IndexField):
         return "{" + ",".join(f'"\\\\x{bytes(v).hex()}"' for v in value) + "}"
 
 
-class KeyVersionField(models.IntegerField):
-    """The key version the row was sealed under (the re-encryption job selects rows below the
-    active version). Filled in on every save."""
+class _Bookkeeping:
+    """A column Coffer fills in on every save: nullable, not editable in forms, and neither
+    setting written into migrations."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("null", True)
@@ -708,27 +708,21 @@ class KeyVersionField(models.IntegerField):
         kwargs.pop("null", None)
         kwargs.pop("editable", None)
         return name, path, args, kwargs
+
+
+class KeyVersionField(_Bookkeeping, models.IntegerField):
+    """The key version the row was sealed under (the re-encryption job selects rows below the
+    active version). Filled in on every save."""
 
     def pre_save(self, model_instance: models.Model, add: bool) -> Any:
         return _sealed(model_instance, self)
 
 
-class RowKeyField(models.BinaryField):
+class RowKeyField(_Bookkeeping, models.BinaryField):
     """With ``coffer_keys = "row"`` on the model: the row's own data key, wrapped under the
     row's scope (BYTEA; docs/COLUMNS.md §8). Filled in on every save (a new row gets a fresh
     key, a saved row keeps its own). Setting it to NULL
     (``Model.objects.filter(pk=…).update(row_key=None)``) erases that row's values."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("null", True)
-        kwargs.setdefault("editable", False)
-        super().__init__(*args, **kwargs)
-
-    def deconstruct(self) -> Any:
-        name, path, args, kwargs = super().deconstruct()
-        kwargs.pop("null", None)
-        kwargs.pop("editable", None)
-        return name, path, args, kwargs
 
     def pre_save(self, model_instance: models.Model, add: bool) -> Any:
         v = _sealed(model_instance, self)
