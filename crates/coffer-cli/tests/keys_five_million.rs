@@ -2,7 +2,8 @@
 //! change it) on PostgreSQL created in bulk by `coffer keys create-scope --from-file`, a page
 //! listed by prefix, every DEK re-wrapped by `coffer keys rotate-kek` with the first run
 //! SIGKILLed half-way and a second run finishing it, then every DEK opened by `coffer keys
-//! check --all`. Run in release (`make test`); prints its figures with --nocapture.
+//! check --all`. `make test` runs it with 20 000 scopes on the debug build; the figures come
+//! from a release run (`--release ... -- --nocapture`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
