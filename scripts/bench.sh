@@ -37,6 +37,9 @@ fi
 if [ "${BENCH_BACKUP:-1}" = 1 ]; then
   scripts/bench-backup.sh
 fi
+# Server CPU of one encrypt request at batch 1 beside the no-crypto echo, in process (thread CPU
+# time, blocks of the two alternating; about 30 s).
+cargo bench -p coffer-server --bench encrypt_path
 # The encryption service under load (coffer serve, wrk, 1 000 connections): encrypt with batches
 # of 1 and 100 beside the no-crypto echo endpoint in the same run; req/s, p50/p99, server CPU per
 # 1 000 fields. BENCH_SERVICE=0 skips it.
