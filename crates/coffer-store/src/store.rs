@@ -43,7 +43,7 @@ pub enum Backend {
 }
 
 impl Backend {
-    fn now(self) -> &'static str {
+    pub(crate) fn now(self) -> &'static str {
         match self {
             Backend::Postgres => "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT",
             Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)",
@@ -453,11 +453,11 @@ impl KeyStore for SqlStore {
         if firsts.is_empty() {
             return Ok(Vec::new());
         }
-        let now = self.backend.now();
+        let backend = self.backend;
         let firsts: Arc<[NewDek]> = firsts.into();
         self.retry(|tx| {
             let firsts = Arc::clone(&firsts);
-            Box::pin(async move { create_scopes_in(tx, now, &firsts).await })
+            Box::pin(async move { create_scopes_in(tx, backend, &firsts).await })
         })
         .await
     }
@@ -560,7 +560,8 @@ impl KeyStore for SqlStore {
             return Ok(None);
         }
         let now = self.backend.now();
-        let serialize = self.backend == Backend::Postgres;
+        let backend = self.backend;
+        let serialize = backend == Backend::Postgres;
         let events: Arc<[AuditEvent]> = events.into();
         self.retry(|tx| {
             let events = Arc::clone(&events);
@@ -588,7 +589,7 @@ impl KeyStore for SqlStore {
                     });
                     prev = hash;
                 }
-                insert_audits_in(tx, &records).await?;
+                insert_audits_in(tx, backend, &records).await?;
                 Ok(records.pop())
             })
         })
@@ -795,6 +796,7 @@ impl KeyStore for SqlStore {
     }
 
     async fn replace_wraps(&self, rewraps: &[Rewrap]) -> Result<u64> {
+        let backend = self.backend;
         let rewraps = rewraps.to_vec();
         self.retry(|tx| {
             let rewraps = rewraps.clone();
@@ -807,16 +809,7 @@ impl KeyStore for SqlStore {
                         "UPDATE coffer_deks SET wrapped = v.column3, kek_name = v.column4, \
                          kek_version = v.column5, wrap_algorithm = v.column6 FROM (VALUES ",
                     );
-                    for i in 0..chunk.len() {
-                        let b = i * 8;
-                        if i > 0 {
-                            sql.push(',');
-                        }
-                        sql.push_str(&format!(
-                            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                            b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8
-                        ));
-                    }
+                    sql.push_str(&placeholders(backend, chunk.len(), 8, ""));
                     sql.push_str(
                         ") AS v WHERE coffer_deks.scope = v.column1 \
                          AND coffer_deks.version = v.column2 AND coffer_deks.kek_name = v.column7 \
