@@ -193,7 +193,12 @@ pub(crate) async fn create_scopes_in(
             "INSERT INTO coffer_deks (scope, version, key_id, wrapped, kek_name, kek_version, \
              wrap_algorithm, key_check, state, encryptions, created_at_us, state_changed_at_us) \
              VALUES {}",
-            placeholders(backend, chunk.len(), 8, &format!(", 'active', 0, {now}, {now}"))
+            placeholders(
+                backend,
+                chunk.len(),
+                8,
+                &format!(", 'active', 0, {now}, {now}")
+            )
         );
         let mut q = sqlx::query(&sql);
         for f in chunk {
