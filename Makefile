@@ -39,7 +39,8 @@ test-default: services
 	# half-way and rerun, every DEK checked. CI runs it on the debug build already made above with
 	# 20 000 scopes (well under a minute) to stay within its time; the figures in docs/BENCHMARKS.md
 	# come from the release run at full size: `cargo test --release -p coffer-cli --test
-	# keys_five_million -- --nocapture` (5 000 000 scopes by default; COFFER_SCALE_SCOPES to change).
+	# keys_five_million -- --nocapture` (5 000 000 scopes on PostgreSQL and 1 000 000 on SQLite by
+	# default; COFFER_SCALE_SCOPES to change).
 	COFFER_SCALE_SCOPES=$${COFFER_SCALE_SCOPES:-20000} $(CARGO) test -p coffer-cli --test keys_five_million -- --nocapture
 	# The ballots app under 10 000 voter connections: 60 s, then 30 s with Redis killed (about 3 min).
 	$(CARGO) test --release -p coffer-ballots --test load -- --test-threads=1
