@@ -35,7 +35,7 @@ test-default: services
 	$(CARGO) test -p coffer-cli --features aws-kms --test cli_kms
 	# The issue's 1 000 000-row re-encryption under live traffic, optimised (about 3 min).
 	$(CARGO) test --release -p coffer-postgres --test reencrypt_million
-	# The key store at scale on PostgreSQL: bulk creation, a page by prefix, rotate-kek SIGKILLed
+	# The key store at scale on PostgreSQL and SQLite: bulk creation, a page by prefix, rotate-kek SIGKILLed
 	# half-way and rerun, every DEK checked. CI runs it on the debug build already made above with
 	# 20 000 scopes (well under a minute) to stay within its time; the figures in docs/BENCHMARKS.md
 	# come from the release run at full size: `cargo test --release -p coffer-cli --test
