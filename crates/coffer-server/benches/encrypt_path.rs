@@ -64,7 +64,8 @@ fn main() {
     let pairs: usize = std::env::var("COFFER_BENCH_PAIRS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(300)
+        .max(1);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

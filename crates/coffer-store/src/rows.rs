@@ -167,8 +167,8 @@ pub(crate) async fn create_scopes_in(
     backend: Backend,
     firsts: &[NewDek],
 ) -> Result<Vec<BulkCreate>, sqlx::Error> {
-    let now = backend.now();
     use std::collections::HashMap;
+    let now = backend.now();
     let mut created: HashMap<String, i64> = HashMap::with_capacity(firsts.len());
     for chunk in firsts.chunks(SCOPE_CHUNK) {
         let sql = format!(
